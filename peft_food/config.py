@@ -1,0 +1,248 @@
+"""Typed schemas for the config groups, and the one place a Hydra config becomes Python objects.
+
+Each dataclass is registered in Hydra's ConfigStore as `<group>/<name>_schema`, and the YAML
+files in conf/ list it first in their defaults. So `peft.r=abc` or a typo'd key fails when Hydra
+composes, and `parse_config` (which builds the dataclasses, running `__post_init__`) rejects
+out-of-range values such as `peft.r=0` before any data is read or any model is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from peft_food.errors import ConfigError
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+PEFT_METHODS = ("lora", "full")
+PRECISIONS = ("fp16", "bf16", "fp32")
+DATA_SOURCES = ("food101", "food101_local", "imagefolder", "synthetic")
+
+
+@dataclass
+class ModelSpec:
+    # Hub id or local directory; null for models that only exist as an architecture (vit_tiny).
+    name_or_path: Optional[str] = None
+    # false: build `arch` with random weights (offline, tests, benchmarks).
+    pretrained: bool = True
+    # Name of the classification head module: kept trainable and saved next to the adapter.
+    head: str = "classifier"
+    # transformers config kwargs (model_type first) for building without the Hub.
+    arch: dict[str, Any] = field(default_factory=dict)
+    # Image processor kwargs used when no checkpoint is loaded (mean, std, size).
+    processor: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _require(
+            not self.pretrained or bool(self.name_or_path),
+            "model.pretrained=true needs model.name_or_path (a Hub id or a local directory); "
+            "set model.pretrained=false to build the architecture with random weights",
+        )
+        _require(
+            self.pretrained or "model_type" in self.arch,
+            "model.pretrained=false needs model.arch.model_type (e.g. vit) to build the architecture",
+        )
+
+
+@dataclass
+class LoraSpec:
+    method: str = "lora"
+    r: int = 16
+    alpha: int = 16
+    dropout: float = 0.1
+    bias: str = "none"
+    # Logical names: `query`/`value` resolve to q_proj/v_proj on transformers >= 5.9 and back.
+    target_modules: list[str] = field(default_factory=lambda: ["query", "value"])
+    # The learning rate train.lr defaults to for this method (the seed's LoRA recipe).
+    recommended_lr: float = 5e-3
+
+    def __post_init__(self) -> None:
+        _require(self.method == "lora", f"peft.method={self.method!r} does not match peft=lora")
+        _require(self.r > 0, f"peft.r={self.r} is invalid: the LoRA rank must be a positive integer (e.g. peft.r=16)")
+        _require(self.alpha > 0, f"peft.alpha={self.alpha} is invalid: LoRA alpha must be positive (e.g. peft.alpha=16)")
+        _require(0.0 <= self.dropout < 1.0, f"peft.dropout={self.dropout} is invalid: use a value in [0, 1)")
+        _require(
+            self.bias in ("none", "all", "lora_only"),
+            f"peft.bias={self.bias!r} is invalid: use none, all or lora_only",
+        )
+        _require(len(self.target_modules) > 0, "peft.target_modules is empty: name at least one Linear module")
+
+
+@dataclass
+class FullSpec:
+    method: str = "full"
+    recommended_lr: float = 5e-5
+
+    def __post_init__(self) -> None:
+        _require(self.method == "full", f"peft.method={self.method!r} does not match peft=full")
+
+
+@dataclass
+class DataSpec:
+    # food101 (Hub) | food101_local (Food-101 on-disk layout) | imagefolder | synthetic
+    source: str = "food101"
+    # Directory for food101_local / imagefolder.
+    root: Optional[str] = None
+    # Hub dataset id and splits for source=food101.
+    hub_id: str = "ethz/food101"
+    train_split: str = "train"
+    # null: carve the eval set out of the training pool with `test_size`, seeded.
+    eval_split: Optional[str] = None
+    test_size: float = 0.2
+    # Seeded class-balanced subset: N training images per class (null: all).
+    per_class: Optional[int] = None
+    # Same for the eval set (null: all).
+    eval_per_class: Optional[int] = None
+    # synthetic only: number of classes and image side in pixels.
+    num_classes: int = 10
+    image_size: int = 64
+
+    def __post_init__(self) -> None:
+        _require(
+            self.source in DATA_SOURCES,
+            f"data.source={self.source!r} is unknown: choose one of {', '.join(DATA_SOURCES)}",
+        )
+        _require(
+            self.source not in ("food101_local", "imagefolder") or bool(self.root),
+            f"data.root is missing: data={self.source} reads images from disk, "
+            f"pass data.root=/path/to/images",
+        )
+        _require(0.0 < self.test_size < 1.0, f"data.test_size={self.test_size} is invalid: use a fraction in (0, 1)")
+        for key in ("per_class", "eval_per_class"):
+            value = getattr(self, key)
+            _require(value is None or value > 0, f"data.{key}={value} is invalid: use a positive count or null")
+        _require(self.num_classes >= 2, f"data.num_classes={self.num_classes} is invalid: use at least 2")
+
+
+@dataclass
+class TrainSpec:
+    epochs: float = 5
+    lr: float = 5e-3
+    batch_size: int = 128
+    eval_batch_size: int = 128
+    grad_accum: int = 4
+    precision: str = "fp16"
+    # null: one worker per core, at most 8 (decoding JPEGs in the training process starves it).
+    workers: Optional[int] = None
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.0
+    logging_steps: int = 10
+    # -1: train for `epochs`; a positive number caps the optimizer steps (smoke tests).
+    max_steps: int = -1
+
+    def __post_init__(self) -> None:
+        _require(self.epochs > 0, f"train.epochs={self.epochs} is invalid: use a positive number")
+        _require(self.lr > 0, f"train.lr={self.lr} is invalid: use a positive learning rate")
+        for key in ("batch_size", "eval_batch_size", "grad_accum"):
+            value = getattr(self, key)
+            _require(value > 0, f"train.{key}={value} is invalid: use a positive integer")
+        _require(
+            self.precision in PRECISIONS,
+            f"train.precision={self.precision!r} is invalid: choose one of {', '.join(PRECISIONS)}",
+        )
+        _require(self.workers is None or self.workers >= 0, f"train.workers={self.workers} is invalid: use 0 or more")
+
+
+@dataclass
+class LoggerSpec:
+    # false: no W&B at all (logger=none).
+    enabled: bool = True
+    project: str = "peft-food"
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    tags: list[str] = field(default_factory=list)
+    name: Optional[str] = None
+    # online | offline | disabled; null: online with an API key, otherwise offline.
+    mode: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        _require(
+            self.mode in (None, "online", "offline", "disabled"),
+            f"logger.mode={self.mode!r} is invalid: choose online, offline, disabled or null (auto)",
+        )
+
+
+@dataclass
+class RunSpec:
+    """Everything a training run needs, typed and validated."""
+
+    model: ModelSpec
+    peft: LoraSpec | FullSpec
+    data: DataSpec
+    train: TrainSpec
+    logger: LoggerSpec
+    seed: int
+    output_dir: str
+
+
+SCHEMAS = {
+    "model": ModelSpec,
+    "peft": {"lora": LoraSpec, "full": FullSpec},
+    "data": DataSpec,
+    "train": TrainSpec,
+    "logger": LoggerSpec,
+}
+
+
+def register_schemas() -> None:
+    """Store each schema as `<group>/<name>_schema` so conf/ YAML files can extend it."""
+    store = ConfigStore.instance()
+    store.store(group="model", name="model_schema", node=ModelSpec)
+    store.store(group="peft", name="lora_schema", node=LoraSpec)
+    store.store(group="peft", name="full_schema", node=FullSpec)
+    store.store(group="data", name="data_schema", node=DataSpec)
+    store.store(group="train", name="train_schema", node=TrainSpec)
+    store.store(group="logger", name="logger_schema", node=LoggerSpec)
+
+
+register_schemas()
+
+
+def _build(schema: type, node: dict[str, Any]) -> Any:
+    # Merging onto the schema rejects unknown keys and wrong types even for configs
+    # composed without the schema default (e.g. a user's own YAML file).
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), node)
+        return OmegaConf.to_object(merged)
+    except ConfigError:
+        raise
+    except Exception as err:  # omegaconf's ValidationError / ConfigKeyError
+        raise ConfigError(f"{schema.__name__}: {str(err).splitlines()[0]}") from None
+
+
+def resolve(cfg: DictConfig) -> dict[str, Any]:
+    """The composed config with every ${...} resolved, as plain dicts (what W&B and records store)."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except Exception as err:  # a ??? left unset, or an interpolation to a missing key
+        raise ConfigError(f"{str(err).splitlines()[0]}: set it on the command line, e.g. data.root=...") from None
+
+
+def parse_config(cfg: DictConfig) -> RunSpec:
+    """Validate the composed config and turn it into typed specs (the only place DictConfig is read)."""
+    if OmegaConf.is_missing(cfg.get("data", {}), "root"):
+        raise ConfigError(f"data.root is missing: data={cfg.data.source} reads images from disk, "
+                          f"pass data.root=/path/to/images")
+    tree = resolve(cfg)
+    method = tree["peft"].get("method")
+    _require(
+        method in PEFT_METHODS,
+        f"peft method {method!r} is unknown: choose peft={' or peft='.join(PEFT_METHODS)}",
+    )
+    return RunSpec(
+        model=_build(ModelSpec, tree["model"]),
+        peft=_build(SCHEMAS["peft"][method], tree["peft"]),
+        data=_build(DataSpec, tree["data"]),
+        train=_build(TrainSpec, tree["train"]),
+        logger=_build(LoggerSpec, tree["logger"]),
+        seed=int(tree["seed"]),
+        output_dir=str(tree["output_dir"]),
+    )

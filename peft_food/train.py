@@ -1,0 +1,177 @@
+"""Training stage: compose data, model and Trainer once each, train, and record the run.
+
+    peft-food-train experiment=quickstart                  # offline, CPU, ~1 minute
+    peft-food-train                                        # the seed recipe (needs the Hub)
+    peft-food-train peft=full                              # full fine-tuning
+    peft-food-train peft.r=8 peft.alpha=32 train.epochs=3 logger.project=my-proj
+
+`main` is a thin Hydra wrapper; tests and sweepers call `train(cfg) -> metrics`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from transformers import Trainer, TrainingArguments, set_seed
+
+from peft_food.config import LoraSpec, RunSpec, TrainSpec, parse_config, resolve
+from peft_food.data import attach_transforms, collate, load_splits
+from peft_food.errors import UserError
+from peft_food.model import apply_peft, count_parameters, load_base
+from peft_food.tracking import finish_wandb, provenance, start_wandb
+
+log = logging.getLogger(__name__)
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def resolve_precision(requested: str) -> str:
+    """fp16/bf16 autocast needs CUDA; elsewhere train in fp32 and say so once."""
+    if requested != "fp32" and not torch.cuda.is_available():
+        log.warning("train.precision=%s needs a CUDA GPU; none found, training in fp32", requested)
+        return "fp32"
+    return requested
+
+
+def resolve_workers(requested: int | None) -> int:
+    return requested if requested is not None else min(8, os.cpu_count() or 1)
+
+
+def accuracy(eval_pred) -> dict[str, float]:
+    # Computed here rather than with evaluate.load("accuracy"), which fetches the metric
+    # script from the Hub and fails offline (evaluate #316).
+    logits, labels = eval_pred
+    return {"accuracy": float((np.argmax(logits, axis=-1) == labels).mean())}
+
+
+def training_arguments(*, train: TrainSpec, precision: str, workers: int, run_dir: Path,
+                       seed: int, report_to: list[str]) -> TrainingArguments:
+    return TrainingArguments(
+        output_dir=str(run_dir / "checkpoints"),
+        num_train_epochs=train.epochs,
+        max_steps=train.max_steps,
+        learning_rate=train.lr,
+        per_device_train_batch_size=train.batch_size,
+        per_device_eval_batch_size=train.eval_batch_size,
+        gradient_accumulation_steps=train.grad_accum,
+        weight_decay=train.weight_decay,
+        warmup_steps=train.warmup_ratio,  # a float below 1 is a fraction of all steps
+        fp16=precision == "fp16",  # AMP over fp32 master weights: the model stays fp32
+        bf16=precision == "bf16",
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=2,  # the best and the latest checkpoint
+        load_best_model_at_end=True,
+        metric_for_best_model="accuracy",
+        logging_steps=train.logging_steps,
+        dataloader_num_workers=workers,
+        dataloader_persistent_workers=workers > 0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        # Trainer would drop the `image` column before our transform sees it (transformers #17894).
+        remove_unused_columns=False,
+        # Needed with a PeftModel, or compute_metrics is never called (peft #1120).
+        label_names=["labels"],
+        seed=seed,
+        data_seed=seed,
+        report_to=report_to,
+    )
+
+
+def epoch_metrics(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {"epoch": round(entry["epoch"], 4), "eval_accuracy": entry["eval_accuracy"], "eval_loss": entry["eval_loss"]}
+        for entry in log_history
+        if "eval_accuracy" in entry
+    ]
+
+
+def save_model(model: torch.nn.Module, processor: Any, *, model_dir: Path) -> None:
+    """LoRA: adapter + head (modules_to_save); full: the whole model. Both with the processor."""
+    model.save_pretrained(str(model_dir))
+    processor.save_pretrained(str(model_dir))
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def run(spec: RunSpec, *, resolved_config: dict[str, Any]) -> dict[str, Any]:
+    """Train one model as `spec` says; write model/ and metrics.json into spec.output_dir."""
+    started = time.perf_counter()
+    run_dir = Path(spec.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    set_seed(spec.seed)
+    precision = resolve_precision(spec.train.precision)
+    method = "lora" if isinstance(spec.peft, LoraSpec) else "full"
+    record: dict[str, Any] = {"status": "running", "method": method, "precision": precision, **provenance()}
+    wandb_run = start_wandb(spec=spec.logger, run_dir=run_dir, config={"method": method, **resolved_config},
+                            tags=[method, spec.model.name_or_path or spec.model.arch["model_type"]])
+    try:
+        splits = load_splits(spec.data, seed=spec.seed)
+        base, processor = load_base(model=spec.model, labels=splits.labels)
+        model = apply_peft(base, peft=spec.peft, head=spec.model.head)
+        record.update(count_parameters(model), num_labels=len(splits.labels),
+                      num_train_samples=len(splits.train), num_eval_samples=len(splits.eval))
+        log.info("trainable params: %(trainable_params)s || all params: %(total_params)s "
+                 "|| trainable%%: %(trainable_percent)s", record)
+        if wandb_run is not None:
+            wandb_run.summary.update({k: record[k] for k in ("trainable_params", "total_params", "trainable_percent")})
+        attach_transforms(splits, processor)
+        args = training_arguments(train=spec.train, precision=precision, workers=resolve_workers(spec.train.workers),
+                                  run_dir=run_dir, seed=spec.seed, report_to=["wandb"] if wandb_run else [])
+        trainer = Trainer(model=model, args=args, train_dataset=splits.train, eval_dataset=splits.eval,
+                          data_collator=collate, compute_metrics=accuracy)
+        trainer.train()
+        epochs = epoch_metrics(trainer.state.log_history)
+        save_model(trainer.model, processor, model_dir=run_dir / "model")
+        record.update(
+            status="completed",
+            epochs=epochs,
+            best_eval_accuracy=max(e["eval_accuracy"] for e in epochs),
+            final_eval_accuracy=epochs[-1]["eval_accuracy"],
+        )
+    except BaseException as err:
+        record.update(status="failed", error=f"{type(err).__name__}: {err}")
+        raise
+    finally:
+        record["runtime_s"] = round(time.perf_counter() - started, 2)
+        write_json(run_dir / "metrics.json", record)
+        summary = {k: v for k, v in record.items() if k in SUMMARY_KEYS}
+        finish_wandb(wandb_run, summary=summary, failed=record["status"] != "completed")
+    return record
+
+
+SUMMARY_KEYS = ("status", "method", "precision", "trainable_params", "total_params", "trainable_percent",
+                "best_eval_accuracy", "final_eval_accuracy", "num_eval_samples", "num_labels", "runtime_s")
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Validate the composed config (before any compute), then train. Returns metrics.json's content."""
+    spec = parse_config(cfg)
+    return run(spec, resolved_config=resolve(cfg))
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+def main(cfg: DictConfig) -> float:
+    try:
+        metrics = train(cfg)
+    except UserError as err:
+        # A user mistake: one line that names the problem and the fix, no traceback.
+        print(f"peft-food-train: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print(json.dumps({k: metrics.get(k) for k in SUMMARY_KEYS}))
+    return metrics["best_eval_accuracy"]
+
+
+if __name__ == "__main__":
+    main()
