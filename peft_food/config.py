@@ -1,6 +1,6 @@
 """Typed schemas for the config groups, and the one place a Hydra config becomes Python objects.
 
-Each dataclass is registered in Hydra's ConfigStore as `<group>/<name>_schema`, and the YAML
+Each dataclass is registered in Hydra's ConfigStore as `schema/<group>/<name>`, and the YAML
 files in conf/ list it first in their defaults. So `peft.r=abc` or a typo'd key fails when Hydra
 composes, and `parse_config` (which builds the dataclasses, running `__post_init__`) rejects
 out-of-range values such as `peft.r=0` before any data is read or any model is built.
@@ -193,14 +193,15 @@ SCHEMAS = {
 
 
 def register_schemas() -> None:
-    """Store each schema as `<group>/<name>_schema` so conf/ YAML files can extend it."""
+    """Store each schema as `schema/<group>/<name>`; conf/ YAML files extend it with
+    `- /schema/<group>/<name>@_here_` (a separate tree, so schemas never show up as choices)."""
     store = ConfigStore.instance()
-    store.store(group="model", name="model_schema", node=ModelSpec)
-    store.store(group="peft", name="lora_schema", node=LoraSpec)
-    store.store(group="peft", name="full_schema", node=FullSpec)
-    store.store(group="data", name="data_schema", node=DataSpec)
-    store.store(group="train", name="train_schema", node=TrainSpec)
-    store.store(group="logger", name="logger_schema", node=LoggerSpec)
+    store.store(group="schema/model", name="model", node=ModelSpec)
+    store.store(group="schema/peft", name="lora", node=LoraSpec)
+    store.store(group="schema/peft", name="full", node=FullSpec)
+    store.store(group="schema/data", name="data", node=DataSpec)
+    store.store(group="schema/train", name="train", node=TrainSpec)
+    store.store(group="schema/logger", name="logger", node=LoggerSpec)
 
 
 register_schemas()

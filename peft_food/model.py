@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import transformers
 from peft import LoraConfig, get_peft_model
-from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
+from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, PretrainedConfig
 
 from peft_food.config import FullSpec, LoraSpec, ModelSpec
 from peft_food.errors import ConfigError, UserError
@@ -28,33 +28,50 @@ MODULE_ALIASES = {
 }
 
 
+def base_config(model: ModelSpec, *, labels: list[str] | None = None) -> PretrainedConfig:
+    """The backbone's config: the checkpoint's (a small JSON from the Hub) or the shipped `arch`."""
+    if model.pretrained:
+        try:
+            config = AutoConfig.from_pretrained(model.name_or_path)
+        except OSError as err:
+            raise UserError(
+                f"could not load model {model.name_or_path!r} ({str(err).splitlines()[0]}); offline, pass "
+                f"model.name_or_path=<local checkpoint dir> or model.pretrained=false"
+            ) from None
+    else:
+        arch = dict(model.arch)
+        config = AutoConfig.for_model(arch.pop("model_type"), **arch)
+    if labels is not None:
+        config.id2label = dict(enumerate(labels))
+        config.label2id = {name: i for i, name in enumerate(labels)}
+    return config
+
+
+def check_targets(model: ModelSpec, *, peft: LoraSpec | FullSpec) -> None:
+    """Fail on unknown LoRA targets before any data is read: the layout is built on the meta
+    device, which allocates nothing."""
+    if isinstance(peft, LoraSpec):
+        with torch.device("meta"):
+            skeleton = AutoModelForImageClassification.from_config(base_config(model))
+        resolve_target_modules(skeleton, requested=peft.target_modules, head=model.head)
+
+
 def load_base(*, model: ModelSpec, labels: list[str]) -> tuple[torch.nn.Module, Any]:
     """The backbone with a new `len(labels)`-way head, and the image processor that feeds it."""
-    id2label = dict(enumerate(labels))
-    label2id = {name: i for i, name in id2label.items()}
+    config = base_config(model, labels=labels)
     if not model.pretrained:
         log.warning(
             "model.pretrained=false: building %s from its config with RANDOM weights (not pretrained)",
             model.name_or_path or model.arch["model_type"],
         )
-        arch = dict(model.arch)
-        config = AutoConfig.for_model(arch.pop("model_type"), **arch, id2label=id2label, label2id=label2id)
         processor_kwargs = dict(model.processor)
         processor_cls = getattr(transformers, processor_kwargs.pop("image_processor_type"))
         return AutoModelForImageClassification.from_config(config), processor_cls(**processor_kwargs)
-    try:
-        # The in21k checkpoint has no classifier; ignore_mismatched_sizes also lets a
-        # fine-tuned checkpoint get a head of a different size.
-        base = AutoModelForImageClassification.from_pretrained(
-            model.name_or_path, id2label=id2label, label2id=label2id, ignore_mismatched_sizes=True,
-        )
-        processor = AutoImageProcessor.from_pretrained(model.name_or_path)
-    except OSError as err:
-        raise UserError(
-            f"could not load model {model.name_or_path!r} ({str(err).splitlines()[0]}); offline, pass "
-            f"model.name_or_path=<local checkpoint dir> or model.pretrained=false"
-        ) from None
-    return base, processor
+    # The in21k checkpoint has no classifier; ignore_mismatched_sizes also lets a fine-tuned
+    # checkpoint get a head of another size.
+    base = AutoModelForImageClassification.from_pretrained(model.name_or_path, config=config,
+                                                           ignore_mismatched_sizes=True)
+    return base, AutoImageProcessor.from_pretrained(model.name_or_path)
 
 
 def linear_module_names(model: torch.nn.Module, *, exclude: str) -> list[str]:

@@ -27,7 +27,7 @@ from transformers import Trainer, TrainingArguments, set_seed
 from peft_food.config import LoraSpec, RunSpec, TrainSpec, parse_config, resolve
 from peft_food.data import attach_transforms, collate, load_splits
 from peft_food.errors import UserError
-from peft_food.model import apply_peft, count_parameters, load_base
+from peft_food.model import apply_peft, check_targets, count_parameters, load_base
 from peft_food.tracking import finish_wandb, provenance, start_wandb
 
 log = logging.getLogger(__name__)
@@ -108,6 +108,7 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
 def run(spec: RunSpec, *, resolved_config: dict[str, Any]) -> dict[str, Any]:
     """Train one model as `spec` says; write model/ and metrics.json into spec.output_dir."""
     started = time.perf_counter()
+    check_targets(spec.model, peft=spec.peft)
     run_dir = Path(spec.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     set_seed(spec.seed)
@@ -120,7 +121,7 @@ def run(spec: RunSpec, *, resolved_config: dict[str, Any]) -> dict[str, Any]:
         splits = load_splits(spec.data, seed=spec.seed)
         base, processor = load_base(model=spec.model, labels=splits.labels)
         model = apply_peft(base, peft=spec.peft, head=spec.model.head)
-        record.update(count_parameters(model), num_labels=len(splits.labels),
+        record.update(count_parameters(model), num_labels=len(splits.labels), labels=splits.labels,
                       num_train_samples=len(splits.train), num_eval_samples=len(splits.eval))
         log.info("trainable params: %(trainable_params)s || all params: %(total_params)s "
                  "|| trainable%%: %(trainable_percent)s", record)

@@ -1,0 +1,109 @@
+"""Data stage: sources, seeded splits and subsets, and preprocessing from the image processor."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import ViTImageProcessor
+
+from peft_food.config import parse_config
+from peft_food.data import balanced_subset, build_transforms, collate, load_splits, attach_transforms, synthetic_dataset
+from peft_food.errors import DataError
+from tests.conftest import MINI, compose_config
+
+
+def data_spec(*overrides):
+    return parse_config(compose_config(*overrides, output_dir="/tmp/unused")).data
+
+
+def write_images(folder, count, size=(40, 30), mode="RGB"):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        Image.new(mode, size, color=(i * 20) % 255 if mode == "L" else (i * 20 % 255, 80, 160)).save(folder / f"{i}.png")
+
+
+def test_balanced_subset_takes_n_per_class_and_depends_only_on_the_seed():
+    ds = synthetic_dataset(num_classes=5, per_class=12, image_size=8, seed=0)
+    a = balanced_subset(ds, per_class=3, seed=7)
+    assert np.bincount(a["label"]).tolist() == [3] * 5
+    assert a["label"] == balanced_subset(ds, per_class=3, seed=7)["label"]
+    assert a._indices != balanced_subset(ds, per_class=3, seed=8)._indices
+
+
+def test_synthetic_images_are_deterministic_and_classes_differ():
+    a = synthetic_dataset(num_classes=3, per_class=2, image_size=16, seed=1)
+    b = synthetic_dataset(num_classes=3, per_class=2, image_size=16, seed=1)
+    assert [np.asarray(x).tolist() for x in a["image"]] == [np.asarray(x).tolist() for x in b["image"]]
+    means = [np.asarray(img, dtype=float).mean(axis=(0, 1)) for img in a["image"][::2]]
+    assert np.abs(means[0] - means[1]).max() > 20  # distinct hues per class
+
+
+def test_imagefolder_without_splits_holds_out_a_seeded_fraction(tmp_path):
+    for name in ("tacos", "ramen", "sushi"):
+        write_images(tmp_path / name, 10)
+    spec = data_spec("data=imagefolder", f"data.root={tmp_path}", "data.test_size=0.2")
+    splits = load_splits(spec, seed=3)
+    assert splits.labels == ["ramen", "sushi", "tacos"]
+    assert (len(splits.train), len(splits.eval)) == (24, 6)
+    again = load_splits(spec, seed=3)
+    assert splits.eval["image"][0].filename == again.eval["image"][0].filename
+
+
+def test_imagefolder_with_train_and_test_uses_them_as_given(tmp_path):
+    for split, count in (("train", 4), ("test", 2)):
+        for name in ("a", "b"):
+            write_images(tmp_path / split / name, count)
+    splits = load_splits(data_spec("data=imagefolder", f"data.root={tmp_path}"), seed=0)
+    assert (len(splits.train), len(splits.eval)) == (8, 4)
+
+
+def test_imagefolder_errors_name_the_folder(tmp_path):
+    write_images(tmp_path / "full", 3)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="empty holds no images"):
+        load_splits(data_spec("data=imagefolder", f"data.root={tmp_path}"), seed=0)
+    split_root = tmp_path / "split"
+    write_images(split_root / "train" / "a", 2)
+    write_images(split_root / "test" / "a", 1)
+    write_images(split_root / "test" / "zzz", 1)
+    with pytest.raises(DataError, match="no training images: zzz"):
+        load_splits(data_spec("data=imagefolder", f"data.root={split_root}"), seed=0)
+
+
+def test_food101_layout_errors(tmp_path):
+    with pytest.raises(DataError, match="classes.txt is missing"):
+        load_splits(data_spec("data=food101_local", f"data.root={tmp_path}"), seed=0)
+    (tmp_path / "meta").mkdir()
+    (tmp_path / "meta" / "classes.txt").write_text("pho\n")
+    (tmp_path / "meta" / "train.txt").write_text("pho/1\n")
+    (tmp_path / "meta" / "test.txt").write_text("pho/2\n")
+    write_images(tmp_path / "images" / "pho", 2)  # 0.png, 1.png: no .jpg at all
+    with pytest.raises(DataError, match=r"train.txt lists 1 missing image"):
+        load_splits(data_spec("data=food101_local", f"data.root={tmp_path}"), seed=0)
+
+
+@pytest.mark.skipif(not MINI.is_dir(), reason="shared food101-mini not present")
+def test_food101_mini_per_class_subset():
+    splits = load_splits(data_spec("data=food101_local", f"data.root={MINI}", "data.per_class=5"), seed=0)
+    assert np.bincount(splits.train["label"]).tolist() == [5] * 10
+    assert len(splits.eval) == 200
+
+
+def test_transforms_follow_the_image_processor_and_make_rgb():
+    processor = ViTImageProcessor(size={"height": 48, "width": 48}, image_mean=[0.2, 0.4, 0.6], image_std=[0.1, 0.2, 0.3])
+    _, eval_tf = build_transforms(processor)
+    grey = Image.new("L", (100, 70), color=255)
+    pixels = eval_tf(grey.convert("RGB"))
+    assert pixels.shape == (3, 48, 48)
+    # A white image normalises to (1 - mean) / std per channel.
+    assert torch.allclose(pixels[:, 0, 0], torch.tensor([8.0, 3.0, 4 / 3]), atol=1e-5)
+
+
+def test_collate_stacks_a_batch_from_the_attached_transform(tmp_path):
+    write_images(tmp_path / "a", 3, mode="L")
+    write_images(tmp_path / "b", 3, mode="RGBA")
+    splits = load_splits(data_spec("data=imagefolder", f"data.root={tmp_path}", "data.test_size=0.5"), seed=0)
+    attach_transforms(splits, ViTImageProcessor(size={"height": 32, "width": 32}))
+    batch = collate([splits.train[i] for i in range(len(splits.train))])
+    assert batch["pixel_values"].shape == (3, 3, 32, 32) and batch["pixel_values"].dtype == torch.float32
+    assert batch["labels"].dtype == torch.long and batch["labels"].shape == (3,)

@@ -1,0 +1,92 @@
+"""End-to-end training on CPU with the real Trainer, real peft and real W&B (offline mode)."""
+
+import json
+import logging
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from peft_food.train import train
+from tests.conftest import MINI, TINY, TINY_TRAIN, compose_config
+from tests.wandb_file import read_run, run_files
+
+
+def test_offline_run_logs_params_and_per_epoch_accuracy_to_wandb(tmp_path, offline_wandb, caplog):
+    cfg = compose_config(*TINY, "train.epochs=3", "peft.r=4", "peft.alpha=8", "train.precision=fp16",
+                         output_dir=tmp_path)
+    with caplog.at_level(logging.WARNING):
+        metrics = train(cfg)
+
+    # One W&B run, written offline under the run dir, finished cleanly.
+    [run_file] = run_files(tmp_path)
+    assert run_file.parent.name.startswith("offline-run-")
+    wb = read_run(run_file)
+    assert wb.exit_code == 0
+    assert wb.summary["trainable_params"] == metrics["trainable_params"] > 0
+    assert wb.summary["total_params"] == metrics["total_params"]
+    # Flattened resolved config: the dashboard can group and plot by these.
+    assert wb.config["peft.r"] == 4 and wb.config["peft.alpha"] == 8 and wb.config["method"] == "lora"
+    # One eval accuracy per epoch, plotted against the epoch.
+    evals = [(h["train/epoch"], h["eval/accuracy"]) for h in wb.history if "eval/accuracy" in h]
+    assert evals == [(e["epoch"], e["eval_accuracy"]) for e in metrics["epochs"]]
+    assert [epoch for epoch, _ in evals] == [1, 2, 3]
+    assert wb.metrics["eval/accuracy"].step_metric == "train/epoch"
+    assert "offline" in caplog.text and "wandb sync" in caplog.text
+
+    # No CUDA here: fp16 falls back to fp32, says so once, and records what ran.
+    if not torch.cuda.is_available():
+        assert metrics["precision"] == "fp32"
+        assert caplog.text.count("needs a CUDA GPU") == 1
+
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert on_disk["status"] == "completed"
+    assert on_disk["best_eval_accuracy"] == max(e["eval_accuracy"] for e in on_disk["epochs"])
+    assert on_disk["final_eval_accuracy"] == on_disk["epochs"][-1]["eval_accuracy"]
+    assert on_disk["num_eval_samples"] == 4 * 8 and on_disk["num_labels"] == 4
+    assert set(on_disk["versions"]) >= {"torch", "transformers", "peft", "datasets", "wandb"}
+    assert set(on_disk["git"]) == {"sha", "dirty"}
+
+
+def test_logger_none_writes_no_wandb_files(tmp_path):
+    metrics = train(compose_config(*TINY, "train.epochs=1", "logger=none", output_dir=tmp_path))
+    assert metrics["status"] == "completed"
+    assert not (tmp_path / "wandb").exists()
+
+
+def test_lora_run_saves_adapter_with_trained_head_and_processor(tmp_path):
+    train(compose_config(*TINY, "train.epochs=1", "logger=none", output_dir=tmp_path))
+    model_dir = tmp_path / "model"
+    config = json.loads((model_dir / "adapter_config.json").read_text())
+    assert config["modules_to_save"] == ["classifier"] and config["r"] == 16
+    assert (model_dir / "preprocessor_config.json").is_file()
+    with safe_open(model_dir / "adapter_model.safetensors", "pt") as f:
+        keys = list(f.keys())
+    assert any("lora_A" in k for k in keys) and any("classifier" in k for k in keys)
+
+
+def test_full_run_saves_whole_model(tmp_path):
+    metrics = train(compose_config(*TINY, "peft=full", "train.epochs=1", "logger=none", output_dir=tmp_path))
+    assert metrics["trainable_params"] == metrics["total_params"]
+    assert (tmp_path / "model" / "model.safetensors").is_file()
+    assert json.loads((tmp_path / "model" / "config.json").read_text())["id2label"]["0"] == "class_0"
+
+
+@pytest.mark.slow
+def test_food101_local_trains_and_evaluates_on_the_200_test_photos(tmp_path):
+    if not MINI.is_dir():
+        pytest.skip(f"{MINI} not present")
+    cfg = compose_config(*TINY_TRAIN, "data=food101_local", f"data.root={MINI}", "logger=none",
+                         output_dir=tmp_path)
+    metrics = train(cfg)
+    assert metrics["num_eval_samples"] == 200 and metrics["num_train_samples"] == 500
+    assert metrics["num_labels"] == 10
+    assert len(metrics["epochs"]) == 2
+    saved = json.loads((tmp_path / "model" / "adapter_config.json").read_text())
+    assert saved["modules_to_save"] == ["classifier"]
+    # Accuracy is a count over exactly the 200 test photos.
+    correct = metrics["final_eval_accuracy"] * 200
+    assert abs(correct - round(correct)) < 1e-9
+    # Labels come from meta/classes.txt, in its order.
+    classes = (MINI / "meta" / "classes.txt").read_text().split()
+    assert metrics["labels"] == classes
