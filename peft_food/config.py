@@ -29,6 +29,8 @@ DATA_SOURCES = ("food101", "food101_local", "imagefolder", "synthetic")
 
 @dataclass
 class ModelSpec:
+    # Short name for tags and tables (the conf/model/ file name).
+    name: str = "model"
     # Hub id or local directory; null for models that only exist as an architecture (vit_tiny).
     name_or_path: Optional[str] = None
     # false: build `arch` with random weights (offline, tests, benchmarks).

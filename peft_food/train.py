@@ -19,15 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 import numpy as np
 import torch
-from omegaconf import DictConfig
-from transformers import Trainer, TrainingArguments, set_seed
+from omegaconf import DictConfig, OmegaConf
+from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from peft_food.config import LoraSpec, RunSpec, TrainSpec, parse_config, resolve
 from peft_food.data import attach_transforms, collate, load_splits
 from peft_food.errors import UserError
 from peft_food.model import apply_peft, check_targets, count_parameters, load_base
+from peft_food.sweep import is_multirun, job_labels
 from peft_food.tracking import finish_wandb, provenance, start_wandb
 
 log = logging.getLogger(__name__)
@@ -95,6 +97,17 @@ def epoch_metrics(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+class EpochRecorder(TrainerCallback):
+    """Rewrites metrics.json after every evaluation, so a running sweep can be compared."""
+
+    def __init__(self, record: dict[str, Any], path: Path):
+        self.record, self.path = record, path
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self.record["epochs"] = epoch_metrics(state.log_history)
+        write_json(self.path, self.record)
+
+
 def save_model(model: torch.nn.Module, processor: Any, *, model_dir: Path) -> None:
     """LoRA: adapter + head (modules_to_save); full: the whole model. Both with the processor."""
     model.save_pretrained(str(model_dir))
@@ -114,9 +127,11 @@ def run(spec: RunSpec, *, resolved_config: dict[str, Any]) -> dict[str, Any]:
     set_seed(spec.seed)
     precision = resolve_precision(spec.train.precision)
     method = "lora" if isinstance(spec.peft, LoraSpec) else "full"
-    record: dict[str, Any] = {"status": "running", "method": method, "precision": precision, **provenance()}
+    record: dict[str, Any] = {"status": "running", "method": method, "precision": precision, **provenance(),
+                              "config": resolved_config}
+    write_json(run_dir / "metrics.json", record)
     wandb_run = start_wandb(spec=spec.logger, run_dir=run_dir, config={"method": method, **resolved_config},
-                            tags=[method, spec.model.name_or_path or spec.model.arch["model_type"]])
+                            tags=[method, spec.model.name])
     try:
         splits = load_splits(spec.data, seed=spec.seed)
         base, processor = load_base(model=spec.model, labels=splits.labels)
@@ -131,7 +146,8 @@ def run(spec: RunSpec, *, resolved_config: dict[str, Any]) -> dict[str, Any]:
         args = training_arguments(train=spec.train, precision=precision, workers=resolve_workers(spec.train.workers),
                                   run_dir=run_dir, seed=spec.seed, report_to=["wandb"] if wandb_run else [])
         trainer = Trainer(model=model, args=args, train_dataset=splits.train, eval_dataset=splits.eval,
-                          data_collator=collate, compute_metrics=accuracy)
+                          data_collator=collate, compute_metrics=accuracy,
+                          callbacks=[EpochRecorder(record, run_dir / "metrics.json")])
         trainer.train()
         epochs = epoch_metrics(trainer.state.log_history)
         save_model(trainer.model, processor, model_dir=run_dir / "model")
@@ -162,14 +178,40 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return run(spec, resolved_config=resolve(cfg))
 
 
+def record_failure(cfg: DictConfig, err: BaseException) -> None:
+    """A job that failed before run() started still leaves a metrics.json saying so, with the
+    config as composed (unresolved: resolving may be what failed)."""
+    path = Path(HydraConfig.get().runtime.output_dir) / "metrics.json"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        config = OmegaConf.to_container(cfg, resolve=False)
+        write_json(path, {"status": "failed", "error": f"{type(err).__name__}: {err}", "config": config})
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float:
+    """Hydra edge: label multirun jobs for W&B, run, and turn failures into one line + exit code.
+
+    In a multirun a failed job returns NaN instead of raising, so the remaining jobs still run;
+    SweepSummary then lists the failures and exits non-zero."""
+    for key, value in job_labels(sweep_name=cfg.get("sweep_name")).items():
+        if cfg.logger.get(key) is None:
+            cfg.logger[key] = value
     try:
         metrics = train(cfg)
     except UserError as err:
         # A user mistake: one line that names the problem and the fix, no traceback.
         print(f"peft-food-train: error: {err}", file=sys.stderr)
+        record_failure(cfg, err)
+        if is_multirun():
+            return float("nan")
         sys.exit(2)
+    except Exception as err:
+        if not is_multirun():
+            raise
+        log.exception("job failed: %s", err)
+        record_failure(cfg, err)
+        return float("nan")
     print(json.dumps({k: metrics.get(k) for k in SUMMARY_KEYS}))
     return metrics["best_eval_accuracy"]
 

@@ -1,0 +1,144 @@
+"""Compare the jobs of a sweep without W&B: a table, a CSV and a PNG.
+
+    peft-food-compare multirun/2026-11-22/10-00-00
+    peft-food-compare multirun/2026-11-22/10-00-00 --out reports/   # CSV + PNG elsewhere
+
+Reads each job's metrics.json (rewritten after every epoch), so it works on a sweep that is still
+running or had failures: unfinished jobs show their status and the epochs done so far.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from peft_food.sweep import job_records
+
+COLUMNS = ["job", "status", "method", "model", "r", "alpha", "trainable_params", "best_acc", "final_acc",
+           "epochs", "runtime_s"]
+
+
+def job_row(job: str, record: dict[str, Any]) -> dict[str, Any]:
+    config = record.get("config", {})
+    peft = config.get("peft", {})
+    epochs = record.get("epochs", [])
+    accuracies = [e["eval_accuracy"] for e in epochs]
+    planned = config.get("train", {}).get("epochs")
+    return {
+        "job": job,
+        "status": record.get("status", "unknown"),
+        "method": record.get("method", peft.get("method", "")),
+        "model": config.get("model", {}).get("name", ""),
+        "r": peft.get("r", ""),
+        "alpha": peft.get("alpha", ""),
+        "trainable_params": record.get("trainable_params", ""),
+        "best_acc": max(accuracies) if accuracies else "",
+        "final_acc": accuracies[-1] if accuracies else "",
+        "epochs": f"{len(epochs)}/{planned:g}" if planned else str(len(epochs)),
+        "runtime_s": record.get("runtime_s", ""),
+        "error": record.get("error", ""),
+    }
+
+
+def collect(sweep_dir: Path) -> list[dict[str, Any]]:
+    return [job_row(job_dir.name, record) for job_dir, record in job_records(sweep_dir)]
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    def cell(value: Any, column: str) -> str:
+        if isinstance(value, float):
+            return f"{value:.1f}" if column == "runtime_s" else f"{value:.4f}"
+        return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+    cells = [[cell(row[c], c) for c in COLUMNS] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(COLUMNS)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths))]
+    lines += ["  ".join(v.rjust(w) if v[:1].isdigit() else v.ljust(w) for v, w in zip(r, widths)) for r in cells]
+    lines += [f"job {row['job']} {row['status']}: {row['error']}" for row in rows if row["error"]]
+    return "\n".join(lines)
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=[*COLUMNS, "error"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def plot(rows: list[dict[str, Any]], path: Path, *, title: str) -> None:
+    """Left: best accuracy on the rank x alpha grid (LoRA). Right: accuracy against trainable
+    parameters (log scale), every method, so the cost of each point of accuracy is visible."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [r for r in rows if r["best_acc"] != ""]
+    lora = [r for r in done if r["method"] == "lora" and r["r"] != ""]
+    fig, (grid_ax, cost_ax) = plt.subplots(1, 2, figsize=(12, 4.8))
+    ranks = sorted({r["r"] for r in lora})
+    alphas = sorted({r["alpha"] for r in lora})
+    if lora:
+        values = [[math.nan] * len(ranks) for _ in alphas]
+        for r in lora:
+            values[alphas.index(r["alpha"])][ranks.index(r["r"])] = r["best_acc"]
+        image = grid_ax.imshow(values, origin="lower", cmap="viridis", aspect="auto")
+        fig.colorbar(image, ax=grid_ax, label="best eval accuracy")
+        for r in lora:
+            grid_ax.text(ranks.index(r["r"]), alphas.index(r["alpha"]), f"{r['best_acc']:.3f}",
+                         ha="center", va="center", color="white", fontsize=10, fontweight="bold")
+        grid_ax.set_xticks(range(len(ranks)), [str(x) for x in ranks])
+        grid_ax.set_yticks(range(len(alphas)), [str(x) for x in alphas])
+    else:
+        grid_ax.text(0.5, 0.5, "no finished LoRA jobs", ha="center", va="center", transform=grid_ax.transAxes)
+    grid_ax.set(xlabel="LoRA rank r", ylabel="LoRA alpha", title="Best accuracy: rank x alpha")
+
+    for method in sorted({r["method"] for r in done}):
+        points = [r for r in done if r["method"] == method]
+        cost_ax.scatter([r["trainable_params"] for r in points], [r["best_acc"] for r in points],
+                        s=60, label=method, alpha=0.8)
+        for r in points:
+            label = f"r={r['r']},a={r['alpha']}" if r["r"] != "" else method
+            cost_ax.annotate(label, (r["trainable_params"], r["best_acc"]), textcoords="offset points",
+                             xytext=(5, 4), fontsize=8)
+    if done:
+        cost_ax.set_xscale("log")
+        cost_ax.legend(title="method")
+    cost_ax.set(xlabel="trainable parameters (log)", ylabel="best eval accuracy",
+                title="Accuracy against trainable parameters")
+    cost_ax.grid(True, alpha=0.3)
+    failed = len(rows) - len(done)
+    fig.suptitle(f"{title}  ({len(done)} of {len(rows)} jobs with results{f', {failed} without' if failed else ''})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="peft-food-compare", description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", type=Path, help="a multirun dir (holding 0/, 1/, ...)")
+    parser.add_argument("--out", type=Path, default=None, help="where to write compare.csv/.png (default: sweep_dir)")
+    args = parser.parse_args(argv)
+    if not args.sweep_dir.is_dir():
+        print(f"peft-food-compare: error: {args.sweep_dir} is not a directory: pass a multirun sweep dir", file=sys.stderr)
+        return 2
+    rows = collect(args.sweep_dir)
+    if not rows:
+        print(f"peft-food-compare: error: no jobs in {args.sweep_dir}: expected job dirs with .hydra/ "
+              f"(e.g. multirun/<date>/<time>)", file=sys.stderr)
+        return 2
+    out = args.out or args.sweep_dir
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(rows, out / "compare.csv")
+    plot(rows, out / "compare.png", title=str(args.sweep_dir))
+    print(format_table(rows))
+    print(f"\nwrote {out / 'compare.csv'} and {out / 'compare.png'}")
+    return 0
+
+
+def cli() -> None:
+    sys.exit(main())

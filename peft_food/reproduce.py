@@ -1,0 +1,163 @@
+"""Committed experiment records: record a finished run or sweep, re-run it, check the numbers.
+
+    peft-food-reproduce experiments/quickstart                 # re-run, compare, exit 0 if it matches
+    peft-food-reproduce experiments/my_exp --record outputs/2026-11-22/10-00-00 --description "..."
+
+A record is a folder: `experiment.yaml` (what it is, how it was made, its tolerance) and one
+`runs/<name>/` per job holding the resolved `config.yaml` that ran and the `metrics.json` it
+produced. Paths in a record (data.root) are relative to the repository root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from peft_food.errors import UserError
+from peft_food.sweep import job_records
+
+# On the same CPU kind the same seed gives the same numbers to the last digit.
+CPU_TOLERANCE = {"eval_accuracy": 0.0, "eval_loss": 1e-6}
+EXACT_KEYS = ("trainable_params", "total_params", "num_labels", "num_train_samples", "num_eval_samples")
+# Run-specific fields that do not belong in a committed record.
+DROP_FROM_METRICS = ("config", "command")
+
+
+def run_name(config: dict[str, Any], fallback: str) -> str:
+    name = config.get("logger", {}).get("name") or fallback
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name.replace("=", ""))
+
+
+def repo_root(record_dir: Path) -> Path:
+    return record_dir.resolve().parent.parent
+
+
+def _portable(config: dict[str, Any], *, root: Path) -> dict[str, Any]:
+    """Drop the run's own output dir and make data.root relative to the repository root."""
+    config = {k: v for k, v in config.items() if k != "output_dir"}
+    data_root = config.get("data", {}).get("root")
+    if data_root:
+        config["data"]["root"] = os.path.relpath(Path(data_root).resolve(), root.resolve())
+    return config
+
+
+def record(source: Path, record_dir: Path, *, description: str) -> Path:
+    """Write a record from a finished run dir or a multirun sweep dir."""
+    if (source / "metrics.json").is_file():
+        jobs = [(source, json.loads((source / "metrics.json").read_text()))]
+    else:
+        jobs = job_records(source)
+    unfinished = [d.name for d, m in jobs if m.get("status") != "completed"]
+    if not jobs or unfinished:
+        raise UserError(f"{source} has {'no runs' if not jobs else 'unfinished jobs: ' + ', '.join(unfinished)}; "
+                        f"record a finished run or sweep dir")
+    root = repo_root(record_dir)
+    for job_dir, metrics in jobs:
+        config = _portable(metrics["config"], root=root)
+        out = record_dir / "runs" / run_name(config, fallback=job_dir.name if len(jobs) > 1 else "run")
+        out.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(OmegaConf.create(config), out / "config.yaml")
+        kept = {k: v for k, v in metrics.items() if k not in DROP_FROM_METRICS}
+        (out / "metrics.json").write_text(json.dumps(kept, indent=2) + "\n")
+    on_gpu = any(m["hardware"]["gpu_count"] for _, m in jobs)
+    meta = {
+        "description": description,
+        "status": "recorded",
+        "command": jobs[0][1].get("command"),
+        "hardware": jobs[0][1]["hardware"]["device"],
+        # GPU kernels are not bit-exact across runs and cards: allow one point of accuracy.
+        "tolerance": {"eval_accuracy": 0.01, "eval_loss": 0.05} if on_gpu else CPU_TOLERANCE,
+    }
+    OmegaConf.save(OmegaConf.create(meta), record_dir / "experiment.yaml")
+    return record_dir
+
+
+def compare(name: str, recorded: dict[str, Any], new: dict[str, Any], tolerance: dict[str, float]) -> list[str]:
+    """Human-readable differences beyond tolerance (empty: the run reproduced)."""
+    diffs = [f"{name}: {key} recorded {recorded.get(key)}, now {new.get(key)}"
+             for key in EXACT_KEYS if recorded.get(key) != new.get(key)]
+    old_epochs, new_epochs = recorded.get("epochs", []), new.get("epochs", [])
+    if len(old_epochs) != len(new_epochs):
+        diffs.append(f"{name}: {len(old_epochs)} epochs recorded, {len(new_epochs)} now")
+    for old, now in zip(old_epochs, new_epochs):
+        for key, tol in tolerance.items():
+            gap = abs(old[key] - now[key])
+            if gap > tol:
+                diffs.append(f"{name}: epoch {old['epoch']:g} {key} recorded {old[key]:.6g}, now {now[key]:.6g} "
+                             f"(|diff| {gap:.3g} > tolerance {tol:g})")
+    return diffs
+
+
+def load_record(record_dir: Path) -> tuple[dict[str, Any], list[Path]]:
+    meta_file = record_dir / "experiment.yaml"
+    if not meta_file.is_file():
+        raise UserError(f"{meta_file} is missing: pass a folder under experiments/ (e.g. experiments/quickstart)")
+    runs = sorted(d for d in (record_dir / "runs").glob("*") if (d / "config.yaml").is_file())
+    if not runs:
+        raise UserError(f"{record_dir}/runs/ holds no run configs")
+    return OmegaConf.to_container(OmegaConf.load(meta_file)), runs
+
+
+def reproduce(record_dir: Path, *, out_dir: Path, wandb: bool) -> list[str]:
+    """Re-run every run of the record; return the differences beyond its tolerance."""
+    from peft_food.train import train  # heavy imports only when training
+
+    meta, runs = load_record(record_dir)
+    if meta.get("status") != "recorded":
+        raise UserError(f"{record_dir.name} has no recorded results yet ({meta.get('status')}): "
+                        f"run `{meta.get('command')}`, then record it with "
+                        f"`peft-food-reproduce {record_dir} --record <run dir>`")
+    diffs = []
+    for run_dir in runs:
+        cfg = OmegaConf.load(run_dir / "config.yaml")
+        if cfg.data.get("root") and not Path(cfg.data.root).is_absolute():
+            cfg.data.root = str((repo_root(record_dir) / cfg.data.root).resolve())
+        cfg.output_dir = str(out_dir / run_dir.name)
+        cfg.logger.enabled = wandb and cfg.logger.enabled
+        cfg.logger.group = f"reproduce-{record_dir.name}"
+        recorded = json.loads((run_dir / "metrics.json").read_text())
+        new = train(cfg)
+        found = compare(run_dir.name, recorded, new, meta["tolerance"])
+        accuracies = " ".join(f"{e['eval_accuracy']:.4f}" for e in new["epochs"])
+        print(f"{run_dir.name}: {'MATCH' if not found else 'DIFFERS'}  eval accuracy per epoch: {accuracies}")
+        diffs += found
+    return diffs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="peft-food-reproduce", description=__doc__.splitlines()[0])
+    parser.add_argument("record_dir", type=Path, help="an experiment record, e.g. experiments/quickstart")
+    parser.add_argument("--record", type=Path, metavar="RUN_OR_SWEEP_DIR",
+                        help="create/refresh the record from a finished run or sweep instead of re-running")
+    parser.add_argument("--description", default="", help="with --record: what the experiment shows")
+    parser.add_argument("--out", type=Path, help="where re-runs write (default outputs/reproduce/<name>/<time>)")
+    parser.add_argument("--wandb", action="store_true", help="log re-runs to W&B as the record's config says")
+    args = parser.parse_args(argv)
+    try:
+        if args.record:
+            record(args.record, args.record_dir, description=args.description)
+            print(f"recorded {args.record} as {args.record_dir}")
+            return 0
+        out = args.out or Path("outputs/reproduce") / args.record_dir.name / time.strftime("%Y-%m-%d_%H-%M-%S")
+        diffs = reproduce(args.record_dir, out_dir=out, wandb=args.wandb)
+    except UserError as err:
+        print(f"peft-food-reproduce: error: {err}", file=sys.stderr)
+        return 2
+    if diffs:
+        print(f"\n{args.record_dir.name}: NOT reproduced ({len(diffs)} difference(s)):")
+        print("\n".join(f"  {d}" for d in diffs))
+        return 1
+    print(f"\n{args.record_dir.name}: reproduced within tolerance")
+    return 0
+
+
+def cli() -> None:
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Sweep bookkeeping: W&B group and run names for multirun jobs, and the end-of-sweep summary.
+
+    peft-food-train -m peft.r=4,8,16,32 peft.alpha=8,16,32      # 12 jobs, one W&B group
+    peft-food-train -m +sweep=lora_rank_alpha                   # the same grid, from conf/sweep/
+
+Every job of a sweep shares the W&B group `<sweep_name>-<sweep dir>` and is named by the keys the
+sweep varies (`r=8,alpha=32`), so the dashboard groups and labels runs with no manual setup.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+def is_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def swept_keys(hydra_cfg: Any) -> list[str]:
+    """Keys the sweep varies: `a=1,2` on the command line (as saved in multirun.yaml) and
+    hydra.sweeper.params from a committed sweep file, in the order they were given."""
+    keys = list(hydra_cfg.sweeper.get("params") or {})
+    saved = Path(hydra_cfg.sweep.dir) / "multirun.yaml"
+    if saved.is_file():
+        task = OmegaConf.load(saved).hydra.overrides.task
+        parsed = OverridesParser.create().parse_overrides(list(task))
+        keys += [o.key_or_group for o in parsed if o.is_sweep_override() and o.key_or_group not in keys]
+    return keys
+
+
+def job_labels(*, sweep_name: str | None) -> dict[str, str]:
+    """{"group": ..., "name": ...} for this multirun job (empty outside a multirun)."""
+    if not is_multirun():
+        return {}
+    hydra_cfg = HydraConfig.get()
+    values = {o.key_or_group: o.value() for o in OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task))}
+    name = ",".join(f"{key.rsplit('.', 1)[-1]}={values[key]}" for key in swept_keys(hydra_cfg) if key in values)
+    sweep_dir = Path(hydra_cfg.sweep.dir)
+    group = f"{sweep_name or 'sweep'}-{'_'.join(sweep_dir.parts[-2:])}"
+    return {"group": group, "name": name or f"job{hydra_cfg.job.num}"}
+
+
+def job_records(sweep_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """(job dir, metrics.json content) for every job that has started, in job order.
+    A job dir without metrics.json is reported as `starting`."""
+    jobs = []
+    for job_dir in sorted((d for d in sweep_dir.iterdir() if (d / ".hydra").is_dir()),
+                          key=lambda d: (not d.name.isdigit(), int(d.name) if d.name.isdigit() else d.name)):
+        path = job_dir / "metrics.json"
+        jobs.append((job_dir, json.loads(path.read_text()) if path.is_file() else {"status": "starting"}))
+    return jobs
+
+
+class SweepSummary(Callback):
+    """After the last job: one line per failed job, and a non-zero exit if any job failed.
+
+    Jobs catch their own errors so the rest of the sweep still runs (a raised exception would
+    otherwise surface only as the first failure's traceback)."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        jobs = job_records(Path(config.hydra.sweep.dir))
+        failed = [(d, m) for d, m in jobs if m.get("status") != "completed"]
+        log.info("sweep finished: %d of %d jobs completed (%s)", len(jobs) - len(failed), len(jobs),
+                 config.hydra.sweep.dir)
+        for job_dir, record in failed:
+            log.error("job %s %s: %s", job_dir.name, record.get("status"), record.get("error", "no error recorded"))
+        if failed:
+            sys.exit(1)
