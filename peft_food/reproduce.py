@@ -2,6 +2,7 @@
 
     peft-food-reproduce experiments/quickstart                 # re-run, compare, exit 0 if it matches
     peft-food-reproduce experiments/my_exp --record outputs/2026-11-22/10-00-00 --description "..."
+    peft-food-reproduce experiments/my_gpu_exp --pending experiment=seed_lora   # config now, results later
 
 A record is a folder: `experiment.yaml` (what it is, how it was made, its tolerance) and one
 `runs/<name>/` per job holding the resolved `config.yaml` that ran and the `metrics.json` it
@@ -80,6 +81,26 @@ def record(source: Path, record_dir: Path, *, description: str) -> Path:
     return record_dir
 
 
+def record_pending(record_dir: Path, *, overrides: list[str], description: str, hardware: str) -> Path:
+    """A record whose config is committed and whose results await a run (e.g. on a GPU)."""
+    from hydra import compose, initialize_config_dir
+
+    from peft_food.config import resolve
+    from peft_food.train import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[*overrides, "output_dir=unused"])
+    config = _portable(resolve(cfg), root=repo_root(record_dir))
+    out = record_dir / "runs" / "run"
+    out.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(OmegaConf.create(config), out / "config.yaml")
+    meta = {"description": description, "status": f"awaiting a run on {hardware}",
+            "command": " ".join(["peft-food-train", *overrides]), "hardware": hardware,
+            "tolerance": {"eval_accuracy": 0.01, "eval_loss": 0.05}}
+    OmegaConf.save(OmegaConf.create(meta), record_dir / "experiment.yaml")
+    return record_dir
+
+
 def compare(name: str, recorded: dict[str, Any], new: dict[str, Any], tolerance: dict[str, float]) -> list[str]:
     """Human-readable differences beyond tolerance (empty: the run reproduced)."""
     diffs = [f"{name}: {key} recorded {recorded.get(key)}, now {new.get(key)}"
@@ -137,11 +158,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("record_dir", type=Path, help="an experiment record, e.g. experiments/quickstart")
     parser.add_argument("--record", type=Path, metavar="RUN_OR_SWEEP_DIR",
                         help="create/refresh the record from a finished run or sweep instead of re-running")
-    parser.add_argument("--description", default="", help="with --record: what the experiment shows")
+    parser.add_argument("--pending", nargs="+", metavar="OVERRIDE",
+                        help="create a record awaiting results from these peft-food-train overrides")
+    parser.add_argument("--hardware", default="GPU", help="with --pending: where it must run")
+    parser.add_argument("--description", default="", help="with --record/--pending: what the experiment shows")
     parser.add_argument("--out", type=Path, help="where re-runs write (default outputs/reproduce/<name>/<time>)")
     parser.add_argument("--wandb", action="store_true", help="log re-runs to W&B as the record's config says")
     args = parser.parse_args(argv)
     try:
+        if args.pending:
+            record_pending(args.record_dir, overrides=args.pending, description=args.description,
+                           hardware=args.hardware)
+            print(f"wrote {args.record_dir}, awaiting results from `peft-food-train {' '.join(args.pending)}`")
+            return 0
         if args.record:
             record(args.record, args.record_dir, description=args.description)
             print(f"recorded {args.record} as {args.record_dir}")

@@ -1,0 +1,44 @@
+"""Committed experiment records re-run and check themselves; same seed, same numbers on CPU."""
+
+import json
+import shutil
+
+from peft_food.reproduce import main as reproduce
+from peft_food.train import train
+from tests.conftest import REPO, TINY, compose_config
+
+QUICKSTART = REPO / "experiments" / "quickstart"
+
+
+def test_same_config_and_seed_give_the_same_accuracy_to_the_last_digit(tmp_path):
+    first = train(compose_config(*TINY, "logger=none", output_dir=tmp_path / "a"))
+    second = train(compose_config(*TINY, "logger=none", output_dir=tmp_path / "b"))
+    assert first["epochs"] == second["epochs"]
+    other_seed = train(compose_config(*TINY, "logger=none", "seed=7", output_dir=tmp_path / "c"))
+    assert other_seed["epochs"] != first["epochs"]
+
+
+def test_committed_quickstart_record_reproduces(tmp_path, capsys):
+    assert reproduce([str(QUICKSTART), "--out", str(tmp_path)]) == 0
+    assert "reproduced within tolerance" in capsys.readouterr().out
+
+
+def test_altered_record_fails_and_shows_the_difference(tmp_path, capsys):
+    altered = tmp_path / "experiments" / "quickstart"
+    shutil.copytree(QUICKSTART, altered)
+    metrics_file = altered / "runs" / "run" / "metrics.json"
+    metrics = json.loads(metrics_file.read_text())
+    true_value = metrics["epochs"][1]["eval_accuracy"]
+    metrics["epochs"][1]["eval_accuracy"] = round(true_value + 0.01, 4)
+    metrics_file.write_text(json.dumps(metrics))
+
+    assert reproduce([str(altered), "--out", str(tmp_path / "out")]) == 1
+    out = capsys.readouterr().out
+    assert "NOT reproduced" in out
+    assert f"epoch 2 eval_accuracy recorded {true_value + 0.01:.6g}, now {true_value:.6g}" in out
+
+
+def test_records_awaiting_a_gpu_say_how_to_fill_them(capsys):
+    assert reproduce([str(REPO / "experiments" / "seed_lora")]) == 2
+    err = capsys.readouterr().err
+    assert "no recorded results yet" in err and "peft-food-train experiment=seed_lora" in err

@@ -1,0 +1,102 @@
+"""Multirun sweeps through the real CLI: one W&B run per job in one group, failures recorded,
+the rest of the sweep still runs, and peft-food-compare reads the result."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from peft_food.train import train
+from tests.conftest import TINY, compose_config
+from tests.wandb_file import read_run, run_files
+
+
+def sweep(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "WANDB_MODE")}
+    env["HOME"] = str(tmp_path / "home")  # no ~/.netrc W&B login: offline by default
+    return subprocess.run([sys.executable, "-m", "peft_food.train", "-m", *TINY, *args,
+                           f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_rank_by_alpha_grid_gives_one_wandb_run_per_job_in_one_group(tmp_path):
+    done = sweep(tmp_path, "peft.r=2,4", "peft.alpha=4,8", "train.epochs=1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    jobs = sorted((tmp_path / "sweep").glob("[0-9]*"))
+    assert len(jobs) == 4
+    metrics = [json.loads((job / "metrics.json").read_text()) for job in jobs]
+    assert [m["status"] for m in metrics] == ["completed"] * 4
+
+    runs = [read_run(f) for job in jobs for f in run_files(job)]
+    assert len(runs) == 4 and len({r.run.run_id for r in runs}) == 4
+    assert len({r.run.run_group for r in runs}) == 1 and runs[0].run.run_group.startswith("sweep-")
+    assert [r.run.display_name for r in runs] == ["r=2,alpha=4", "r=2,alpha=8", "r=4,alpha=4", "r=4,alpha=8"]
+    assert all(set(r.run.tags) == {"lora", "vit_tiny"} for r in runs)
+    assert [(r.config["peft.r"], r.config["peft.alpha"]) for r in runs] == [(2, 4), (2, 8), (4, 4), (4, 8)]
+    # Each run logged its own count: LoRA on q and v of 4 layers, 64 wide: 2 * 4 * 2 * 64 * r.
+    head = 64 * 4 + 4
+    assert [r.summary["trainable_params"] for r in runs] == [1024 * r + head for r in (2, 2, 4, 4)]
+    assert all(r.exit_code == 0 for r in runs)
+
+    # Nothing leaks between jobs: the last job equals the same config trained alone.
+    alone = train(compose_config(*TINY, "peft.r=4", "peft.alpha=8", "train.epochs=1", "logger=none",
+                                 output_dir=tmp_path / "alone"))
+    assert alone["epochs"] == metrics[3]["epochs"]
+
+
+@pytest.fixture(scope="module")
+def failing_sweep(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("failing")
+    return tmp_path, sweep(tmp_path, "peft.r=0,4", "train.epochs=1")
+
+
+def test_failed_job_is_recorded_and_the_others_still_run(failing_sweep):
+    tmp_path, done = failing_sweep
+    assert done.returncode == 1
+    failed = json.loads((tmp_path / "sweep" / "0" / "metrics.json").read_text())
+    completed = json.loads((tmp_path / "sweep" / "1" / "metrics.json").read_text())
+    assert failed["status"] == "failed" and "peft.r=0 is invalid" in failed["error"]
+    assert completed["status"] == "completed" and len(completed["epochs"]) == 1
+    assert "sweep finished: 1 of 2 jobs completed" in done.stderr + done.stdout
+    assert "Traceback" not in done.stderr
+
+
+def test_compare_prints_table_and_writes_csv_and_png(failing_sweep, capsys):
+    from peft_food.compare import main as compare
+
+    tmp_path, _ = failing_sweep
+    assert compare([str(tmp_path / "sweep"), "--out", str(tmp_path / "report")]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:6] == ["job", "status", "method", "model", "r", "alpha"]
+    assert table[1].split()[:5] == ["0", "failed", "lora", "vit_tiny", "0"]
+    assert table[2].split()[:5] == ["1", "completed", "lora", "vit_tiny", "4"]
+    assert any("peft.r=0 is invalid" in line for line in table)
+
+    rows = list(csv.DictReader((tmp_path / "report" / "compare.csv").open()))
+    assert [(row["job"], row["status"], row["r"]) for row in rows] == [("0", "failed", "0"), ("1", "completed", "4")]
+    completed = json.loads((tmp_path / "sweep" / "1" / "metrics.json").read_text())
+    assert float(rows[1]["best_acc"]) == completed["best_eval_accuracy"]
+    assert int(rows[1]["trainable_params"]) == completed["trainable_params"]
+    png = (tmp_path / "report" / "compare.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+
+
+def test_compare_rejects_a_dir_with_no_jobs(tmp_path, capsys):
+    from peft_food.compare import main as compare
+
+    assert compare([str(tmp_path)]) == 2
+    assert "no jobs in" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_committed_optuna_sweep_runs_trials(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    done = sweep(tmp_path, "+sweep=lora_optuna", "hydra.sweeper.n_trials=2", "train.epochs=1", "logger=none")
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = [json.loads(p.read_text()) for p in sorted((tmp_path / "sweep").glob("*/metrics.json"))]
+    assert len(metrics) == 2 and all(m["status"] == "completed" for m in metrics)
+    assert "Best value" in done.stderr + done.stdout
