@@ -89,8 +89,9 @@ def plot(rows: list[dict[str, Any]], path: Path, *, title: str) -> None:
         image = grid_ax.imshow(values, origin="lower", cmap="viridis", aspect="auto")
         fig.colorbar(image, ax=grid_ax, label="best eval accuracy")
         for r in lora:
-            grid_ax.text(ranks.index(r["r"]), alphas.index(r["alpha"]), f"{r['best_acc']:.3f}",
-                         ha="center", va="center", color="white", fontsize=10, fontweight="bold")
+            bright = image.norm(r["best_acc"]) > 0.6  # dark text on the yellow end of viridis
+            grid_ax.text(ranks.index(r["r"]), alphas.index(r["alpha"]), f"{r['best_acc']:.3f}", ha="center",
+                         va="center", color="black" if bright else "white", fontsize=10, fontweight="bold")
         grid_ax.set_xticks(range(len(ranks)), [str(x) for x in ranks])
         grid_ax.set_yticks(range(len(alphas)), [str(x) for x in alphas])
     else:

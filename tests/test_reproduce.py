@@ -3,9 +3,11 @@
 import json
 import shutil
 
+import pytest
+
 from peft_food.reproduce import main as reproduce
 from peft_food.train import train
-from tests.conftest import REPO, TINY, compose_config
+from tests.conftest import MINI, REPO, TINY, compose_config
 
 QUICKSTART = REPO / "experiments" / "quickstart"
 
@@ -42,3 +44,11 @@ def test_records_awaiting_a_gpu_say_how_to_fill_them(capsys):
     assert reproduce([str(REPO / "experiments" / "seed_lora")]) == 2
     err = capsys.readouterr().err
     assert "no recorded results yet" in err and "peft-food-train experiment=seed_lora" in err
+
+
+@pytest.mark.slow
+def test_committed_mini_sweep_record_reproduces_on_the_real_photos(tmp_path, capsys):
+    if not MINI.is_dir():
+        pytest.skip(f"{MINI} not present")
+    assert reproduce([str(REPO / "experiments" / "mini_rank_alpha"), "--out", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.count("MATCH") == 4
