@@ -41,6 +41,8 @@ class ModelSpec:
     arch: dict[str, Any] = field(default_factory=dict)
     # Image processor kwargs used when no checkpoint is loaded (mean, std, size).
     processor: dict[str, Any] = field(default_factory=dict)
+    # Run Python code shipped with a Hub checkpoint: never, unless you ask for it here.
+    trust_remote_code: bool = False
 
     def __post_init__(self) -> None:
         _require(
@@ -103,6 +105,9 @@ class DataSpec:
     per_class: Optional[int] = None
     # Same for the eval set (null: all).
     eval_per_class: Optional[int] = None
+    # Unusable image files (corrupt, not an image, too small) in a local dataset: found before
+    # training starts, then `fail` (list them and stop) or `skip` (leave them out, say how many).
+    bad_images: str = "fail"
     # synthetic only: number of classes and image side in pixels.
     num_classes: int = 10
     image_size: int = 64
@@ -117,6 +122,7 @@ class DataSpec:
             f"data.root is missing: data={self.source} reads images from disk, "
             f"pass data.root=/path/to/images",
         )
+        _require(self.bad_images in ("fail", "skip"), f"data.bad_images={self.bad_images!r} is invalid: use fail or skip")
         _require(0.0 < self.test_size < 1.0, f"data.test_size={self.test_size} is invalid: use a fraction in (0, 1)")
         for key in ("per_class", "eval_per_class"):
             value = getattr(self, key)
@@ -139,6 +145,9 @@ class TrainSpec:
     logging_steps: int = 10
     # -1: train for `epochs`; a positive number caps the optimizer steps (smoke tests).
     max_steps: int = -1
+    # null (auto): continue an unfinished run of the same command from its last checkpoint;
+    # true: require one; false: always start fresh.
+    resume: Optional[bool] = None
 
     def __post_init__(self) -> None:
         _require(self.epochs > 0, f"train.epochs={self.epochs} is invalid: use a positive number")

@@ -10,6 +10,9 @@ column, so label names (id2label) always come from the data, never from a hard-c
 from __future__ import annotations
 
 import colorsys
+import logging
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,10 +20,13 @@ from typing import Any
 import numpy as np
 import torch
 from datasets import ClassLabel, Dataset, Features, Image, load_dataset
+from PIL import Image as PILImage
 from torchvision import transforms as T
 
 from peft_food.config import DataSpec
 from peft_food.errors import DataError
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -46,9 +52,9 @@ def load_splits(spec: DataSpec, *, seed: int) -> Splits:
     if spec.source == "food101":
         train, eval_ = _load_hub(hub_id=spec.hub_id, train_split=spec.train_split, eval_split=spec.eval_split)
     elif spec.source == "food101_local":
-        train, eval_ = _load_food101_layout(Path(spec.root))
+        train, eval_ = _load_food101_layout(Path(spec.root), bad_images=spec.bad_images)
     else:
-        train, eval_ = _load_imagefolder(Path(spec.root))
+        train, eval_ = _load_imagefolder(Path(spec.root), bad_images=spec.bad_images)
     if spec.per_class is not None:
         train = balanced_subset(train, per_class=spec.per_class, seed=seed)
     if eval_ is None:
@@ -73,9 +79,28 @@ def _load_hub(*, hub_id: str, train_split: str, eval_split: str | None) -> tuple
     return train, eval_
 
 
-def _labelled(paths: list[Path], labels: list[int], names: list[str]) -> Dataset:
+def _labelled(paths: list[Path], labels: list[int], names: list[str], *, bad_images: str) -> Dataset:
+    """A dataset of image files, screened first: a corrupt image found mid-epoch would crash a
+    run hours in, so every file is decoded once before training starts."""
+    bad = check_images(paths)
+    if bad:
+        listing = "; ".join(f"{path}: {why}" for path, why in list(bad.items())[:3])
+        if bad_images == "fail":
+            raise DataError(f"{len(bad)} unusable image(s), e.g. {listing} "
+                            f"(fix or remove them, or set data.bad_images=skip)")
+        log.warning("data.bad_images=skip: skipping %d unusable image(s), e.g. %s", len(bad), listing)
+        kept = [i for i, path in enumerate(paths) if path not in bad]
+        paths, labels = [paths[i] for i in kept], [labels[i] for i in kept]
     features = Features({"image": Image(), "label": ClassLabel(names=names)})
     return Dataset.from_dict({"image": [str(p) for p in paths], "label": labels}, features=features)
+
+
+def _require_every_class(train: Dataset, eval_: Dataset, *, where: Path) -> None:
+    names = train.features["label"].names
+    missing = sorted(set(train["label"]) - set(eval_["label"]))
+    if missing:
+        raise DataError(f"{where}: class(es) {', '.join(names[i] for i in missing[:5])} have training images but "
+                        f"none to evaluate on: add test images or remove the class")
 
 
 def _existing_dir(root: Path) -> Path:
@@ -84,7 +109,7 @@ def _existing_dir(root: Path) -> Path:
     return root
 
 
-def _load_food101_layout(root: Path) -> tuple[Dataset, Dataset]:
+def _load_food101_layout(root: Path, *, bad_images: str) -> tuple[Dataset, Dataset]:
     """Food-101's own layout: meta/classes.txt names the labels, meta/{train,test}.txt the images."""
     meta = _existing_dir(root) / "meta"
     for name in ("classes.txt", "train.txt", "test.txt"):
@@ -102,9 +127,11 @@ def _load_food101_layout(root: Path) -> tuple[Dataset, Dataset]:
         missing = [p for p in paths if not p.is_file()]
         if missing:
             raise DataError(f"{meta / list_file} lists {len(missing)} missing image(s), e.g. {missing[0]}")
-        return _labelled(paths, [index[e.split("/")[0]] for e in entries], classes)
+        return _labelled(paths, [index[e.split("/")[0]] for e in entries], classes, bad_images=bad_images)
 
-    return split("train.txt"), split("test.txt")
+    train, test = split("train.txt"), split("test.txt")
+    _require_every_class(train, test, where=meta / "test.txt")
+    return train, test
 
 
 def _class_images(folder: Path) -> dict[str, list[Path]]:
@@ -120,7 +147,7 @@ def _class_images(folder: Path) -> dict[str, list[Path]]:
     return found
 
 
-def _load_imagefolder(root: Path) -> tuple[Dataset, Dataset | None]:
+def _load_imagefolder(root: Path, *, bad_images: str) -> tuple[Dataset, Dataset | None]:
     """`root/<class>/...`, or `root/train/<class>/...` + `root/test/<class>/...`."""
     root = _existing_dir(root)
     has_splits = (root / "train").is_dir() and (root / "test").is_dir()
@@ -130,7 +157,7 @@ def _load_imagefolder(root: Path) -> tuple[Dataset, Dataset | None]:
     def to_dataset(found: dict[str, list[Path]]) -> Dataset:
         paths = [p for name in names for p in found.get(name, [])]
         labels = [i for i, name in enumerate(names) for _ in found.get(name, [])]
-        return _labelled(paths, labels, names)
+        return _labelled(paths, labels, names, bad_images=bad_images)
 
     if not has_splits:
         return to_dataset(train), None
@@ -138,7 +165,9 @@ def _load_imagefolder(root: Path) -> tuple[Dataset, Dataset | None]:
     extra = sorted(test.keys() - train.keys())
     if extra:
         raise DataError(f"{root / 'test'} has classes with no training images: {', '.join(extra[:5])}")
-    return to_dataset(train), to_dataset(test)
+    train_ds, test_ds = to_dataset(train), to_dataset(test)
+    _require_every_class(train_ds, test_ds, where=root / "test")
+    return train_ds, test_ds
 
 
 def synthetic_dataset(*, num_classes: int, per_class: int, image_size: int, seed: int) -> Dataset:
@@ -176,6 +205,62 @@ def balanced_subset(ds: Dataset, *, per_class: int, seed: int) -> Dataset:
     return ds.select(rng.permutation(np.asarray(chosen)))
 
 
+# --- reading images safely ----------------------------------------------------------------
+
+MIN_SIDE = 8  # below this an image carries no usable content for a 16x16-patch ViT
+
+
+class BadImage(Exception):
+    """An image file that cannot be used; the message says why, without the path."""
+
+
+def to_rgb(img: PILImage.Image) -> PILImage.Image:
+    """3-channel 8-bit RGB from any mode: greyscale, palette, RGBA, CMYK, 16-bit and float."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        # convert("RGB") would clip 16-bit values at 255 (an all-white image); scale instead.
+        depth = 65535.0 if img.mode.startswith("I;16") else max(float(np.asarray(img).max()), 1.0)
+        pixels = np.clip(np.asarray(img, dtype=np.float64) / depth * 255.0, 0, 255).astype(np.uint8)
+        img = PILImage.fromarray(pixels, mode="L")
+    return img.convert("RGB")
+
+
+def open_rgb(path: Path) -> PILImage.Image:
+    """Decode `path` fully into RGB, or raise BadImage with a one-line reason."""
+    try:
+        with warnings.catch_warnings():
+            # Above MAX_IMAGE_PIXELS PIL only warns (it raises at twice that): treat both as fatal.
+            warnings.simplefilter("error", PILImage.DecompressionBombWarning)
+            with PILImage.open(path) as img:
+                img.load()  # decode now: truncated or corrupt data fails here, not mid-training
+                if min(img.size) < MIN_SIDE:
+                    raise BadImage(f"image is {img.size[0]}x{img.size[1]} pixels, too small to classify "
+                                   f"(needs at least {MIN_SIDE}x{MIN_SIDE})")
+                return to_rgb(img)
+    except BadImage:
+        raise
+    except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning):
+        raise BadImage(f"image is larger than the decompression-bomb limit ({PILImage.MAX_IMAGE_PIXELS:,} pixels)") from None
+    except PILImage.UnidentifiedImageError:
+        raise BadImage("not an image file (unrecognised format)") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise BadImage(f"corrupt or unreadable image ({err})") from None
+
+
+def check_images(paths: list[Path], *, workers: int = 8) -> dict[Path, str]:
+    """Fully decode every image once (in threads: PIL releases the GIL while decoding);
+    returns {path: reason} for the ones that cannot be used."""
+    def reason(path: Path) -> str | None:
+        try:
+            open_rgb(path)
+        except BadImage as err:
+            return str(err)
+        return None
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        reasons = list(pool.map(reason, paths))
+    return {path: why for path, why in zip(paths, reasons) if why is not None}
+
+
 # --- preprocessing -------------------------------------------------------------------------
 
 
@@ -197,9 +282,9 @@ def build_transforms(processor: Any) -> tuple[T.Compose, T.Compose]:
 
 def _apply(transform: T.Compose):
     def batch_transform(batch: dict[str, list]) -> dict[str, list]:
-        # convert("RGB"): Food-101 has greyscale and CMYK JPEGs; the model wants 3 channels.
+        # to_rgb: Food-101 has greyscale and CMYK JPEGs; the model wants 3 channels.
         return {
-            "pixel_values": [transform(img.convert("RGB")) for img in batch["image"]],
+            "pixel_values": [transform(to_rgb(img)) for img in batch["image"]],
             "labels": batch["label"],
         }
 

@@ -32,7 +32,7 @@ def base_config(model: ModelSpec, *, labels: list[str] | None = None) -> Pretrai
     """The backbone's config: the checkpoint's (a small JSON from the Hub) or the shipped `arch`."""
     if model.pretrained:
         try:
-            config = AutoConfig.from_pretrained(model.name_or_path)
+            config = AutoConfig.from_pretrained(model.name_or_path, trust_remote_code=model.trust_remote_code)
         except OSError as err:
             raise UserError(
                 f"could not load model {model.name_or_path!r} ({str(err).splitlines()[0]}); offline, pass "
@@ -69,9 +69,10 @@ def load_base(*, model: ModelSpec, labels: list[str]) -> tuple[torch.nn.Module, 
         return AutoModelForImageClassification.from_config(config), processor_cls(**processor_kwargs)
     # The in21k checkpoint has no classifier; ignore_mismatched_sizes also lets a fine-tuned
     # checkpoint get a head of another size.
-    base = AutoModelForImageClassification.from_pretrained(model.name_or_path, config=config,
-                                                           ignore_mismatched_sizes=True)
-    return base, AutoImageProcessor.from_pretrained(model.name_or_path)
+    base = AutoModelForImageClassification.from_pretrained(
+        model.name_or_path, config=config, ignore_mismatched_sizes=True, trust_remote_code=model.trust_remote_code,
+    )
+    return base, AutoImageProcessor.from_pretrained(model.name_or_path, trust_remote_code=model.trust_remote_code)
 
 
 def linear_module_names(model: torch.nn.Module, *, exclude: str) -> list[str]:

@@ -106,8 +106,10 @@ def resolve_mode(spec: LoggerSpec) -> str:
     return "online" if has_wandb_credentials() else "offline"
 
 
-def start_wandb(*, spec: LoggerSpec, run_dir: Path, config: dict[str, Any], tags: list[str]):
-    """Open this job's own W&B run under `run_dir/wandb`, or return None for logger=none."""
+def start_wandb(*, spec: LoggerSpec, run_dir: Path, config: dict[str, Any], tags: list[str],
+                run_id: str | None = None):
+    """Open this job's own W&B run under `run_dir/wandb`, or return None for logger=none.
+    `run_id` of an interrupted run resumes that W&B run instead of forking a new one."""
     if not spec.enabled:
         return None
     import wandb
@@ -124,6 +126,8 @@ def start_wandb(*, spec: LoggerSpec, run_dir: Path, config: dict[str, Any], tags
         config=flatten(config),
         # A job that died without finishing must not swallow the next job's metrics.
         reinit="finish_previous",
+        id=run_id,
+        resume="allow" if run_id else None,
     )
     # Eval accuracy is plotted per epoch; Trainer's train/loss keeps train/global_step.
     # (Exact names: they take precedence over the "*" -> global_step rule the callback adds.)

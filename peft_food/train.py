@@ -25,10 +25,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
+from peft_food.artifacts import save_base, save_trained
 from peft_food.config import LoraSpec, RunSpec, TrainSpec, parse_config, resolve
 from peft_food.data import attach_transforms, collate, load_splits
 from peft_food.errors import UserError
 from peft_food.model import apply_peft, check_targets, count_parameters, load_base
+from peft_food.resume import Interrupted, StopOnSignal, latest_checkpoint, plan_resume
 from peft_food.sweep import is_multirun, job_labels
 from peft_food.tracking import finish_wandb, provenance, start_wandb
 
@@ -108,55 +110,72 @@ class EpochRecorder(TrainerCallback):
         write_json(self.path, self.record)
 
 
-def save_model(model: torch.nn.Module, processor: Any, *, model_dir: Path) -> None:
-    """LoRA: adapter + head (modules_to_save); full: the whole model. Both with the processor."""
-    model.save_pretrained(str(model_dir))
-    processor.save_pretrained(str(model_dir))
-
-
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
 
 
-def run(spec: RunSpec, *, resolved_config: dict[str, Any]) -> dict[str, Any]:
-    """Train one model as `spec` says; write model/ and metrics.json into spec.output_dir."""
+def build_trainer(spec: RunSpec, *, run_dir: Path, precision: str, method: str, record: dict[str, Any],
+                  callbacks: list[TrainerCallback], report_to: list[str]) -> tuple[Trainer, Any, list[str]]:
+    """Data, model and Trainer, once each; fills the record's parameter and sample counts."""
+    splits = load_splits(spec.data, seed=spec.seed)
+    base, processor = load_base(model=spec.model, labels=splits.labels)
+    if not spec.model.pretrained and method == "lora":
+        save_base(base, model_dir=run_dir / "model")
+    model = apply_peft(base, peft=spec.peft, head=spec.model.head)
+    record.update(count_parameters(model), num_labels=len(splits.labels), labels=splits.labels,
+                  num_train_samples=len(splits.train), num_eval_samples=len(splits.eval))
+    log.info("trainable params: %(trainable_params)s || all params: %(total_params)s "
+             "|| trainable%%: %(trainable_percent)s", record)
+    attach_transforms(splits, processor)
+    args = training_arguments(train=spec.train, precision=precision, workers=resolve_workers(spec.train.workers),
+                              run_dir=run_dir, seed=spec.seed, report_to=report_to)
+    trainer = Trainer(model=model, args=args, train_dataset=splits.train, eval_dataset=splits.eval,
+                      data_collator=collate, compute_metrics=accuracy, callbacks=callbacks)
+    return trainer, processor, splits.labels
+
+
+def run(spec: RunSpec, *, resolved_config: dict[str, Any], resume_search: Path | None = None) -> dict[str, Any]:
+    """Train one model as `spec` says; write model/ and metrics.json into its run dir (spec.output_dir,
+    or the unfinished run being resumed)."""
     started = time.perf_counter()
     check_targets(spec.model, peft=spec.peft)
-    run_dir = Path(spec.output_dir)
+    resume_dir = plan_resume(Path(spec.output_dir), mode=spec.train.resume, search_root=resume_search)
+    run_dir = resume_dir or Path(spec.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    previous = json.loads((run_dir / "metrics.json").read_text()) if resume_dir else {}
     set_seed(spec.seed)
     precision = resolve_precision(spec.train.precision)
     method = "lora" if isinstance(spec.peft, LoraSpec) else "full"
     record: dict[str, Any] = {"status": "running", "method": method, "precision": precision, **provenance(),
-                              "config": resolved_config}
+                              "config": resolved_config, "run_dir": str(run_dir)}
+    checkpoint = latest_checkpoint(run_dir) if resume_dir else None
+    if checkpoint:
+        record["resumed_from"] = [*previous.get("resumed_from", []), checkpoint.name]
     write_json(run_dir / "metrics.json", record)
     wandb_run = start_wandb(spec=spec.logger, run_dir=run_dir, config={"method": method, **resolved_config},
-                            tags=[method, spec.model.name])
+                            tags=[method, spec.model.name], run_id=previous.get("wandb_run_id"))
+    if wandb_run is not None:
+        record["wandb_run_id"] = wandb_run.id
+    stopper = StopOnSignal()
     try:
-        splits = load_splits(spec.data, seed=spec.seed)
-        base, processor = load_base(model=spec.model, labels=splits.labels)
-        model = apply_peft(base, peft=spec.peft, head=spec.model.head)
-        record.update(count_parameters(model), num_labels=len(splits.labels), labels=splits.labels,
-                      num_train_samples=len(splits.train), num_eval_samples=len(splits.eval))
-        log.info("trainable params: %(trainable_params)s || all params: %(total_params)s "
-                 "|| trainable%%: %(trainable_percent)s", record)
+        trainer, processor, labels = build_trainer(
+            spec, run_dir=run_dir, precision=precision, method=method, record=record,
+            callbacks=[EpochRecorder(record, run_dir / "metrics.json"), stopper],
+            report_to=["wandb"] if wandb_run else [])
         if wandb_run is not None:
             wandb_run.summary.update({k: record[k] for k in ("trainable_params", "total_params", "trainable_percent")})
-        attach_transforms(splits, processor)
-        args = training_arguments(train=spec.train, precision=precision, workers=resolve_workers(spec.train.workers),
-                                  run_dir=run_dir, seed=spec.seed, report_to=["wandb"] if wandb_run else [])
-        trainer = Trainer(model=model, args=args, train_dataset=splits.train, eval_dataset=splits.eval,
-                          data_collator=collate, compute_metrics=accuracy,
-                          callbacks=[EpochRecorder(record, run_dir / "metrics.json")])
-        trainer.train()
+        with stopper:
+            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        if stopper.signum is not None:
+            raise Interrupted(stopper.signum, latest_checkpoint(run_dir))
         epochs = epoch_metrics(trainer.state.log_history)
-        save_model(trainer.model, processor, model_dir=run_dir / "model")
-        record.update(
-            status="completed",
-            epochs=epochs,
-            best_eval_accuracy=max(e["eval_accuracy"] for e in epochs),
-            final_eval_accuracy=epochs[-1]["eval_accuracy"],
-        )
+        save_trained(trainer.model, processor, model_dir=run_dir / "model", method=method, labels=labels,
+                     base=spec.model)
+        record.update(status="completed", epochs=epochs, best_eval_accuracy=max(e["eval_accuracy"] for e in epochs),
+                      final_eval_accuracy=epochs[-1]["eval_accuracy"])
+    except (Interrupted, KeyboardInterrupt) as err:
+        record.update(status="interrupted", error=str(err) or "KeyboardInterrupt")
+        raise
     except BaseException as err:
         record.update(status="failed", error=f"{type(err).__name__}: {err}")
         raise
@@ -172,10 +191,11 @@ SUMMARY_KEYS = ("status", "method", "precision", "trainable_params", "total_para
                 "best_eval_accuracy", "final_eval_accuracy", "num_eval_samples", "num_labels", "runtime_s")
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Validate the composed config (before any compute), then train. Returns metrics.json's content."""
+def train(cfg: DictConfig, *, resume_search: Path | None = None) -> dict[str, Any]:
+    """Validate the composed config (before any compute), then train. Returns metrics.json's content.
+    `resume_search`: where to look for an unfinished run of the same command (the CLI's outputs/)."""
     spec = parse_config(cfg)
-    return run(spec, resolved_config=resolve(cfg))
+    return run(spec, resolved_config=resolve(cfg), resume_search=resume_search)
 
 
 def record_failure(cfg: DictConfig, err: BaseException) -> None:
@@ -197,8 +217,13 @@ def main(cfg: DictConfig) -> float:
     for key, value in job_labels(sweep_name=cfg.get("sweep_name")).items():
         if cfg.logger.get(key) is None:
             cfg.logger[key] = value
+    # Same command again -> continue its unfinished run: look among the timestamped run dirs.
+    search = None if is_multirun() else Path(HydraConfig.get().runtime.output_dir).parent.parent
     try:
-        metrics = train(cfg)
+        metrics = train(cfg, resume_search=search)
+    except Interrupted as err:
+        print(f"peft-food-train: {err}", file=sys.stderr)
+        sys.exit(128 + err.signum)
     except UserError as err:
         # A user mistake: one line that names the problem and the fix, no traceback.
         print(f"peft-food-train: error: {err}", file=sys.stderr)

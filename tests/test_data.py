@@ -107,3 +107,29 @@ def test_collate_stacks_a_batch_from_the_attached_transform(tmp_path):
     batch = collate([splits.train[i] for i in range(len(splits.train))])
     assert batch["pixel_values"].shape == (3, 3, 32, 32) and batch["pixel_values"].dtype == torch.float32
     assert batch["labels"].dtype == torch.long and batch["labels"].shape == (3,)
+
+
+def test_unusable_training_images_are_reported_before_training_or_skipped(tmp_path, caplog):
+    for name in ("a", "b"):
+        write_images(tmp_path / name, 5)
+    good = (tmp_path / "a" / "0.png").read_bytes()
+    (tmp_path / "a" / "broken.png").write_bytes(good[: len(good) // 2])
+    (tmp_path / "b" / "readme.jpg").write_text("notes, not a photo")
+    with pytest.raises(DataError) as err:
+        load_splits(data_spec("data=imagefolder", f"data.root={tmp_path}"), seed=0)
+    message = str(err.value)
+    assert message.startswith("2 unusable image(s)") and "data.bad_images=skip" in message
+    assert f"{tmp_path / 'a' / 'broken.png'}: corrupt or unreadable image" in message
+    assert f"{tmp_path / 'b' / 'readme.jpg'}: not an image file" in message
+
+    splits = load_splits(data_spec("data=imagefolder", f"data.root={tmp_path}", "data.bad_images=skip"), seed=0)
+    assert len(splits.train) + len(splits.eval) == 10
+    assert "skipping 2 unusable image(s)" in caplog.text
+
+
+def test_a_class_with_no_test_images_is_an_error(tmp_path):
+    write_images(tmp_path / "train" / "a", 2)
+    write_images(tmp_path / "train" / "b", 2)
+    write_images(tmp_path / "test" / "a", 1)
+    with pytest.raises(DataError, match="class\\(es\\) b have training images but none to evaluate on"):
+        load_splits(data_spec("data=imagefolder", f"data.root={tmp_path}"), seed=0)

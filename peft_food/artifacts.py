@@ -1,0 +1,154 @@
+"""The saved model: what a run writes to `<run dir>/model/` and how it is read back.
+
+    model/                        LoRA run                         full run
+      peft_food.json              method, labels, base model spec  method, labels
+      adapter_config.json         + adapter_model.safetensors      -
+      config.json                 -                                + model.safetensors
+      preprocessor_config.json    the checkpoint's image processor
+      base/                       only for a random-init base (model.pretrained=false)
+
+Reloading a LoRA run is base + adapter + the saved classifier head; a reload that silently
+kept a fresh head would predict at chance (peft #310, #577, #876, #1070), so `load_trained`
+checks the head it loaded against the saved tensors. Only safetensors are read (no pickle), and
+no remote code runs unless the saved spec asks for it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
+from transformers.utils import logging as hf_logging
+
+from peft_food.config import ModelSpec
+from peft_food.errors import UserError
+
+SPEC_FILE = "peft_food.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+@dataclass
+class Trained:
+    model: torch.nn.Module
+    processor: Any
+    labels: list[str]
+    method: str
+    model_dir: Path
+
+
+def save_base(base: torch.nn.Module, *, model_dir: Path) -> None:
+    """A random-init base exists nowhere else: keep it beside the adapter so the run reloads."""
+    base.save_pretrained(str(model_dir / "base"))
+
+
+def save_trained(model: torch.nn.Module, processor: Any, *, model_dir: Path, method: str,
+                 labels: list[str], base: ModelSpec) -> None:
+    model.save_pretrained(str(model_dir))
+    processor.save_pretrained(str(model_dir))
+    spec = {"format": 1, "method": method, "labels": labels, "base": asdict(base)}
+    (model_dir / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n")
+
+
+def find_model_dir(path: Path) -> Path:
+    """A run dir (holding model/) or a model dir itself."""
+    if not path.exists():
+        raise UserError(f"{path} does not exist: pass a run dir (outputs/<date>/<time>) or its model/ dir")
+    for candidate in (path, path / "model"):
+        if (candidate / SPEC_FILE).is_file() or (candidate / "adapter_config.json").is_file() \
+                or (candidate / "config.json").is_file():
+            return candidate
+    raise UserError(f"{path} holds no saved model (no model/ with {SPEC_FILE}): the run may not have finished; "
+                    f"check its metrics.json status")
+
+
+def _read_spec(model_dir: Path) -> dict[str, Any]:
+    if (model_dir / SPEC_FILE).is_file():
+        return json.loads((model_dir / SPEC_FILE).read_text())
+    if (model_dir / "adapter_config.json").is_file():
+        raise UserError(f"{model_dir} has a LoRA adapter but no {SPEC_FILE} naming its base model and labels")
+    config = AutoConfig.from_pretrained(model_dir)
+    return {"method": "full", "labels": [config.id2label[i] for i in range(config.num_labels)]}
+
+
+def _head_tensors(model_dir: Path, *, head: str) -> dict[str, torch.Tensor]:
+    with safe_open(str(model_dir / ADAPTER_WEIGHTS), framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys() if f".{head}." in k and "lora_" not in k}
+
+
+def _load_base(source: str | Path, *, labels: list[str], trust_remote_code: bool) -> torch.nn.Module:
+    try:
+        return AutoModelForImageClassification.from_pretrained(
+            str(source), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)},
+            ignore_mismatched_sizes=True, use_safetensors=True, trust_remote_code=trust_remote_code,
+        )
+    except (OSError, ValueError) as err:
+        raise UserError(f"could not load the base model {str(source)!r}: {str(err).splitlines()[0]}") from None
+
+
+def _load_lora(model_dir: Path, spec: dict[str, Any], *, base_override: Path | None) -> torch.nn.Module:
+    from peft import PeftModel
+
+    if not (model_dir / ADAPTER_WEIGHTS).is_file():
+        raise UserError(f"{model_dir / ADAPTER_WEIGHTS} is missing: the adapter weights were not saved or were "
+                        f"removed; re-run training or restore the file")
+    base_spec = spec["base"]
+    head = base_spec.get("head", "classifier")
+    labels = spec["labels"]
+    if base_override is not None:
+        source = find_model_dir(base_override)
+        if (source / SPEC_FILE).is_file():
+            base_labels = json.loads((source / SPEC_FILE).read_text())["labels"]
+            if len(base_labels) != len(labels):
+                raise UserError(f"the adapter in {model_dir} was trained for {len(labels)} labels but the base "
+                                f"{source} has {len(base_labels)}: use the base it was trained on")
+        source = source / "base" if (source / "base").is_dir() else source
+    elif (model_dir / "base").is_dir():
+        source = model_dir / "base"
+    else:
+        source = base_spec["name_or_path"]
+    saved_head = _head_tensors(model_dir, head=head)
+    weight = next((t for k, t in saved_head.items() if k.endswith("weight")), None)
+    if weight is not None and weight.shape[0] != len(labels):
+        raise UserError(f"{model_dir}: the saved head has {weight.shape[0]} outputs but {len(labels)} labels are "
+                        f"recorded; the adapter and {SPEC_FILE} come from different runs")
+    base = _load_base(source, labels=labels, trust_remote_code=bool(base_spec.get("trust_remote_code", False)))
+    try:
+        model = PeftModel.from_pretrained(base, str(model_dir))
+    except (RuntimeError, ValueError, KeyError) as err:
+        detail = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line),
+                      str(err).splitlines()[0])
+        raise UserError(f"the adapter in {model_dir} does not fit the base model {str(source)!r} "
+                        f"(another architecture or label count): {detail}") from None
+    _check_head(model, saved_head, head=head)
+    return model
+
+
+def _check_head(model: torch.nn.Module, saved: dict[str, torch.Tensor], *, head: str) -> None:
+    """The head that will predict must be the trained one, tensor for tensor."""
+    wrapper = model.get_submodule(f"base_model.model.{head}")
+    copies = getattr(wrapper, "modules_to_save", None)  # peft's ModulesToSaveWrapper
+    active = copies["default"] if copies is not None and "default" in copies else wrapper
+    for key, tensor in saved.items():
+        loaded = getattr(active, key.rsplit(".", 1)[-1])
+        if not torch.equal(loaded.detach().cpu(), tensor):
+            raise UserError(f"the classifier head did not load from the adapter ({key}); refusing to predict "
+                            f"with a randomly initialised head")
+
+
+def load_trained(path: Path, *, base: Path | None = None) -> Trained:
+    """Load a run's model for inference (eval mode, CPU). `base` overrides the recorded base."""
+    hf_logging.disable_progress_bar()  # per-tensor "Loading weights" bars drown the output
+    model_dir = find_model_dir(path)
+    spec = _read_spec(model_dir)
+    if spec["method"] == "lora":
+        model = _load_lora(model_dir, spec, base_override=base)
+    else:
+        model = _load_base(model_dir, labels=spec["labels"], trust_remote_code=False)
+    processor = AutoImageProcessor.from_pretrained(str(model_dir))
+    return Trained(model=model.eval(), processor=processor, labels=spec["labels"], method=spec["method"],
+                   model_dir=model_dir)

@@ -1,0 +1,206 @@
+"""Using a trained model: exact reload (adapter + head), predict CLI with bad inputs, export."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from peft_food.artifacts import load_trained
+from peft_food.config import parse_config
+from peft_food.data import attach_transforms, collate, load_splits
+from peft_food.export import main as export_main
+from peft_food.predict import main as predict
+from peft_food.train import train
+from tests.conftest import MINI, REPO, TINY, TINY_TRAIN, compose_config
+
+EVAL_LOGITS = textwrap.dedent("""
+    import sys, numpy, torch
+    from pathlib import Path
+    from peft_food.artifacts import load_trained
+    from peft_food.config import parse_config
+    from peft_food.data import attach_transforms, collate, load_splits
+    from tests.conftest import TINY, compose_config
+    run_dir = Path(sys.argv[1])
+    trained = load_trained(run_dir)
+    splits = load_splits(parse_config(compose_config(*TINY, output_dir=run_dir)).data, seed=42)
+    attach_transforms(splits, trained.processor)
+    batch = collate([splits.eval[i] for i in range(len(splits.eval))])
+    with torch.inference_mode():
+        logits = trained.model(pixel_values=batch["pixel_values"]).logits
+    numpy.save(sys.argv[2], logits.numpy())
+    numpy.save(sys.argv[3], batch["labels"].numpy())
+""")
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("lora_run")
+    metrics = train(compose_config(*TINY, "logger=none", "train.epochs=3", output_dir=run_dir))
+    return run_dir, metrics
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("full_run")
+    train(compose_config(*TINY, "peft=full", "logger=none", "train.epochs=1", output_dir=run_dir))
+    return run_dir
+
+
+def test_reload_in_a_fresh_process_gives_the_trained_head_accuracy_and_logits(lora_run, tmp_path):
+    run_dir, metrics = lora_run
+    done = subprocess.run([sys.executable, "-c", EVAL_LOGITS, str(run_dir), str(tmp_path / "fresh.npy"),
+                           str(tmp_path / "labels.npy")], capture_output=True, text=True, cwd=str(REPO))
+    assert done.returncode == 0, done.stderr[-2000:]
+    fresh = np.load(tmp_path / "fresh.npy")
+    labels = np.load(tmp_path / "labels.npy")
+    # The saved model is the best epoch's (load_best_model_at_end): same accuracy as recorded then.
+    assert float((fresh.argmax(-1) == labels).mean()) == metrics["best_eval_accuracy"]
+
+    # The same load in this process gives the same logits.
+    trained = load_trained(run_dir)
+    splits = load_splits(parse_config(compose_config(*TINY, output_dir=run_dir)).data, seed=42)
+    attach_transforms(splits, trained.processor)
+    batch = collate([splits.eval[i] for i in range(len(splits.eval))])
+    with torch.inference_mode():
+        assert np.allclose(trained.model(pixel_values=batch["pixel_values"]).logits.numpy(), fresh, atol=1e-6)
+
+    # The head that predicts is the best checkpoint's trained head, not a fresh init.
+    best = json.loads(sorted((run_dir / "checkpoints").glob("checkpoint-*/trainer_state.json"))[-1].read_text())
+    saved = load_file(f"{best['best_model_checkpoint']}/adapter_model.safetensors")
+    head = trained.model.get_submodule("base_model.model.classifier").modules_to_save["default"]
+    assert torch.equal(head.weight, saved["base_model.model.classifier.weight"])
+    original = trained.model.get_submodule("base_model.model.classifier").original_module
+    assert not torch.allclose(head.weight, original.weight)
+
+
+def make_inputs(folder):
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    photo = Image.fromarray(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8))
+    photo.save(folder / "good.jpg")
+    full = (folder / "good.jpg").read_bytes()
+    (folder / "corrupt.jpg").write_bytes(full[: len(full) // 2])
+    (folder / "notes.jpg").write_text("not an image\n")
+    photo.convert("L").save(folder / "grey.png")
+    photo.convert("RGBA").save(folder / "rgba.png")
+    photo.convert("CMYK").save(folder / "cmyk.jpg")
+    Image.fromarray((np.asarray(photo.convert("L"), dtype=np.uint16) * 257)).save(folder / "deep16.png")
+    Image.new("RGB", (1, 1)).save(folder / "dot.png")
+    Image.new("1", (14_000, 14_000)).save(folder / "bomb.png")  # 196 MP: over twice PIL's limit
+    (folder / "empty").mkdir()
+
+
+def test_predict_reports_each_bad_input_on_one_line_and_still_predicts_the_good(lora_run, tmp_path, capsys):
+    run_dir, _ = lora_run
+    make_inputs(tmp_path / "in")
+    paths = [str(tmp_path / "in" / n) for n in ("good.jpg", "corrupt.jpg", "notes.jpg", "grey.png", "rgba.png",
+                                                  "cmyk.jpg", "deep16.png", "dot.png", "bomb.png", "empty")]
+    code = predict([str(run_dir), *paths, str(tmp_path / "missing.jpg"), "--json", "--top-k", "2"])
+    captured = capsys.readouterr()
+    assert code == 1
+    lines = [json.loads(line) for line in captured.out.splitlines()]
+    by_name = {line["path"].rsplit("/", 1)[-1]: line for line in lines}
+    assert len(lines) == 11
+    for name in ("good.jpg", "grey.png", "rgba.png", "cmyk.jpg", "deep16.png"):
+        predictions = by_name[name]["predictions"]
+        assert len(predictions) == 2 and predictions[0]["score"] >= predictions[1]["score"]
+        assert predictions[0]["label"].startswith("class_")
+    assert "corrupt or unreadable" in by_name["corrupt.jpg"]["error"]
+    assert "not an image" in by_name["notes.jpg"]["error"]
+    assert "1x1 pixels" in by_name["dot.png"]["error"]
+    assert "decompression-bomb" in by_name["bomb.png"]["error"]
+    assert "holds no images" in by_name["empty"]["error"]
+    assert "no such file" in by_name["missing.jpg"]["error"]
+    assert "6 of 11 input(s) failed" in captured.err
+    assert "Traceback" not in captured.err
+
+
+def test_greyscale_and_16_bit_copies_predict_like_the_original(lora_run, tmp_path, capsys):
+    run_dir, _ = lora_run
+    rng = np.random.default_rng(1)
+    grey = Image.fromarray(rng.integers(0, 255, (48, 48), dtype=np.uint8))
+    grey.save(tmp_path / "a.png")
+    Image.fromarray(np.asarray(grey, dtype=np.uint16) * 257).save(tmp_path / "b.png")
+    assert predict([str(run_dir), str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--json"]) == 0
+    a, b = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert a["predictions"] == b["predictions"]  # 16-bit scaled, not clipped to white
+
+
+def test_predict_text_output_and_a_folder(full_run, tmp_path, capsys):
+    (tmp_path / "pics" / "sub").mkdir(parents=True)
+    for i in range(3):
+        Image.new("RGB", (40, 40), (i * 80, 20, 200)).save(tmp_path / "pics" / "sub" / f"{i}.jpg")
+    assert predict([str(full_run), str(tmp_path / "pics"), "--top-k", "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 6 and out[0].endswith("sub/0.jpg") and out[1].split()[1].startswith("class_")
+
+
+def test_model_dir_errors_are_one_line(lora_run, full_run, tmp_path, capsys):
+    run_dir, _ = lora_run
+    image = tmp_path / "x.png"
+    Image.new("RGB", (32, 32)).save(image)
+
+    (tmp_path / "empty_run").mkdir()
+    (tmp_path / "empty_run" / "metrics.json").write_text('{"status": "failed"}')
+    assert predict([str(tmp_path / "empty_run"), str(image)]) == 2
+    assert "holds no saved model" in capsys.readouterr().err
+
+    other_labels = tmp_path / "three_labels"
+    train(compose_config(*TINY_TRAIN, "data=synthetic", "data.num_classes=3", "data.per_class=4",
+                         "data.eval_per_class=2", "peft=full", "logger=none", "train.epochs=1",
+                         output_dir=other_labels))
+    assert predict([str(run_dir), str(image), "--base", str(other_labels)]) == 2
+    assert "trained for 4 labels but the base" in capsys.readouterr().err
+
+    other_arch = tmp_path / "narrow"
+    train(compose_config(*TINY, "model.arch.hidden_size=32", "peft=full", "logger=none", "train.epochs=1",
+                         output_dir=other_arch))
+    assert predict([str(run_dir), str(image), "--base", str(other_arch)]) == 2
+    assert "does not fit the base model" in capsys.readouterr().err
+
+    broken = tmp_path / "broken"
+    import shutil
+    shutil.copytree(run_dir / "model", broken)
+    (broken / "adapter_model.safetensors").unlink()
+    assert predict([str(broken), str(image)]) == 2
+    assert "adapter_model.safetensors is missing" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_exported_model_matches_the_adapter_through_pipeline_without_peft(tmp_path):
+    if not MINI.is_dir():
+        pytest.skip(f"{MINI} not present")
+    run_dir = tmp_path / "run"
+    train(compose_config(*TINY_TRAIN, "data=food101_local", f"data.root={MINI}", "logger=none",
+                         "train.epochs=2", output_dir=run_dir))
+    assert export_main([str(run_dir), str(tmp_path / "exported")]) == 0
+    images = sorted(str(p) for p in (MINI / "images").rglob("*.jpg"))
+    test_ids = set((MINI / "meta" / "test.txt").read_text().split())
+    images = [p for p in images if p.rsplit("/images/", 1)[1][:-4] in test_ids]
+    assert len(images) == 200
+
+    from transformers import pipeline
+    trained = load_trained(run_dir)
+    adapter_pipe = pipeline("image-classification", model=trained.model, image_processor=trained.processor)
+    adapter_top1 = [r[0]["label"] for r in adapter_pipe(images, top_k=1, batch_size=50)]
+
+    script = textwrap.dedent("""
+        import json, sys
+        sys.modules["peft"] = None  # inference must not need peft
+        from transformers import pipeline
+        pipe = pipeline("image-classification", model=sys.argv[1])
+        print(json.dumps([r[0]["label"] for r in pipe(sys.argv[2:], top_k=1, batch_size=50)]))
+    """)
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "exported"), *images],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    exported_top1 = json.loads(done.stdout.strip().splitlines()[-1])
+    assert exported_top1 == adapter_top1
+    classes = set((MINI / "meta" / "classes.txt").read_text().split())
+    assert set(exported_top1) <= classes
