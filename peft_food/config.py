@@ -43,6 +43,8 @@ class ModelSpec:
     processor: dict[str, Any] = field(default_factory=dict)
     # Run Python code shipped with a Hub checkpoint: never, unless you ask for it here.
     trust_remote_code: bool = False
+    # sdpa: fused scaled-dot-product attention (flash / memory-efficient kernels on GPU); eager: the seed's.
+    attn_implementation: str = "sdpa"
 
     def __post_init__(self) -> None:
         _require(
@@ -108,6 +110,11 @@ class DataSpec:
     # Unusable image files (corrupt, not an image, too small) in a local dataset: found before
     # training starts, then `fail` (list them and stop) or `skip` (leave them out, say how many).
     bad_images: str = "fail"
+    # Fast path: send uint8 images from the workers and normalise whole batches on the device
+    # (false: the seed's per-image float ToTensor + Normalize).
+    uint8: bool = True
+    # Decode every image once and keep the pixels in RAM (datasets that fit: ~0.6 MB per photo).
+    cache: bool = False
     # synthetic only: number of classes and image side in pixels.
     num_classes: int = 10
     image_size: int = 64
@@ -148,6 +155,8 @@ class TrainSpec:
     # null (auto): continue an unfinished run of the same command from its last checkpoint;
     # true: require one; false: always start fresh.
     resume: Optional[bool] = None
+    # torch.compile the model (GPU: faster steps after a one-off compile of a minute or so).
+    compile: bool = False
 
     def __post_init__(self) -> None:
         _require(self.epochs > 0, f"train.epochs={self.epochs} is invalid: use a positive number")

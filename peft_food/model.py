@@ -66,11 +66,13 @@ def load_base(*, model: ModelSpec, labels: list[str]) -> tuple[torch.nn.Module, 
         )
         processor_kwargs = dict(model.processor)
         processor_cls = getattr(transformers, processor_kwargs.pop("image_processor_type"))
-        return AutoModelForImageClassification.from_config(config), processor_cls(**processor_kwargs)
+        model_ = AutoModelForImageClassification.from_config(config, attn_implementation=model.attn_implementation)
+        return model_, processor_cls(**processor_kwargs)
     # The in21k checkpoint has no classifier; ignore_mismatched_sizes also lets a fine-tuned
     # checkpoint get a head of another size.
     base = AutoModelForImageClassification.from_pretrained(
         model.name_or_path, config=config, ignore_mismatched_sizes=True, trust_remote_code=model.trust_remote_code,
+        attn_implementation=model.attn_implementation,
     )
     return base, AutoImageProcessor.from_pretrained(model.name_or_path, trust_remote_code=model.trust_remote_code)
 

@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from peft_food.artifacts import Trained, load_trained
-from peft_food.data import IMAGE_SUFFIXES, BadImage, build_transforms, open_rgb
+from peft_food.data import IMAGE_SUFFIXES, BadImage, build_transforms, normalize, open_rgb
 from peft_food.errors import UserError
 
 
@@ -69,7 +69,8 @@ def classify(trained: Trained, files: list[Path], *, top_k: int, batch_size: int
                 result.error = str(err)
         if not good:
             continue
-        logits = trained.model(pixel_values=torch.stack(pixels)).logits
+        batch = normalize(torch.stack(pixels), mean=trained.processor.image_mean, std=trained.processor.image_std)
+        logits = trained.model(pixel_values=batch).logits
         scores, indices = logits.softmax(-1).topk(k, dim=-1)
         for result, row_scores, row_indices in zip(good, scores.tolist(), indices.tolist()):
             result.predictions = [{"label": trained.labels[i], "score": round(s, 6)}

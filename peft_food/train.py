@@ -13,8 +13,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import resource
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,8 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from peft_food.artifacts import save_base, save_trained
 from peft_food.config import LoraSpec, RunSpec, TrainSpec, parse_config, resolve
-from peft_food.data import attach_transforms, collate, load_splits
+from peft_food.data import attach_transforms, collate, load_splits, normalize
+from peft_food.distributed import is_main_process, share_run_dir, world_size
 from peft_food.errors import UserError
 from peft_food.model import apply_peft, check_targets, count_parameters, load_base
 from peft_food.resume import Interrupted, StopOnSignal, latest_checkpoint, plan_resume
@@ -70,6 +73,9 @@ def training_arguments(*, train: TrainSpec, precision: str, workers: int, run_di
         gradient_accumulation_steps=train.grad_accum,
         weight_decay=train.weight_decay,
         warmup_steps=train.warmup_ratio,  # a float below 1 is a fraction of all steps
+        # Explicit on CPU-only machines: otherwise torchrun's ranks would each train alone
+        # (transformers only enables CPU DDP with use_cpu).
+        use_cpu=not torch.cuda.is_available(),
         fp16=precision == "fp16",  # AMP over fp32 master weights: the model stays fp32
         bf16=precision == "bf16",
         eval_strategy="epoch",
@@ -87,6 +93,7 @@ def training_arguments(*, train: TrainSpec, precision: str, workers: int, run_di
         label_names=["labels"],
         seed=seed,
         data_seed=seed,
+        torch_compile=train.compile,
         report_to=report_to,
     )
 
@@ -100,14 +107,48 @@ def epoch_metrics(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 class EpochRecorder(TrainerCallback):
-    """Rewrites metrics.json after every evaluation, so a running sweep can be compared."""
+    """Rewrites metrics.json after every evaluation, so a running sweep can be compared, and
+    times each epoch's training (evaluation excluded)."""
 
     def __init__(self, record: dict[str, Any], path: Path):
         self.record, self.path = record, path
+        self._started = 0.0
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self.record.setdefault("epoch_wall_s", []).append(round(time.perf_counter() - self._started, 2))
 
     def on_evaluate(self, args, state, control, **kwargs):
         self.record["epochs"] = epoch_metrics(state.log_history)
-        write_json(self.path, self.record)
+        if state.is_world_process_zero:
+            write_json(self.path, self.record)
+
+
+def peak_memory_mb() -> float:
+    """Peak GPU memory allocated by tensors, or the process's peak resident memory on CPU."""
+    if torch.cuda.is_available():
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB
+
+
+def weights_mb(model_dir: Path) -> float:
+    """What a user ships: the adapter (+ head) or the full model, without a random-init base copy."""
+    return round(sum(p.stat().st_size for p in model_dir.glob("*.safetensors")) / 2**20, 3)
+
+
+class ImageTrainer(Trainer):
+    """Trainer that turns uint8 batches into normalised floats after the move to the device."""
+
+    def __init__(self, *args, mean: list[float], std: list[float], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.mean, self.std = mean, std
+
+    def _prepare_inputs(self, inputs):
+        inputs = super()._prepare_inputs(inputs)
+        inputs["pixel_values"] = normalize(inputs["pixel_values"], mean=self.mean, std=self.std)
+        return inputs
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
@@ -119,18 +160,19 @@ def build_trainer(spec: RunSpec, *, run_dir: Path, precision: str, method: str, 
     """Data, model and Trainer, once each; fills the record's parameter and sample counts."""
     splits = load_splits(spec.data, seed=spec.seed)
     base, processor = load_base(model=spec.model, labels=splits.labels)
-    if not spec.model.pretrained and method == "lora":
+    if not spec.model.pretrained and method == "lora" and is_main_process():
         save_base(base, model_dir=run_dir / "model")
     model = apply_peft(base, peft=spec.peft, head=spec.model.head)
     record.update(count_parameters(model), num_labels=len(splits.labels), labels=splits.labels,
                   num_train_samples=len(splits.train), num_eval_samples=len(splits.eval))
     log.info("trainable params: %(trainable_params)s || all params: %(total_params)s "
              "|| trainable%%: %(trainable_percent)s", record)
-    attach_transforms(splits, processor)
+    attach_transforms(splits, processor, uint8=spec.data.uint8, cache=spec.data.cache)
     args = training_arguments(train=spec.train, precision=precision, workers=resolve_workers(spec.train.workers),
                               run_dir=run_dir, seed=spec.seed, report_to=report_to)
-    trainer = Trainer(model=model, args=args, train_dataset=splits.train, eval_dataset=splits.eval,
-                      data_collator=collate, compute_metrics=accuracy, callbacks=callbacks)
+    trainer = ImageTrainer(model=model, args=args, train_dataset=splits.train, eval_dataset=splits.eval,
+                           data_collator=collate, compute_metrics=accuracy, callbacks=callbacks,
+                           mean=processor.image_mean, std=processor.image_std)
     return trainer, processor, splits.labels
 
 
@@ -146,13 +188,17 @@ def run(spec: RunSpec, *, resolved_config: dict[str, Any], resume_search: Path |
     set_seed(spec.seed)
     precision = resolve_precision(spec.train.precision)
     method = "lora" if isinstance(spec.peft, LoraSpec) else "full"
+    main_process = is_main_process()  # under torchrun only rank 0 writes records and logs to W&B
     record: dict[str, Any] = {"status": "running", "method": method, "precision": precision, **provenance(),
-                              "config": resolved_config, "run_dir": str(run_dir)}
+                              "config": resolved_config, "run_dir": str(run_dir), "world_size": world_size(),
+                              "effective_batch_size": spec.train.batch_size * spec.train.grad_accum * world_size()}
     checkpoint = latest_checkpoint(run_dir) if resume_dir else None
     if checkpoint:
         record["resumed_from"] = [*previous.get("resumed_from", []), checkpoint.name]
-    write_json(run_dir / "metrics.json", record)
-    wandb_run = start_wandb(spec=spec.logger, run_dir=run_dir, config={"method": method, **resolved_config},
+    if main_process:
+        write_json(run_dir / "metrics.json", record)
+    logger = spec.logger if main_process else replace(spec.logger, enabled=False)
+    wandb_run = start_wandb(spec=logger, run_dir=run_dir, config={"method": method, **resolved_config},
                             tags=[method, spec.model.name], run_id=previous.get("wandb_run_id"))
     if wandb_run is not None:
         record["wandb_run_id"] = wandb_run.id
@@ -165,14 +211,18 @@ def run(spec: RunSpec, *, resolved_config: dict[str, Any], resume_search: Path |
         if wandb_run is not None:
             wandb_run.summary.update({k: record[k] for k in ("trainable_params", "total_params", "trainable_percent")})
         with stopper:
-            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+            output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         if stopper.signum is not None:
             raise Interrupted(stopper.signum, latest_checkpoint(run_dir))
         epochs = epoch_metrics(trainer.state.log_history)
-        save_trained(trainer.model, processor, model_dir=run_dir / "model", method=method, labels=labels,
-                     base=spec.model)
+        if main_process:
+            save_trained(trainer.model, processor, model_dir=run_dir / "model", method=method, labels=labels,
+                         base=spec.model)
         record.update(status="completed", epochs=epochs, best_eval_accuracy=max(e["eval_accuracy"] for e in epochs),
-                      final_eval_accuracy=epochs[-1]["eval_accuracy"])
+                      final_eval_accuracy=epochs[-1]["eval_accuracy"],
+                      train_img_per_s=round(output.metrics["train_samples_per_second"], 2),
+                      peak_mem_mb=peak_memory_mb(),
+                      model_size_mb=weights_mb(run_dir / "model") if main_process else None)
     except (Interrupted, KeyboardInterrupt) as err:
         record.update(status="interrupted", error=str(err) or "KeyboardInterrupt")
         raise
@@ -181,14 +231,16 @@ def run(spec: RunSpec, *, resolved_config: dict[str, Any], resume_search: Path |
         raise
     finally:
         record["runtime_s"] = round(time.perf_counter() - started, 2)
-        write_json(run_dir / "metrics.json", record)
+        if main_process:
+            write_json(run_dir / "metrics.json", record)
         summary = {k: v for k, v in record.items() if k in SUMMARY_KEYS}
         finish_wandb(wandb_run, summary=summary, failed=record["status"] != "completed")
     return record
 
 
 SUMMARY_KEYS = ("status", "method", "precision", "trainable_params", "total_params", "trainable_percent",
-                "best_eval_accuracy", "final_eval_accuracy", "num_eval_samples", "num_labels", "runtime_s")
+                "best_eval_accuracy", "final_eval_accuracy", "num_eval_samples", "num_labels", "runtime_s",
+                "train_img_per_s", "peak_mem_mb", "model_size_mb", "epoch_wall_s")
 
 
 def train(cfg: DictConfig, *, resume_search: Path | None = None) -> dict[str, Any]:
@@ -201,8 +253,8 @@ def train(cfg: DictConfig, *, resume_search: Path | None = None) -> dict[str, An
 def record_failure(cfg: DictConfig, err: BaseException) -> None:
     """A job that failed before run() started still leaves a metrics.json saying so, with the
     config as composed (unresolved: resolving may be what failed)."""
-    path = Path(HydraConfig.get().runtime.output_dir) / "metrics.json"
-    if not path.is_file():
+    path = Path(str(cfg.output_dir)) / "metrics.json"
+    if is_main_process() and not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         config = OmegaConf.to_container(cfg, resolve=False)
         write_json(path, {"status": "failed", "error": f"{type(err).__name__}: {err}", "config": config})
@@ -217,8 +269,9 @@ def main(cfg: DictConfig) -> float:
     for key, value in job_labels(sweep_name=cfg.get("sweep_name")).items():
         if cfg.logger.get(key) is None:
             cfg.logger[key] = value
+    cfg.output_dir = share_run_dir(HydraConfig.get().runtime.output_dir)
     # Same command again -> continue its unfinished run: look among the timestamped run dirs.
-    search = None if is_multirun() else Path(HydraConfig.get().runtime.output_dir).parent.parent
+    search = None if is_multirun() else Path(cfg.output_dir).parent.parent
     try:
         metrics = train(cfg, resume_search=search)
     except Interrupted as err:
@@ -237,7 +290,8 @@ def main(cfg: DictConfig) -> float:
         log.exception("job failed: %s", err)
         record_failure(cfg, err)
         return float("nan")
-    print(json.dumps({k: metrics.get(k) for k in SUMMARY_KEYS}))
+    if is_main_process():
+        print(json.dumps({k: metrics.get(k) for k in SUMMARY_KEYS}))
     return metrics["best_eval_accuracy"]
 
 

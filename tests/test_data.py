@@ -7,7 +7,8 @@ from PIL import Image
 from transformers import ViTImageProcessor
 
 from peft_food.config import parse_config
-from peft_food.data import balanced_subset, build_transforms, collate, load_splits, attach_transforms, synthetic_dataset
+from peft_food.data import (attach_transforms, balanced_subset, build_transforms, collate, load_splits, normalize,
+                            synthetic_dataset)
 from peft_food.errors import DataError
 from tests.conftest import MINI, compose_config
 
@@ -91,12 +92,39 @@ def test_food101_mini_per_class_subset():
 
 def test_transforms_follow_the_image_processor_and_make_rgb():
     processor = ViTImageProcessor(size={"height": 48, "width": 48}, image_mean=[0.2, 0.4, 0.6], image_std=[0.1, 0.2, 0.3])
-    _, eval_tf = build_transforms(processor)
+    _, eval_tf = build_transforms(processor, uint8=False)
     grey = Image.new("L", (100, 70), color=255)
     pixels = eval_tf(grey.convert("RGB"))
     assert pixels.shape == (3, 48, 48)
     # A white image normalises to (1 - mean) / std per channel.
     assert torch.allclose(pixels[:, 0, 0], torch.tensor([8.0, 3.0, 4 / 3]), atol=1e-5)
+
+
+def test_uint8_path_with_batch_normalize_equals_the_seed_float_path_bit_for_bit():
+    processor = ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.485, 0.456, 0.406],
+                                  image_std=[0.229, 0.224, 0.225])
+    images = [Image.fromarray(np.random.default_rng(i).integers(0, 255, (50, 70, 3), dtype=np.uint8)) for i in range(4)]
+    _, seed_eval = build_transforms(processor, uint8=False)
+    _, fast_eval = build_transforms(processor, uint8=True)
+    fast = torch.stack([fast_eval(img) for img in images])
+    assert fast.dtype == torch.uint8
+    seed = torch.stack([seed_eval(img) for img in images])
+    assert torch.equal(normalize(fast, mean=processor.image_mean, std=processor.image_std), seed)
+
+
+def test_cache_serves_the_same_pixels_without_decoding_again(tmp_path):
+    for name in ("a", "b"):
+        write_images(tmp_path / name, 4, size=(50, 40))
+    spec = data_spec("data=imagefolder", f"data.root={tmp_path}", "data.test_size=0.5")
+    processor = ViTImageProcessor(size={"height": 32, "width": 32})
+    plain, cached = load_splits(spec, seed=0), load_splits(spec, seed=0)
+    attach_transforms(plain, processor)
+    attach_transforms(cached, processor, cache=True)
+    for i in range(len(plain.eval)):
+        assert torch.equal(plain.eval[i]["pixel_values"], cached.eval[i]["pixel_values"])
+    for path in tmp_path.glob("*/*.png"):
+        path.unlink()  # the cache no longer needs the files
+    assert cached.train[0]["pixel_values"].shape == (3, 32, 32)
 
 
 def test_collate_stacks_a_batch_from_the_attached_transform(tmp_path):
@@ -105,7 +133,7 @@ def test_collate_stacks_a_batch_from_the_attached_transform(tmp_path):
     splits = load_splits(data_spec("data=imagefolder", f"data.root={tmp_path}", "data.test_size=0.5"), seed=0)
     attach_transforms(splits, ViTImageProcessor(size={"height": 32, "width": 32}))
     batch = collate([splits.train[i] for i in range(len(splits.train))])
-    assert batch["pixel_values"].shape == (3, 3, 32, 32) and batch["pixel_values"].dtype == torch.float32
+    assert batch["pixel_values"].shape == (3, 3, 32, 32) and batch["pixel_values"].dtype == torch.uint8
     assert batch["labels"].dtype == torch.long and batch["labels"].shape == (3,)
 
 

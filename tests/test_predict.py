@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from peft_food.artifacts import load_trained
 from peft_food.config import parse_config
-from peft_food.data import attach_transforms, collate, load_splits
+from peft_food.data import attach_transforms, collate, load_splits, normalize
 from peft_food.export import main as export_main
 from peft_food.predict import main as predict
 from peft_food.train import train
@@ -24,15 +24,16 @@ EVAL_LOGITS = textwrap.dedent("""
     from pathlib import Path
     from peft_food.artifacts import load_trained
     from peft_food.config import parse_config
-    from peft_food.data import attach_transforms, collate, load_splits
+    from peft_food.data import attach_transforms, collate, load_splits, normalize
     from tests.conftest import TINY, compose_config
     run_dir = Path(sys.argv[1])
     trained = load_trained(run_dir)
     splits = load_splits(parse_config(compose_config(*TINY, output_dir=run_dir)).data, seed=42)
     attach_transforms(splits, trained.processor)
     batch = collate([splits.eval[i] for i in range(len(splits.eval))])
+    pixels = normalize(batch["pixel_values"], mean=trained.processor.image_mean, std=trained.processor.image_std)
     with torch.inference_mode():
-        logits = trained.model(pixel_values=batch["pixel_values"]).logits
+        logits = trained.model(pixel_values=pixels).logits
     numpy.save(sys.argv[2], logits.numpy())
     numpy.save(sys.argv[3], batch["labels"].numpy())
 """)
@@ -67,8 +68,9 @@ def test_reload_in_a_fresh_process_gives_the_trained_head_accuracy_and_logits(lo
     splits = load_splits(parse_config(compose_config(*TINY, output_dir=run_dir)).data, seed=42)
     attach_transforms(splits, trained.processor)
     batch = collate([splits.eval[i] for i in range(len(splits.eval))])
+    pixels = normalize(batch["pixel_values"], mean=trained.processor.image_mean, std=trained.processor.image_std)
     with torch.inference_mode():
-        assert np.allclose(trained.model(pixel_values=batch["pixel_values"]).logits.numpy(), fresh, atol=1e-6)
+        assert np.allclose(trained.model(pixel_values=pixels).logits.numpy(), fresh, atol=1e-6)
 
     # The head that predicts is the best checkpoint's trained head, not a fresh init.
     best = json.loads(sorted((run_dir / "checkpoints").glob("checkpoint-*/trainer_state.json"))[-1].read_text())

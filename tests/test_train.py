@@ -47,6 +47,14 @@ def test_offline_run_logs_params_and_per_epoch_accuracy_to_wandb(tmp_path, offli
     assert set(on_disk["versions"]) >= {"torch", "transformers", "peft", "datasets", "wandb"}
     assert set(on_disk["git"]) == {"sha", "dirty"}
 
+    # Efficiency, in the record and in W&B: throughput, memory, what ships, time per epoch.
+    assert on_disk["train_img_per_s"] > 0 and on_disk["peak_mem_mb"] > 0
+    adapter_bytes = (tmp_path / "model" / "adapter_model.safetensors").stat().st_size
+    assert on_disk["model_size_mb"] == round(adapter_bytes / 2**20, 3)
+    assert len(on_disk["epoch_wall_s"]) == 3 and all(t > 0 for t in on_disk["epoch_wall_s"])
+    assert wb.summary["model_size_mb"] == on_disk["model_size_mb"]
+    assert wb.summary["epoch_wall_s"] == on_disk["epoch_wall_s"]
+
 
 def test_logger_none_writes_no_wandb_files(tmp_path):
     metrics = train(compose_config(*TINY, "train.epochs=1", "logger=none", output_dir=tmp_path))

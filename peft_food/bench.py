@@ -1,0 +1,249 @@
+"""Benchmark: this package's data and training path against the seed recipe, side by side in one run.
+
+    peft-food-bench data=food101_local data.root=../shared/data/food101-mini model=vit_tiny
+    peft-food-bench model=vit_base model.pretrained=false data=food101_local data.root=... train.precision=bf16
+
+Composes the same conf/ groups as training (plus `bench.*`), prints a table and writes
+`bench.json` in its run dir (outputs/bench/<date>/<time>/). Ratios are measured in the same
+process on the same images, so they hold where absolute numbers are noisy.
+
+- data: images/s through the train and eval transforms on real photos, for each worker count.
+  ours = uint8 tensors out of the workers, one vectorised normalise per batch, persistent
+  workers; seed_recipe = per-image ToTensor + Normalize in set_transform, 0 workers.
+- train: images/s, step time and peak memory for LoRA and full fine-tuning on synthetic pixels
+  (model-bound) and on the real data path (end to end), ours vs the seed's settings (eager
+  attention, unfused AdamW, float pipeline, 0 workers). Eval images/s too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import hydra
+import psutil
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader, Dataset
+from transformers import TrainerCallback, set_seed
+
+from peft_food.config import FullSpec, LoraSpec, RunSpec, parse_config
+from peft_food.data import attach_transforms, collate, load_splits, normalize
+from peft_food.model import apply_peft, load_base
+from peft_food.train import CONF_DIR, ImageTrainer, resolve_precision, resolve_workers, training_arguments
+from peft_food.tracking import hardware
+
+log = logging.getLogger(__name__)
+
+
+# --- data ----------------------------------------------------------------------------------
+
+
+def data_rate(ds, *, workers: int, batch_size: int, limit: int, mean, std) -> float:
+    """Images/s delivered as normalised float batches (the work a training step waits for)."""
+    loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate, shuffle=False,
+                        persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+    iterator = iter(loader)
+    normalize(next(iterator)["pixel_values"], mean=mean, std=std)  # start-up and first batch untimed
+    seen, started = 0, time.perf_counter()
+    for batch in iterator:
+        normalize(batch["pixel_values"], mean=mean, std=std)
+        seen += len(batch["labels"])
+        if seen >= limit:
+            break
+    return seen / (time.perf_counter() - started)
+
+
+def bench_data(spec: RunSpec, bench: DictConfig, processor: Any) -> dict[str, Any]:
+    splits = load_splits(spec.data, seed=spec.seed)
+    limit = min(bench.images, len(splits.train) - bench.batch_size)
+    kw = dict(batch_size=bench.batch_size, limit=limit, mean=processor.image_mean, std=processor.image_std)
+    attach_transforms(splits, processor, uint8=False)
+    seed = {"train_img_per_s": data_rate(splits.train, workers=0, **kw),
+            "eval_img_per_s": data_rate(splits.eval, workers=0, **{**kw, "limit": min(limit, len(splits.eval) - 1)}),
+            "workers": 0}
+    attach_transforms(splits, processor, uint8=True)
+    cores = os.cpu_count() or 1
+    per_workers = {}
+    for workers in bench.workers if bench.workers is not None else range(cores + 1):
+        rate = data_rate(splits.train, workers=workers, **kw)
+        per_workers[str(workers)] = {"train_img_per_s": rate, "train_img_per_s_per_core": rate / max(1, min(workers, cores))}
+    best = max(per_workers, key=lambda w: per_workers[w]["train_img_per_s"])
+    ours = {"train_img_per_s": per_workers[best]["train_img_per_s"], "workers": int(best),
+            "eval_img_per_s": data_rate(splits.eval, workers=int(best), **{**kw, "limit": min(limit, len(splits.eval) - 1)}),
+            "train_img_per_s_per_core_0_workers": per_workers["0"]["train_img_per_s"] if "0" in per_workers else None,
+            "by_workers": per_workers}
+    return {"ours": ours, "seed_recipe": seed,
+            "speedup_train": ours["train_img_per_s"] / seed["train_img_per_s"],
+            "speedup_train_single_core": (per_workers["0"]["train_img_per_s"] / seed["train_img_per_s"]
+                                          if "0" in per_workers else None)}
+
+
+# --- training ------------------------------------------------------------------------------
+
+
+class SyntheticPixels(Dataset):
+    """Random images already at model size: the model alone sets the pace."""
+
+    def __init__(self, *, n: int, size: int, num_labels: int, uint8: bool):
+        gen = torch.Generator().manual_seed(0)
+        self.pixels = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=gen)
+        if not uint8:
+            self.pixels = self.pixels.float().div(255)
+        self.labels = torch.randint(0, num_labels, (n,), generator=gen)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"pixel_values": self.pixels[i], "labels": int(self.labels[i])}
+
+
+class StepTimer(TrainerCallback):
+    def __init__(self, warmup: int):
+        self.warmup, self.times, self._start = warmup, [], 0.0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self._start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        if state.global_step > self.warmup:
+            self.times.append(time.perf_counter() - self._start)
+
+
+class PeakRSS:
+    """Highest resident memory while the block runs, sampled every 10 ms (CPU runs)."""
+
+    def __enter__(self) -> "PeakRSS":
+        self.peak, self._stop = psutil.Process().memory_info().rss, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        process = psutil.Process()
+        while not self._stop.wait(0.01):
+            self.peak = max(self.peak, process.memory_info().rss + sum(
+                c.memory_info().rss for c in process.children(recursive=True)))
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def bench_train(spec: RunSpec, bench: DictConfig, *, method_spec, recipe: str, source: str,
+                out_dir: Path) -> dict[str, Any]:
+    ours = recipe == "ours"
+    set_seed(spec.seed)
+    model_spec = replace(spec.model, attn_implementation=spec.model.attn_implementation if ours else "eager")
+    splits = load_splits(spec.data, seed=spec.seed) if source == "real" else None
+    labels = splits.labels if splits else [f"c{i}" for i in range(101)]
+    base, processor = load_base(model=model_spec, labels=labels)
+    model = apply_peft(base, peft=method_spec, head=spec.model.head)
+    size = processor.size.get("height", processor.size.get("shortest_edge"))
+    steps = bench.warmup_steps + bench.train_steps
+    n = bench.batch_size * steps
+    if splits:
+        attach_transforms(splits, processor, uint8=ours)
+        train_ds, eval_ds = splits.train, splits.eval
+    else:
+        train_ds = SyntheticPixels(n=n, size=size, num_labels=len(labels), uint8=ours)
+        eval_ds = SyntheticPixels(n=min(n, 4 * bench.batch_size), size=size, num_labels=len(labels), uint8=ours)
+    train_spec = replace(spec.train, batch_size=bench.batch_size, eval_batch_size=bench.batch_size, grad_accum=1,
+                         max_steps=steps, logging_steps=10_000)
+    precision = resolve_precision(spec.train.precision)
+    workers = resolve_workers(spec.train.workers) if ours and source == "real" else 0
+    args = training_arguments(train=train_spec, precision=precision, workers=workers, run_dir=out_dir, seed=spec.seed,
+                              report_to=[])
+    args.save_strategy, args.eval_strategy, args.load_best_model_at_end = "no", "no", False
+    args.optim = "adamw_torch_fused" if ours else "adamw_torch"
+    args.torch_compile = bool(ours and spec.train.compile)
+    timer = StepTimer(bench.warmup_steps)
+    trainer = ImageTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, data_collator=collate,
+                           callbacks=[timer], mean=processor.image_mean, std=processor.image_std)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    with PeakRSS() as rss:
+        trainer.train()
+    peak_mb = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else rss.peak / 2**20
+    started = time.perf_counter()
+    evaluated = trainer.evaluate()
+    eval_n = len(eval_ds)
+    step_s = sum(timer.times) / len(timer.times)
+    return {"img_per_s": bench.batch_size / step_s, "step_s": step_s, "peak_mem_mb": peak_mb,
+            "eval_img_per_s": eval_n / (time.perf_counter() - started), "precision": precision,
+            "attention": model_spec.attn_implementation, "optim": args.optim, "workers": workers,
+            "compile": args.torch_compile, "eval_loss": evaluated.get("eval_loss")}
+
+
+# --- report --------------------------------------------------------------------------------
+
+
+def table(result: dict[str, Any]) -> str:
+    lines = [f"device: {result['device']['device']}  batch: {result['batch_size']}  model: {result['model']}"]
+    if "data" in result:
+        d = result["data"]
+        lines.append("data path (img/s)        train      eval   workers")
+        for name in ("ours", "seed_recipe"):
+            lines.append(f"  {name:<20}{d[name]['train_img_per_s']:>9.1f}{d[name]['eval_img_per_s']:>10.1f}"
+                         f"{d[name]['workers']:>10}")
+        for w, r in d["ours"]["by_workers"].items():
+            lines.append(f"  ours, {w} workers{'':<8}{r['train_img_per_s']:>9.1f}   per core {r['train_img_per_s_per_core']:.1f}")
+        lines.append(f"  speed-up vs seed: {d['speedup_train']:.2f}x (single core: {d['speedup_train_single_core']:.2f}x)")
+    lines.append("training                     img/s   step ms  peak MB  eval img/s")
+    for method, by_source in result["train"].items():
+        for source, by_recipe in by_source.items():
+            for recipe in ("ours", "seed_recipe"):
+                r = by_recipe[recipe]
+                lines.append(f"  {method:<5}{source:<10}{recipe:<12}{r['img_per_s']:>7.1f}{r['step_s'] * 1000:>10.1f}"
+                             f"{r['peak_mem_mb']:>9.0f}{r['eval_img_per_s']:>12.1f}")
+            lines.append(f"  {method:<5}{source:<10}speed-up {by_recipe['speedup']:.2f}x")
+    return "\n".join(lines)
+
+
+def run_bench(cfg: DictConfig, *, out_dir: Path) -> dict[str, Any]:
+    spec = parse_config(cfg)
+    bench = cfg.bench
+    methods = {"lora": spec.peft if isinstance(spec.peft, LoraSpec) else LoraSpec(), "full": FullSpec()}
+    _, processor = load_base(model=spec.model, labels=["a", "b"])
+    result: dict[str, Any] = {"device": hardware(), "model": spec.model.name, "batch_size": bench.batch_size,
+                              "precision": resolve_precision(spec.train.precision),
+                              "attention": spec.model.attn_implementation, "compile": spec.train.compile,
+                              "workers": resolve_workers(spec.train.workers)}
+    if spec.data.source != "synthetic" and "data" in bench.sections:
+        result["data"] = bench_data(spec, bench, processor)
+    result["train"] = {}
+    for method in bench.methods:
+        result["train"][method] = {}
+        for source in bench.inputs:
+            pair = {recipe: bench_train(spec, bench, method_spec=methods[method], recipe=recipe, source=source,
+                                        out_dir=out_dir / "scratch") for recipe in ("ours", "seed_recipe")}
+            pair["speedup"] = pair["ours"]["img_per_s"] / pair["seed_recipe"]["img_per_s"]
+            result["train"][method][source] = pair
+    if {"lora", "full"} <= set(bench.methods):
+        first = bench.inputs[0]
+        result["peak_mem_lora_over_full"] = (result["train"]["lora"][first]["ours"]["peak_mem_mb"]
+                                             / result["train"]["full"][first]["ours"]["peak_mem_mb"])
+    (out_dir / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="bench")
+def main(cfg: DictConfig) -> None:
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    result = run_bench(cfg, out_dir=out_dir)
+    print(table(result))
+    if "peak_mem_lora_over_full" in result:
+        print(f"peak memory LoRA / full: {result['peak_mem_lora_over_full']:.2f}")
+    print(f"wrote {out_dir / 'bench.json'}")

@@ -1,0 +1,47 @@
+"""Several processes, one run: `torchrun --nproc_per_node=N` (or `accelerate launch`) starts N
+copies of the same Hydra command; Trainer runs them as DDP.
+
+    torchrun --nproc_per_node=2 -m peft_food.train experiment=quickstart
+
+Every rank runs hydra.main and may stamp its own output dir (lightning-hydra-template #393), so
+all ranks adopt rank 0's and the others' empty dirs are removed: one run dir, one W&B run and one
+metrics.json, all written by rank 0. Batch size is per device: the effective batch is
+train.batch_size * train.grad_accum * N. Evaluation gathers predictions from every rank, so
+accuracy is over the whole eval set.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    return rank() == 0
+
+
+def share_run_dir(output_dir: str) -> str:
+    """Rank 0's run dir, on every rank (a no-op for a single process)."""
+    if world_size() == 1:
+        return output_dir
+    if not dist.is_initialized():
+        # The same group Trainer (accelerate) would create; it reuses an initialised one.
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    shared = [output_dir]
+    dist.broadcast_object_list(shared, src=0)
+    mine = Path(output_dir)
+    if shared[0] != output_dir and mine.is_dir() and not (mine / "metrics.json").exists():
+        shutil.rmtree(mine, ignore_errors=True)  # only Hydra's .hydra/ and log: rank 0 keeps those
+    return shared[0]

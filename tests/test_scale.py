@@ -1,0 +1,70 @@
+"""Scaling out with the existing engines: torchrun DDP (2 CPU processes on gloo) and Hydra's
+submitit launcher (the SLURM code path, run locally)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from peft_food.train import train
+from tests.conftest import TINY, compose_config
+from tests.wandb_file import read_run, run_files
+
+
+def clean_env(tmp_path: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "WANDB_MODE")}
+    env["HOME"] = str(tmp_path / "home")
+    return env
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_make_one_run_with_the_whole_eval_set(tmp_path):
+    torchrun = Path(sys.executable).parent / "torchrun"
+    done = subprocess.run([str(torchrun), "--nproc_per_node=2", "-m", "peft_food.train", *TINY],
+                          cwd=tmp_path, env=clean_env(tmp_path), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_dirs = list(tmp_path.glob("outputs/*/*"))
+    assert len(run_dirs) == 1  # rank 1's own Hydra dir was folded into rank 0's
+    metrics = json.loads((run_dirs[0] / "metrics.json").read_text())
+    alone = train(compose_config(*TINY, "logger=none", output_dir=tmp_path / "alone"))
+    assert metrics["status"] == "completed" and metrics["world_size"] == 2
+    assert metrics["num_eval_samples"] == alone["num_eval_samples"] == 32  # gathered over both ranks
+    assert metrics["trainable_params"] == alone["trainable_params"]
+    assert metrics["effective_batch_size"] == 2 * alone["effective_batch_size"]
+    # Twice the batch per step: half the optimizer steps per epoch.
+    steps = sorted(int(p.name.split("-")[1]) for p in (run_dirs[0] / "checkpoints").glob("checkpoint-*"))
+    assert steps[-1] == 2 * 64 // (16 * 2)
+    [run_file] = run_files(run_dirs[0])  # one W&B run, from rank 0
+    assert read_run(run_file).summary["num_eval_samples"] == 32
+
+
+@pytest.mark.slow
+def test_submitit_launcher_runs_each_sweep_job_in_its_own_process(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    done = subprocess.run([sys.executable, "-m", "peft_food.train", "-m", "hydra/launcher=local", *TINY,
+                           "logger=none", "train.epochs=1", "peft.r=2,4", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+                          cwd=tmp_path, env=clean_env(tmp_path), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = [json.loads((tmp_path / "sweep" / str(i) / "metrics.json").read_text()) for i in (0, 1)]
+    assert [m["status"] for m in metrics] == ["completed", "completed"]
+    assert [m["config"]["peft"]["r"] for m in metrics] == [2, 4]
+    assert (tmp_path / "sweep" / ".submitit").is_dir()  # went through submitit, not the basic launcher
+
+
+def test_slurm_launcher_config_composes_for_a_gpu_partition():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from peft_food.train import CONF_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
+                      return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.partition, launcher.gpus_per_node, launcher.timeout_min) == ("gpu", 1, 240)
