@@ -51,7 +51,12 @@ def resolve_precision(requested: str) -> str:
 
 
 def resolve_workers(requested: int | None) -> int:
-    return requested if requested is not None else min(8, os.cpu_count() or 1)
+    """null: with a GPU, one worker per core (at most 8); on CPU the training process needs a
+    core of its own, so one fewer."""
+    if requested is not None:
+        return requested
+    cores = os.cpu_count() or 1
+    return min(8, cores) if torch.cuda.is_available() else max(0, min(8, cores - 1))
 
 
 def accuracy(eval_pred) -> dict[str, float]:

@@ -1,0 +1,36 @@
+"""The benchmark composes the training conf/ groups, measures both recipes side by side and
+writes bench.json in the shape other runs are compared with (figures are not asserted: they
+belong to the benchmark, not to a timed test)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import MINI
+
+
+@pytest.mark.slow
+def test_bench_writes_comparable_json(tmp_path):
+    if not MINI.is_dir():
+        pytest.skip(f"{MINI} not present")
+    done = subprocess.run(
+        [sys.executable, "-c", "from peft_food.bench import main; main()", "data=food101_local", f"data.root={MINI}",
+         "model=vit_tiny", "bench.images=64", "bench.workers=[0,1]", "bench.methods=[lora,full]",
+         "bench.inputs=[synthetic]", "bench.warmup_steps=1", "bench.train_steps=2", "bench.batch_size=16",
+         f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "bench.json").read_text())
+    assert result["device"]["device"] == "cpu" and result["attention"] == "sdpa" and result["batch_size"] == 16
+    data = result["data"]
+    assert set(data["ours"]["by_workers"]) == {"0", "1"} and data["seed_recipe"]["workers"] == 0
+    assert data["speedup_train"] == data["ours"]["train_img_per_s"] / data["seed_recipe"]["train_img_per_s"]
+    for method in ("lora", "full"):
+        pair = result["train"][method]["synthetic"]
+        assert pair["ours"]["attention"] == "sdpa" and pair["seed_recipe"]["attention"] == "eager"
+        assert pair["ours"]["optim"] == "adamw_torch_fused" and pair["seed_recipe"]["optim"] == "adamw_torch"
+        assert pair["speedup"] == pair["ours"]["img_per_s"] / pair["seed_recipe"]["img_per_s"]
+        assert all(pair[r]["img_per_s"] > 0 and pair[r]["peak_mem_mb"] > 0 for r in ("ours", "seed_recipe"))
+    assert result["peak_mem_lora_over_full"] > 0
+    assert "speed-up vs seed" in done.stdout and "bench.json" in done.stdout
