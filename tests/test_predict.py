@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,23 +20,25 @@ from peft_food.predict import main as predict
 from peft_food.train import train
 from tests.conftest import MINI, REPO, TINY, TINY_TRAIN, compose_config
 
-EVAL_LOGITS = textwrap.dedent("""
-    import sys, numpy, torch
-    from pathlib import Path
-    from peft_food.artifacts import load_trained
-    from peft_food.config import parse_config
-    from peft_food.data import attach_transforms, collate, load_splits, normalize
-    from tests.conftest import TINY, compose_config
-    run_dir = Path(sys.argv[1])
+def eval_logits(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Logits of the saved model on the run's eval split, and the labels (loaded from run_dir)."""
     trained = load_trained(run_dir)
     splits = load_splits(parse_config(compose_config(*TINY, output_dir=run_dir)).data, seed=42)
     attach_transforms(splits, trained.processor)
     batch = collate([splits.eval[i] for i in range(len(splits.eval))])
     pixels = normalize(batch["pixel_values"], mean=trained.processor.image_mean, std=trained.processor.image_std)
     with torch.inference_mode():
-        logits = trained.model(pixel_values=pixels).logits
-    numpy.save(sys.argv[2], logits.numpy())
-    numpy.save(sys.argv[3], batch["labels"].numpy())
+        return trained.model(pixel_values=pixels).logits.numpy(), batch["labels"].numpy()
+
+
+# The same function in a fresh interpreter: nothing from training is left in memory there.
+EVAL_LOGITS = textwrap.dedent("""
+    import sys, numpy
+    from pathlib import Path
+    from tests.test_predict import eval_logits
+    logits, labels = eval_logits(Path(sys.argv[1]))
+    numpy.save(sys.argv[2], logits)
+    numpy.save(sys.argv[3], labels)
 """)
 
 
@@ -64,13 +67,9 @@ def test_reload_in_a_fresh_process_gives_the_trained_head_accuracy_and_logits(lo
     assert float((fresh.argmax(-1) == labels).mean()) == metrics["best_eval_accuracy"]
 
     # The same load in this process gives the same logits.
+    here, _ = eval_logits(run_dir)
+    assert np.allclose(here, fresh, atol=1e-6)
     trained = load_trained(run_dir)
-    splits = load_splits(parse_config(compose_config(*TINY, output_dir=run_dir)).data, seed=42)
-    attach_transforms(splits, trained.processor)
-    batch = collate([splits.eval[i] for i in range(len(splits.eval))])
-    pixels = normalize(batch["pixel_values"], mean=trained.processor.image_mean, std=trained.processor.image_std)
-    with torch.inference_mode():
-        assert np.allclose(trained.model(pixel_values=pixels).logits.numpy(), fresh, atol=1e-6)
 
     # The head that predicts is the best checkpoint's trained head, not a fresh init.
     best = json.loads(sorted((run_dir / "checkpoints").glob("checkpoint-*/trainer_state.json"))[-1].read_text())
