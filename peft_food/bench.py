@@ -35,10 +35,17 @@ from torch.utils.data import DataLoader, Dataset
 from transformers import TrainerCallback, set_seed
 
 from peft_food.config import FullSpec, LoraSpec, RunSpec, parse_config
-from peft_food.data import attach_transforms, collate, load_splits, normalize
+from peft_food.data import load_splits
 from peft_food.model import apply_peft, load_base
-from peft_food.train import CONF_DIR, ImageTrainer, resolve_precision, resolve_workers, training_arguments
 from peft_food.tracking import hardware
+from peft_food.train import CONF_DIR
+from peft_food.trainer import (
+    ImageTrainer,
+    resolve_precision,
+    resolve_workers,
+    training_arguments,
+)
+from peft_food.transforms import attach_transforms, collate, normalize
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
-"""Data stage: load a labelled image dataset, split and subset it with the run's seed, and attach
-the checkpoint's preprocessing.
+"""Data stage: load a labelled image dataset and split and subset it with the run's seed
+(preprocessing: transforms.py; reading files safely: images.py).
 
     peft-food-train data=food101_local data.root=../shared/data/food101-mini
 
@@ -11,24 +11,17 @@ from __future__ import annotations
 
 import colorsys
 import logging
-import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import torch
 from datasets import ClassLabel, Dataset, Features, Image, load_dataset
-from PIL import Image as PILImage
-from torchvision import transforms as T
 
 from peft_food.config import DataSpec
 from peft_food.errors import DataError
+from peft_food.images import IMAGE_SUFFIXES, check_images
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
 @dataclass
@@ -203,143 +196,3 @@ def balanced_subset(ds: Dataset, *, per_class: int, seed: int) -> Dataset:
         members = np.flatnonzero(labels == label)
         chosen.extend(rng.choice(members, size=min(per_class, len(members)), replace=False))
     return ds.select(rng.permutation(np.asarray(chosen)))
-
-
-# --- reading images safely ----------------------------------------------------------------
-
-MIN_SIDE = 8  # below this an image carries no usable content for a 16x16-patch ViT
-
-
-class BadImage(Exception):
-    """An image file that cannot be used; the message says why, without the path."""
-
-
-def to_rgb(img: PILImage.Image) -> PILImage.Image:
-    """3-channel 8-bit RGB from any mode: greyscale, palette, RGBA, CMYK, 16-bit and float."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        # convert("RGB") would clip 16-bit values at 255 (an all-white image); scale instead.
-        depth = 65535.0 if img.mode.startswith("I;16") else max(float(np.asarray(img).max()), 1.0)
-        pixels = np.clip(np.asarray(img, dtype=np.float64) / depth * 255.0, 0, 255).astype(np.uint8)
-        img = PILImage.fromarray(pixels, mode="L")
-    return img.convert("RGB")
-
-
-def open_rgb(path: Path) -> PILImage.Image:
-    """Decode `path` fully into RGB, or raise BadImage with a one-line reason."""
-    try:
-        with warnings.catch_warnings():
-            # Above MAX_IMAGE_PIXELS PIL only warns (it raises at twice that): treat both as fatal.
-            warnings.simplefilter("error", PILImage.DecompressionBombWarning)
-            with PILImage.open(path) as img:
-                img.load()  # decode now: truncated or corrupt data fails here, not mid-training
-                if min(img.size) < MIN_SIDE:
-                    raise BadImage(f"image is {img.size[0]}x{img.size[1]} pixels, too small to classify "
-                                   f"(needs at least {MIN_SIDE}x{MIN_SIDE})")
-                return to_rgb(img)
-    except BadImage:
-        raise
-    except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning):
-        raise BadImage(f"image is larger than the decompression-bomb limit ({PILImage.MAX_IMAGE_PIXELS:,} pixels)") from None
-    except PILImage.UnidentifiedImageError:
-        raise BadImage("not an image file (unrecognised format)") from None
-    except (OSError, SyntaxError, ValueError) as err:
-        raise BadImage(f"corrupt or unreadable image ({err})") from None
-
-
-def check_images(paths: list[Path], *, workers: int = 8) -> dict[Path, str]:
-    """Fully decode every image once (in threads: PIL releases the GIL while decoding);
-    returns {path: reason} for the ones that cannot be used."""
-    def reason(path: Path) -> str | None:
-        try:
-            open_rgb(path)
-        except BadImage as err:
-            return str(err)
-        return None
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        reasons = list(pool.map(reason, paths))
-    return {path: why for path, why in zip(paths, reasons) if why is not None}
-
-
-# --- preprocessing -------------------------------------------------------------------------
-
-
-def _size(processor: Any) -> tuple[int, int]:
-    size = processor.size
-    if "height" in size:
-        return size["height"], size["width"]
-    return size["shortest_edge"], size["shortest_edge"]
-
-
-def build_transforms(processor: Any, *, uint8: bool = True) -> tuple[T.Compose, T.Compose]:
-    """The seed's augmentations, sized by the checkpoint's own image processor.
-
-    uint8=True stops at a uint8 tensor: 4x less data crosses from the dataloader workers, and
-    `normalize` then scales a whole batch at once (on the GPU when there is one) instead of image
-    by image; uint8=False is the seed recipe (ToTensor + Normalize per image)."""
-    size = _size(processor)
-    if uint8:
-        tail = [T.PILToTensor()]
-    else:
-        tail = [T.ToTensor(), T.Normalize(mean=processor.image_mean, std=processor.image_std)]
-    train = T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), *tail])
-    # As the seed: resize the shorter side, then crop the centre (no squashing of the aspect).
-    eval_ = T.Compose([T.Resize(size[0]), T.CenterCrop(size), *tail])
-    return train, eval_
-
-
-def normalize(pixels: torch.Tensor, *, mean: list[float], std: list[float]) -> torch.Tensor:
-    """uint8 batch (N, 3, H, W) -> float, scaled as ToTensor + Normalize would, bit for bit."""
-    if pixels.dtype != torch.uint8:
-        return pixels
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=pixels.device).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32, device=pixels.device).view(1, -1, 1, 1)
-    return pixels.float().div(255).sub(mean_t).div(std_t)
-
-
-def _apply(transform: T.Compose, cache: list[np.ndarray] | None = None):
-    def batch_transform(batch: dict[str, list]) -> dict[str, list]:
-        if cache is not None:
-            images = [PILImage.fromarray(cache[i]) for i in batch["index"]]
-        else:
-            # to_rgb: Food-101 has greyscale and CMYK JPEGs; the model wants 3 channels.
-            images = [to_rgb(img) for img in batch["image"]]
-        return {"pixel_values": [transform(img) for img in images], "labels": batch["label"]}
-
-    return batch_transform
-
-
-def decode_all(ds: Dataset, *, workers: int = 8) -> list[np.ndarray]:
-    """Every image decoded once to RGB uint8 (threads: PIL decodes without the GIL)."""
-    plain = ds.with_format(None)
-
-    def decode(i: int) -> np.ndarray:
-        return np.asarray(to_rgb(plain[i]["image"]))
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(decode, range(len(plain))))
-
-
-def attach_transforms(splits: Splits, processor: Any, *, uint8: bool = True, cache: bool = False) -> None:
-    """Decode + augment lazily, per batch, in the dataloader workers (set_transform).
-
-    cache=True decodes every image once up front and keeps the RGB pixels in RAM (about 0.6 MB per
-    512x384 Food-101 photo), so later epochs only crop and flip; the augmentations are unchanged."""
-    train_tf, eval_tf = build_transforms(processor, uint8=uint8)
-    for name, transform in (("train", train_tf), ("eval", eval_tf)):
-        ds = getattr(splits, name)
-        pixels = None
-        if cache:
-            pixels = decode_all(ds)
-            ds = ds.add_column("index", list(range(len(ds))))
-            setattr(splits, name, ds)
-            log.info("cached %d decoded %s images (%.0f MB)", len(pixels), name, sum(p.nbytes for p in pixels) / 2**20)
-        # With a cache, only the index and label columns are read: no image is decoded again.
-        ds.set_transform(_apply(transform, pixels), columns=["index", "label"] if cache else None)
-
-
-def collate(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    return {
-        "pixel_values": torch.stack([e["pixel_values"] for e in examples]),
-        "labels": torch.tensor([e["labels"] for e in examples], dtype=torch.long),
-    }

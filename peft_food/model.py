@@ -13,7 +13,12 @@ from typing import Any
 import torch
 import transformers
 from peft import LoraConfig, get_peft_model
-from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, PretrainedConfig
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModelForImageClassification,
+    PretrainedConfig,
+)
 
 from peft_food.config import FullSpec, LoraSpec, ModelSpec
 from peft_food.errors import ConfigError, UserError

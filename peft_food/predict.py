@@ -21,8 +21,9 @@ import torch
 from tqdm import tqdm
 
 from peft_food.artifacts import Trained, load_trained
-from peft_food.data import IMAGE_SUFFIXES, BadImage, build_transforms, normalize, open_rgb
 from peft_food.errors import UserError
+from peft_food.images import IMAGE_SUFFIXES, BadImage, open_rgb
+from peft_food.transforms import build_transforms, normalize
 
 
 @dataclass

@@ -7,6 +7,7 @@ every job after the first would otherwise log into the first job's run.
 
 from __future__ import annotations
 
+import json
 import logging
 import netrc
 import os
@@ -145,3 +146,7 @@ def finish_wandb(run, *, summary: dict[str, Any], failed: bool) -> None:
         return
     run.summary.update(summary)
     run.finish(exit_code=1 if failed else 0)
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")

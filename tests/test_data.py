@@ -7,9 +7,9 @@ from PIL import Image
 from transformers import ViTImageProcessor
 
 from peft_food.config import parse_config
-from peft_food.data import (attach_transforms, balanced_subset, build_transforms, collate, load_splits, normalize,
-                            synthetic_dataset)
+from peft_food.data import balanced_subset, load_splits, synthetic_dataset
 from peft_food.errors import DataError
+from peft_food.transforms import attach_transforms, build_transforms, collate, normalize
 from tests.conftest import MINI, compose_config
 
 

@@ -14,11 +14,13 @@ from safetensors.torch import load_file
 
 from peft_food.artifacts import load_trained
 from peft_food.config import parse_config
-from peft_food.data import attach_transforms, collate, load_splits, normalize
+from peft_food.data import load_splits
 from peft_food.export import main as export_main
 from peft_food.predict import main as predict
 from peft_food.train import train
+from peft_food.transforms import attach_transforms, collate, normalize
 from tests.conftest import MINI, REPO, TINY, TINY_TRAIN, compose_config
+
 
 def eval_logits(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """Logits of the saved model on the run's eval split, and the labels (loaded from run_dir)."""

@@ -1,0 +1,136 @@
+"""The Trainer as this package configures it: arguments from TrainSpec, uint8 batches normalised
+on the device, accuracy without the Hub, and per-epoch records.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from peft_food.config import TrainSpec
+from peft_food.tracking import write_json
+from peft_food.transforms import normalize
+
+log = logging.getLogger(__name__)
+
+
+def resolve_precision(requested: str) -> str:
+    """fp16/bf16 autocast needs CUDA; elsewhere train in fp32 and say so once."""
+    if requested != "fp32" and not torch.cuda.is_available():
+        log.warning("train.precision=%s needs a CUDA GPU; none found, training in fp32", requested)
+        return "fp32"
+    return requested
+
+
+def resolve_workers(requested: int | None) -> int:
+    """null: with a GPU, one worker per core (at most 8); on CPU the training process needs a
+    core of its own, so one fewer."""
+    if requested is not None:
+        return requested
+    cores = os.cpu_count() or 1
+    return min(8, cores) if torch.cuda.is_available() else max(0, min(8, cores - 1))
+
+
+def accuracy(eval_pred) -> dict[str, float]:
+    # Computed here rather than with evaluate.load("accuracy"), which fetches the metric
+    # script from the Hub and fails offline (evaluate #316).
+    logits, labels = eval_pred
+    return {"accuracy": float((np.argmax(logits, axis=-1) == labels).mean())}
+
+
+def training_arguments(*, train: TrainSpec, precision: str, workers: int, run_dir: Path,
+                       seed: int, report_to: list[str]) -> TrainingArguments:
+    return TrainingArguments(
+        output_dir=str(run_dir / "checkpoints"),
+        num_train_epochs=train.epochs,
+        max_steps=train.max_steps,
+        learning_rate=train.lr,
+        per_device_train_batch_size=train.batch_size,
+        per_device_eval_batch_size=train.eval_batch_size,
+        gradient_accumulation_steps=train.grad_accum,
+        weight_decay=train.weight_decay,
+        warmup_steps=train.warmup_ratio,  # a float below 1 is a fraction of all steps
+        # Explicit on CPU-only machines: otherwise torchrun's ranks would each train alone
+        # (transformers only enables CPU DDP with use_cpu).
+        use_cpu=not torch.cuda.is_available(),
+        fp16=precision == "fp16",  # AMP over fp32 master weights: the model stays fp32
+        bf16=precision == "bf16",
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=2,  # the best and the latest checkpoint
+        load_best_model_at_end=True,
+        metric_for_best_model="accuracy",
+        logging_steps=train.logging_steps,
+        dataloader_num_workers=workers,
+        dataloader_persistent_workers=workers > 0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        # Trainer would drop the `image` column before our transform sees it (transformers #17894).
+        remove_unused_columns=False,
+        # Needed with a PeftModel, or compute_metrics is never called (peft #1120).
+        label_names=["labels"],
+        seed=seed,
+        data_seed=seed,
+        torch_compile=train.compile,
+        report_to=report_to,
+    )
+
+
+def epoch_metrics(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {"epoch": round(entry["epoch"], 4), "eval_accuracy": entry["eval_accuracy"], "eval_loss": entry["eval_loss"]}
+        for entry in log_history
+        if "eval_accuracy" in entry
+    ]
+
+
+class EpochRecorder(TrainerCallback):
+    """Rewrites metrics.json after every evaluation, so a running sweep can be compared, and
+    times each epoch's training (evaluation excluded)."""
+
+    def __init__(self, record: dict[str, Any], path: Path):
+        self.record, self.path = record, path
+        self._started = 0.0
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self.record.setdefault("epoch_wall_s", []).append(round(time.perf_counter() - self._started, 2))
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self.record["epochs"] = epoch_metrics(state.log_history)
+        if state.is_world_process_zero:
+            write_json(self.path, self.record)
+
+
+def peak_memory_mb() -> float:
+    """Peak GPU memory allocated by tensors, or the process's peak resident memory on CPU."""
+    if torch.cuda.is_available():
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB
+
+
+def weights_mb(model_dir: Path) -> float:
+    """What a user ships: the adapter (+ head) or the full model, without a random-init base copy."""
+    return round(sum(p.stat().st_size for p in model_dir.glob("*.safetensors")) / 2**20, 3)
+
+
+class ImageTrainer(Trainer):
+    """Trainer that turns uint8 batches into normalised floats after the move to the device."""
+
+    def __init__(self, *args, mean: list[float], std: list[float], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.mean, self.std = mean, std
+
+    def _prepare_inputs(self, inputs):
+        inputs = super()._prepare_inputs(inputs)
+        inputs["pixel_values"] = normalize(inputs["pixel_values"], mean=self.mean, std=self.std)
+        return inputs
