@@ -74,12 +74,17 @@ def load_base(*, model: ModelSpec, labels: list[str]) -> tuple[torch.nn.Module, 
         model_ = AutoModelForImageClassification.from_config(config, attn_implementation=model.attn_implementation)
         return model_, processor_cls(**processor_kwargs)
     # The in21k checkpoint has no classifier; ignore_mismatched_sizes also lets a fine-tuned
-    # checkpoint get a head of another size.
-    base = AutoModelForImageClassification.from_pretrained(
-        model.name_or_path, config=config, ignore_mismatched_sizes=True, trust_remote_code=model.trust_remote_code,
-        attn_implementation=model.attn_implementation,
-    )
-    return base, AutoImageProcessor.from_pretrained(model.name_or_path, trust_remote_code=model.trust_remote_code)
+    # checkpoint get a head of another size. Safetensors only: no pickle from the Hub.
+    try:
+        base = AutoModelForImageClassification.from_pretrained(
+            model.name_or_path, config=config, ignore_mismatched_sizes=True, use_safetensors=True,
+            trust_remote_code=model.trust_remote_code, attn_implementation=model.attn_implementation,
+        )
+        processor = AutoImageProcessor.from_pretrained(model.name_or_path, trust_remote_code=model.trust_remote_code)
+    except OSError as err:
+        raise UserError(f"could not load the weights of {model.name_or_path!r} ({str(err).splitlines()[0]}); "
+                        f"only .safetensors checkpoints are loaded") from None
+    return base, processor
 
 
 def linear_module_names(model: torch.nn.Module, *, exclude: str) -> list[str]:

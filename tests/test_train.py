@@ -2,6 +2,7 @@
 
 import json
 import logging
+import shutil
 
 import pytest
 import torch
@@ -98,3 +99,37 @@ def test_food101_local_trains_and_evaluates_on_the_200_test_photos(tmp_path):
     # Labels come from meta/classes.txt, in its order.
     classes = (MINI / "meta" / "classes.txt").read_text().split()
     assert metrics["labels"] == classes
+
+
+def test_pretrained_from_a_local_directory_loads_its_weights_and_refuses_pickle(tmp_path):
+    from transformers import (
+        AutoModelForImageClassification,
+        ViTConfig,
+        ViTForImageClassification,
+        ViTImageProcessor,
+    )
+
+    checkpoint = tmp_path / "checkpoint"
+    torch.manual_seed(3)
+    source = ViTForImageClassification(ViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                                 intermediate_size=128, image_size=32, patch_size=4))
+    source.save_pretrained(checkpoint)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(checkpoint)
+    train(compose_config(*TINY, "logger=none", "train.epochs=1", "model.pretrained=true",
+                         f"model.name_or_path={checkpoint}", output_dir=tmp_path / "run"))
+    # LoRA leaves the backbone frozen: the saved adapter sits on exactly the checkpoint's weights.
+    from peft_food.artifacts import load_trained
+    trained = load_trained(tmp_path / "run").model.merge_and_unload()
+    reference = AutoModelForImageClassification.from_pretrained(checkpoint)
+    key = "vit.embeddings.patch_embeddings.projection.weight"
+    assert torch.equal(trained.state_dict()[key], reference.state_dict()[key])
+
+    pickled = tmp_path / "pickled"  # the same checkpoint, but only as a pickle file
+    pickled.mkdir()
+    shutil.copy(checkpoint / "config.json", pickled)
+    shutil.copy(checkpoint / "preprocessor_config.json", pickled)
+    torch.save(source.state_dict(), pickled / "pytorch_model.bin")
+    from peft_food.errors import UserError
+    with pytest.raises(UserError, match="only .safetensors checkpoints are loaded"):
+        train(compose_config(*TINY, "logger=none", "model.pretrained=true", f"model.name_or_path={pickled}",
+                             output_dir=tmp_path / "run2"))
