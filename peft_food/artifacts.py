@@ -16,6 +16,7 @@ no remote code runs unless the saved spec asks for it.
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,42 @@ def _load_base(source: str | Path, *, labels: list[str], trust_remote_code: bool
         raise UserError(f"could not load the base model {str(source)!r}: {str(err).splitlines()[0]}") from None
 
 
+# transformers >= 5.9 renamed ViT's modules and renames old checkpoints on load
+# (conversion_mapping.py, "ViTModel"); adapters saved with the old names need the same mapping.
+OLD_VIT_NAMES = [
+    ("encoder.layer.", "layers."),
+    ("attention.attention.query", "attention.q_proj"),
+    ("attention.attention.key", "attention.k_proj"),
+    ("attention.attention.value", "attention.v_proj"),
+    ("attention.output.dense", "attention.o_proj"),
+    ("intermediate.dense", "mlp.fc1"),
+    ("output.dense", "mlp.fc2"),
+]
+OLD_TARGETS = {"query": "q_proj", "key": "k_proj", "value": "v_proj", "dense": "o_proj"}
+
+
+def _renamed_adapter(model_dir: Path, base: torch.nn.Module, scratch: Path) -> Path:
+    """`model_dir`, or a copy in `scratch` with old ViT module names mapped onto the base's new ones."""
+    config = json.loads((model_dir / "adapter_config.json").read_text())
+    has_new = any(name.endswith(".q_proj") for name, _ in base.named_modules())
+    targets = config.get("target_modules") or []
+    if not has_new or not any(t in OLD_TARGETS for t in targets):
+        return model_dir
+    from safetensors.torch import load_file, save_file
+
+    def rename(key: str) -> str:
+        for old, new in OLD_VIT_NAMES:
+            key = key.replace(old, new)
+        return key
+
+    tensors = {rename(k): v for k, v in load_file(str(model_dir / ADAPTER_WEIGHTS)).items()}
+    config["target_modules"] = [OLD_TARGETS.get(t, t) for t in targets]
+    scratch.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(scratch / ADAPTER_WEIGHTS))
+    (scratch / "adapter_config.json").write_text(json.dumps(config))
+    return scratch
+
+
 def _load_lora(model_dir: Path, spec: dict[str, Any], *, base_override: Path | None) -> torch.nn.Module:
     from peft import PeftModel
 
@@ -118,7 +155,8 @@ def _load_lora(model_dir: Path, spec: dict[str, Any], *, base_override: Path | N
                         f"recorded; the adapter and {SPEC_FILE} come from different runs")
     base = _load_base(source, labels=labels, trust_remote_code=bool(base_spec.get("trust_remote_code", False)))
     try:
-        model = PeftModel.from_pretrained(base, str(model_dir))
+        with tempfile.TemporaryDirectory() as scratch:
+            model = PeftModel.from_pretrained(base, str(_renamed_adapter(model_dir, base, Path(scratch))))
     except (RuntimeError, ValueError, KeyError) as err:
         detail = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line),
                       str(err).splitlines()[0])

@@ -1,6 +1,7 @@
 """Using a trained model: exact reload (adapter + head), predict CLI with bad inputs, export."""
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -168,7 +169,6 @@ def test_model_dir_errors_are_one_line(lora_run, full_run, tmp_path, capsys):
     assert "does not fit the base model" in capsys.readouterr().err
 
     broken = tmp_path / "broken"
-    import shutil
     shutil.copytree(run_dir / "model", broken)
     (broken / "adapter_model.safetensors").unlink()
     assert predict([str(broken), str(image)]) == 2
@@ -207,3 +207,35 @@ def test_exported_model_matches_the_adapter_through_pipeline_without_peft(tmp_pa
     assert exported_top1 == adapter_top1
     classes = set((MINI / "meta" / "classes.txt").read_text().split())
     assert set(exported_top1) <= classes
+
+
+def test_adapter_saved_with_pre_5_9_vit_names_loads_onto_the_renamed_modules(lora_run, tmp_path):
+    from safetensors.torch import save_file
+
+    run_dir, _ = lora_run
+    old = tmp_path / "old_names"
+    shutil.copytree(run_dir / "model", old)
+    # Write the adapter as transformers < 5.9 named ViT's modules (the inverse of its rename).
+    tensors = load_file(old / "adapter_model.safetensors")
+    renamed = {k.replace("vit.layers.", "vit.encoder.layer.").replace("attention.q_proj", "attention.attention.query")
+               .replace("attention.v_proj", "attention.attention.value"): v for k, v in tensors.items()}
+    assert any(".attention.attention.query.lora_A" in k for k in renamed)
+    save_file(renamed, old / "adapter_model.safetensors")
+    config = json.loads((old / "adapter_config.json").read_text())
+    config["target_modules"] = ["query", "value"]
+    (old / "adapter_config.json").write_text(json.dumps(config))
+
+    image = tmp_path / "x.png"
+    Image.fromarray(np.random.default_rng(5).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(image)
+    expected = predict_json(run_dir / "model", image)
+    assert predict_json(old, image) == expected
+
+
+def predict_json(model_dir, image):
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert predict([str(model_dir), str(image), "--json"]) == 0
+    return json.loads(out.getvalue())["predictions"]
