@@ -36,7 +36,7 @@ from transformers import TrainerCallback, set_seed
 
 from peft_food.config import FullSpec, LoraSpec, RunSpec, parse_config
 from peft_food.data import load_splits
-from peft_food.model import apply_peft, load_base
+from peft_food.model import apply_peft, load_base, load_processor
 from peft_food.tracking import hardware
 from peft_food.train import CONF_DIR
 from peft_food.trainer import (
@@ -232,7 +232,7 @@ def run_bench(cfg: DictConfig, *, out_dir: Path) -> dict[str, Any]:
     spec = parse_config(cfg)
     bench = cfg.bench
     methods = {"lora": spec.peft if isinstance(spec.peft, LoraSpec) else LoraSpec(), "full": FullSpec()}
-    _, processor = load_base(model=spec.model, labels=["a", "b"])
+    processor = load_processor(spec.model)  # no model needed for the data section
     result: dict[str, Any] = {"device": hardware(), "model": spec.model.name, "batch_size": bench.batch_size,
                               "precision": resolve_precision(spec.train.precision),
                               "attention": spec.model.attn_implementation, "compile": spec.train.compile,

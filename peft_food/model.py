@@ -61,6 +61,18 @@ def check_targets(model: ModelSpec, *, peft: LoraSpec | FullSpec) -> None:
         resolve_target_modules(skeleton, requested=peft.target_modules, head=model.head)
 
 
+def load_processor(model: ModelSpec) -> Any:
+    """The image processor that feeds the backbone: the checkpoint's, or the shipped kwargs."""
+    if not model.pretrained:
+        kwargs = dict(model.processor)
+        return getattr(transformers, kwargs.pop("image_processor_type"))(**kwargs)
+    try:
+        return AutoImageProcessor.from_pretrained(model.name_or_path, trust_remote_code=model.trust_remote_code)
+    except OSError as err:
+        raise UserError(f"could not load the image processor of {model.name_or_path!r} "
+                        f"({str(err).splitlines()[0]})") from None
+
+
 def load_base(*, model: ModelSpec, labels: list[str]) -> tuple[torch.nn.Module, Any]:
     """The backbone with a new `len(labels)`-way head, and the image processor that feeds it."""
     config = base_config(model, labels=labels)
@@ -69,10 +81,8 @@ def load_base(*, model: ModelSpec, labels: list[str]) -> tuple[torch.nn.Module, 
             "model.pretrained=false: building %s from its config with RANDOM weights (not pretrained)",
             model.name_or_path or model.arch["model_type"],
         )
-        processor_kwargs = dict(model.processor)
-        processor_cls = getattr(transformers, processor_kwargs.pop("image_processor_type"))
-        model_ = AutoModelForImageClassification.from_config(config, attn_implementation=model.attn_implementation)
-        return model_, processor_cls(**processor_kwargs)
+        base = AutoModelForImageClassification.from_config(config, attn_implementation=model.attn_implementation)
+        return base, load_processor(model)
     # The in21k checkpoint has no classifier; ignore_mismatched_sizes also lets a fine-tuned
     # checkpoint get a head of another size. Safetensors only: no pickle from the Hub.
     try:
@@ -80,11 +90,10 @@ def load_base(*, model: ModelSpec, labels: list[str]) -> tuple[torch.nn.Module, 
             model.name_or_path, config=config, ignore_mismatched_sizes=True, use_safetensors=True,
             trust_remote_code=model.trust_remote_code, attn_implementation=model.attn_implementation,
         )
-        processor = AutoImageProcessor.from_pretrained(model.name_or_path, trust_remote_code=model.trust_remote_code)
     except OSError as err:
         raise UserError(f"could not load the weights of {model.name_or_path!r} ({str(err).splitlines()[0]}); "
                         f"only .safetensors checkpoints are loaded") from None
-    return base, processor
+    return base, load_processor(model)
 
 
 def linear_module_names(model: torch.nn.Module, *, exclude: str) -> list[str]:
