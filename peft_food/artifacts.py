@@ -1,17 +1,17 @@
 """The saved model: what a run writes to `<run dir>/model/` and how it is read back.
 
-    model/                        LoRA run                         full run
-      peft_food.json              method, labels, base model spec  method, labels
-      adapter_config.json         + adapter_model.safetensors      -
-      config.json                 -                                + model.safetensors
+    model/                        adapter methods (lora, dora,    linear_probe         full
+                                  loha, lokr, ia3, vera, oft)
+      peft_food.json              method, labels, base model spec (all methods)
+      adapter_config.json         + adapter_model.safetensors     head.safetensors     config.json +
+                                    (adapter + trained head)                           model.safetensors
       preprocessor_config.json    the checkpoint's image processor
-      base/                       only for a random-init base (model.pretrained=false)
+      base/                       only for a random-init base (model.pretrained=false), not for full
 
-Reloading a LoRA run is base + adapter + the saved classifier head; a reload that silently
+Reloading an adapter run is base + adapter + the saved classifier head; a reload that silently
 kept a fresh head would predict at chance (peft #310, #577, #876, #1070), so `load_trained`
-checks the head it loaded against the saved tensors. Only safetensors are read (no pickle), and
-no remote code runs unless the saved spec asks for it.
-"""
+checks the head it loaded against the saved tensors (a linear probe's too). Only safetensors are
+read (no pickle), and no remote code runs unless the saved spec asks for it."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
+from safetensors.torch import save_file
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 from transformers.utils import logging as hf_logging
 
@@ -31,6 +32,7 @@ from peft_food.errors import UserError
 
 SPEC_FILE = "peft_food.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+HEAD_WEIGHTS = "head.safetensors"
 
 
 @dataclass
@@ -49,7 +51,14 @@ def save_base(base: torch.nn.Module, *, model_dir: Path) -> None:
 
 def save_trained(model: torch.nn.Module, processor: Any, *, model_dir: Path, method: str,
                  labels: list[str], base: ModelSpec) -> None:
-    model.save_pretrained(str(model_dir))
+    """Only what trained: the adapter and head, a linear probe's head, or (full) the whole model."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    if method == "linear_probe":
+        head = model.get_submodule(base.head)
+        save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()},
+                  str(model_dir / HEAD_WEIGHTS))
+    else:
+        model.save_pretrained(str(model_dir))
     processor.save_pretrained(str(model_dir))
     spec = {"format": 1, "method": method, "labels": labels, "base": asdict(base)}
     (model_dir / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n")
@@ -60,8 +69,7 @@ def find_model_dir(path: Path) -> Path:
     if not path.exists():
         raise UserError(f"{path} does not exist: pass a run dir (outputs/<date>/<time>) or its model/ dir")
     for candidate in (path, path / "model"):
-        if (candidate / SPEC_FILE).is_file() or (candidate / "adapter_config.json").is_file() \
-                or (candidate / "config.json").is_file():
+        if any((candidate / name).is_file() for name in (SPEC_FILE, "adapter_config.json", "config.json")):
             return candidate
     raise UserError(f"{path} holds no saved model (no model/ with {SPEC_FILE}): the run may not have finished; "
                     f"check its metrics.json status")
@@ -71,14 +79,9 @@ def _read_spec(model_dir: Path) -> dict[str, Any]:
     if (model_dir / SPEC_FILE).is_file():
         return json.loads((model_dir / SPEC_FILE).read_text())
     if (model_dir / "adapter_config.json").is_file():
-        raise UserError(f"{model_dir} has a LoRA adapter but no {SPEC_FILE} naming its base model and labels")
+        raise UserError(f"{model_dir} has an adapter but no {SPEC_FILE} naming its base model and labels")
     config = AutoConfig.from_pretrained(model_dir)
     return {"method": "full", "labels": [config.id2label[i] for i in range(config.num_labels)]}
-
-
-def _head_tensors(model_dir: Path, *, head: str) -> dict[str, torch.Tensor]:
-    with safe_open(str(model_dir / ADAPTER_WEIGHTS), framework="pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys() if f".{head}." in k and "lora_" not in k}
 
 
 def _load_base(source: str | Path, *, labels: list[str], trust_remote_code: bool) -> torch.nn.Module:
@@ -112,7 +115,7 @@ def _renamed_adapter(model_dir: Path, base: torch.nn.Module, scratch: Path) -> P
     targets = config.get("target_modules") or []
     if not has_new or not any(t in OLD_TARGETS for t in targets):
         return model_dir
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     def rename(key: str) -> str:
         for old, new in OLD_VIT_NAMES:
@@ -127,33 +130,63 @@ def _renamed_adapter(model_dir: Path, base: torch.nn.Module, scratch: Path) -> P
     return scratch
 
 
-def _load_lora(model_dir: Path, spec: dict[str, Any], *, base_override: Path | None) -> torch.nn.Module:
-    from peft import PeftModel
-
-    if not (model_dir / ADAPTER_WEIGHTS).is_file():
-        raise UserError(f"{model_dir / ADAPTER_WEIGHTS} is missing: the adapter weights were not saved or were "
-                        f"removed; re-run training or restore the file")
-    base_spec = spec["base"]
-    head = base_spec.get("head", "classifier")
+def _base_source(model_dir: Path, spec: dict[str, Any], *, base_override: Path | None) -> str | Path:
+    """Where the frozen base comes from: --base, the run's own random-init copy, or the Hub id."""
     labels = spec["labels"]
     if base_override is not None:
         source = find_model_dir(base_override)
         if (source / SPEC_FILE).is_file():
             base_labels = json.loads((source / SPEC_FILE).read_text())["labels"]
             if len(base_labels) != len(labels):
-                raise UserError(f"the adapter in {model_dir} was trained for {len(labels)} labels but the base "
+                raise UserError(f"the model in {model_dir} was trained for {len(labels)} labels but the base "
                                 f"{source} has {len(base_labels)}: use the base it was trained on")
-        source = source / "base" if (source / "base").is_dir() else source
-    elif (model_dir / "base").is_dir():
-        source = model_dir / "base"
-    else:
-        source = base_spec["name_or_path"]
-    saved_head = _head_tensors(model_dir, head=head)
+        return source / "base" if (source / "base").is_dir() else source
+    if (model_dir / "base").is_dir():
+        return model_dir / "base"
+    return spec["base"]["name_or_path"]
+
+
+def _saved_tensors(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise UserError(f"{path} is missing: the trained weights were not saved or were removed; re-run "
+                        f"training or restore the file")
+    with safe_open(str(path), framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}
+
+
+def _check_head_size(model_dir: Path, saved_head: dict[str, torch.Tensor], labels: list[str]) -> None:
     weight = next((t for k, t in saved_head.items() if k.endswith("weight")), None)
     if weight is not None and weight.shape[0] != len(labels):
         raise UserError(f"{model_dir}: the saved head has {weight.shape[0]} outputs but {len(labels)} labels are "
-                        f"recorded; the adapter and {SPEC_FILE} come from different runs")
-    base = _load_base(source, labels=labels, trust_remote_code=bool(base_spec.get("trust_remote_code", False)))
+                        f"recorded; the weights and {SPEC_FILE} come from different runs")
+
+
+def _load_probe(model_dir: Path, spec: dict[str, Any], *, base_override: Path | None) -> torch.nn.Module:
+    """A frozen base with the trained head put back, tensor for tensor."""
+    head = spec["base"].get("head", "classifier")
+    saved = _saved_tensors(model_dir / HEAD_WEIGHTS)
+    _check_head_size(model_dir, saved, spec["labels"])
+    source = _base_source(model_dir, spec, base_override=base_override)
+    model = _load_base(source, labels=spec["labels"],
+                       trust_remote_code=bool(spec["base"].get("trust_remote_code", False)))
+    try:
+        model.get_submodule(head).load_state_dict(saved, strict=True)
+    except RuntimeError as err:
+        raise UserError(f"the head in {model_dir} does not fit the base model {str(source)!r}: "
+                        f"{str(err).splitlines()[-1].strip()}") from None
+    return model
+
+
+def _load_adapter(model_dir: Path, spec: dict[str, Any], *, base_override: Path | None) -> torch.nn.Module:
+    from peft import PeftModel
+
+    head = spec["base"].get("head", "classifier")
+    tensors = _saved_tensors(model_dir / ADAPTER_WEIGHTS)
+    saved_head = {k: t for k, t in tensors.items() if f".{head}." in k and "lora_" not in k}
+    _check_head_size(model_dir, saved_head, spec["labels"])
+    source = _base_source(model_dir, spec, base_override=base_override)
+    base = _load_base(source, labels=spec["labels"],
+                      trust_remote_code=bool(spec["base"].get("trust_remote_code", False)))
     try:
         with tempfile.TemporaryDirectory() as scratch:
             model = PeftModel.from_pretrained(base, str(_renamed_adapter(model_dir, base, Path(scratch))))
@@ -183,10 +216,12 @@ def load_trained(path: Path, *, base: Path | None = None) -> Trained:
     hf_logging.disable_progress_bar()  # per-tensor "Loading weights" bars drown the output
     model_dir = find_model_dir(path)
     spec = _read_spec(model_dir)
-    if spec["method"] == "lora":
-        model = _load_lora(model_dir, spec, base_override=base)
-    else:
+    if spec["method"] == "full":
         model = _load_base(model_dir, labels=spec["labels"], trust_remote_code=False)
+    elif spec["method"] == "linear_probe":
+        model = _load_probe(model_dir, spec, base_override=base)
+    else:  # lora, dora, loha, lokr, ia3, vera, oft: peft reads the adapter type from adapter_config.json
+        model = _load_adapter(model_dir, spec, base_override=base)
     processor = AutoImageProcessor.from_pretrained(str(model_dir))
     return Trained(model=model.eval(), processor=processor, labels=spec["labels"], method=spec["method"],
                    model_dir=model_dir)

@@ -34,7 +34,8 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 from transformers import TrainerCallback, set_seed
 
-from peft_food.config import FullSpec, LoraSpec, RunSpec, parse_config
+from peft_food.config import RunSpec, parse_config
+from peft_food.methods import FullSpec, LoraSpec
 from peft_food.data import load_splits
 from peft_food.model import apply_peft, load_base, load_processor
 from peft_food.tracking import hardware
@@ -163,7 +164,7 @@ def bench_train(spec: RunSpec, bench: DictConfig, *, method_spec, recipe: str, s
     splits = load_splits(spec.data, seed=spec.seed) if source == "real" else None
     labels = splits.labels if splits else [f"c{i}" for i in range(101)]
     base, processor = load_base(model=model_spec, labels=labels)
-    model = apply_peft(base, peft=method_spec, head=spec.model.head)
+    model = apply_peft(base, peft=method_spec, model=spec.model)
     size = processor.size.get("height", processor.size.get("shortest_edge"))
     steps = bench.warmup_steps + bench.train_steps
     n = bench.batch_size * steps

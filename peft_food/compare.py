@@ -3,6 +3,9 @@
     peft-food-compare multirun/2026-11-22/10-00-00
     peft-food-compare multirun/2026-11-22/10-00-00 --out reports/   # CSV + PNG elsewhere
 
+A sweep over methods and backbones (`-m peft=lora,ia3 model=vit_tiny,swin_tiny`) also gets a
+method x model table of best accuracy.
+
 Reads each job's metrics.json (rewritten after every epoch), so it works on a sweep that is still
 running or had failures: unfinished jobs show their status and the epochs done so far.
 """
@@ -18,8 +21,8 @@ from typing import Any
 
 from peft_food.sweep import job_records
 
-COLUMNS = ["job", "status", "method", "model", "r", "alpha", "trainable_params", "best_acc", "final_acc",
-           "epochs", "runtime_s"]
+COLUMNS = ["job", "status", "method", "model", "r", "alpha", "trainable_params", "adapter_mb", "img_per_s",
+           "best_acc", "final_acc", "epochs", "runtime_s"]
 
 
 def job_row(job: str, record: dict[str, Any]) -> dict[str, Any]:
@@ -36,6 +39,9 @@ def job_row(job: str, record: dict[str, Any]) -> dict[str, Any]:
         "r": peft.get("r", ""),
         "alpha": peft.get("alpha", ""),
         "trainable_params": record.get("trainable_params", ""),
+        # What the run saved: adapter + head, a probe's head, or the whole model for full.
+        "adapter_mb": record.get("model_size_mb", ""),
+        "img_per_s": record.get("train_img_per_s", ""),
         "best_acc": max(accuracies) if accuracies else "",
         "final_acc": accuracies[-1] if accuracies else "",
         "epochs": f"{len(epochs)}/{planned:g}" if planned else str(len(epochs)),
@@ -51,7 +57,7 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
 def format_table(rows: list[dict[str, Any]]) -> str:
     def cell(value: Any, column: str) -> str:
         if isinstance(value, float):
-            return f"{value:.1f}" if column == "runtime_s" else f"{value:.4f}"
+            return f"{value:.1f}" if column in ("runtime_s", "img_per_s") else f"{value:.4f}"
         return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
 
     cells = [[cell(row[c], c) for c in COLUMNS] for row in rows]
@@ -59,6 +65,22 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths))]
     lines += ["  ".join(v.rjust(w) if v[:1].isdigit() else v.ljust(w) for v, w in zip(r, widths)) for r in cells]
     lines += [f"job {row['job']} {row['status']}: {row['error']}" for row in rows if row["error"]]
+    return "\n".join(lines)
+
+
+def method_by_model(rows: list[dict[str, Any]]) -> str:
+    """Best accuracy, one row per method and one column per model ("" when the sweep has one model)."""
+    done = [r for r in rows if r["best_acc"] != ""]
+    models = sorted({r["model"] for r in done})
+    if len(models) < 2:
+        return ""
+    methods = list(dict.fromkeys(r["method"] for r in done))
+    best = {(r["method"], r["model"]): r["best_acc"] for r in done}
+    width = max(len(m) for m in [*models, "method / model"]) + 2
+    lines = ["best accuracy".ljust(width) + "".join(m.rjust(width) for m in models)]
+    for method in methods:
+        cells = [f"{best[(method, m)]:.4f}" if (method, m) in best else "-" for m in models]
+        lines.append(method.ljust(width) + "".join(c.rjust(width) for c in cells))
     return "\n".join(lines)
 
 
@@ -98,12 +120,14 @@ def plot(rows: list[dict[str, Any]], path: Path, *, title: str) -> None:
         grid_ax.text(0.5, 0.5, "no finished LoRA jobs", ha="center", va="center", transform=grid_ax.transAxes)
     grid_ax.set(xlabel="LoRA rank r", ylabel="LoRA alpha", title="Best accuracy: rank x alpha")
 
+    models = sorted({r["model"] for r in done})
     for method in sorted({r["method"] for r in done}):
         points = [r for r in done if r["method"] == method]
         cost_ax.scatter([r["trainable_params"] for r in points], [r["best_acc"] for r in points],
                         s=60, label=method, alpha=0.8)
         for r in points:
             label = f"r={r['r']},a={r['alpha']}" if r["r"] != "" else method
+            label = f"{r['model']} {label}" if len(models) > 1 else label
             cost_ax.annotate(label, (r["trainable_params"], r["best_acc"]), textcoords="offset points",
                              xytext=(5, 4), fontsize=8)
     if done:
@@ -137,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     write_csv(rows, out / "compare.csv")
     plot(rows, out / "compare.png", title=str(args.sweep_dir))
     print(format_table(rows))
+    pivot = method_by_model(rows)
+    if pivot:
+        print(f"\n{pivot}")
     print(f"\nwrote {out / 'compare.csv'} and {out / 'compare.png'}")
     return 0
 

@@ -15,6 +15,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from peft_food.errors import ConfigError
+from peft_food.methods import METHODS, PeftSpec
 
 
 def _require(ok: bool, message: str) -> None:
@@ -22,9 +23,13 @@ def _require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-PEFT_METHODS = ("lora", "full")
 PRECISIONS = ("fp16", "bf16", "fp32")
 DATA_SOURCES = ("food101", "food101_local", "imagefolder", "synthetic")
+
+
+# transformers >= 5.9 names the attention and MLP Linear layers alike in ViT, DeiT, DINOv2 and Swin.
+DEFAULT_MODULES = {"query": "q_proj", "key": "k_proj", "value": "v_proj", "attn_out": "o_proj",
+                   "mlp_in": "fc1", "mlp_out": "fc2"}
 
 
 @dataclass
@@ -45,6 +50,8 @@ class ModelSpec:
     trust_remote_code: bool = False
     # sdpa: fused scaled-dot-product attention (flash / memory-efficient kernels on GPU); eager: the seed's.
     attn_implementation: str = "sdpa"
+    # Module roles that peft.target_modules may name -> this backbone's Linear module names.
+    modules: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_MODULES))
 
     def __post_init__(self) -> None:
         _require(
@@ -56,39 +63,6 @@ class ModelSpec:
             self.pretrained or "model_type" in self.arch,
             "model.pretrained=false needs model.arch.model_type (e.g. vit) to build the architecture",
         )
-
-
-@dataclass
-class LoraSpec:
-    method: str = "lora"
-    r: int = 16
-    alpha: int = 16
-    dropout: float = 0.1
-    bias: str = "none"
-    # Logical names: `query`/`value` resolve to q_proj/v_proj on transformers >= 5.9 and back.
-    target_modules: list[str] = field(default_factory=lambda: ["query", "value"])
-    # The learning rate train.lr defaults to for this method (the seed's LoRA recipe).
-    recommended_lr: float = 5e-3
-
-    def __post_init__(self) -> None:
-        _require(self.method == "lora", f"peft.method={self.method!r} does not match peft=lora")
-        _require(self.r > 0, f"peft.r={self.r} is invalid: the LoRA rank must be a positive integer (e.g. peft.r=16)")
-        _require(self.alpha > 0, f"peft.alpha={self.alpha} is invalid: LoRA alpha must be positive (e.g. peft.alpha=16)")
-        _require(0.0 <= self.dropout < 1.0, f"peft.dropout={self.dropout} is invalid: use a value in [0, 1)")
-        _require(
-            self.bias in ("none", "all", "lora_only"),
-            f"peft.bias={self.bias!r} is invalid: use none, all or lora_only",
-        )
-        _require(len(self.target_modules) > 0, "peft.target_modules is empty: name at least one Linear module")
-
-
-@dataclass
-class FullSpec:
-    method: str = "full"
-    recommended_lr: float = 5e-5
-
-    def __post_init__(self) -> None:
-        _require(self.method == "full", f"peft.method={self.method!r} does not match peft=full")
 
 
 @dataclass
@@ -195,7 +169,7 @@ class RunSpec:
     """Everything a training run needs, typed and validated."""
 
     model: ModelSpec
-    peft: LoraSpec | FullSpec
+    peft: PeftSpec
     data: DataSpec
     train: TrainSpec
     logger: LoggerSpec
@@ -205,7 +179,7 @@ class RunSpec:
 
 SCHEMAS = {
     "model": ModelSpec,
-    "peft": {"lora": LoraSpec, "full": FullSpec},
+    "peft": METHODS,
     "data": DataSpec,
     "train": TrainSpec,
     "logger": LoggerSpec,
@@ -217,8 +191,8 @@ def register_schemas() -> None:
     `- /schema/<group>/<name>@_here_` (a separate tree, so schemas never show up as choices)."""
     store = ConfigStore.instance()
     store.store(group="schema/model", name="model", node=ModelSpec)
-    store.store(group="schema/peft", name="lora", node=LoraSpec)
-    store.store(group="schema/peft", name="full", node=FullSpec)
+    for method, schema in METHODS.items():
+        store.store(group="schema/peft", name=method, node=schema)
     store.store(group="schema/data", name="data", node=DataSpec)
     store.store(group="schema/train", name="train", node=TrainSpec)
     store.store(group="schema/logger", name="logger", node=LoggerSpec)
@@ -255,8 +229,8 @@ def parse_config(cfg: DictConfig) -> RunSpec:
     tree = resolve(cfg)
     method = tree["peft"].get("method")
     _require(
-        method in PEFT_METHODS,
-        f"peft method {method!r} is unknown: choose peft={' or peft='.join(PEFT_METHODS)}",
+        method in METHODS,
+        f"peft method {method!r} is unknown: choose one of peft={'|'.join(METHODS)}",
     )
     return RunSpec(
         model=_build(ModelSpec, tree["model"]),

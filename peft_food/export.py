@@ -1,11 +1,12 @@
-"""Export: merge a LoRA run into a standalone model that needs neither peft nor this package.
+"""Export: merge a run into a standalone model that needs neither peft nor this package.
 
     peft-food-export outputs/2026-11-22/10-00-00 exported/food-vit
     python -c "from transformers import pipeline; print(pipeline('image-classification', model='exported/food-vit')('photo.jpg'))"
 
-LoRA's update B @ A * alpha/r is folded into the base weights (merge_and_unload) and the trained
-head replaces the base's; the result is saved as safetensors with its image processor and
-id2label. A full fine-tuning run is copied through the same path, so both export alike.
+Every adapter method (LoRA, DoRA, LoHa, LoKr, IA3, VeRA, OFT) folds its update into the base
+weights with peft's merge_and_unload, and the trained head replaces the base's; the result is
+saved as safetensors with its image processor and id2label. Full fine-tuning and linear-probe runs
+already are plain models and go through the same save, so every method exports alike.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from peft_food.errors import UserError
 
 def export(run: Path, out_dir: Path) -> Path:
     trained = load_trained(run)
-    model = trained.model.merge_and_unload() if trained.method == "lora" else trained.model
+    model = trained.model
+    if hasattr(model, "merge_and_unload"):  # a PeftModel: fold the adapter into the base weights
+        model = model.merge_and_unload()
     model.config.id2label = dict(enumerate(trained.labels))
     model.config.label2id = {label: i for i, label in enumerate(trained.labels)}
     out_dir.mkdir(parents=True, exist_ok=True)

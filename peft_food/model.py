@@ -1,18 +1,19 @@
 """Model stage: the backbone with a fresh head for the dataset's labels, its image processor, and
-the one place where full fine-tuning and LoRA part ways (`apply_peft`).
+the one place where the fine-tuning methods part ways (`apply_peft`).
 
     peft-food-train peft=lora peft.r=8     # LoRA on attention query/value + trained head
     peft-food-train peft=full              # every parameter trains
+    peft-food-train model=dinov2_small peft=ia3
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import transformers
-from peft import LoraConfig, get_peft_model
+from peft import get_peft_model
 from transformers import (
     AutoConfig,
     AutoImageProcessor,
@@ -20,8 +21,9 @@ from transformers import (
     PretrainedConfig,
 )
 
-from peft_food.config import FullSpec, LoraSpec, ModelSpec
+from peft_food.config import ModelSpec
 from peft_food.errors import ConfigError, UserError
+from peft_food.methods import FullSpec, LinearProbeSpec, PeftSpec, is_adapter
 
 log = logging.getLogger(__name__)
 
@@ -46,19 +48,28 @@ def base_config(model: ModelSpec, *, labels: list[str] | None = None) -> Pretrai
     else:
         arch = dict(model.arch)
         config = AutoConfig.for_model(arch.pop("model_type"), **arch)
+    if "architectures" in model.arch:
+        # Picks the class among several for one model type (DeiT: not the loss-less ...WithTeacher).
+        config.architectures = list(model.arch["architectures"])
     if labels is not None:
         config.id2label = dict(enumerate(labels))
         config.label2id = {name: i for i, name in enumerate(labels)}
     return config
 
 
-def check_targets(model: ModelSpec, *, peft: LoraSpec | FullSpec) -> None:
-    """Fail on unknown LoRA targets before any data is read: the layout is built on the meta
-    device, which allocates nothing."""
-    if isinstance(peft, LoraSpec):
-        with torch.device("meta"):
-            skeleton = AutoModelForImageClassification.from_config(base_config(model))
-        resolve_target_modules(skeleton, requested=peft.target_modules, head=model.head)
+def check_targets(model: ModelSpec, *, peft: PeftSpec) -> None:
+    """Fail on unknown targets or head, or an adapter peft cannot fit to this backbone, before any
+    data is read: the layout is built on the meta device, which allocates nothing."""
+    with torch.device("meta"):
+        skeleton = AutoModelForImageClassification.from_config(base_config(model, labels=["a", "b"]))
+        head_module(skeleton, head=model.head)
+        if is_adapter(peft):
+            adapter = peft.adapter(resolve=target_resolver(skeleton, model=model), head=model.head)
+            try:
+                get_peft_model(skeleton, adapter)
+            except (ValueError, TypeError) as err:  # e.g. OFT's block size not dividing a layer's width
+                raise ConfigError(f"peft={peft.method} does not fit model={model.name}: "
+                                  f"{str(err).splitlines()[0]}") from None
 
 
 def load_processor(model: ModelSpec) -> Any:
@@ -106,40 +117,51 @@ def linear_module_names(model: torch.nn.Module, *, exclude: str) -> list[str]:
     return sorted(names)
 
 
-def resolve_target_modules(model: torch.nn.Module, *, requested: list[str], head: str) -> list[str]:
-    """Map configured names onto this transformers version's module names, or fail listing them."""
+def head_module(model: torch.nn.Module, *, head: str) -> torch.nn.Module:
+    try:
+        return model.get_submodule(head)
+    except AttributeError:
+        children = ", ".join(name for name, _ in model.named_children())
+        raise ConfigError(f"model.head={head!r} is not a module of this model; its top-level modules are "
+                          f"{children}") from None
+
+
+def resolve_target_modules(model: torch.nn.Module, *, requested: list[str], head: str,
+                           roles: dict[str, str] | None = None) -> list[str]:
+    """Map roles (query, value, mlp_out, ...) and raw names onto this model's Linear module names,
+    or fail listing what there is."""
+    roles = roles or {}
     available = linear_module_names(model, exclude=head)
     resolved = []
     for name in requested:
-        if name in available:
-            resolved.append(name)
-        elif MODULE_ALIASES.get(name) in available:
-            resolved.append(MODULE_ALIASES[name])
-        else:
+        candidates = [roles.get(name), name, MODULE_ALIASES.get(roles.get(name, name))]
+        found = next((c for c in candidates if c in available), None)
+        if found is None:
+            known = sorted(role for role, module in roles.items() if module in available)
             raise ConfigError(
-                f"peft.target_modules: no Linear module named {name!r} in this model; "
-                f"choose from {', '.join(available)}"
+                f"peft.target_modules: {name!r} is neither a module role of this model ({', '.join(known)}) "
+                f"nor one of its Linear modules ({', '.join(available)})"
             )
+        resolved.append(found)
     return resolved
 
 
-def apply_peft(base: torch.nn.Module, *, peft: LoraSpec | FullSpec, head: str) -> torch.nn.Module:
-    """Full fine-tuning returns the model as is; LoRA wraps it, keeping the head trainable."""
-    if isinstance(peft, FullSpec):
+def target_resolver(base: torch.nn.Module, *, model: ModelSpec) -> Callable[[list[str]], list[str]]:
+    """What a method spec calls to turn its target roles into this backbone's module names."""
+    return lambda requested: resolve_target_modules(base, requested=requested, head=model.head, roles=model.modules)
+
+
+def apply_peft(base: torch.nn.Module, *, peft: PeftSpec, model: ModelSpec) -> torch.nn.Module:
+    """Full fine-tuning trains the model as is, a linear probe only its head; every other method
+    is peft's own adapter (with the head trainable and saved beside it)."""
+    if isinstance(peft, (FullSpec, LinearProbeSpec)):
+        probe = isinstance(peft, LinearProbeSpec)
         for param in base.parameters():
+            param.requires_grad_(not probe)
+        for param in head_module(base, head=model.head).parameters():
             param.requires_grad_(True)
         return base
-    lora = LoraConfig(
-        r=peft.r,
-        lora_alpha=peft.alpha,
-        lora_dropout=peft.dropout,
-        bias=peft.bias,
-        target_modules=resolve_target_modules(base, requested=peft.target_modules, head=head),
-        # Without this the new head stays frozen at its random init and is not saved
-        # (peft #310, #577, #876, #1070).
-        modules_to_save=[head],
-    )
-    return get_peft_model(base, lora)
+    return get_peft_model(base, peft.adapter(resolve=target_resolver(base, model=model), head=model.head))
 
 
 def count_parameters(model: torch.nn.Module) -> dict[str, Any]:

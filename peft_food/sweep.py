@@ -5,6 +5,10 @@
 
 Every job of a sweep shares the W&B group `<sweep_name>-<sweep dir>` and is named by the keys the
 sweep varies (`r=8,alpha=32`), so the dashboard groups and labels runs with no manual setup.
+
+Before the first job starts, every job of a grid is composed: a key one of the swept methods does
+not have (`-m peft=lora,ia3 peft.r=4,16`: IA3 has no rank) stops the sweep with one line naming the
+job and the keys that method takes, instead of failing halfway through.
 """
 
 from __future__ import annotations
@@ -63,11 +67,55 @@ def job_records(sweep_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
     return jobs
 
 
+def grid_jobs(hydra_cfg: Any) -> list[tuple[list[str], str]]:
+    """(override list, label from the swept keys) of every job the basic sweeper will launch:
+    the sweep file's params plus the command line."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    params = [f"{key}={value}" for key, value in (hydra_cfg.sweeper.get("params") or {}).items()]
+    parsed = OverridesParser.create().parse_overrides([*params, *hydra_cfg.overrides.task])
+    swept = {o.key_or_group for o in parsed if o.is_sweep_override()}
+    jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    return [(job, " ".join(o for o in job if o.split("=", 1)[0].lstrip("+~") in swept)) for job in jobs]
+
+
+def _method_keys(job: list[str], default: str) -> str:
+    """"peft=<option> takes k1, k2, ..." for the job's method, to say what it would accept."""
+    from hydra import compose
+
+    from peft_food.methods import keys_of
+
+    option = next((o.split("=", 1)[1] for o in job if o.startswith("peft=")), default)
+    method = compose(config_name="train", overrides=[f"peft={option}"]).peft.method
+    return f"peft={option} takes {', '.join(keys_of(method)) or 'no peft.* keys'}"
+
+
+def check_grid(hydra_cfg: Any) -> None:
+    """Compose every job of the grid now, so a key that one swept method rejects costs nothing.
+    Values are still checked by each job (a bad value fails that job alone, recorded)."""
+    from hydra import compose
+
+    for job, label in grid_jobs(hydra_cfg):
+        try:
+            compose(config_name="train", overrides=job)
+        except Exception as err:
+            reason = str(err).splitlines()[0]
+            hint = _method_keys(job, hydra_cfg.runtime.choices.get("peft", "lora")) if "peft." in reason else ""
+            print(f"peft-food-train: error: sweep job `{label}` is not a valid config: {reason}"
+                  f"{f' ({hint})' if hint else ''}; no job was run", file=sys.stderr)
+            sys.exit(2)
+
+
 class SweepSummary(Callback):
-    """After the last job: one line per failed job, and a non-zero exit if any job failed.
+    """Before the first job: every job of the grid composes. After the last: one line per failed
+    job, and a non-zero exit if any job failed.
 
     Jobs catch their own errors so the rest of the sweep still runs (a raised exception would
     otherwise surface only as the first failure's traceback)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if "BasicSweeper" in str(config.hydra.sweeper.get("_target_", "")):
+            check_grid(config.hydra)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         jobs = job_records(Path(config.hydra.sweep.dir))

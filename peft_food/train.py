@@ -24,10 +24,11 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import Trainer, TrainerCallback, set_seed
 
 from peft_food.artifacts import save_base, save_trained
-from peft_food.config import LoraSpec, RunSpec, parse_config, resolve
+from peft_food.config import RunSpec, parse_config, resolve
 from peft_food.data import load_splits
 from peft_food.distributed import is_main_process, share_run_dir, world_size
 from peft_food.errors import UserError
+from peft_food.methods import FullSpec, method_label
 from peft_food.model import apply_peft, check_targets, count_parameters, load_base
 from peft_food.resume import Interrupted, StopOnSignal, latest_checkpoint, plan_resume
 from peft_food.sweep import is_multirun, job_labels
@@ -55,9 +56,10 @@ def build_trainer(spec: RunSpec, *, run_dir: Path, precision: str, method: str, 
     """Data, model and Trainer, once each; fills the record's parameter and sample counts."""
     splits = load_splits(spec.data, seed=spec.seed)
     base, processor = load_base(model=spec.model, labels=splits.labels)
-    if not spec.model.pretrained and method == "lora" and is_main_process():
+    # Every method but full saves only what it trained; a random-init base exists nowhere else.
+    if not spec.model.pretrained and not isinstance(spec.peft, FullSpec) and is_main_process():
         save_base(base, model_dir=run_dir / "model")
-    model = apply_peft(base, peft=spec.peft, head=spec.model.head)
+    model = apply_peft(base, peft=spec.peft, model=spec.model)
     record.update(count_parameters(model), num_labels=len(splits.labels), labels=splits.labels,
                   num_train_samples=len(splits.train), num_eval_samples=len(splits.eval))
     log.info("trainable params: %(trainable_params)s || all params: %(total_params)s "
@@ -82,7 +84,7 @@ def run(spec: RunSpec, *, resolved_config: dict[str, Any], resume_search: Path |
     previous = json.loads((run_dir / "metrics.json").read_text()) if resume_dir else {}
     set_seed(spec.seed)
     precision = resolve_precision(spec.train.precision)
-    method = "lora" if isinstance(spec.peft, LoraSpec) else "full"
+    method = method_label(spec.peft)
     main_process = is_main_process()  # under torchrun only rank 0 writes records and logs to W&B
     record: dict[str, Any] = {"status": "running", "method": method, "precision": precision, **provenance(),
                               "config": resolved_config, "run_dir": str(run_dir), "world_size": world_size(),

@@ -22,11 +22,17 @@ from peft_food.images import to_rgb
 log = logging.getLogger(__name__)
 
 
-def _size(processor: Any) -> tuple[int, int]:
+def _sizes(processor: Any) -> tuple[tuple[int, int], int]:
+    """(model input height/width, eval resize of the shorter side), as the processor says:
+    resize to `size`, then centre-crop to `crop_size` where it crops (DeiT, DINOv2: 256 -> 224)."""
     size = processor.size
+    resize = size["height"] if "height" in size else size["shortest_edge"]
+    crop = getattr(processor, "crop_size", None) if getattr(processor, "do_center_crop", False) else None
+    if crop:
+        return (crop["height"], crop["width"]), resize
     if "height" in size:
-        return size["height"], size["width"]
-    return size["shortest_edge"], size["shortest_edge"]
+        return (size["height"], size["width"]), resize
+    return (resize, resize), resize
 
 
 def build_transforms(processor: Any, *, uint8: bool = True) -> tuple[T.Compose, T.Compose]:
@@ -35,14 +41,14 @@ def build_transforms(processor: Any, *, uint8: bool = True) -> tuple[T.Compose, 
     uint8=True stops at a uint8 tensor: 4x less data crosses from the dataloader workers, and
     `normalize` then scales a whole batch at once (on the GPU when there is one) instead of image
     by image; uint8=False is the seed recipe (ToTensor + Normalize per image)."""
-    size = _size(processor)
+    size, resize = _sizes(processor)
     if uint8:
         tail = [T.PILToTensor()]
     else:
         tail = [T.ToTensor(), T.Normalize(mean=processor.image_mean, std=processor.image_std)]
     train = T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), *tail])
     # As the seed: resize the shorter side, then crop the centre (no squashing of the aspect).
-    eval_ = T.Compose([T.Resize(size[0]), T.CenterCrop(size), *tail])
+    eval_ = T.Compose([T.Resize(resize), T.CenterCrop(size), *tail])
     return train, eval_
 
 

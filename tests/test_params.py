@@ -1,57 +1,142 @@
-"""Trainable-parameter counts of the real configs, checked against the arithmetic.
+"""Trainable-parameter counts of the real configs, checked against each method's arithmetic.
 
-ViT-B/16 (hidden 768, 12 layers) with a 101-way head: LoRA on q and v adds A (r x 768) and
-B (768 x r) per projection, 2 projections x 12 layers -> 36,864 * r; the head (768 * 101 + 101 =
-77,669) trains too. Built from the shipped config, so no Hub is needed.
+ViT-B/16 (hidden 768, MLP 3,072, 12 layers) with a 101-way head. q and v are 768 x 768 Linear
+layers, so "q/v" means 24 adapted layers. The head (768 * 101 + 101 = 77,669) trains with every
+method. Built from the shipped config with random weights, so no Hub is needed.
 """
+
+import copy
 
 import pytest
 
 from peft_food.config import parse_config
-from peft_food.model import (
-    apply_peft,
-    count_parameters,
-    load_base,
-    resolve_target_modules,
-)
+from peft_food.model import apply_peft, count_parameters, load_base, resolve_target_modules
 from tests.conftest import compose_config
 
 LABELS = [f"food_{i}" for i in range(101)]
 VIT_B_BACKBONE_AND_HEAD = 85_876_325  # ViT-B/16 without pooler + 101-way classifier
 HEAD = 768 * 101 + 101
+D, MLP, QV_LAYERS = 768, 3072, 24
 
 
-def counts(*overrides):
-    spec = parse_config(compose_config("model=vit_base", "model.pretrained=false", *overrides, output_dir="/tmp/x"))
+@pytest.fixture(scope="module")
+def vit_b():
+    spec = parse_config(compose_config("model=vit_base", "model.pretrained=false", output_dir="/tmp/x"))
     base, _ = load_base(model=spec.model, labels=LABELS)
-    return count_parameters(apply_peft(base, peft=spec.peft, head=spec.model.head))
+    return base
 
 
-def test_seed_recipe_lora_count_matches_the_tutorial():
-    got = counts("peft=lora", "peft.r=16")
+def counts(vit_b, *overrides):
+    spec = parse_config(compose_config("model=vit_base", "model.pretrained=false", *overrides, output_dir="/tmp/x"))
+    model = apply_peft(copy.deepcopy(vit_b), peft=spec.peft, model=spec.model)
+    return count_parameters(model), model
+
+
+def test_seed_recipe_lora_count_matches_the_tutorial(vit_b):
+    got, _ = counts(vit_b, "peft=lora", "peft.r=16")
     assert got == {"trainable_params": 667_493, "total_params": 86_543_818, "trainable_percent": 0.7713}
 
 
 @pytest.mark.parametrize("r", [4, 8, 32])
-def test_lora_count_is_linear_in_rank_and_ignores_alpha(r):
+def test_lora_count_is_linear_in_rank_and_ignores_alpha(vit_b, r):
     for alpha in (8, 64):
-        got = counts("peft=lora", f"peft.r={r}", f"peft.alpha={alpha}")
+        got, _ = counts(vit_b, "peft=lora", f"peft.r={r}", f"peft.alpha={alpha}")
         assert got["trainable_params"] == 36_864 * r + HEAD
         # The total also holds the adapter and the saved copy of the head.
         assert got["total_params"] == VIT_B_BACKBONE_AND_HEAD + 36_864 * r + HEAD
 
 
-def test_full_fine_tuning_trains_every_parameter():
-    got = counts("peft=full")
+def test_full_fine_tuning_trains_every_parameter(vit_b):
+    got, _ = counts(vit_b, "peft=full")
     assert got == {"trainable_params": VIT_B_BACKBONE_AND_HEAD, "total_params": VIT_B_BACKBONE_AND_HEAD,
                    "trainable_percent": 100.0}
 
 
-def test_query_value_resolve_on_the_installed_transformers_and_old_names_work_too():
+def test_linear_probe_trains_the_head_alone(vit_b):
+    got, model = counts(vit_b, "peft=linear_probe")
+    assert got["trainable_params"] == HEAD
+    assert got["total_params"] == VIT_B_BACKBONE_AND_HEAD
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == {"classifier.weight", "classifier.bias"}
+
+
+@pytest.mark.parametrize("option", [["peft=dora"], ["peft=lora", "peft.use_dora=true"]])
+def test_dora_adds_one_magnitude_per_output_of_each_target(vit_b, option):
+    got, _ = counts(vit_b, *option, "peft.r=8")
+    assert got["trainable_params"] == 36_864 * 8 + QV_LAYERS * D + HEAD
+
+
+def test_rslora_keeps_lora_count_and_scales_by_alpha_over_sqrt_r(vit_b):
+    got, model = counts(vit_b, "peft=lora", "peft.use_rslora=true", "peft.r=16", "peft.alpha=32")
+    assert got["trainable_params"] == 36_864 * 16 + HEAD
+    q = model.get_submodule("base_model.model.vit.layers.0.attention.q_proj")
+    assert q.scaling["default"] == pytest.approx(32 / 16 ** 0.5)  # plain LoRA would give 32 / 16 = 2
+
+
+@pytest.mark.parametrize("r", [4, 16])
+def test_loha_trains_two_rank_r_pairs_per_target(vit_b, r):
+    got, _ = counts(vit_b, "peft=loha", f"peft.r={r}")
+    # W = (A1 B1) * (A2 B2): two (768 x r)(r x 768) pairs per target.
+    assert got["trainable_params"] == QV_LAYERS * 2 * r * (D + D) + HEAD
+
+
+@pytest.mark.parametrize("r,w2", [(4, 2 * 32 * 4), (8, 2 * 32 * 8), (16, 32 * 32), (32, 32 * 32)])
+def test_lokr_is_a_kronecker_of_24x24_and_a_32x32_that_is_low_rank_below_r_16(vit_b, r, w2):
+    # 768 = 24 * 32; w1 is 24 x 24. w2 is 32 x 32, or (32 x r)(r x 32) while r < 32 / 2.
+    got, _ = counts(vit_b, "peft=lokr", f"peft.r={r}")
+    assert got["trainable_params"] == QV_LAYERS * (24 * 24 + w2) + HEAD
+
+
+def test_ia3_trains_one_vector_per_target_sized_by_output_or_ff_input(vit_b):
+    got, _ = counts(vit_b, "peft=ia3")
+    # key and value scale their 768 outputs; fc2 (feed-forward) scales its 3,072 inputs.
+    assert got["trainable_params"] == 12 * (D + D + MLP) + HEAD == 55_296 + HEAD
+
+
+@pytest.mark.parametrize("r", [64, 256])
+def test_vera_trains_two_vectors_per_target_and_shares_frozen_projections(vit_b, r):
+    got, model = counts(vit_b, "peft=vera", f"peft.r={r}")
+    assert got["trainable_params"] == QV_LAYERS * (r + D) + HEAD
+    # The shared A (r x 768) and B (768 x r) are buffers: they do not train.
+    assert tuple(model.base_model.vera_A["default"].shape) == (r, D)
+
+
+@pytest.mark.parametrize("block", [16, 32])
+def test_oft_trains_the_skew_symmetric_half_of_each_orthogonal_block(vit_b, block):
+    got, _ = counts(vit_b, "peft=oft", f"peft.block_size={block}")
+    # 768 / b blocks of b x b, each with b(b-1)/2 free entries -> 768 (b-1) / 2 per target.
+    assert got["trainable_params"] == QV_LAYERS * (D // block) * block * (block - 1) // 2 + HEAD
+
+
+# Each toy backbone's q/v LoRA count from its own arithmetic, with a 10-way head.
+# vit/deit/dinov2 toys: 4 layers x 2 targets x r x (64 + 64). DINOv2's head reads [CLS] + mean
+# patch token (2 x 64 wide). Swin toy: 2 blocks at width 32 and 2 at width 64.
+BACKBONES = {
+    "vit_tiny": (4 * 2 * 128, 64 * 10 + 10),
+    "deit_tiny": (4 * 2 * 128, 64 * 10 + 10),
+    "dinov2_tiny": (4 * 2 * 128, 128 * 10 + 10),
+    "swin_tiny": (2 * 2 * 64 + 2 * 2 * 128, 64 * 10 + 10),
+}
+
+
+@pytest.mark.parametrize("model", sorted(BACKBONES))
+def test_every_backbone_resolves_its_modules_and_head(model):
+    per_rank, head = BACKBONES[model]
+    spec = parse_config(compose_config(f"model={model}", "peft=lora", "peft.r=8", output_dir="/tmp/x"))
+    base, _ = load_base(model=spec.model, labels=LABELS[:10])
+    lora = count_parameters(apply_peft(copy.deepcopy(base), peft=spec.peft, model=spec.model))
+    assert lora["trainable_params"] == 8 * per_rank + head
+    probe = apply_peft(base, peft=parse_config(compose_config(f"model={model}", "peft=linear_probe",
+                                                              output_dir="/tmp/x")).peft, model=spec.model)
+    assert count_parameters(probe)["trainable_params"] == head
+
+
+def test_roles_map_to_the_installed_names_and_old_names_work_too():
     spec = parse_config(compose_config("model=vit_tiny", output_dir="/tmp/x"))
     base, _ = load_base(model=spec.model, labels=LABELS[:3])
     linear = {name.rsplit(".", 1)[-1] for name, m in base.named_modules() if type(m).__name__ == "Linear"}
     new_names = {"q_proj", "v_proj"} <= linear
     expected = ["q_proj", "v_proj"] if new_names else ["query", "value"]
-    assert resolve_target_modules(base, requested=["query", "value"], head="classifier") == expected
-    assert resolve_target_modules(base, requested=["q_proj", "v_proj"], head="classifier") == expected
+    roles = spec.model.modules
+    assert resolve_target_modules(base, requested=["query", "value"], head="classifier", roles=roles) == expected
+    assert resolve_target_modules(base, requested=["q_proj", "v_proj"], head="classifier", roles=roles) == expected
+    assert resolve_target_modules(base, requested=["mlp_out"], head="classifier", roles=roles) == ["fc2"]

@@ -1,0 +1,114 @@
+"""Every method end to end on a tiny model: train, save only what trained, reload exactly, predict,
+export a merged model that needs no peft; and sweeps across methods, keys checked per method."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForImageClassification
+
+from peft_food.compare import collect, method_by_model
+from peft_food.export import export
+from peft_food.predict import main as predict
+from peft_food.train import train
+from tests.conftest import TINY, compose_config
+from tests.test_predict import eval_logits
+
+# peft's name for each adapter method, as written in adapter_config.json.
+ADAPTERS = {"lora": "LORA", "dora": "LORA", "loha": "LOHA", "lokr": "LOKR", "ia3": "IA3", "vera": "VERA",
+            "oft": "OFT"}
+METHODS = ["full", "linear_probe", *ADAPTERS]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_method_saves_what_trained_reloads_exactly_and_exports(method, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    metrics = train(compose_config(*TINY, f"peft={method}", "logger=none", "train.epochs=2", output_dir=run_dir))
+    assert metrics["status"] == "completed" and metrics["method"] == method
+    model_dir = run_dir / "model"
+    saved = {p.name for p in model_dir.iterdir()}
+
+    if method in ADAPTERS:
+        config = json.loads((model_dir / "adapter_config.json").read_text())
+        assert config["peft_type"] == ADAPTERS[method]
+        assert config["modules_to_save"] == ["classifier"]
+        assert config.get("use_dora", False) == (method == "dora")
+        assert "model.safetensors" not in saved  # the frozen base lives in model/base only
+    elif method == "linear_probe":
+        assert "head.safetensors" in saved and "model.safetensors" not in saved
+    # What a user ships is much smaller than the model, except for full fine-tuning.
+    full_mb = 4 * metrics["total_params"] / 2**20
+    assert (metrics["model_size_mb"] > 0.9 * full_mb) == (method == "full")
+
+    # Reloaded (in this process, from files only) the model scores what training recorded.
+    logits, labels = eval_logits(run_dir)
+    assert float((logits.argmax(-1) == labels).mean()) == metrics["best_eval_accuracy"]
+
+    # Exported: a plain transformers model, no peft wrapper, same predictions.
+    out = export(run_dir, tmp_path / "exported")
+    plain = AutoModelForImageClassification.from_pretrained(str(out)).eval()
+    assert not any("lora_" in n or "hada_" in n or "oft_" in n or "vera_" in n for n, _ in plain.named_parameters())
+    merged, _ = eval_logits(out)
+    assert np.allclose(merged, logits, atol=1e-4)
+
+    # The predict CLI reads the same run dir.
+    image = tmp_path / "dish.png"
+    from PIL import Image
+
+    Image.fromarray(np.full((40, 40, 3), 120, dtype=np.uint8)).save(image)
+    assert predict([str(run_dir), str(image), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["predictions"][0]["label"] in metrics["labels"]
+
+
+def test_linear_probe_leaves_the_backbone_bit_for_bit_unchanged(tmp_path):
+    run_dir = tmp_path / "run"
+    train(compose_config(*TINY, "peft=linear_probe", "logger=none", "train.epochs=1", output_dir=run_dir))
+    base = AutoModelForImageClassification.from_pretrained(str(run_dir / "model" / "base"))
+    from peft_food.artifacts import load_trained
+
+    trained = load_trained(run_dir).model
+    changed = [n for n, p in trained.state_dict().items() if not torch.equal(p, base.state_dict()[n])]
+    assert changed == ["classifier.weight", "classifier.bias"]
+
+
+def cli_sweep(tmp_path, *overrides):
+    return subprocess.run(
+        [sys.executable, "-m", "peft_food.train", "-m", *TINY, "logger=none", "train.epochs=1",
+         f"hydra.sweep.dir={tmp_path / 'sweep'}", *overrides],
+        capture_output=True, text=True, cwd=str(tmp_path))
+
+
+def test_a_sweep_over_methods_and_ranks_runs_each_method_with_its_own_keys(tmp_path):
+    done = cli_sweep(tmp_path, "peft=lora,dora,loha", "peft.r=2,4")
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = collect(tmp_path / "sweep")
+    got = {(r["method"], r["r"]): r["trainable_params"] for r in rows}
+    # vit_tiny (4 layers, width 64), q/v, 4-way head (260): LoRA 1,024 r; DoRA + 8 x 64; LoHa 2,048 r.
+    assert got == {("lora", 2): 2_048 + 260, ("lora", 4): 4_096 + 260, ("dora", 2): 2_048 + 512 + 260,
+                   ("dora", 4): 4_096 + 512 + 260, ("loha", 2): 4_096 + 260, ("loha", 4): 8_192 + 260}
+
+
+def test_a_key_one_swept_method_lacks_stops_the_sweep_before_any_job(tmp_path):
+    done = cli_sweep(tmp_path, "peft=lora,ia3", "peft.r=2,4")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "peft-food-train: error: sweep job `peft=ia3 peft.r=2` is not a valid config: Could not override "
+        "'peft.r'. (peft=ia3 takes target_modules, feedforward_modules); no job was run"]
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_compare_tabulates_methods_against_backbones(tmp_path):
+    done = cli_sweep(tmp_path, "peft=linear_probe,ia3", "model=vit_tiny,swin_tiny")
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = collect(tmp_path / "sweep")
+    assert {(r["method"], r["model"]) for r in rows} == {
+        (m, b) for m in ("linear_probe", "ia3") for b in ("vit_tiny", "swin_tiny")}
+    table = method_by_model(rows).splitlines()
+    assert table[0].split() == ["best", "accuracy", "swin_tiny", "vit_tiny"]
+    best = {(r["method"], r["model"]): r["best_acc"] for r in rows}
+    ia3 = next(line for line in table if line.startswith("ia3")).split()
+    assert ia3[1:] == [f"{best[('ia3', 'swin_tiny')]:.4f}", f"{best[('ia3', 'vit_tiny')]:.4f}"]
