@@ -35,8 +35,8 @@ from torch.utils.data import DataLoader, Dataset
 from transformers import TrainerCallback, set_seed
 
 from peft_food.config import RunSpec, parse_config
-from peft_food.methods import FullSpec, LoraSpec
 from peft_food.data import load_splits
+from peft_food.methods import FullSpec, LoraSpec
 from peft_food.model import apply_peft, load_base, load_processor
 from peft_food.tracking import hardware
 from peft_food.train import CONF_DIR

@@ -10,7 +10,12 @@ import copy
 import pytest
 
 from peft_food.config import parse_config
-from peft_food.model import apply_peft, count_parameters, load_base, resolve_target_modules
+from peft_food.model import (
+    apply_peft,
+    count_parameters,
+    load_base,
+    resolve_target_modules,
+)
 from tests.conftest import compose_config
 
 LABELS = [f"food_{i}" for i in range(101)]
