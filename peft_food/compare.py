@@ -91,48 +91,57 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
         writer.writerows(rows)
 
 
+def _heatmap(fig: Any, ax: Any, cells: dict[tuple[Any, Any], float], *, xs: list, ys: list) -> None:
+    """Best accuracy per (x, y) cell, written in each cell."""
+    values = [[cells.get((x, y), math.nan) for x in xs] for y in ys]
+    image = ax.imshow(values, origin="lower", cmap="viridis", aspect="auto")
+    fig.colorbar(image, ax=ax, label="best eval accuracy")
+    for (x, y), value in cells.items():
+        bright = image.norm(value) > 0.6  # dark text on the yellow end of viridis
+        ax.text(xs.index(x), ys.index(y), f"{value:.3f}", ha="center", va="center",
+                color="black" if bright else "white", fontsize=9, fontweight="bold")
+    ax.set_xticks(range(len(xs)), [str(x) for x in xs])
+    ax.set_yticks(range(len(ys)), [str(y) for y in ys])
+
+
 def plot(rows: list[dict[str, Any]], path: Path, *, title: str) -> None:
-    """Left: best accuracy on the rank x alpha grid (LoRA). Right: accuracy against trainable
-    parameters (log scale), every method, so the cost of each point of accuracy is visible."""
+    """Left: best accuracy on the method x model grid (several models) or the LoRA rank x alpha
+    grid (one model). Right: accuracy against trainable parameters (log scale), colour by method
+    and marker by model, so the cost of each point of accuracy is visible."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     done = [r for r in rows if r["best_acc"] != ""]
+    models = sorted({r["model"] for r in done})
+    methods = list(dict.fromkeys(r["method"] for r in done))
+    fig, (grid_ax, cost_ax) = plt.subplots(1, 2, figsize=(13, 5.2))
     lora = [r for r in done if r["method"] == "lora" and r["r"] != ""]
-    fig, (grid_ax, cost_ax) = plt.subplots(1, 2, figsize=(12, 4.8))
-    ranks = sorted({r["r"] for r in lora})
-    alphas = sorted({r["alpha"] for r in lora})
-    if lora:
-        values = [[math.nan] * len(ranks) for _ in alphas]
-        for r in lora:
-            values[alphas.index(r["alpha"])][ranks.index(r["r"])] = r["best_acc"]
-        image = grid_ax.imshow(values, origin="lower", cmap="viridis", aspect="auto")
-        fig.colorbar(image, ax=grid_ax, label="best eval accuracy")
-        for r in lora:
-            bright = image.norm(r["best_acc"]) > 0.6  # dark text on the yellow end of viridis
-            grid_ax.text(ranks.index(r["r"]), alphas.index(r["alpha"]), f"{r['best_acc']:.3f}", ha="center",
-                         va="center", color="black" if bright else "white", fontsize=10, fontweight="bold")
-        grid_ax.set_xticks(range(len(ranks)), [str(x) for x in ranks])
-        grid_ax.set_yticks(range(len(alphas)), [str(x) for x in alphas])
+    if len(models) > 1:
+        _heatmap(fig, grid_ax, {(r["model"], r["method"]): r["best_acc"] for r in done}, xs=models, ys=methods)
+        grid_ax.set(xlabel="model", ylabel="method", title="Best accuracy: method x model")
+    elif lora:
+        _heatmap(fig, grid_ax, {(r["r"], r["alpha"]): r["best_acc"] for r in lora},
+                 xs=sorted({r["r"] for r in lora}), ys=sorted({r["alpha"] for r in lora}))
+        grid_ax.set(xlabel="LoRA rank r", ylabel="LoRA alpha", title="Best accuracy: rank x alpha")
     else:
         grid_ax.text(0.5, 0.5, "no finished LoRA jobs", ha="center", va="center", transform=grid_ax.transAxes)
-    grid_ax.set(xlabel="LoRA rank r", ylabel="LoRA alpha", title="Best accuracy: rank x alpha")
 
-    models = sorted({r["model"] for r in done})
-    for method in sorted({r["method"] for r in done}):
-        points = [r for r in done if r["method"] == method]
-        cost_ax.scatter([r["trainable_params"] for r in points], [r["best_acc"] for r in points],
-                        s=60, label=method, alpha=0.8)
-        for r in points:
-            label = f"r={r['r']},a={r['alpha']}" if r["r"] != "" else method
-            label = f"{r['model']} {label}" if len(models) > 1 else label
-            cost_ax.annotate(label, (r["trainable_params"], r["best_acc"]), textcoords="offset points",
-                             xytext=(5, 4), fontsize=8)
+    markers = dict(zip(models, "osD^vP*X"))
+    colors = dict(zip(methods, plt.cm.tab10.colors))
+    for r in done:
+        cost_ax.scatter(r["trainable_params"], r["best_acc"], s=60, alpha=0.8, color=colors[r["method"]],
+                        marker=markers.get(r["model"], "o"))
+        if len(models) == 1 and r["r"] != "":
+            cost_ax.annotate(f"r={r['r']},a={r['alpha']}", (r["trainable_params"], r["best_acc"]),
+                             textcoords="offset points", xytext=(5, 4), fontsize=8)
     if done:
         cost_ax.set_xscale("log")
-        cost_ax.legend(title="method")
+        handles = [plt.Line2D([], [], color=colors[m], marker="o", linestyle="", label=m) for m in methods]
+        if len(models) > 1:
+            handles += [plt.Line2D([], [], color="grey", marker=markers[m], linestyle="", label=m) for m in models]
+        cost_ax.legend(handles=handles, fontsize=8, loc="best")
     cost_ax.set(xlabel="trainable parameters (log)", ylabel="best eval accuracy",
                 title="Accuracy against trainable parameters")
     cost_ax.grid(True, alpha=0.3)

@@ -82,20 +82,26 @@ def record(source: Path, record_dir: Path, *, description: str) -> Path:
 
 
 def record_pending(record_dir: Path, *, overrides: list[str], description: str, hardware: str) -> Path:
-    """A record whose config is committed and whose results await a run (e.g. on a GPU)."""
+    """A record whose config is committed and whose results await a run (e.g. on a GPU). A sweep
+    (`experiment=` or `+sweep=` with hydra.sweeper.params) gets one run config per job."""
     from hydra import compose, initialize_config_dir
 
     from peft_food.config import resolve
+    from peft_food.sweep import grid_jobs
     from peft_food.train import CONF_DIR
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[*overrides, "output_dir=unused"])
-    config = _portable(resolve(cfg), root=repo_root(record_dir))
-    out = record_dir / "runs" / "run"
-    out.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(OmegaConf.create(config), out / "config.yaml")
+        hydra_cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True).hydra
+        jobs = grid_jobs(hydra_cfg) if hydra_cfg.sweeper.get("params") else [(overrides, "")]
+        for job, label in jobs:
+            cfg = compose(config_name="train", overrides=[*job, "output_dir=unused"])
+            config = _portable(resolve(cfg), root=repo_root(record_dir))
+            out = record_dir / "runs" / (run_name({}, fallback=label.replace(" ", ",")) if label else "run")
+            out.mkdir(parents=True, exist_ok=True)
+            OmegaConf.save(OmegaConf.create(config), out / "config.yaml")
+    multirun = ["-m"] if len(jobs) > 1 else []
     meta = {"description": description, "status": f"awaiting a run on {hardware}",
-            "command": " ".join(["peft-food-train", *overrides]), "hardware": hardware,
+            "command": " ".join(["peft-food-train", *multirun, *overrides]), "hardware": hardware,
             "tolerance": {"eval_accuracy": 0.01, "eval_loss": 0.05}}
     OmegaConf.save(OmegaConf.create(meta), record_dir / "experiment.yaml")
     return record_dir

@@ -4,7 +4,10 @@ import json
 import shutil
 
 import pytest
+from omegaconf import OmegaConf
 
+from peft_food.config import parse_config
+from peft_food.methods import method_label
 from peft_food.reproduce import main as reproduce
 from peft_food.train import train
 from tests.conftest import MINI, REPO, TINY, compose_config
@@ -52,3 +55,37 @@ def test_committed_mini_sweep_record_reproduces_on_the_real_photos(tmp_path, cap
         pytest.skip(f"{MINI} not present")
     assert reproduce([str(REPO / "experiments" / "mini_rank_alpha"), "--out", str(tmp_path)]) == 0
     assert capsys.readouterr().out.count("MATCH") == 4
+
+
+@pytest.mark.slow
+def test_committed_methods_by_backbones_record_reproduces_one_run_per_backbone(tmp_path, capsys):
+    if not MINI.is_dir():
+        pytest.skip(f"{MINI} not present")
+    subset = REPO / "experiments" / "mini_methods"
+    record = tmp_path / "record"
+    (record / "runs").mkdir(parents=True)
+    shutil.copy(subset / "experiment.yaml", record / "experiment.yaml")
+    for name in ["modelvit_tiny_peftoft", "modeldeit_tiny_peftlokr", "modeldinov2_tiny_peftvera",
+                 "modelswin_tiny_peftia3"]:
+        shutil.copytree(subset / "runs" / name, record / "runs" / name)
+        config = OmegaConf.load(record / "runs" / name / "config.yaml")
+        config.data.root = str(MINI)  # the copy lives outside the repo: point at the photos directly
+        OmegaConf.save(config, record / "runs" / name / "config.yaml")
+    assert reproduce([str(record), "--out", str(tmp_path / "out")]) == 0
+    assert capsys.readouterr().out.count("MATCH") == 4
+
+
+def test_pending_methods_by_backbones_record_holds_every_job_of_the_grid():
+    record = REPO / "experiments" / "methods_backbones"
+    meta = OmegaConf.load(record / "experiment.yaml")
+    assert meta.status == "awaiting a run on GPU"
+    assert meta.command == "peft-food-train -m experiment=methods_backbones"
+    pairs = set()
+    for config_file in (record / "runs").glob("*/config.yaml"):
+        config = OmegaConf.merge(OmegaConf.load(config_file), {"output_dir": "unused"})
+        spec = parse_config(config)  # every job's config is valid as committed
+        assert spec.model.pretrained and spec.data.eval_split == "validation"
+        pairs.add((spec.model.name, method_label(spec.peft)))
+    models = {"vit_base", "vit_base_in1k", "deit_small", "dinov2_small", "swin_t"}
+    methods = {"full", "linear_probe", "lora", "dora", "loha", "lokr", "ia3", "vera", "oft"}
+    assert pairs == {(m, p) for m in models for p in methods}
