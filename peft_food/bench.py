@@ -8,8 +8,8 @@ Composes the same conf/ groups as training (plus `bench.*`), prints a table and 
 process on the same images, so they hold where absolute numbers are noisy.
 
 - data: images/s through the train and eval transforms on real photos, for each worker count.
-  ours = uint8 tensors out of the workers, one vectorised normalise per batch, persistent
-  workers; seed_recipe = per-image ToTensor + Normalize in set_transform, 0 workers.
+  ours = train JPEGs decoded and augmented as tensors (data.fast_decode), uint8 tensors out
+  of the workers, one vectorised normalise per batch, persistent workers; seed_recipe = per-image ToTensor + Normalize in set_transform, 0 workers.
 - train: images/s, step time and peak memory for LoRA and full fine-tuning on synthetic pixels
   (model-bound) and on the real data path (end to end), ours vs the seed's settings (eager
   attention, unfused AdamW, float pipeline, 0 workers). Eval images/s too.
@@ -55,7 +55,17 @@ log = logging.getLogger(__name__)
 
 
 def data_rate(ds, *, workers: int, batch_size: int, limit: int, mean, std) -> float:
-    """Images/s delivered as normalised float batches (the work a training step waits for)."""
+    """Images/s delivered as normalised float batches (the work a training step waits for).
+    With 0 workers torch may use one thread (one core), as each dataloader worker does."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1 if workers == 0 else threads)
+    try:
+        return _data_rate(ds, workers=workers, batch_size=batch_size, limit=limit, mean=mean, std=std)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _data_rate(ds, *, workers: int, batch_size: int, limit: int, mean, std) -> float:
     loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate, shuffle=False,
                         persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
     iterator = iter(loader)
@@ -77,7 +87,11 @@ def bench_data(spec: RunSpec, bench: DictConfig, processor: Any) -> dict[str, An
     seed = {"train_img_per_s": data_rate(splits.train, workers=0, **kw),
             "eval_img_per_s": data_rate(splits.eval, workers=0, **{**kw, "limit": min(limit, len(splits.eval) - 1)}),
             "workers": 0}
-    attach_transforms(splits, processor, uint8=True)
+    # Before the tensor decode path: uint8 out of the workers, PIL decode and augment (0 workers).
+    attach_transforms(splits, processor, uint8=True, fast_decode=False)
+    pil_decode = {"train_img_per_s": data_rate(splits.train, workers=0, **kw), "workers": 0}
+    splits = load_splits(spec.data, seed=spec.seed)  # fresh columns: attach may have recast `image`
+    attach_transforms(splits, processor, uint8=True, fast_decode=spec.data.fast_decode)
     cores = os.cpu_count() or 1
     per_workers = {}
     for workers in bench.workers if bench.workers is not None else range(cores + 1):
@@ -94,7 +108,9 @@ def bench_data(spec: RunSpec, bench: DictConfig, processor: Any) -> dict[str, An
             "eval_img_per_s": data_rate(splits.eval, workers=int(best), **{**kw, "limit": min(limit, len(splits.eval) - 1)}),
             "train_img_per_s_per_core_0_workers": per_workers["0"]["train_img_per_s"] if "0" in per_workers else None,
             "by_workers": per_workers}
-    return {"ours": ours, "seed_recipe": seed, "ours_cached": cached,
+    return {"ours": ours, "seed_recipe": seed, "ours_cached": cached, "ours_pil_decode": pil_decode,
+            "fast_decode": spec.data.fast_decode,
+            "speedup_train_pil_decode_single_core": pil_decode["train_img_per_s"] / seed["train_img_per_s"],
             "speedup_train_cached_single_core": cached["train_img_per_s"] / seed["train_img_per_s"],
             "speedup_train": ours["train_img_per_s"] / seed["train_img_per_s"],
             "speedup_train_single_core": (per_workers["0"]["train_img_per_s"] / seed["train_img_per_s"]
@@ -169,7 +185,7 @@ def bench_train(spec: RunSpec, bench: DictConfig, *, method_spec, recipe: str, s
     steps = bench.warmup_steps + bench.train_steps
     n = bench.batch_size * steps
     if splits:
-        attach_transforms(splits, processor, uint8=ours)
+        attach_transforms(splits, processor, uint8=ours, fast_decode=ours and spec.data.fast_decode)
         train_ds, eval_ds = splits.train, splits.eval
     else:
         train_ds = SyntheticPixels(n=n, size=size, num_labels=len(labels), uint8=ours)
@@ -214,6 +230,8 @@ def table(result: dict[str, Any]) -> str:
                          f"{d[name]['workers']:>10}")
         for w, r in d["ours"]["by_workers"].items():
             lines.append(f"  ours, {w} workers{'':<8}{r['train_img_per_s']:>9.1f}   per core {r['train_img_per_s_per_core']:.1f}")
+        p = d["ours_pil_decode"]
+        lines.append(f"  ours, PIL decode, 0 workers{p['train_img_per_s']:>9.1f}   (before data.fast_decode)")
         c = d["ours_cached"]
         lines.append(f"  ours, cached, 0 workers{c['train_img_per_s']:>9.1f}   (decode once: {c['decode_once_s']:.1f} s)")
         lines.append(f"  speed-up vs seed: {d['speedup_train']:.2f}x (single core: {d['speedup_train_single_core']:.2f}x, "

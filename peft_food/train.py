@@ -64,7 +64,8 @@ def build_trainer(spec: RunSpec, *, run_dir: Path, precision: str, method: str, 
                   num_train_samples=len(splits.train), num_eval_samples=len(splits.eval))
     log.info("trainable params: %(trainable_params)s || all params: %(total_params)s "
              "|| trainable%%: %(trainable_percent)s", record)
-    attach_transforms(splits, processor, uint8=spec.data.uint8, cache=spec.data.cache)
+    attach_transforms(splits, processor, uint8=spec.data.uint8, cache=spec.data.cache,
+                      fast_decode=spec.data.fast_decode)
     args = training_arguments(train=spec.train, precision=precision, workers=resolve_workers(spec.train.workers),
                               run_dir=run_dir, seed=spec.seed, report_to=report_to)
     trainer = ImageTrainer(model=model, args=args, train_dataset=splits.train, eval_dataset=splits.eval,

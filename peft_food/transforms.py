@@ -2,19 +2,32 @@
 lazily to the datasets, and the collate that batches them.
 
     train: RandomResizedCrop + RandomHorizontalFlip     eval: Resize(shorter side) + CenterCrop
+
+The train path (`data.fast_decode=true`, with uint8) decodes JPEGs with torchvision's
+libjpeg-turbo straight into a uint8 tensor and crops, resizes (bilinear, antialiased) and flips
+the tensor: the same augmentations with the same parameters, about twice as fast per core as
+PIL's decode + crop + resize. Only the resampling arithmetic differs from PIL's, by a grey level
+or two. Eval always goes through PIL as the seed does, and as peft-food-predict does, so eval
+accuracy and predictions agree.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from datasets import Dataset
+from datasets import Image as ImageFeature
 from PIL import Image as PILImage
 from torchvision import transforms as T
+from torchvision.io import ImageReadMode, decode_jpeg
+from torchvision.transforms import functional as F
+from torchvision.transforms import v2
 
 from peft_food.data import Splits
 from peft_food.images import to_rgb
@@ -35,21 +48,48 @@ def _sizes(processor: Any) -> tuple[tuple[int, int], int]:
     return (resize, resize), resize
 
 
-def build_transforms(processor: Any, *, uint8: bool = True) -> tuple[T.Compose, T.Compose]:
-    """The seed's augmentations, sized by the checkpoint's own image processor.
+class DecodeToTensor:
+    """An image as opened (file bytes/path not yet decoded, or a PIL image) -> uint8 RGB (3, H, W).
+    JPEGs decode with torchvision's libjpeg-turbo (greyscale and CMYK to RGB); anything else, or
+    a JPEG torchvision cannot read, goes through PIL."""
+
+    def __call__(self, value: Any) -> torch.Tensor:
+        if isinstance(value, dict):
+            data = value.get("bytes") or Path(value["path"]).read_bytes()
+            if data[:2] == b"\xff\xd8":  # JPEG start-of-image marker
+                try:
+                    return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+                except RuntimeError:
+                    pass
+            value = PILImage.open(io.BytesIO(data))
+        return F.pil_to_tensor(to_rgb(value))
+
+
+def build_transforms(processor: Any, *, uint8: bool = True, fast_decode: bool = False) -> tuple[Any, Any]:
+    """The seed's augmentations, sized by the checkpoint's own image processor. Both take an
+    image as datasets gives it (a PIL image, or an undecoded file) and make it RGB.
 
     uint8=True stops at a uint8 tensor: 4x less data crosses from the dataloader workers, and
     `normalize` then scales a whole batch at once (on the GPU when there is one) instead of image
-    by image; uint8=False is the seed recipe (ToTensor + Normalize per image)."""
+    by image; uint8=False is the seed recipe (ToTensor + Normalize per image).
+    fast_decode=True (with uint8) decodes and augments train images as tensors (see above)."""
     size, resize = _sizes(processor)
-    if uint8:
-        tail = [T.PILToTensor()]
+    if uint8 and fast_decode:
+        train = v2.Compose([DecodeToTensor(), v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()])
     else:
-        tail = [T.ToTensor(), T.Normalize(mean=processor.image_mean, std=processor.image_std)]
-    train = T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), *tail])
+        tail = [T.PILToTensor()] if uint8 else [T.ToTensor(), T.Normalize(mean=processor.image_mean,
+                                                                          std=processor.image_std)]
+        train = T.Compose([T.Lambda(_pil_rgb), T.RandomResizedCrop(size), T.RandomHorizontalFlip(), *tail])
+    tail = [T.PILToTensor()] if uint8 else [T.ToTensor(), T.Normalize(mean=processor.image_mean, std=processor.image_std)]
     # As the seed: resize the shorter side, then crop the centre (no squashing of the aspect).
-    eval_ = T.Compose([T.Resize(resize), T.CenterCrop(size), *tail])
+    eval_ = T.Compose([T.Lambda(_pil_rgb), T.Resize(resize), T.CenterCrop(size), *tail])
     return train, eval_
+
+
+def _pil_rgb(value: Any) -> PILImage.Image:
+    if isinstance(value, dict):
+        value = PILImage.open(io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"])
+    return to_rgb(value)
 
 
 def normalize(pixels: torch.Tensor, *, mean: list[float], std: list[float]) -> torch.Tensor:
@@ -58,7 +98,8 @@ def normalize(pixels: torch.Tensor, *, mean: list[float], std: list[float]) -> t
         return pixels
     mean_t = torch.tensor(mean, dtype=torch.float32, device=pixels.device).view(1, -1, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32, device=pixels.device).view(1, -1, 1, 1)
-    return pixels.float().div(255).sub(mean_t).div(std_t)
+    # In place on the fresh float copy: the same arithmetic (bit for bit), a third of the memory traffic.
+    return pixels.float().div_(255).sub_(mean_t).div_(std_t)
 
 
 def _apply(transform: T.Compose, cache: list[np.ndarray] | None = None):
@@ -66,8 +107,9 @@ def _apply(transform: T.Compose, cache: list[np.ndarray] | None = None):
         if cache is not None:
             images = [PILImage.fromarray(cache[i]) for i in batch["index"]]
         else:
-            # to_rgb: Food-101 has greyscale and CMYK JPEGs; the model wants 3 channels.
-            images = [to_rgb(img) for img in batch["image"]]
+            # Decoded PIL images, or undecoded files (fast_decode); the transforms make them RGB
+            # (Food-101 has greyscale and CMYK JPEGs).
+            images = batch["image"]
         return {"pixel_values": [transform(img) for img in images], "labels": batch["label"]}
 
     return batch_transform
@@ -78,21 +120,27 @@ def decode_all(ds: Dataset, *, workers: int = 8) -> list[np.ndarray]:
     plain = ds.with_format(None)
 
     def decode(i: int) -> np.ndarray:
-        return np.asarray(to_rgb(plain[i]["image"]))
+        return np.asarray(_pil_rgb(plain[i]["image"]))
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(decode, range(len(plain))))
 
 
-def attach_transforms(splits: Splits, processor: Any, *, uint8: bool = True, cache: bool = False) -> None:
+def attach_transforms(splits: Splits, processor: Any, *, uint8: bool = True, cache: bool = False,
+                      fast_decode: bool = False) -> None:
     """Decode + augment lazily, per batch, in the dataloader workers (set_transform).
 
     cache=True decodes every image once up front and keeps the RGB pixels in RAM (about 0.6 MB per
-    512x384 Food-101 photo), so later epochs only crop and flip; the augmentations are unchanged."""
-    train_tf, eval_tf = build_transforms(processor, uint8=uint8)
+    512x384 Food-101 photo), so later epochs only crop and flip; the augmentations are unchanged.
+    fast_decode=True hands the train transform the undecoded file, for torchvision to decode."""
+    train_tf, eval_tf = build_transforms(processor, uint8=uint8, fast_decode=fast_decode)
     for name, transform in (("train", train_tf), ("eval", eval_tf)):
         ds = getattr(splits, name)
         pixels = None
+        if name == "train" and fast_decode and uint8 and not cache and isinstance(ds.features.get("image"), ImageFeature):
+            # datasets would decode the whole image before our transform sees it.
+            ds = ds.cast_column("image", ImageFeature(decode=False))
+            setattr(splits, name, ds)
         if cache:
             pixels = decode_all(ds)
             ds = ds.add_column("index", list(range(len(ds))))
