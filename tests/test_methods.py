@@ -112,3 +112,25 @@ def test_compare_tabulates_methods_against_backbones(tmp_path):
     best = {(r["method"], r["model"]): r["best_acc"] for r in rows}
     ia3 = next(line for line in table if line.startswith("ia3")).split()
     assert ia3[1:] == [f"{best[('ia3', 'swin_tiny')]:.4f}", f"{best[('ia3', 'vit_tiny')]:.4f}"]
+
+
+@pytest.mark.parametrize("grid", ["+sweep=method_rank", "+sweep=mini_methods", "experiment=methods_backbones",
+                                  "+sweep=lora_rank_alpha", "+sweep=mini_rank_alpha", "+sweep=full_vs_lora"])
+def test_every_job_of_each_committed_grid_composes_and_validates(grid):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from peft_food.config import parse_config
+    from peft_food.sweep import grid_jobs
+    from peft_food.train import CONF_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        hydra_cfg = compose(config_name="train", overrides=[grid, "data.root=/data"], return_hydra_config=True).hydra
+        jobs = grid_jobs(hydra_cfg)
+        specs = [parse_config(compose(config_name="train", overrides=[*job, "output_dir=/x"])) for job, _ in jobs]
+    sizes = {"+sweep=method_rank": 12, "+sweep=mini_methods": 36, "experiment=methods_backbones": 45,
+             "+sweep=lora_rank_alpha": 12, "+sweep=mini_rank_alpha": 4, "+sweep=full_vs_lora": 2}
+    assert len(specs) == sizes[grid]
+    # Every job is a distinct configuration.
+    assert len({repr((s.model.name, s.peft)) for s in specs}) == len(specs)

@@ -145,3 +145,24 @@ def test_roles_map_to_the_installed_names_and_old_names_work_too():
     assert resolve_target_modules(base, requested=["query", "value"], head="classifier", roles=roles) == expected
     assert resolve_target_modules(base, requested=["q_proj", "v_proj"], head="classifier", roles=roles) == expected
     assert resolve_target_modules(base, requested=["mlp_out"], head="classifier", roles=roles) == ["fc2"]
+
+
+# Published backbone sizes (without a classification head): the shipped `arch` of each real
+# config must build the architecture its checkpoint has. Built on the meta device: no memory.
+PUBLISHED_M = {"vit_base": 85.8, "vit_base_in1k": 85.8, "deit_small": 21.7, "dinov2_small": 21.8, "swin_t": 27.5}
+
+
+@pytest.mark.parametrize("model", sorted(PUBLISHED_M))
+def test_real_backbones_build_offline_at_their_published_size(model):
+    import torch
+    from transformers import AutoModelForImageClassification
+
+    from peft_food.model import base_config, check_targets
+
+    spec = parse_config(compose_config(f"model={model}", "model.pretrained=false", output_dir="/tmp/x"))
+    check_targets(spec.model, peft=spec.peft)  # roles and head resolve (LoRA on query/value)
+    with torch.device("meta"):
+        built = AutoModelForImageClassification.from_config(base_config(spec.model, labels=LABELS))
+    head = sum(p.numel() for p in built.get_submodule(spec.model.head).parameters())
+    backbone = sum(p.numel() for p in built.parameters()) - head
+    assert backbone / 1e6 == pytest.approx(PUBLISHED_M[model], rel=0.02)
