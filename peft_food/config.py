@@ -4,6 +4,7 @@ Each dataclass is registered in Hydra's ConfigStore as `schema/<group>/<name>`, 
 files in conf/ list it first in their defaults. So `peft.r=abc` or a typo'd key fails when Hydra
 composes, and `parse_config` (which builds the dataclasses, running `__post_init__`) rejects
 out-of-range values such as `peft.r=0` before any data is read or any model is built.
+The peft method schemas (one per method) live in methods.py.
 """
 
 from __future__ import annotations

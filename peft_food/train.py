@@ -4,6 +4,7 @@
     peft-food-train                                        # the seed recipe (needs the Hub)
     peft-food-train peft=full                              # full fine-tuning
     peft-food-train peft.r=8 peft.alpha=32 train.epochs=3 logger.project=my-proj
+    peft-food-train model=dinov2_small peft=ia3            # any method on any backbone
 
 `main` is a thin Hydra wrapper; tests and sweepers call `train(cfg) -> metrics`.
 """
