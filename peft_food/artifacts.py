@@ -146,12 +146,14 @@ def _base_source(model_dir: Path, spec: dict[str, Any], *, base_override: Path |
     return spec["base"]["name_or_path"]
 
 
-def _saved_tensors(path: Path) -> dict[str, torch.Tensor]:
+def _saved_tensors(path: Path, *, head: str | None = None) -> dict[str, torch.Tensor]:
+    """The file's tensors, or with `head` only that module's (an adapter file's head copy)."""
     if not path.is_file():
         raise UserError(f"{path} is missing: the trained weights were not saved or were removed; re-run "
                         f"training or restore the file")
     with safe_open(str(path), framework="pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}
+        keys = [k for k in f.keys() if head is None or (f".{head}." in k and "lora_" not in k)]
+        return {k: f.get_tensor(k) for k in keys}
 
 
 def _check_head_size(model_dir: Path, saved_head: dict[str, torch.Tensor], labels: list[str]) -> None:
@@ -181,8 +183,7 @@ def _load_adapter(model_dir: Path, spec: dict[str, Any], *, base_override: Path 
     from peft import PeftModel
 
     head = spec["base"].get("head", "classifier")
-    tensors = _saved_tensors(model_dir / ADAPTER_WEIGHTS)
-    saved_head = {k: t for k, t in tensors.items() if f".{head}." in k and "lora_" not in k}
+    saved_head = _saved_tensors(model_dir / ADAPTER_WEIGHTS, head=head)
     _check_head_size(model_dir, saved_head, spec["labels"])
     source = _base_source(model_dir, spec, base_override=base_override)
     base = _load_base(source, labels=spec["labels"],

@@ -90,7 +90,6 @@ def bench_data(spec: RunSpec, bench: DictConfig, processor: Any) -> dict[str, An
     # Before the tensor decode path: uint8 out of the workers, PIL decode and augment (0 workers).
     attach_transforms(splits, processor, uint8=True, fast_decode=False)
     pil_decode = {"train_img_per_s": data_rate(splits.train, workers=0, **kw), "workers": 0}
-    splits = load_splits(spec.data, seed=spec.seed)  # fresh columns: attach may have recast `image`
     attach_transforms(splits, processor, uint8=True, fast_decode=spec.data.fast_decode)
     cores = os.cpu_count() or 1
     per_workers = {}

@@ -74,13 +74,11 @@ def build_transforms(processor: Any, *, uint8: bool = True, fast_decode: bool = 
     by image; uint8=False is the seed recipe (ToTensor + Normalize per image).
     fast_decode=True (with uint8) decodes and augments train images as tensors (see above)."""
     size, resize = _sizes(processor)
+    tail = [T.PILToTensor()] if uint8 else [T.ToTensor(), T.Normalize(mean=processor.image_mean, std=processor.image_std)]
     if uint8 and fast_decode:
         train = v2.Compose([DecodeToTensor(), v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()])
     else:
-        tail = [T.PILToTensor()] if uint8 else [T.ToTensor(), T.Normalize(mean=processor.image_mean,
-                                                                          std=processor.image_std)]
         train = T.Compose([T.Lambda(_pil_rgb), T.RandomResizedCrop(size), T.RandomHorizontalFlip(), *tail])
-    tail = [T.PILToTensor()] if uint8 else [T.ToTensor(), T.Normalize(mean=processor.image_mean, std=processor.image_std)]
     # As the seed: resize the shorter side, then crop the centre (no squashing of the aspect).
     eval_ = T.Compose([T.Lambda(_pil_rgb), T.Resize(resize), T.CenterCrop(size), *tail])
     return train, eval_
