@@ -4,12 +4,19 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision.transforms import v2
 from transformers import ViTImageProcessor
 
 from peft_food.config import parse_config
 from peft_food.data import balanced_subset, load_splits, synthetic_dataset
 from peft_food.errors import DataError
-from peft_food.transforms import attach_transforms, build_transforms, collate, normalize
+from peft_food.transforms import (
+    DecodeToTensor,
+    attach_transforms,
+    build_transforms,
+    collate,
+    normalize,
+)
 from tests.conftest import MINI, compose_config
 
 
@@ -199,3 +206,41 @@ def test_fast_decode_makes_rgb_from_greyscale_cmyk_and_png_files(tmp_path):
         assert got.shape == (3, 16, 16), name
         # Flat colours survive any crop and resize; the decoders agree to a grey level.
         assert np.abs(got[:, 8, 8].numpy().astype(int) - expected.astype(int)).max() <= 1, name
+
+
+@pytest.mark.skipif(not MINI.is_dir(), reason="shared food101-mini not present")
+def test_tensor_augment_is_torchvisions_crop_resize_flip_bit_for_bit():
+    # TensorAugment resizes a channels-last copy of the crop (torch's fast uint8 kernel) and draws
+    # the flip itself; neither may change a pixel or a random draw against torchvision's own.
+    processor = ViTImageProcessor(size={"height": 224, "width": 224})
+    fast_train, _ = build_transforms(processor, fast_decode=True)
+    reference = v2.Compose([DecodeToTensor(), v2.RandomResizedCrop((224, 224), antialias=True), v2.RandomHorizontalFlip()])
+    flips = 0
+    for i, photo in enumerate(sorted(MINI.glob("images/*/*.jpg"))[:24]):
+        value = {"bytes": photo.read_bytes(), "path": str(photo)}
+        torch.manual_seed(i)
+        ours, after_ours = fast_train(value), torch.rand(1)
+        torch.manual_seed(i)
+        theirs, after_theirs = reference(value), torch.rand(1)
+        assert torch.equal(ours, theirs) and torch.equal(after_ours, after_theirs), photo.name
+        torch.manual_seed(i)
+        flips += not torch.equal(ours, v2.Compose(reference.transforms[:2])(value))
+    assert 0 < flips < 24  # both branches of the flip were compared
+
+
+@pytest.mark.skipif(not MINI.is_dir(), reason="shared food101-mini not present")
+def test_cached_tensor_path_serves_the_pixels_of_the_uncached_one():
+    # The cache holds PIL's decode; torchvision's libjpeg-turbo decodes these photos to the same
+    # bytes, so a seed gives the same training batch with or without data.cache.
+    spec = data_spec("data=food101_local", f"data.root={MINI}", "data.per_class=2", "data.eval_per_class=1")
+    processor = ViTImageProcessor(size={"height": 64, "width": 64})
+    plain, cached = load_splits(spec, seed=0), load_splits(spec, seed=0)
+    attach_transforms(plain, processor, fast_decode=True)
+    attach_transforms(cached, processor, fast_decode=True, cache=True)
+    torch.manual_seed(0)
+    first = collate([plain.train[i] for i in range(len(plain.train))])
+    torch.manual_seed(0)
+    second = collate([cached.train[i] for i in range(len(cached.train))])
+    assert torch.equal(first["pixel_values"], second["pixel_values"]) and torch.equal(first["labels"], second["labels"])
+    torch.manual_seed(1)
+    assert not torch.equal(first["pixel_values"], collate([cached.train[i] for i in range(len(cached.train))])["pixel_values"])
