@@ -19,6 +19,7 @@ def test_bench_writes_comparable_json(tmp_path):
         [sys.executable, "-c", "from peft_food.bench import main; main()", "data=food101_local", f"data.root={MINI}",
          "model=vit_tiny", "bench.images=64", "bench.workers=[0,1]", "bench.methods=[lora,full]",
          "bench.inputs=[synthetic]", "bench.warmup_steps=1", "bench.train_steps=2", "bench.batch_size=16",
+         "bench.repeats=2",
          f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((tmp_path / "bench.json").read_text())
@@ -26,6 +27,8 @@ def test_bench_writes_comparable_json(tmp_path):
     data = result["data"]
     assert set(data["ours"]["by_workers"]) == {"0", "1"} and data["seed_recipe"]["workers"] == 0
     assert data["speedup_train"] == data["ours"]["train_img_per_s"] / data["seed_recipe"]["train_img_per_s"]
+    assert data["repeats"] == 2 and data["images_timed"] == 64
+    assert data["ours_cached"]["decode_once_s"] > 0 and data["ours_pil_decode"]["workers"] == 0
     for method in ("lora", "full"):
         pair = result["train"][method]["synthetic"]
         assert pair["ours"]["attention"] == "sdpa" and pair["seed_recipe"]["attention"] == "eager"
