@@ -11,7 +11,9 @@ import torch
 from transformers import AutoModelForImageClassification
 
 from peft_food.compare import collect, method_by_model
+from peft_food.config import parse_config
 from peft_food.export import export
+from peft_food.model import apply_peft, load_base
 from peft_food.predict import main as predict
 from peft_food.train import train
 from tests.conftest import TINY, compose_config
@@ -134,3 +136,33 @@ def test_every_job_of_each_committed_grid_composes_and_validates(grid):
     assert len(specs) == sizes[grid]
     # Every job is a distinct configuration.
     assert len({repr((s.model.name, s.peft)) for s in specs}) == len(specs)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_trains_under_fp16_autocast_with_loss_scaling(method):
+    # The GPU recipe's fp16 (autocast over fp32 master weights, GradScaler), run on the CPU's own
+    # fp16 autocast: every adapter's layers must take half-precision activations, and the loss
+    # scaling must let every trainable tensor move (VeRA's lambda_d gets ~1e-9 gradients at init,
+    # which underflow fp16 without it) while the frozen base stays bit-identical.
+    spec = parse_config(compose_config(*TINY, f"peft={method}", "logger=none", output_dir="/tmp/unused"))
+    base, _ = load_base(model=spec.model, labels=["a", "b", "c", "d"])
+    model = apply_peft(base, peft=spec.peft, model=spec.model)
+    torch.manual_seed(0)
+    pixels, labels = torch.randn(8, 3, 32, 32), torch.arange(8) % 4
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    scaler = torch.amp.GradScaler("cpu")
+    losses = []
+    for _ in range(8):
+        optimizer.zero_grad()
+        with torch.autocast("cpu", dtype=torch.float16):
+            out = model(pixel_values=pixels, labels=labels)
+        assert out.logits.dtype == torch.float16  # autocast really ran the model in half precision
+        scaler.scale(out.loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        losses.append(out.loss.item())
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+    for name, p in model.named_parameters():
+        assert p.dtype == torch.float32, name  # master weights stay fp32
+        assert torch.equal(p, before[name]) != p.requires_grad, name  # trained moved, frozen did not
