@@ -14,7 +14,8 @@ process on the same images, so they hold where absolute numbers are noisy.
   (before data.fast_decode) and the decode-once cache (data.cache=true).
 - train: images/s, step time and peak memory for LoRA and full fine-tuning on synthetic pixels
   (model-bound) and on the real data path (end to end), ours vs the seed's settings (eager
-  attention, unfused AdamW, float pipeline, 0 workers). Eval images/s too.
+  attention, unfused AdamW, float pipeline, 0 workers). Eval images/s too. And what LoRA's
+  dropout (the seed's 0.1) costs in time and memory against the same LoRA without it.
 """
 
 from __future__ import annotations
@@ -237,6 +238,23 @@ def bench_train(spec: RunSpec, bench: DictConfig, *, method_spec, recipe: str, s
             "compile": args.torch_compile, "eval_loss": evaluated.get("eval_loss")}
 
 
+def lora_dropout_cost(spec: RunSpec, bench: DictConfig, *, lora: LoraSpec, out_dir: Path) -> dict[str, Any]:
+    """LoRA as configured (the seed's dropout 0.1) against the same LoRA without dropout, our
+    settings, first input, alternating `bench.repeats` times (best of each). Dropout on the LoRA
+    input path is an extra pass over each targeted layer's input, kept for the backward pass."""
+    source = bench.inputs[0]
+    runs: dict[str, list[dict[str, Any]]] = {"with": [], "without": []}
+    for _ in range(bench.repeats):
+        for name, spec_ in (("with", lora), ("without", replace(lora, dropout=0.0))):
+            runs[name].append(bench_train(spec, bench, method_spec=spec_, recipe="ours", source=source, out_dir=out_dir))
+    best = {name: max(r["img_per_s"] for r in rs) for name, rs in runs.items()}
+    peak = {name: min(r["peak_mem_mb"] for r in rs) for name, rs in runs.items()}
+    return {"dropout": lora.dropout, "input": source, "repeats": bench.repeats,
+            "img_per_s": best["with"], "img_per_s_without": best["without"],
+            "peak_mem_mb": peak["with"], "peak_mem_mb_without": peak["without"],
+            "time_cost": best["without"] / best["with"] - 1, "memory_cost": peak["with"] / peak["without"] - 1}
+
+
 # --- report --------------------------------------------------------------------------------
 
 
@@ -265,6 +283,11 @@ def table(result: dict[str, Any]) -> str:
                 lines.append(f"  {method:<5}{source:<10}{recipe:<12}{r['img_per_s']:>7.1f}{r['step_s'] * 1000:>10.1f}"
                              f"{r['peak_mem_mb']:>9.0f}{r['eval_img_per_s']:>12.1f}")
             lines.append(f"  {method:<5}{source:<10}speed-up {by_recipe['speedup']:.2f}x")
+    if "lora_dropout" in result:
+        d = result["lora_dropout"]
+        lines.append(f"  lora dropout {d['dropout']} vs 0 ({d['input']}): {d['img_per_s']:.1f} vs {d['img_per_s_without']:.1f} "
+                     f"img/s ({d['time_cost']:+.1%} time), peak {d['peak_mem_mb']:.0f} vs {d['peak_mem_mb_without']:.0f} MB "
+                     f"({d['memory_cost']:+.1%})")
     return "\n".join(lines)
 
 
@@ -287,6 +310,8 @@ def run_bench(cfg: DictConfig, *, out_dir: Path) -> dict[str, Any]:
                                         out_dir=out_dir / "scratch") for recipe in ("ours", "seed_recipe")}
             pair["speedup"] = pair["ours"]["img_per_s"] / pair["seed_recipe"]["img_per_s"]
             result["train"][method][source] = pair
+    if "lora" in bench.methods and methods["lora"].dropout > 0:
+        result["lora_dropout"] = lora_dropout_cost(spec, bench, lora=methods["lora"], out_dir=out_dir / "scratch")
     if {"lora", "full"} <= set(bench.methods):
         first = bench.inputs[0]
         result["peak_mem_lora_over_full"] = (result["train"]["lora"][first]["ours"]["peak_mem_mb"]
