@@ -85,8 +85,15 @@ def _data_rate(ds, *, workers: int, batch_size: int, limit: int, mean, std) -> f
     return seen / (time.perf_counter() - started)
 
 
-def bench_data(spec: RunSpec, bench: DictConfig, processor: Any) -> dict[str, Any]:
-    loaded = load_splits(spec.data, seed=spec.seed)
+def attached(loaded: Splits, processor: Any, **transforms: Any) -> Splits:
+    """`loaded`'s datasets with these transforms; `loaded` is read once (its files screened once)
+    and re-used by every path the benchmark times."""
+    splits = Splits(train=loaded.train, eval=loaded.eval, labels=loaded.labels)
+    attach_transforms(splits, processor, **transforms)
+    return splits
+
+
+def bench_data(loaded: Splits, spec: RunSpec, bench: DictConfig, processor: Any) -> dict[str, Any]:
     limit = min(bench.images, len(loaded.train) - bench.batch_size)
     kw = dict(batch_size=bench.batch_size, limit=limit, mean=processor.image_mean, std=processor.image_std)
     eval_kw = {**kw, "limit": min(limit, len(loaded.eval) - 1)}
@@ -98,38 +105,33 @@ def bench_data(spec: RunSpec, bench: DictConfig, processor: Any) -> dict[str, An
     paths = {"seed_recipe": (dict(uint8=False), 0), "pil_decode": (dict(uint8=True, fast_decode=False), 0),
              **{f"ours_{w}": (ours_kw, w) for w in worker_counts}}
 
-    def attached(transforms: dict[str, Any]) -> Splits:
-        splits = Splits(train=loaded.train, eval=loaded.eval, labels=loaded.labels)
-        attach_transforms(splits, processor, **transforms)
-        return splits
-
     # Rounds over every path in turn, best of each: a slow spell of this shared machine then
     # lowers one sample of each path, not one whole path, so the ratios stay side by side.
     train_rate = dict.fromkeys(paths, 0.0)
     for _ in range(bench.repeats):
         for name, (transforms, workers) in paths.items():
-            rate = data_rate(attached(transforms).train, workers=workers, **kw)
+            rate = data_rate(attached(loaded, processor, **transforms).train, workers=workers, **kw)
             train_rate[name] = max(train_rate[name], rate)
     per_workers = {str(w): {"train_img_per_s": train_rate[f"ours_{w}"],
                             "train_img_per_s_per_core": train_rate[f"ours_{w}"] / max(1, min(w, cores))}
                    for w in worker_counts}
     best = max(per_workers, key=lambda w: per_workers[w]["train_img_per_s"])
-    eval_rate = {name: max(data_rate(attached(transforms).eval, workers=workers, **eval_kw) for _ in range(bench.repeats))
+    eval_rate = {name: max(data_rate(attached(loaded, processor, **transforms).eval, workers=workers, **eval_kw)
+                           for _ in range(bench.repeats))
                  for name, (transforms, workers) in (("seed_recipe", paths["seed_recipe"]), ("ours", (ours_kw, int(best))))}
+    single = per_workers["0"]["train_img_per_s"] if "0" in per_workers else None
     seed = {"train_img_per_s": train_rate["seed_recipe"], "eval_img_per_s": eval_rate["seed_recipe"], "workers": 0}
     pil_decode = {"train_img_per_s": train_rate["pil_decode"], "workers": 0}
     ours = {"train_img_per_s": per_workers[best]["train_img_per_s"], "workers": int(best),
-            "eval_img_per_s": eval_rate["ours"],
-            "train_img_per_s_per_core_0_workers": per_workers["0"]["train_img_per_s"] if "0" in per_workers else None,
+            "eval_img_per_s": eval_rate["ours"], "train_img_per_s_per_core_0_workers": single,
             "by_workers": per_workers}
     # Decode-once cache (data.cache=true): epochs after the first only crop, resize and flip.
     started = time.perf_counter()
-    cached_splits = attached({**ours_kw, "cache": True})
+    cached_splits = attached(loaded, processor, cache=True, **ours_kw)
     decode_s = time.perf_counter() - started
     cached = {"train_img_per_s": max(data_rate(cached_splits.train, workers=0, **kw) for _ in range(bench.repeats)),
               "workers": 0, "decode_once_s": decode_s,
               "decode_once_img_per_s": (len(loaded.train) + len(loaded.eval)) / decode_s}
-    single = per_workers["0"]["train_img_per_s"] if "0" in per_workers else None
     return {"ours": ours, "seed_recipe": seed, "ours_cached": cached, "ours_pil_decode": pil_decode,
             "fast_decode": spec.data.fast_decode, "images_timed": limit, "repeats": bench.repeats,
             "speedup_train_pil_decode_single_core": pil_decode["train_img_per_s"] / seed["train_img_per_s"],
@@ -193,20 +195,20 @@ class PeakRSS:
         self._thread.join()
 
 
-def bench_train(spec: RunSpec, bench: DictConfig, *, method_spec, recipe: str, source: str,
+def bench_train(spec: RunSpec, bench: DictConfig, *, method_spec, recipe: str, loaded: Splits | None,
                 out_dir: Path) -> dict[str, Any]:
+    """One short training run; `loaded` is the real data (end to end), None for synthetic pixels."""
     ours = recipe == "ours"
     set_seed(spec.seed)
     model_spec = replace(spec.model, attn_implementation=spec.model.attn_implementation if ours else "eager")
-    splits = load_splits(spec.data, seed=spec.seed) if source == "real" else None
-    labels = splits.labels if splits else [f"c{i}" for i in range(101)]
+    labels = loaded.labels if loaded else [f"c{i}" for i in range(101)]
     base, processor = load_base(model=model_spec, labels=labels)
     model = apply_peft(base, peft=method_spec, model=spec.model)
     size = processor.size.get("height", processor.size.get("shortest_edge"))
     steps = bench.warmup_steps + bench.train_steps
     n = bench.batch_size * steps
-    if splits:
-        attach_transforms(splits, processor, uint8=ours, fast_decode=ours and spec.data.fast_decode)
+    if loaded:
+        splits = attached(loaded, processor, uint8=ours, fast_decode=ours and spec.data.fast_decode)
         train_ds, eval_ds = splits.train, splits.eval
     else:
         train_ds = SyntheticPixels(n=n, size=size, num_labels=len(labels), uint8=ours)
@@ -214,7 +216,7 @@ def bench_train(spec: RunSpec, bench: DictConfig, *, method_spec, recipe: str, s
     train_spec = replace(spec.train, batch_size=bench.batch_size, eval_batch_size=bench.batch_size, grad_accum=1,
                          max_steps=steps, logging_steps=10_000)
     precision = resolve_precision(spec.train.precision)
-    workers = resolve_workers(spec.train.workers) if ours and source == "real" else 0
+    workers = resolve_workers(spec.train.workers) if ours and loaded else 0
     args = training_arguments(train=train_spec, precision=precision, workers=workers, run_dir=out_dir, seed=spec.seed,
                               report_to=[])
     args.save_strategy, args.eval_strategy, args.load_best_model_at_end = "no", "no", False
@@ -238,7 +240,8 @@ def bench_train(spec: RunSpec, bench: DictConfig, *, method_spec, recipe: str, s
             "compile": args.torch_compile, "eval_loss": evaluated.get("eval_loss")}
 
 
-def lora_dropout_cost(spec: RunSpec, bench: DictConfig, *, lora: LoraSpec, out_dir: Path) -> dict[str, Any]:
+def lora_dropout_cost(spec: RunSpec, bench: DictConfig, *, lora: LoraSpec, inputs: dict[str, Splits | None],
+                      out_dir: Path) -> dict[str, Any]:
     """LoRA as configured (the seed's dropout 0.1) against the same LoRA without dropout, our
     settings, first input, alternating `bench.repeats` times (best of each). Dropout on the LoRA
     input path is an extra pass over each targeted layer's input, kept for the backward pass."""
@@ -246,7 +249,8 @@ def lora_dropout_cost(spec: RunSpec, bench: DictConfig, *, lora: LoraSpec, out_d
     runs: dict[str, list[dict[str, Any]]] = {"with": [], "without": []}
     for _ in range(bench.repeats):
         for name, spec_ in (("with", lora), ("without", replace(lora, dropout=0.0))):
-            runs[name].append(bench_train(spec, bench, method_spec=spec_, recipe="ours", source=source, out_dir=out_dir))
+            runs[name].append(bench_train(spec, bench, method_spec=spec_, recipe="ours", loaded=inputs[source],
+                                          out_dir=out_dir))
     best = {name: max(r["img_per_s"] for r in rs) for name, rs in runs.items()}
     peak = {name: min(r["peak_mem_mb"] for r in rs) for name, rs in runs.items()}
     return {"dropout": lora.dropout, "input": source, "repeats": bench.repeats,
@@ -300,18 +304,23 @@ def run_bench(cfg: DictConfig, *, out_dir: Path) -> dict[str, Any]:
                               "precision": resolve_precision(spec.train.precision),
                               "attention": spec.model.attn_implementation, "compile": spec.train.compile,
                               "workers": resolve_workers(spec.train.workers)}
-    if spec.data.source != "synthetic" and "data" in bench.sections:
-        result["data"] = bench_data(spec, bench, processor)
+    time_data = spec.data.source != "synthetic" and "data" in bench.sections  # nothing to decode otherwise
+    # Read (and for local folders, screened) once: every section and run below re-uses it.
+    loaded = load_splits(spec.data, seed=spec.seed) if time_data or "real" in bench.inputs else None
+    inputs = {source: loaded if source == "real" else None for source in bench.inputs}
+    if time_data:
+        result["data"] = bench_data(loaded, spec, bench, processor)
     result["train"] = {}
     for method in bench.methods:
         result["train"][method] = {}
         for source in bench.inputs:
-            pair = {recipe: bench_train(spec, bench, method_spec=methods[method], recipe=recipe, source=source,
+            pair = {recipe: bench_train(spec, bench, method_spec=methods[method], recipe=recipe, loaded=inputs[source],
                                         out_dir=out_dir / "scratch") for recipe in ("ours", "seed_recipe")}
             pair["speedup"] = pair["ours"]["img_per_s"] / pair["seed_recipe"]["img_per_s"]
             result["train"][method][source] = pair
     if "lora" in bench.methods and methods["lora"].dropout > 0:
-        result["lora_dropout"] = lora_dropout_cost(spec, bench, lora=methods["lora"], out_dir=out_dir / "scratch")
+        result["lora_dropout"] = lora_dropout_cost(spec, bench, lora=methods["lora"], inputs=inputs,
+                                                   out_dir=out_dir / "scratch")
     if {"lora", "full"} <= set(bench.methods):
         first = bench.inputs[0]
         result["peak_mem_lora_over_full"] = (result["train"]["lora"][first]["ours"]["peak_mem_mb"]
