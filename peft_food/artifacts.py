@@ -163,14 +163,21 @@ def _check_head_size(model_dir: Path, saved_head: dict[str, torch.Tensor], label
                         f"recorded; the weights and {SPEC_FILE} come from different runs")
 
 
+def _base_for_head(model_dir: Path, spec: dict[str, Any], saved_head: dict[str, torch.Tensor], *,
+                   base_override: Path | None) -> tuple[str | Path, torch.nn.Module]:
+    """The frozen base a saved head goes onto (and where it came from), once the head is known to
+    fit the recorded labels."""
+    _check_head_size(model_dir, saved_head, spec["labels"])
+    source = _base_source(model_dir, spec, base_override=base_override)
+    base = _load_base(source, labels=spec["labels"], trust_remote_code=bool(spec["base"].get("trust_remote_code", False)))
+    return source, base
+
+
 def _load_probe(model_dir: Path, spec: dict[str, Any], *, base_override: Path | None) -> torch.nn.Module:
     """A frozen base with the trained head put back, tensor for tensor."""
     head = spec["base"].get("head", "classifier")
     saved = _saved_tensors(model_dir / HEAD_WEIGHTS)
-    _check_head_size(model_dir, saved, spec["labels"])
-    source = _base_source(model_dir, spec, base_override=base_override)
-    model = _load_base(source, labels=spec["labels"],
-                       trust_remote_code=bool(spec["base"].get("trust_remote_code", False)))
+    source, model = _base_for_head(model_dir, spec, saved, base_override=base_override)
     try:
         model.get_submodule(head).load_state_dict(saved, strict=True)
     except RuntimeError as err:
@@ -184,10 +191,7 @@ def _load_adapter(model_dir: Path, spec: dict[str, Any], *, base_override: Path 
 
     head = spec["base"].get("head", "classifier")
     saved_head = _saved_tensors(model_dir / ADAPTER_WEIGHTS, head=head)
-    _check_head_size(model_dir, saved_head, spec["labels"])
-    source = _base_source(model_dir, spec, base_override=base_override)
-    base = _load_base(source, labels=spec["labels"],
-                      trust_remote_code=bool(spec["base"].get("trust_remote_code", False)))
+    source, base = _base_for_head(model_dir, spec, saved_head, base_override=base_override)
     try:
         with tempfile.TemporaryDirectory() as scratch:
             model = PeftModel.from_pretrained(base, str(_renamed_adapter(model_dir, base, Path(scratch))))

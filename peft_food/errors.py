@@ -11,3 +11,9 @@ class ConfigError(UserError, ValueError):
 
 class DataError(UserError):
     """A dataset that cannot be found, read or labelled."""
+
+
+def require(ok: bool, message: str) -> None:
+    """Raise ConfigError(message) unless `ok`: how every config check states its rule."""
+    if not ok:
+        raise ConfigError(message)

@@ -18,33 +18,28 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
-from peft_food.errors import ConfigError
+from peft_food.errors import require
 
 # Maps role names (or raw module names) to this backbone's Linear module names.
 Resolve = Callable[[list[str]], list[str]]
 
 
-def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise ConfigError(message)
-
-
 def _check_method(spec: Any, name: str) -> None:
-    _require(spec.method == name, f"peft.method={spec.method!r} does not match peft={name}")
+    require(spec.method == name, f"peft.method={spec.method!r} does not match peft={name}")
 
 
 def _check_positive(spec: Any, key: str) -> None:
     value = getattr(spec, key)
-    _require(value > 0, f"peft.{key}={value} is invalid: {key} of peft={spec.method} must be positive "
+    require(value > 0, f"peft.{key}={value} is invalid: {key} of peft={spec.method} must be positive "
                         f"(e.g. peft.{key}=16)")
 
 
 def _check_fraction(value: float, key: str) -> None:
-    _require(0.0 <= value < 1.0, f"peft.{key}={value} is invalid: use a value in [0, 1)")
+    require(0.0 <= value < 1.0, f"peft.{key}={value} is invalid: use a value in [0, 1)")
 
 
 def _check_targets(targets: list[str]) -> None:
-    _require(len(targets) > 0, "peft.target_modules is empty: name at least one module role (e.g. [query, value])")
+    require(len(targets) > 0, "peft.target_modules is empty: name at least one module role (e.g. [query, value])")
 
 
 @dataclass
@@ -88,7 +83,7 @@ class LoraSpec:
         _check_positive(self, "r")
         _check_positive(self, "alpha")
         _check_fraction(self.dropout, "dropout")
-        _require(self.bias in ("none", "all", "lora_only"), f"peft.bias={self.bias!r} is invalid: use none, all or lora_only")
+        require(self.bias in ("none", "all", "lora_only"), f"peft.bias={self.bias!r} is invalid: use none, all or lora_only")
         _check_targets(self.target_modules)
 
     def adapter(self, *, resolve: Resolve, head: str) -> Any:
@@ -151,7 +146,7 @@ class LokrSpec:
         _check_positive(self, "alpha")
         _check_fraction(self.rank_dropout, "rank_dropout")
         _check_fraction(self.module_dropout, "module_dropout")
-        _require(self.decompose_factor == -1 or self.decompose_factor > 0,
+        require(self.decompose_factor == -1 or self.decompose_factor > 0,
                  f"peft.decompose_factor={self.decompose_factor} is invalid: use -1 (auto) or a positive factor")
         _check_targets(self.target_modules)
 
@@ -179,7 +174,7 @@ class IA3Spec:
         _check_method(self, "ia3")
         _check_targets(self.target_modules)
         missing = sorted(set(self.feedforward_modules) - set(self.target_modules))
-        _require(not missing, f"peft.feedforward_modules has {missing} not in peft.target_modules: "
+        require(not missing, f"peft.feedforward_modules has {missing} not in peft.target_modules: "
                               f"add them to target_modules or drop them")
 
     def adapter(self, *, resolve: Resolve, head: str) -> Any:
