@@ -1,3 +1,4 @@
-"""peft_food: full or LoRA fine-tuning of Vision Transformers on Food-101, configured by Hydra."""
+"""peft_food: parameter-efficient fine-tuning (LoRA and eight other methods, or full) of Vision
+Transformers on Food-101, configured by Hydra."""
 
 __version__ = "0.1.0"

@@ -1,38 +1,37 @@
 """The saved model: what a run writes to `<run dir>/model/` and how it is read back.
 
-    model/                        adapter methods (lora, dora,    linear_probe         full
-                                  loha, lokr, ia3, vera, oft)
-      peft_food.json              method, labels, base model spec (all methods)
-      adapter_config.json         + adapter_model.safetensors     head.safetensors     config.json +
-                                    (adapter + trained head)                           model.safetensors
+    model/
+      peft_food.json              format, method, its peft settings, labels, base model spec
+      (what the method saved)     adapters (lora, dora, loha, lokr, ia3, vera, oft):
+                                    adapter_config.json + adapter_model.safetensors (adapter + head)
+                                  linear_probe, bitfit: trained.safetensors (the head, the biases)
+                                  full: config.json + model.safetensors
       preprocessor_config.json    the checkpoint's image processor
       base/                       only for a random-init base (model.pretrained=false), not for full
 
-Reloading an adapter run is base + adapter + the saved classifier head; a reload that silently
-kept a fresh head would predict at chance (peft #310, #577, #876, #1070), so `load_trained`
-checks the head it loaded against the saved tensors (a linear probe's too). Only safetensors are
-read (no pickle), and no remote code runs unless the saved spec asks for it."""
+Each method's spec (methods.py) decides what it saves and how it is read back; this module owns
+the folder around it: the spec file, where the frozen base comes from (--base, the run's own
+random-init copy, or the Hub id), and the check that a saved head fits the recorded labels. Only
+safetensors are read (no pickle), and no remote code runs unless the saved spec asks for it."""
 
 from __future__ import annotations
 
 import json
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
-from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
+from transformers import AutoConfig, AutoImageProcessor
 from transformers.utils import logging as hf_logging
 
 from peft_food.config import ModelSpec
 from peft_food.errors import UserError
+from peft_food.methods import PeftSpec, spec_of
+from peft_food.weights import load_model
 
 SPEC_FILE = "peft_food.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-HEAD_WEIGHTS = "head.safetensors"
+FORMAT = 2  # 2: the method's peft settings are saved too (1: its label only)
 
 
 @dataclass
@@ -40,8 +39,12 @@ class Trained:
     model: torch.nn.Module
     processor: Any
     labels: list[str]
-    method: str
+    peft: PeftSpec
     model_dir: Path
+
+    @property
+    def method(self) -> str:
+        return self.peft.label
 
 
 def save_base(base: torch.nn.Module, *, model_dir: Path) -> None:
@@ -49,18 +52,13 @@ def save_base(base: torch.nn.Module, *, model_dir: Path) -> None:
     base.save_pretrained(str(model_dir / "base"))
 
 
-def save_trained(model: torch.nn.Module, processor: Any, *, model_dir: Path, method: str,
+def save_trained(model: torch.nn.Module, processor: Any, *, model_dir: Path, peft: PeftSpec,
                  labels: list[str], base: ModelSpec) -> None:
-    """Only what trained: the adapter and head, a linear probe's head, or (full) the whole model."""
+    """What the method trained (its spec decides), the image processor and the spec file."""
     model_dir.mkdir(parents=True, exist_ok=True)
-    if method == "linear_probe":
-        head = model.get_submodule(base.head)
-        save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()},
-                  str(model_dir / HEAD_WEIGHTS))
-    else:
-        model.save_pretrained(str(model_dir))
+    peft.save(model, model_dir=model_dir, head=base.head)
     processor.save_pretrained(str(model_dir))
-    spec = {"format": 1, "method": method, "labels": labels, "base": asdict(base)}
+    spec = {"format": FORMAT, "method": peft.label, "peft": asdict(peft), "labels": labels, "base": asdict(base)}
     (model_dir / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n")
 
 
@@ -80,54 +78,8 @@ def _read_spec(model_dir: Path) -> dict[str, Any]:
         return json.loads((model_dir / SPEC_FILE).read_text())
     if (model_dir / "adapter_config.json").is_file():
         raise UserError(f"{model_dir} has an adapter but no {SPEC_FILE} naming its base model and labels")
-    config = AutoConfig.from_pretrained(model_dir)
-    return {"method": "full", "labels": [config.id2label[i] for i in range(config.num_labels)]}
-
-
-def _load_base(source: str | Path, *, labels: list[str], trust_remote_code: bool) -> torch.nn.Module:
-    try:
-        return AutoModelForImageClassification.from_pretrained(
-            str(source), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)},
-            ignore_mismatched_sizes=True, use_safetensors=True, trust_remote_code=trust_remote_code,
-        )
-    except (OSError, ValueError) as err:
-        raise UserError(f"could not load the base model {str(source)!r}: {str(err).splitlines()[0]}") from None
-
-
-# transformers >= 5.9 renamed ViT's modules and renames old checkpoints on load
-# (conversion_mapping.py, "ViTModel"); adapters saved with the old names need the same mapping.
-OLD_VIT_NAMES = [
-    ("encoder.layer.", "layers."),
-    ("attention.attention.query", "attention.q_proj"),
-    ("attention.attention.key", "attention.k_proj"),
-    ("attention.attention.value", "attention.v_proj"),
-    ("attention.output.dense", "attention.o_proj"),
-    ("intermediate.dense", "mlp.fc1"),
-    ("output.dense", "mlp.fc2"),
-]
-OLD_TARGETS = {"query": "q_proj", "key": "k_proj", "value": "v_proj", "dense": "o_proj"}
-
-
-def _renamed_adapter(model_dir: Path, base: torch.nn.Module, scratch: Path) -> Path:
-    """`model_dir`, or a copy in `scratch` with old ViT module names mapped onto the base's new ones."""
-    config = json.loads((model_dir / "adapter_config.json").read_text())
-    has_new = any(name.endswith(".q_proj") for name, _ in base.named_modules())
-    targets = config.get("target_modules") or []
-    if not has_new or not any(t in OLD_TARGETS for t in targets):
-        return model_dir
-    from safetensors.torch import load_file
-
-    def rename(key: str) -> str:
-        for old, new in OLD_VIT_NAMES:
-            key = key.replace(old, new)
-        return key
-
-    tensors = {rename(k): v for k, v in load_file(str(model_dir / ADAPTER_WEIGHTS)).items()}
-    config["target_modules"] = [OLD_TARGETS.get(t, t) for t in targets]
-    scratch.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(scratch / ADAPTER_WEIGHTS))
-    (scratch / "adapter_config.json").write_text(json.dumps(config))
-    return scratch
+    config = AutoConfig.from_pretrained(model_dir)  # a plain transformers model (e.g. an export)
+    return {"method": "full", "labels": [config.id2label[i] for i in range(config.num_labels)], "base": {}}
 
 
 def _base_source(model_dir: Path, spec: dict[str, Any], *, base_override: Path | None) -> str | Path:
@@ -146,74 +98,21 @@ def _base_source(model_dir: Path, spec: dict[str, Any], *, base_override: Path |
     return spec["base"]["name_or_path"]
 
 
-def _saved_tensors(path: Path, *, head: str | None = None) -> dict[str, torch.Tensor]:
-    """The file's tensors, or with `head` only that module's (an adapter file's head copy)."""
-    if not path.is_file():
-        raise UserError(f"{path} is missing: the trained weights were not saved or were removed; re-run "
-                        f"training or restore the file")
-    with safe_open(str(path), framework="pt") as f:
-        keys = [k for k in f.keys() if head is None or (f".{head}." in k and "lora_" not in k)]
-        return {k: f.get_tensor(k) for k in keys}
+def _base_loader(model_dir: Path, spec: dict[str, Any], *,
+                 base_override: Path | None) -> Callable[[dict[str, torch.Tensor]], torch.nn.Module]:
+    """What a method calls with its saved head's tensors to get the frozen base they go onto,
+    once the head is known to fit the recorded labels."""
+    labels = spec["labels"]
 
+    def load(saved_head: dict[str, torch.Tensor]) -> torch.nn.Module:
+        weight = next((t for k, t in saved_head.items() if k.endswith("weight")), None)
+        if weight is not None and weight.shape[0] != len(labels):
+            raise UserError(f"{model_dir}: the saved head has {weight.shape[0]} outputs but {len(labels)} labels "
+                            f"are recorded; the weights and {SPEC_FILE} come from different runs")
+        source = _base_source(model_dir, spec, base_override=base_override)
+        return load_model(source, labels=labels, trust_remote_code=bool(spec["base"].get("trust_remote_code")))
 
-def _check_head_size(model_dir: Path, saved_head: dict[str, torch.Tensor], labels: list[str]) -> None:
-    weight = next((t for k, t in saved_head.items() if k.endswith("weight")), None)
-    if weight is not None and weight.shape[0] != len(labels):
-        raise UserError(f"{model_dir}: the saved head has {weight.shape[0]} outputs but {len(labels)} labels are "
-                        f"recorded; the weights and {SPEC_FILE} come from different runs")
-
-
-def _base_for_head(model_dir: Path, spec: dict[str, Any], saved_head: dict[str, torch.Tensor], *,
-                   base_override: Path | None) -> tuple[str | Path, torch.nn.Module]:
-    """The frozen base a saved head goes onto (and where it came from), once the head is known to
-    fit the recorded labels."""
-    _check_head_size(model_dir, saved_head, spec["labels"])
-    source = _base_source(model_dir, spec, base_override=base_override)
-    base = _load_base(source, labels=spec["labels"], trust_remote_code=bool(spec["base"].get("trust_remote_code", False)))
-    return source, base
-
-
-def _load_probe(model_dir: Path, spec: dict[str, Any], *, base_override: Path | None) -> torch.nn.Module:
-    """A frozen base with the trained head put back, tensor for tensor."""
-    head = spec["base"].get("head", "classifier")
-    saved = _saved_tensors(model_dir / HEAD_WEIGHTS)
-    source, model = _base_for_head(model_dir, spec, saved, base_override=base_override)
-    try:
-        model.get_submodule(head).load_state_dict(saved, strict=True)
-    except RuntimeError as err:
-        raise UserError(f"the head in {model_dir} does not fit the base model {str(source)!r}: "
-                        f"{str(err).splitlines()[-1].strip()}") from None
-    return model
-
-
-def _load_adapter(model_dir: Path, spec: dict[str, Any], *, base_override: Path | None) -> torch.nn.Module:
-    from peft import PeftModel
-
-    head = spec["base"].get("head", "classifier")
-    saved_head = _saved_tensors(model_dir / ADAPTER_WEIGHTS, head=head)
-    source, base = _base_for_head(model_dir, spec, saved_head, base_override=base_override)
-    try:
-        with tempfile.TemporaryDirectory() as scratch:
-            model = PeftModel.from_pretrained(base, str(_renamed_adapter(model_dir, base, Path(scratch))))
-    except (RuntimeError, ValueError, KeyError) as err:
-        detail = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line),
-                      str(err).splitlines()[0])
-        raise UserError(f"the adapter in {model_dir} does not fit the base model {str(source)!r} "
-                        f"(another architecture or label count): {detail}") from None
-    _check_head(model, saved_head, head=head)
-    return model
-
-
-def _check_head(model: torch.nn.Module, saved: dict[str, torch.Tensor], *, head: str) -> None:
-    """The head that will predict must be the trained one, tensor for tensor."""
-    wrapper = model.get_submodule(f"base_model.model.{head}")
-    copies = getattr(wrapper, "modules_to_save", None)  # peft's ModulesToSaveWrapper
-    active = copies["default"] if copies is not None and "default" in copies else wrapper
-    for key, tensor in saved.items():
-        loaded = getattr(active, key.rsplit(".", 1)[-1])
-        if not torch.equal(loaded.detach().cpu(), tensor):
-            raise UserError(f"the classifier head did not load from the adapter ({key}); refusing to predict "
-                            f"with a randomly initialised head")
+    return load
 
 
 def load_trained(path: Path, *, base: Path | None = None) -> Trained:
@@ -221,12 +120,8 @@ def load_trained(path: Path, *, base: Path | None = None) -> Trained:
     hf_logging.disable_progress_bar()  # per-tensor "Loading weights" bars drown the output
     model_dir = find_model_dir(path)
     spec = _read_spec(model_dir)
-    if spec["method"] == "full":
-        model = _load_base(model_dir, labels=spec["labels"], trust_remote_code=False)
-    elif spec["method"] == "linear_probe":
-        model = _load_probe(model_dir, spec, base_override=base)
-    else:  # lora, dora, loha, lokr, ia3, vera, oft: peft reads the adapter type from adapter_config.json
-        model = _load_adapter(model_dir, spec, base_override=base)
+    peft = spec_of(spec)
+    model = peft.load(model_dir, base=_base_loader(model_dir, spec, base_override=base), labels=spec["labels"],
+                      head=spec["base"].get("head", "classifier"))
     processor = AutoImageProcessor.from_pretrained(str(model_dir))
-    return Trained(model=model.eval(), processor=processor, labels=spec["labels"], method=spec["method"],
-                   model_dir=model_dir)
+    return Trained(model=model.eval(), processor=processor, labels=spec["labels"], peft=peft, model_dir=model_dir)

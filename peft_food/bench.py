@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from dataclasses import replace
@@ -37,12 +38,12 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 from transformers import TrainerCallback, set_seed
 
-from peft_food.config import RunSpec, parse_config
+from peft_food.config import CONF_DIR, BenchSpec, RunSpec, parse_bench, parse_config
 from peft_food.data import Splits, load_splits
-from peft_food.methods import FullSpec, LoraSpec
+from peft_food.errors import UserError
+from peft_food.methods import METHODS, PeftSpec
 from peft_food.model import apply_peft, load_base, load_processor
 from peft_food.tracking import hardware
-from peft_food.train import CONF_DIR
 from peft_food.trainer import (
     ImageTrainer,
     resolve_precision,
@@ -85,15 +86,7 @@ def _data_rate(ds, *, workers: int, batch_size: int, limit: int, mean, std) -> f
     return seen / (time.perf_counter() - started)
 
 
-def attached(loaded: Splits, processor: Any, **transforms: Any) -> Splits:
-    """`loaded`'s datasets with these transforms; `loaded` is read once (its files screened once)
-    and re-used by every path the benchmark times."""
-    splits = Splits(train=loaded.train, eval=loaded.eval, labels=loaded.labels)
-    attach_transforms(splits, processor, **transforms)
-    return splits
-
-
-def bench_data(loaded: Splits, spec: RunSpec, bench: DictConfig, processor: Any) -> dict[str, Any]:
+def bench_data(loaded: Splits, spec: RunSpec, bench: BenchSpec, processor: Any) -> dict[str, Any]:
     limit = min(bench.images, len(loaded.train) - bench.batch_size)
     kw = dict(batch_size=bench.batch_size, limit=limit, mean=processor.image_mean, std=processor.image_std)
     eval_kw = {**kw, "limit": min(limit, len(loaded.eval) - 1)}
@@ -110,13 +103,13 @@ def bench_data(loaded: Splits, spec: RunSpec, bench: DictConfig, processor: Any)
     train_rate = dict.fromkeys(paths, 0.0)
     for _ in range(bench.repeats):
         for name, (transforms, workers) in paths.items():
-            rate = data_rate(attached(loaded, processor, **transforms).train, workers=workers, **kw)
+            rate = data_rate(attach_transforms(loaded, processor, **transforms).train, workers=workers, **kw)
             train_rate[name] = max(train_rate[name], rate)
     per_workers = {str(w): {"train_img_per_s": train_rate[f"ours_{w}"],
                             "train_img_per_s_per_core": train_rate[f"ours_{w}"] / max(1, min(w, cores))}
                    for w in worker_counts}
     best = max(per_workers, key=lambda w: per_workers[w]["train_img_per_s"])
-    eval_rate = {name: max(data_rate(attached(loaded, processor, **transforms).eval, workers=workers, **eval_kw)
+    eval_rate = {name: max(data_rate(attach_transforms(loaded, processor, **transforms).eval, workers=workers, **eval_kw)
                            for _ in range(bench.repeats))
                  for name, (transforms, workers) in (("seed_recipe", paths["seed_recipe"]), ("ours", (ours_kw, int(best))))}
     single = per_workers["0"]["train_img_per_s"] if "0" in per_workers else None
@@ -127,7 +120,7 @@ def bench_data(loaded: Splits, spec: RunSpec, bench: DictConfig, processor: Any)
             "by_workers": per_workers}
     # Decode-once cache (data.cache=true): epochs after the first only crop, resize and flip.
     started = time.perf_counter()
-    cached_splits = attached(loaded, processor, cache=True, **ours_kw)
+    cached_splits = attach_transforms(loaded, processor, cache=True, **ours_kw)
     decode_s = time.perf_counter() - started
     cached = {"train_img_per_s": max(data_rate(cached_splits.train, workers=0, **kw) for _ in range(bench.repeats)),
               "workers": 0, "decode_once_s": decode_s,
@@ -195,7 +188,7 @@ class PeakRSS:
         self._thread.join()
 
 
-def bench_train(spec: RunSpec, bench: DictConfig, *, method_spec, recipe: str, loaded: Splits | None,
+def bench_train(spec: RunSpec, bench: BenchSpec, *, method_spec, recipe: str, loaded: Splits | None,
                 out_dir: Path) -> dict[str, Any]:
     """One short training run; `loaded` is the real data (end to end), None for synthetic pixels."""
     ours = recipe == "ours"
@@ -208,7 +201,7 @@ def bench_train(spec: RunSpec, bench: DictConfig, *, method_spec, recipe: str, l
     steps = bench.warmup_steps + bench.train_steps
     n = bench.batch_size * steps
     if loaded:
-        splits = attached(loaded, processor, uint8=ours, fast_decode=ours and spec.data.fast_decode)
+        splits = attach_transforms(loaded, processor, uint8=ours, fast_decode=ours and spec.data.fast_decode)
         train_ds, eval_ds = splits.train, splits.eval
     else:
         train_ds = SyntheticPixels(n=n, size=size, num_labels=len(labels), uint8=ours)
@@ -240,20 +233,20 @@ def bench_train(spec: RunSpec, bench: DictConfig, *, method_spec, recipe: str, l
             "compile": args.torch_compile, "eval_loss": evaluated.get("eval_loss")}
 
 
-def lora_dropout_cost(spec: RunSpec, bench: DictConfig, *, lora: LoraSpec, inputs: dict[str, Splits | None],
-                      out_dir: Path) -> dict[str, Any]:
-    """LoRA as configured (the seed's dropout 0.1) against the same LoRA without dropout, our
-    settings, first input, alternating `bench.repeats` times (best of each). Dropout on the LoRA
-    input path is an extra pass over each targeted layer's input, kept for the backward pass."""
+def dropout_cost(spec: RunSpec, bench: BenchSpec, *, method: PeftSpec, inputs: dict[str, Splits | None],
+                 out_dir: Path) -> dict[str, Any]:
+    """A method with dropout as configured (LoRA: the seed's 0.1) against the same method without
+    it, our settings, first input, alternating `bench.repeats` times (best of each). Dropout on the
+    LoRA input path is an extra pass over each targeted layer's input, kept for the backward pass."""
     source = bench.inputs[0]
     runs: dict[str, list[dict[str, Any]]] = {"with": [], "without": []}
     for _ in range(bench.repeats):
-        for name, spec_ in (("with", lora), ("without", replace(lora, dropout=0.0))):
+        for name, spec_ in (("with", method), ("without", replace(method, dropout=0.0))):
             runs[name].append(bench_train(spec, bench, method_spec=spec_, recipe="ours", loaded=inputs[source],
                                           out_dir=out_dir))
     best = {name: max(r["img_per_s"] for r in rs) for name, rs in runs.items()}
     peak = {name: min(r["peak_mem_mb"] for r in rs) for name, rs in runs.items()}
-    return {"dropout": lora.dropout, "input": source, "repeats": bench.repeats,
+    return {"method": method.label, "dropout": method.dropout, "input": source, "repeats": bench.repeats,
             "img_per_s": best["with"], "img_per_s_without": best["without"],
             "peak_mem_mb": peak["with"], "peak_mem_mb_without": peak["without"],
             "time_cost": best["without"] / best["with"] - 1, "memory_cost": peak["with"] / peak["without"] - 1}
@@ -287,9 +280,8 @@ def table(result: dict[str, Any]) -> str:
                 lines.append(f"  {method:<5}{source:<10}{recipe:<12}{r['img_per_s']:>7.1f}{r['step_s'] * 1000:>10.1f}"
                              f"{r['peak_mem_mb']:>9.0f}{r['eval_img_per_s']:>12.1f}")
             lines.append(f"  {method:<5}{source:<10}speed-up {by_recipe['speedup']:.2f}x")
-    if "lora_dropout" in result:
-        d = result["lora_dropout"]
-        lines.append(f"  lora dropout {d['dropout']} vs 0 ({d['input']}): {d['img_per_s']:.1f} vs {d['img_per_s_without']:.1f} "
+    for d in result.get("dropout", {}).values():
+        lines.append(f"  {d['method']} dropout {d['dropout']} vs 0 ({d['input']}): {d['img_per_s']:.1f} vs {d['img_per_s_without']:.1f} "
                      f"img/s ({d['time_cost']:+.1%} time), peak {d['peak_mem_mb']:.0f} vs {d['peak_mem_mb_without']:.0f} MB "
                      f"({d['memory_cost']:+.1%})")
     return "\n".join(lines)
@@ -297,8 +289,9 @@ def table(result: dict[str, Any]) -> str:
 
 def run_bench(cfg: DictConfig, *, out_dir: Path) -> dict[str, Any]:
     spec = parse_config(cfg)
-    bench = cfg.bench
-    methods = {"lora": spec.peft if isinstance(spec.peft, LoraSpec) else LoraSpec(), "full": FullSpec()}
+    bench = parse_bench(cfg)
+    # The configured method's settings where it is timed, each other method's defaults.
+    methods = {name: spec.peft if spec.peft.method == name else METHODS[name]() for name in bench.methods}
     processor = load_processor(spec.model)  # no model needed for the data section
     result: dict[str, Any] = {"device": hardware(), "model": spec.model.name, "batch_size": bench.batch_size,
                               "precision": resolve_precision(spec.train.precision),
@@ -318,9 +311,8 @@ def run_bench(cfg: DictConfig, *, out_dir: Path) -> dict[str, Any]:
                                         out_dir=out_dir / "scratch") for recipe in ("ours", "seed_recipe")}
             pair["speedup"] = pair["ours"]["img_per_s"] / pair["seed_recipe"]["img_per_s"]
             result["train"][method][source] = pair
-    if "lora" in bench.methods and methods["lora"].dropout > 0:
-        result["lora_dropout"] = lora_dropout_cost(spec, bench, lora=methods["lora"], inputs=inputs,
-                                                   out_dir=out_dir / "scratch")
+    result["dropout"] = {name: dropout_cost(spec, bench, method=method, inputs=inputs, out_dir=out_dir / "scratch")
+                         for name, method in methods.items() if getattr(method, "dropout", 0) > 0}
     if {"lora", "full"} <= set(bench.methods):
         first = bench.inputs[0]
         result["peak_mem_lora_over_full"] = (result["train"]["lora"][first]["ours"]["peak_mem_mb"]
@@ -332,7 +324,11 @@ def run_bench(cfg: DictConfig, *, out_dir: Path) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="bench")
 def main(cfg: DictConfig) -> None:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
-    result = run_bench(cfg, out_dir=out_dir)
+    try:
+        result = run_bench(cfg, out_dir=out_dir)
+    except UserError as err:
+        print(f"peft-food-bench: error: {err}", file=sys.stderr)
+        sys.exit(2)
     print(table(result))
     if "peak_mem_lora_over_full" in result:
         print(f"peak memory LoRA / full: {result['peak_mem_lora_over_full']:.2f}")

@@ -19,34 +19,36 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from peft_food.record import RunRecord
 from peft_food.sweep import job_records
 
+# best / final: the monitored metric (`monitor`, e.g. eval_accuracy) at the best and the last epoch.
 COLUMNS = ["job", "status", "method", "model", "r", "alpha", "trainable_params", "adapter_mb", "img_per_s",
-           "best_acc", "final_acc", "epochs", "runtime_s"]
+           "monitor", "best", "final", "epochs", "runtime_s"]
 
 
-def job_row(job: str, record: dict[str, Any]) -> dict[str, Any]:
-    config = record.get("config", {})
+def job_row(job: str, record: RunRecord) -> dict[str, Any]:
+    config = record.config
     peft = config.get("peft", {})
-    epochs = record.get("epochs", [])
-    accuracies = [e["eval_accuracy"] for e in epochs]
     planned = config.get("train", {}).get("epochs")
+    blank = lambda value: "" if value is None else value  # noqa: E731  (CSV cells)
     return {
         "job": job,
-        "status": record.get("status", "unknown"),
-        "method": record.get("method", peft.get("method", "")),
+        "status": record.status,
+        "method": record.method or peft.get("method", ""),
         "model": config.get("model", {}).get("name", ""),
         "r": peft.get("r", ""),
         "alpha": peft.get("alpha", ""),
-        "trainable_params": record.get("trainable_params", ""),
-        # What the run saved: adapter + head, a probe's head, or the whole model for full.
-        "adapter_mb": record.get("model_size_mb", ""),
-        "img_per_s": record.get("train_img_per_s", ""),
-        "best_acc": max(accuracies) if accuracies else "",
-        "final_acc": accuracies[-1] if accuracies else "",
-        "epochs": f"{len(epochs)}/{planned:g}" if planned else str(len(epochs)),
-        "runtime_s": record.get("runtime_s", ""),
-        "error": record.get("error", ""),
+        "trainable_params": record.counts.trainable_params if record.counts else "",
+        # What the run saved: adapter + head, a probe's or BitFit's tensors, or the whole model for full.
+        "adapter_mb": blank(record.efficiency.model_size_mb),
+        "img_per_s": blank(record.efficiency.train_img_per_s),
+        "monitor": record.monitor,
+        "best": blank(record.best),
+        "final": blank(record.final),
+        "epochs": f"{len(record.epochs)}/{planned:g}" if planned else str(len(record.epochs)),
+        "runtime_s": blank(record.efficiency.runtime_s),
+        "error": record.error or "",
     }
 
 
@@ -69,15 +71,16 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 def method_by_model(rows: list[dict[str, Any]]) -> str:
-    """Best accuracy, one row per method and one column per model ("" when the sweep has one model)."""
-    done = [r for r in rows if r["best_acc"] != ""]
+    """The best monitored value, one row per method and one column per model ("" when the sweep
+    has one model)."""
+    done = [r for r in rows if r["best"] != ""]
     models = sorted({r["model"] for r in done})
     if len(models) < 2:
         return ""
     methods = list(dict.fromkeys(r["method"] for r in done))
-    best = {(r["method"], r["model"]): r["best_acc"] for r in done}
+    best = {(r["method"], r["model"]): r["best"] for r in done}
     width = max(len(m) for m in [*models, "method / model"]) + 2
-    lines = ["best accuracy".ljust(width) + "".join(m.rjust(width) for m in models)]
+    lines = [f"best {done[0]['monitor']}".ljust(width) + "".join(m.rjust(width) for m in models)]
     for method in methods:
         cells = [f"{best[(method, m)]:.4f}" if (method, m) in best else "-" for m in models]
         lines.append(method.ljust(width) + "".join(c.rjust(width) for c in cells))
@@ -91,11 +94,11 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
         writer.writerows(rows)
 
 
-def _heatmap(fig: Any, ax: Any, cells: dict[tuple[Any, Any], float], *, xs: list, ys: list) -> None:
-    """Best accuracy per (x, y) cell, written in each cell."""
+def _heatmap(fig: Any, ax: Any, cells: dict[tuple[Any, Any], float], *, xs: list, ys: list, metric: str) -> None:
+    """The best monitored value per (x, y) cell, written in each cell."""
     values = [[cells.get((x, y), math.nan) for x in xs] for y in ys]
     image = ax.imshow(values, origin="lower", cmap="viridis", aspect="auto")
-    fig.colorbar(image, ax=ax, label="best eval accuracy")
+    fig.colorbar(image, ax=ax, label=f"best {metric}")
     for (x, y), value in cells.items():
         bright = image.norm(value) > 0.6  # dark text on the yellow end of viridis
         ax.text(xs.index(x), ys.index(y), f"{value:.3f}", ha="center", va="center",
@@ -113,28 +116,29 @@ def plot(rows: list[dict[str, Any]], path: Path, *, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    done = [r for r in rows if r["best_acc"] != ""]
+    done = [r for r in rows if r["best"] != ""]
+    metric = done[0]["monitor"] if done else "eval_accuracy"
     models = sorted({r["model"] for r in done})
     methods = list(dict.fromkeys(r["method"] for r in done))
     fig, (grid_ax, cost_ax) = plt.subplots(1, 2, figsize=(13, 5.2))
     lora = [r for r in done if r["method"] == "lora" and r["r"] != ""]
     if len(models) > 1:
-        _heatmap(fig, grid_ax, {(r["model"], r["method"]): r["best_acc"] for r in done}, xs=models, ys=methods)
-        grid_ax.set(xlabel="model", ylabel="method", title="Best accuracy: method x model")
+        _heatmap(fig, grid_ax, {(r["model"], r["method"]): r["best"] for r in done}, xs=models, ys=methods, metric=metric)
+        grid_ax.set(xlabel="model", ylabel="method", title=f"Best {metric}: method x model")
     elif lora:
-        _heatmap(fig, grid_ax, {(r["r"], r["alpha"]): r["best_acc"] for r in lora},
-                 xs=sorted({r["r"] for r in lora}), ys=sorted({r["alpha"] for r in lora}))
-        grid_ax.set(xlabel="LoRA rank r", ylabel="LoRA alpha", title="Best accuracy: rank x alpha")
+        _heatmap(fig, grid_ax, {(r["r"], r["alpha"]): r["best"] for r in lora},
+                 xs=sorted({r["r"] for r in lora}), ys=sorted({r["alpha"] for r in lora}), metric=metric)
+        grid_ax.set(xlabel="LoRA rank r", ylabel="LoRA alpha", title=f"Best {metric}: rank x alpha")
     else:
         grid_ax.text(0.5, 0.5, "no finished LoRA jobs", ha="center", va="center", transform=grid_ax.transAxes)
 
     markers = dict(zip(models, "osD^vP*X"))
     colors = dict(zip(methods, plt.cm.tab10.colors))
     for r in done:
-        cost_ax.scatter(r["trainable_params"], r["best_acc"], s=60, alpha=0.8, color=colors[r["method"]],
+        cost_ax.scatter(r["trainable_params"], r["best"], s=60, alpha=0.8, color=colors[r["method"]],
                         marker=markers.get(r["model"], "o"))
         if len(models) == 1 and r["r"] != "":
-            cost_ax.annotate(f"r={r['r']},a={r['alpha']}", (r["trainable_params"], r["best_acc"]),
+            cost_ax.annotate(f"r={r['r']},a={r['alpha']}", (r["trainable_params"], r["best"]),
                              textcoords="offset points", xytext=(5, 4), fontsize=8)
     if done:
         cost_ax.set_xscale("log")
@@ -142,8 +146,8 @@ def plot(rows: list[dict[str, Any]], path: Path, *, title: str) -> None:
         if len(models) > 1:
             handles += [plt.Line2D([], [], color="grey", marker=markers[m], linestyle="", label=m) for m in models]
         cost_ax.legend(handles=handles, fontsize=8, loc="best")
-    cost_ax.set(xlabel="trainable parameters (log)", ylabel="best eval accuracy",
-                title="Accuracy against trainable parameters")
+    cost_ax.set(xlabel="trainable parameters (log)", ylabel=f"best {metric}",
+                title=f"{metric} against trainable parameters")
     cost_ax.grid(True, alpha=0.3)
     failed = len(rows) - len(done)
     fig.suptitle(f"{title}  ({len(done)} of {len(rows)} jobs with results{f', {failed} without' if failed else ''})")

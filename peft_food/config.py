@@ -4,27 +4,27 @@ Each dataclass is registered in Hydra's ConfigStore as `schema/<group>/<name>`, 
 files in conf/ list it first in their defaults. So `peft.r=abc` or a typo'd key fails when Hydra
 composes, and `parse_config` (which builds the dataclasses, running `__post_init__`) rejects
 out-of-range values such as `peft.r=0` before any data is read or any model is built.
-The peft method schemas (one per method) live in methods.py.
+The peft method schemas (one per method) live in methods.py. `CONF_DIR` is the conf/ tree
+these schemas back, for every entry point that composes it (train, bench, reproduce, tests).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from peft_food.data import SOURCES
 from peft_food.errors import ConfigError, require
 from peft_food.methods import METHODS, PeftSpec
+from peft_food.metrics import METRICS
+from peft_food.module_names import DEFAULT_ROLES
 
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 PRECISIONS = ("fp16", "bf16", "fp32")
-DATA_SOURCES = ("food101", "food101_local", "imagefolder", "synthetic")
-
-
-# transformers >= 5.9 names the attention and MLP Linear layers alike in ViT, DeiT, DINOv2 and Swin.
-DEFAULT_MODULES = {"query": "q_proj", "key": "k_proj", "value": "v_proj", "attn_out": "o_proj",
-                   "mlp_in": "fc1", "mlp_out": "fc2"}
 
 
 @dataclass
@@ -45,8 +45,9 @@ class ModelSpec:
     trust_remote_code: bool = False
     # sdpa: fused scaled-dot-product attention (flash / memory-efficient kernels on GPU); eager: the seed's.
     attn_implementation: str = "sdpa"
-    # Module roles that peft.target_modules may name -> this backbone's Linear module names.
-    modules: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_MODULES))
+    # Module roles that peft.target_modules may name -> this backbone's Linear module names
+    # (default: the names transformers >= 5.9 gives ViT, DeiT, DINOv2 and Swin alike).
+    modules: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ROLES))
 
     def __post_init__(self) -> None:
         require(
@@ -93,11 +94,11 @@ class DataSpec:
 
     def __post_init__(self) -> None:
         require(
-            self.source in DATA_SOURCES,
-            f"data.source={self.source!r} is unknown: choose one of {', '.join(DATA_SOURCES)}",
+            self.source in SOURCES,
+            f"data.source={self.source!r} is unknown: choose one of {', '.join(SOURCES)}",
         )
         require(
-            self.source not in ("food101_local", "imagefolder") or bool(self.root),
+            not SOURCES[self.source].reads_root or bool(self.root),
             f"data.root is missing: data={self.source} reads images from disk, "
             f"pass data.root=/path/to/images",
         )
@@ -129,6 +130,11 @@ class TrainSpec:
     resume: Optional[bool] = None
     # torch.compile the model (GPU: faster steps after a one-off compile of a minute or so).
     compile: bool = False
+    # Computed at every evaluation (metrics.py): accuracy, top5_accuracy, macro_f1.
+    metrics: list[str] = field(default_factory=lambda: ["accuracy", "top5_accuracy", "macro_f1"])
+    # Picks the best checkpoint (the saved model), fills the record's best value, is what a sweeper
+    # optimises and what reproduce checks: one of `metrics`, or loss.
+    monitor: str = "accuracy"
 
     def __post_init__(self) -> None:
         require(self.epochs > 0, f"train.epochs={self.epochs} is invalid: use a positive number")
@@ -141,6 +147,17 @@ class TrainSpec:
             f"train.precision={self.precision!r} is invalid: choose one of {', '.join(PRECISIONS)}",
         )
         require(self.workers is None or self.workers >= 0, f"train.workers={self.workers} is invalid: use 0 or more")
+        computed = [name for name in METRICS if name != "loss"]
+        unknown = [name for name in self.metrics if name not in computed]
+        require(not unknown, f"train.metrics has unknown {unknown}: choose from {', '.join(computed)}")
+        require(self.monitor == "loss" or self.monitor in self.metrics,
+                f"train.monitor={self.monitor!r} is not computed: use loss or one of train.metrics "
+                f"({', '.join(self.metrics)}), or add it to train.metrics")
+
+    @property
+    def monitor_key(self) -> str:
+        """The monitored metric as Trainer logs it (eval_accuracy, eval_loss, ...)."""
+        return f"eval_{self.monitor}"
 
 
 @dataclass
@@ -163,6 +180,33 @@ class LoggerSpec:
 
 
 @dataclass
+class BenchSpec:
+    """What `peft-food-bench` times (conf/bench.yaml explains each key)."""
+
+    sections: list[str] = field(default_factory=lambda: ["data", "train"])
+    images: int = 512
+    repeats: int = 3
+    batch_size: int = 32
+    workers: Optional[list[int]] = None
+    methods: list[str] = field(default_factory=lambda: ["lora", "full"])
+    inputs: list[str] = field(default_factory=lambda: ["synthetic", "real"])
+    warmup_steps: int = 2
+    train_steps: int = 8
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.sections) - {"data", "train"})
+        require(not unknown, f"bench.sections has unknown {unknown}: use data and/or train")
+        unknown = sorted(set(self.methods) - set(METHODS))
+        require(not unknown, f"bench.methods has unknown {unknown}: choose from {', '.join(METHODS)}")
+        unknown = sorted(set(self.inputs) - {"synthetic", "real"})
+        require(not unknown, f"bench.inputs has unknown {unknown}: use synthetic and/or real")
+        require(bool(self.inputs) or not self.methods, "bench.inputs is empty: name synthetic and/or real")
+        for key in ("images", "repeats", "batch_size", "train_steps"):
+            value = getattr(self, key)
+            require(value > 0, f"bench.{key}={value} is invalid: use a positive integer")
+
+
+@dataclass
 class RunSpec:
     """Everything a training run needs, typed and validated."""
 
@@ -173,6 +217,8 @@ class RunSpec:
     logger: LoggerSpec
     seed: int
     output_dir: str
+    # The composed config with every ${...} resolved (what records and W&B store), resolved once.
+    config: dict[str, Any] = field(default_factory=dict)
 
 
 SCHEMAS = {
@@ -194,6 +240,7 @@ def register_schemas() -> None:
     store.store(group="schema/data", name="data", node=DataSpec)
     store.store(group="schema/train", name="train", node=TrainSpec)
     store.store(group="schema/logger", name="logger", node=LoggerSpec)
+    store.store(group="schema/bench", name="bench", node=BenchSpec)
 
 
 register_schemas()
@@ -209,6 +256,11 @@ def _build(schema: type, node: dict[str, Any]) -> Any:
         raise
     except Exception as err:  # omegaconf's ValidationError / ConfigKeyError
         raise ConfigError(f"{schema.__name__}: {str(err).splitlines()[0]}") from None
+
+
+def parse_bench(cfg: DictConfig) -> BenchSpec:
+    """`bench.*` of peft-food-bench's config, typed and checked."""
+    return _build(BenchSpec, OmegaConf.to_container(cfg.bench, resolve=True))
 
 
 def resolve(cfg: DictConfig) -> dict[str, Any]:
@@ -238,4 +290,5 @@ def parse_config(cfg: DictConfig) -> RunSpec:
         logger=_build(LoggerSpec, tree["logger"]),
         seed=int(tree["seed"]),
         output_dir=str(tree["output_dir"]),
+        config=tree,
     )

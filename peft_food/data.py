@@ -13,13 +13,16 @@ import colorsys
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from datasets import ClassLabel, Dataset, Features, Image, load_dataset
 
-from peft_food.config import DataSpec
 from peft_food.errors import DataError
 from peft_food.images import IMAGE_SUFFIXES, check_images
+
+if TYPE_CHECKING:  # config.py validates data.source against SOURCES below
+    from peft_food.config import DataSpec
 
 log = logging.getLogger(__name__)
 
@@ -34,20 +37,51 @@ class Splits:
 # --- loading -------------------------------------------------------------------------------
 
 
+def _read_hub(spec: DataSpec, seed: int) -> tuple[Dataset, Dataset | None]:
+    return _load_hub(hub_id=spec.hub_id, train_split=spec.train_split, eval_split=spec.eval_split)
+
+
+def _read_food101_layout(spec: DataSpec, seed: int) -> tuple[Dataset, Dataset | None]:
+    return _load_food101_layout(Path(spec.root), bad_images=spec.bad_images)
+
+
+def _read_imagefolder(spec: DataSpec, seed: int) -> tuple[Dataset, Dataset | None]:
+    return _load_imagefolder(Path(spec.root), bad_images=spec.bad_images)
+
+
+def _read_synthetic(spec: DataSpec, seed: int) -> tuple[Dataset, Dataset | None]:
+    # Generated balanced already: per_class / eval_per_class are the generated counts.
+    make = dict(num_classes=spec.num_classes, image_size=spec.image_size)
+    return (synthetic_dataset(**make, per_class=spec.per_class or 40, seed=seed),
+            synthetic_dataset(**make, per_class=spec.eval_per_class or 10, seed=seed + 1))
+
+
+@dataclass(frozen=True)
+class Source:
+    """How one `data.source` is read: (spec, seed) -> (train, eval or None: carve it out)."""
+
+    read: Callable[[DataSpec, int], tuple[Dataset, Dataset | None]]
+    # Reads images from data.root.
+    reads_root: bool = False
+    # Generated at the requested sizes: no split or subset afterwards.
+    generated: bool = False
+
+
+# data.source -> how it is read: the one table a new source is added to (with its conf/data/ file).
+SOURCES: dict[str, Source] = {
+    "food101": Source(_read_hub),
+    "food101_local": Source(_read_food101_layout, reads_root=True),
+    "imagefolder": Source(_read_imagefolder, reads_root=True),
+    "synthetic": Source(_read_synthetic, generated=True),
+}
+
+
 def load_splits(spec: DataSpec, *, seed: int) -> Splits:
-    """Load the source named by `spec`, then apply the seeded split and class-balanced subsets."""
-    if spec.source == "synthetic":
-        # Generated balanced already: per_class / eval_per_class are the generated counts.
-        make = dict(num_classes=spec.num_classes, image_size=spec.image_size)
-        train = synthetic_dataset(**make, per_class=spec.per_class or 40, seed=seed)
-        eval_ = synthetic_dataset(**make, per_class=spec.eval_per_class or 10, seed=seed + 1)
+    """Read the source named by `spec`, then apply the seeded split and class-balanced subsets."""
+    source = SOURCES[spec.source]
+    train, eval_ = source.read(spec, seed)
+    if source.generated:
         return Splits(train=train, eval=eval_, labels=list(train.features["label"].names))
-    if spec.source == "food101":
-        train, eval_ = _load_hub(hub_id=spec.hub_id, train_split=spec.train_split, eval_split=spec.eval_split)
-    elif spec.source == "food101_local":
-        train, eval_ = _load_food101_layout(Path(spec.root), bad_images=spec.bad_images)
-    else:
-        train, eval_ = _load_imagefolder(Path(spec.root), bad_images=spec.bad_images)
     if spec.per_class is not None:
         train = balanced_subset(train, per_class=spec.per_class, seed=seed)
     if eval_ is None:

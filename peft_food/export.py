@@ -3,10 +3,10 @@
     peft-food-export outputs/2026-11-22/10-00-00 exported/food-vit
     python -c "from transformers import pipeline; print(pipeline('image-classification', model='exported/food-vit')('photo.jpg'))"
 
-Every adapter method (LoRA, DoRA, LoHa, LoKr, IA3, VeRA, OFT) folds its update into the base
-weights with peft's merge_and_unload, and the trained head replaces the base's; the result is
-saved as safetensors with its image processor and id2label. Full fine-tuning and linear-probe runs
-already are plain models and go through the same save, so every method exports alike.
+Each method's spec merges its own run (methods.py `merge`): every adapter (LoRA, DoRA, LoHa, LoKr,
+IA3, VeRA, OFT) folds its update into the base weights with peft's merge_and_unload and the trained
+head replaces the base's; full, linear-probe and BitFit runs already are plain models. The result
+is saved as safetensors with its image processor and id2label, so every method exports alike.
 """
 
 from __future__ import annotations
@@ -19,15 +19,14 @@ import torch
 
 from peft_food.artifacts import load_trained
 from peft_food.errors import UserError
+from peft_food.weights import label_maps
 
 
 def export(run: Path, out_dir: Path) -> Path:
     trained = load_trained(run)
-    model = trained.model
-    if hasattr(model, "merge_and_unload"):  # a PeftModel: fold the adapter into the base weights
-        model = model.merge_and_unload()
-    model.config.id2label = dict(enumerate(trained.labels))
-    model.config.label2id = {label: i for i, label in enumerate(trained.labels)}
+    model = trained.peft.merge(trained.model)
+    for key, value in label_maps(trained.labels).items():
+        setattr(model.config, key, value)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out_dir))
     trained.processor.save_pretrained(str(out_dir))

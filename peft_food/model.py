@@ -9,11 +9,11 @@ the one place where the fine-tuning methods part ways (`apply_peft`).
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any, Callable
 
 import torch
 import transformers
-from peft import get_peft_model
 from transformers import (
     AutoConfig,
     AutoImageProcessor,
@@ -23,17 +23,11 @@ from transformers import (
 
 from peft_food.config import ModelSpec
 from peft_food.errors import ConfigError, UserError
-from peft_food.methods import FullSpec, LinearProbeSpec, PeftSpec, is_adapter
+from peft_food.methods import PeftSpec
+from peft_food.module_names import other_name
+from peft_food.weights import label_maps
 
 log = logging.getLogger(__name__)
-
-# transformers >= 5.9 renamed ViT's attention projections (query -> q_proj, ...). Configs say
-# either name; whichever the installed version has is used.
-MODULE_ALIASES = {
-    "query": "q_proj", "key": "k_proj", "value": "v_proj",
-    "q_proj": "query", "k_proj": "key", "v_proj": "value",
-}
-
 
 def base_config(model: ModelSpec, *, labels: list[str] | None = None) -> PretrainedConfig:
     """The backbone's config: the checkpoint's (a small JSON from the Hub) or the shipped `arch`."""
@@ -52,24 +46,23 @@ def base_config(model: ModelSpec, *, labels: list[str] | None = None) -> Pretrai
         # Picks the class among several for one model type (DeiT: not the loss-less ...WithTeacher).
         config.architectures = list(model.arch["architectures"])
     if labels is not None:
-        config.id2label = dict(enumerate(labels))
-        config.label2id = {name: i for i, name in enumerate(labels)}
+        for key, value in label_maps(labels).items():
+            setattr(config, key, value)
     return config
 
 
 def check_targets(model: ModelSpec, *, peft: PeftSpec) -> None:
-    """Fail on unknown targets or head, or an adapter peft cannot fit to this backbone, before any
-    data is read: the layout is built on the meta device, which allocates nothing."""
+    """Fail on unknown targets or head, or a method that cannot fit this backbone, before any data
+    is read: the method prepares a skeleton on the meta device, which allocates nothing."""
     with torch.device("meta"):
         skeleton = AutoModelForImageClassification.from_config(base_config(model, labels=["a", "b"]))
-        head_module(skeleton, head=model.head)
-        if is_adapter(peft):
-            adapter = peft.adapter(resolve=target_resolver(skeleton, model=model), head=model.head)
-            try:
-                get_peft_model(skeleton, adapter)
-            except (ValueError, TypeError) as err:  # e.g. OFT's block size not dividing a layer's width
-                raise ConfigError(f"peft={peft.method} does not fit model={model.name}: "
-                                  f"{str(err).splitlines()[0]}") from None
+        try:
+            apply_peft(skeleton, peft=peft, model=model)
+        except ConfigError:
+            raise
+        except (ValueError, TypeError) as err:  # e.g. OFT's block size not dividing a layer's width
+            raise ConfigError(f"peft={peft.method} does not fit model={model.name}: "
+                              f"{str(err).splitlines()[0]}") from None
 
 
 def load_processor(model: ModelSpec) -> Any:
@@ -134,7 +127,7 @@ def resolve_target_modules(model: torch.nn.Module, *, requested: list[str], head
     available = linear_module_names(model, exclude=head)
     resolved = []
     for name in requested:
-        candidates = [roles.get(name), name, MODULE_ALIASES.get(roles.get(name, name))]
+        candidates = [roles.get(name), name, other_name(roles.get(name, name))]
         found = next((c for c in candidates if c in available), None)
         if found is None:
             known = sorted(role for role, module in roles.items() if module in available)
@@ -152,16 +145,15 @@ def target_resolver(base: torch.nn.Module, *, model: ModelSpec) -> Callable[[lis
 
 
 def apply_peft(base: torch.nn.Module, *, peft: PeftSpec, model: ModelSpec) -> torch.nn.Module:
-    """Full fine-tuning trains the model as is, a linear probe only its head; every other method
-    is peft's own adapter (with the head trainable and saved beside it)."""
-    if isinstance(peft, (FullSpec, LinearProbeSpec)):
-        probe = isinstance(peft, LinearProbeSpec)
-        for param in base.parameters():
-            param.requires_grad_(not probe)
-        for param in head_module(base, head=model.head).parameters():
-            param.requires_grad_(True)
-        return base
-    return get_peft_model(base, peft.adapter(resolve=target_resolver(base, model=model), head=model.head))
+    """The one place a method meets a backbone: the method's spec prepares it (full: as is; a
+    linear probe or BitFit: a frozen base with some of its own parameters trainable; the others:
+    peft's adapter with the head trainable and saved beside it)."""
+    head_module(base, head=model.head)  # a wrong model.head fails here, naming the real modules
+    with warnings.catch_warnings():
+        # peft 0.21 reads transformers 5.x's deprecated is_gradient_checkpointing: a FutureWarning on
+        # every run that no user can act on.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return peft.prepare(base, resolve=target_resolver(base, model=model), head=model.head)
 
 
 def count_parameters(model: torch.nn.Module) -> dict[str, Any]:

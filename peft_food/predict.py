@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top-k", type=int, default=5, help="labels to show per image (default 5)")
     parser.add_argument("--json", action="store_true", help="one JSON object per image per line")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--base", type=Path, help="LoRA only: load the adapter onto this base model dir instead")
+    parser.add_argument("--base", type=Path, help="load the run's adapter or trained tensors onto this base model dir instead of the recorded base")
     args = parser.parse_args(argv)
     if args.top_k < 1 or args.batch_size < 1:
         parser.error("--top-k and --batch-size must be at least 1")

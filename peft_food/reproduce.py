@@ -23,6 +23,8 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from peft_food.errors import UserError
+from peft_food.record import FILE as RECORD_FILE
+from peft_food.record import RunRecord
 from peft_food.sweep import job_records
 
 # On the same CPU kind the same seed gives the same numbers to the last digit.
@@ -30,8 +32,21 @@ CPU_TOLERANCE = {"eval_accuracy": 0.0, "eval_loss": 1e-6}
 # GPU kernels are not bit-exact across runs and cards: allow one point of accuracy.
 GPU_TOLERANCE = {"eval_accuracy": 0.01, "eval_loss": 0.05}
 EXACT_KEYS = ("trainable_params", "total_params", "num_labels", "num_train_samples", "num_eval_samples")
-# Run-specific fields that do not belong in a committed record.
-DROP_FROM_METRICS = ("config", "command")
+
+
+def tolerance(*, on_gpu: bool, monitor: str) -> dict[str, float]:
+    """What a re-run may differ by: the monitored metric (at accuracy's tolerance) and the loss."""
+    base = GPU_TOLERANCE if on_gpu else CPU_TOLERANCE
+    return {monitor: base["eval_loss" if monitor == "eval_loss" else "eval_accuracy"], "eval_loss": base["eval_loss"]}
+
+
+def committed(record: RunRecord) -> dict[str, Any]:
+    """The record as committed: without the config (config.yaml beside it holds it, portable) or
+    the command line that ran it (experiment.yaml says how to run it)."""
+    body = record.to_json()
+    body.pop("config")
+    body["provenance"]["command"] = None
+    return body
 
 
 def run_name(config: dict[str, Any], fallback: str) -> str:
@@ -54,29 +69,29 @@ def _portable(config: dict[str, Any], *, root: Path) -> dict[str, Any]:
 
 def record(source: Path, record_dir: Path, *, description: str) -> Path:
     """Write a record from a finished run dir or a multirun sweep dir."""
-    if (source / "metrics.json").is_file():
-        jobs = [(source, json.loads((source / "metrics.json").read_text()))]
+    if (source / RECORD_FILE).is_file():
+        jobs = [(source, RunRecord.load(source / RECORD_FILE))]
     else:
         jobs = job_records(source)
-    unfinished = [d.name for d, m in jobs if m.get("status") != "completed"]
+    unfinished = [d.name for d, m in jobs if m.status != "completed"]
     if not jobs or unfinished:
         raise UserError(f"{source} has {'no runs' if not jobs else 'unfinished jobs: ' + ', '.join(unfinished)}; "
                         f"record a finished run or sweep dir")
     root = repo_root(record_dir)
     for job_dir, metrics in jobs:
-        config = _portable(metrics["config"], root=root)
+        config = _portable(metrics.config, root=root)
         out = record_dir / "runs" / run_name(config, fallback=job_dir.name if len(jobs) > 1 else "run")
         out.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.create(config), out / "config.yaml")
-        kept = {k: v for k, v in metrics.items() if k not in DROP_FROM_METRICS}
-        (out / "metrics.json").write_text(json.dumps(kept, indent=2) + "\n")
-    on_gpu = any(m["hardware"]["gpu_count"] for _, m in jobs)
+        (out / RECORD_FILE).write_text(json.dumps(committed(metrics), indent=2) + "\n")
+    first = jobs[0][1]
+    on_gpu = any(m.provenance.hardware.get("gpu_count") for _, m in jobs)
     meta = {
         "description": description,
         "status": "recorded",
-        "command": jobs[0][1].get("command"),
-        "hardware": jobs[0][1]["hardware"]["device"],
-        "tolerance": GPU_TOLERANCE if on_gpu else CPU_TOLERANCE,
+        "command": first.provenance.command,
+        "hardware": first.provenance.hardware.get("device"),
+        "tolerance": tolerance(on_gpu=on_gpu, monitor=first.monitor),
     }
     OmegaConf.save(OmegaConf.create(meta), record_dir / "experiment.yaml")
     return record_dir
@@ -87,9 +102,8 @@ def record_pending(record_dir: Path, *, overrides: list[str], description: str, 
     (`experiment=` or `+sweep=` with hydra.sweeper.params) gets one run config per job."""
     from hydra import compose, initialize_config_dir
 
-    from peft_food.config import resolve
+    from peft_food.config import CONF_DIR, resolve
     from peft_food.sweep import grid_jobs
-    from peft_food.train import CONF_DIR
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         hydra_cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True).hydra
@@ -108,11 +122,13 @@ def record_pending(record_dir: Path, *, overrides: list[str], description: str, 
     return record_dir
 
 
-def compare(name: str, recorded: dict[str, Any], new: dict[str, Any], tolerance: dict[str, float]) -> list[str]:
+def compare(name: str, recorded: RunRecord, new: RunRecord, tolerance: dict[str, float]) -> list[str]:
     """Human-readable differences beyond tolerance (empty: the run reproduced)."""
-    diffs = [f"{name}: {key} recorded {recorded.get(key)}, now {new.get(key)}"
-             for key in EXACT_KEYS if recorded.get(key) != new.get(key)]
-    old_epochs, new_epochs = recorded.get("epochs", []), new.get("epochs", [])
+    diffs = [f"{name}: {key} recorded {getattr(recorded.counts, key, None)}, now {getattr(new.counts, key, None)}"
+             for key in EXACT_KEYS if getattr(recorded.counts, key, None) != getattr(new.counts, key, None)]
+    if recorded.monitor not in tolerance:
+        diffs.append(f"{name}: the record's monitor {recorded.monitor} has no tolerance in experiment.yaml")
+    old_epochs, new_epochs = recorded.epochs, new.epochs
     if len(old_epochs) != len(new_epochs):
         diffs.append(f"{name}: {len(old_epochs)} epochs recorded, {len(new_epochs)} now")
     for old, now in zip(old_epochs, new_epochs):
@@ -151,11 +167,11 @@ def reproduce(record_dir: Path, *, out_dir: Path, wandb: bool) -> list[str]:
         cfg.output_dir = str(out_dir / run_dir.name)
         cfg.logger.enabled = wandb and cfg.logger.enabled
         cfg.logger.group = f"reproduce-{record_dir.name}"
-        recorded = json.loads((run_dir / "metrics.json").read_text())
+        recorded = RunRecord.load(run_dir / RECORD_FILE)
         new = train(cfg)
         found = compare(run_dir.name, recorded, new, meta["tolerance"])
-        accuracies = " ".join(f"{e['eval_accuracy']:.4f}" for e in new["epochs"])
-        print(f"{run_dir.name}: {'MATCH' if not found else 'DIFFERS'}  eval accuracy per epoch: {accuracies}")
+        values = " ".join(f"{e[new.monitor]:.4f}" for e in new.epochs)
+        print(f"{run_dir.name}: {'MATCH' if not found else 'DIFFERS'}  {new.monitor} per epoch: {values}")
         diffs += found
     return diffs
 

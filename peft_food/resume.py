@@ -1,24 +1,37 @@
-"""Interrupt and resume: a run stopped by SIGTERM or Ctrl-C exits cleanly with its epoch
-checkpoints, and the same command started again continues from the last one.
+"""The run dir's life: one process at a time (a lock), interrupt and resume, one dir per run.
 
     peft-food-train experiment=quickstart           # Ctrl-C half-way: stops cleanly, exit 130
     peft-food-train experiment=quickstart           # finds that unfinished run, continues it
 
 `train.resume`: null/auto (continue an unfinished run of the same command if one has a
 checkpoint), true (require one), false (always start fresh).
+
+A run holds its dir's lock (`.lock`: an flock, which the kernel drops when the process dies, and
+the holder's host and pid for the message) from start to end, so the same command started while
+the first is still training stops with one line naming the holder instead of training into the
+same dir; a holder that died leaves no lock behind. A resumed run continues in its own dir: the
+log Hydra started in the new timestamped dir is moved over and that stub removed, so the run dir
+holds the whole log, the model and the record.
 """
 
 from __future__ import annotations
 
+import datetime
+import fcntl
 import json
 import logging
+import os
+import shutil
 import signal
+import socket
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
 from peft_food.errors import UserError
+from peft_food.record import FILE as RECORD_FILE
+from peft_food.record import RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +59,10 @@ def _overrides(run_dir: Path) -> list[str] | None:
 
 
 def _unfinished(run_dir: Path) -> bool:
-    metrics = run_dir / "metrics.json"
-    status = json.loads(metrics.read_text()).get("status") if metrics.is_file() else None
-    return status != "completed" and latest_checkpoint(run_dir) is not None
+    if latest_checkpoint(run_dir) is None:
+        return False
+    path = run_dir / RECORD_FILE
+    return not path.is_file() or RunRecord.load(path).status != "completed"
 
 
 def find_resumable(run_dir: Path, *, search_root: Path | None) -> Path | None:
@@ -71,10 +85,81 @@ def plan_resume(run_dir: Path, *, mode: bool | None, search_root: Path | None) -
     if found is None and mode is True:
         raise UserError(f"train.resume=true but no unfinished run with a checkpoint was found for this command "
                         f"(looked in {run_dir} and {search_root}); drop train.resume to start fresh")
-    if found is not None:
-        log.warning("resuming the unfinished run in %s from %s (train.resume=false starts fresh)",
-                    found, latest_checkpoint(found).name)
     return found
+
+
+class RunDirInUse(UserError):
+    """A live process holds the run dir."""
+
+
+class RunDirLock:
+    """Held by the process training in a run dir; a second process gets a UserError naming it."""
+
+    FILE = ".lock"
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / self.FILE
+        self._fd: int | None = None
+
+    def __enter__(self) -> "RunDirLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 4096).decode(errors="replace")
+            os.close(fd)
+            raise RunDirInUse(f"{self.path.parent} is in use by a running training process ({_describe(holder)}); "
+                            f"wait for it to finish, or start a separate run with train.resume=false") from None
+        os.ftruncate(fd, 0)
+        holder = {"host": socket.gethostname(), "pid": os.getpid(),
+                  "since": datetime.datetime.now().isoformat(timespec="seconds")}
+        os.write(fd, json.dumps(holder).encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._fd is not None:
+            self.path.unlink(missing_ok=True)
+            os.close(self._fd)  # drops the flock
+            self._fd = None
+
+
+def _describe(holder: str) -> str:
+    try:
+        info = json.loads(holder)
+        return f"host {info['host']}, pid {info['pid']}, since {info['since']}"
+    except (ValueError, KeyError, TypeError):
+        return "holder unknown"
+
+
+def adopt_stub(stub: Path, *, run_dir: Path) -> None:
+    """Continue the log Hydra opened in `stub` (this launch's new, otherwise empty run dir) in
+    `run_dir`'s own log, then remove the stub: one run, one dir, the whole log."""
+    if stub.resolve() == run_dir.resolve() or not stub.is_dir():
+        return
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == stub.resolve():
+            handler.acquire()
+            try:
+                handler.flush()
+                handler.close()
+                started = Path(handler.baseFilename)
+                target = run_dir / started.name
+                with target.open("a") as log_file:
+                    log_file.write(started.read_text() if started.is_file() else "")
+                handler.baseFilename, handler.mode = str(target.resolve()), "a"
+                handler.stream = handler._open()
+            finally:
+                handler.release()
+    discard_stub(stub)
+    log.warning("continuing in %s (this launch's new run dir %s was folded into it)", run_dir, stub)
+
+
+def discard_stub(stub: Path) -> None:
+    """Remove a run dir Hydra made that holds nothing of a run (only .hydra/ and its log)."""
+    if stub.is_dir() and all(p.name == ".hydra" or p.suffix == ".log" for p in stub.iterdir()):
+        shutil.rmtree(stub, ignore_errors=True)
 
 
 class StopOnSignal(TrainerCallback):

@@ -13,7 +13,6 @@ job and the keys that method takes, instead of failing halfway through.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
@@ -24,6 +23,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+
+from peft_food.record import FILE as RECORD_FILE
+from peft_food.record import RunRecord, read_or_damaged
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +58,14 @@ def job_labels(*, sweep_name: str | None) -> dict[str, str]:
     return {"group": group, "name": name or f"job{hydra_cfg.job.num}"}
 
 
-def job_records(sweep_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
-    """(job dir, metrics.json content) for every job that has started, in job order.
-    A job dir without metrics.json is reported as `starting`."""
+def job_records(sweep_dir: Path) -> list[tuple[Path, RunRecord]]:
+    """(job dir, its record) for every job that has started, in job order. A job dir without
+    metrics.json is `starting`; one whose metrics.json cannot be read is `damaged`."""
     jobs = []
     for job_dir in sorted((d for d in sweep_dir.iterdir() if (d / ".hydra").is_dir()),
                           key=lambda d: (not d.name.isdigit(), int(d.name) if d.name.isdigit() else d.name)):
-        path = job_dir / "metrics.json"
-        jobs.append((job_dir, json.loads(path.read_text()) if path.is_file() else {"status": "starting"}))
+        path = job_dir / RECORD_FILE
+        jobs.append((job_dir, read_or_damaged(path) if path.is_file() else RunRecord(status="starting")))
     return jobs
 
 
@@ -119,10 +121,10 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         jobs = job_records(Path(config.hydra.sweep.dir))
-        failed = [(d, m) for d, m in jobs if m.get("status") != "completed"]
+        failed = [(d, m) for d, m in jobs if m.status != "completed"]
         log.info("sweep finished: %d of %d jobs completed (%s)", len(jobs) - len(failed), len(jobs),
                  config.hydra.sweep.dir)
         for job_dir, record in failed:
-            log.error("job %s %s: %s", job_dir.name, record.get("status"), record.get("error", "no error recorded"))
+            log.error("job %s %s: %s", job_dir.name, record.status, record.error or "no error recorded")
         if failed:
             sys.exit(1)

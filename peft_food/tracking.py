@@ -7,7 +7,6 @@ every job after the first would otherwise log into the first job's run.
 
 from __future__ import annotations
 
-import json
 import logging
 import netrc
 import os
@@ -22,10 +21,11 @@ from urllib.parse import urlparse
 import torch
 
 from peft_food.config import LoggerSpec
+from peft_food.record import Provenance
 
 log = logging.getLogger(__name__)
 
-PACKAGES = ("peft-food", "torch", "torchvision", "transformers", "peft", "datasets", "evaluate",
+PACKAGES = ("peft-food", "torch", "torchvision", "transformers", "peft", "datasets",
             "hydra-core", "wandb", "numpy", "pillow")
 
 
@@ -64,13 +64,10 @@ def hardware() -> dict[str, Any]:
     }
 
 
-def provenance() -> dict[str, Any]:
-    return {
-        "git": git_state(Path(__file__).resolve().parent),
-        "versions": package_versions(),
-        "hardware": hardware(),
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-    }
+def provenance(*, precision: str, world_size: int, effective_batch_size: int) -> Provenance:
+    return Provenance(git=git_state(Path(__file__).resolve().parent), versions=package_versions(),
+                      hardware=hardware(), command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+                      precision=precision, world_size=world_size, effective_batch_size=effective_batch_size)
 
 
 # --- W&B -----------------------------------------------------------------------------------
@@ -107,7 +104,7 @@ def resolve_mode(spec: LoggerSpec) -> str:
     return "online" if has_wandb_credentials() else "offline"
 
 
-def start_wandb(*, spec: LoggerSpec, run_dir: Path, config: dict[str, Any], tags: list[str],
+def start_wandb(*, spec: LoggerSpec, run_dir: Path, config: dict[str, Any], tags: list[str], metrics: list[str],
                 run_id: str | None = None):
     """Open this job's own W&B run under `run_dir/wandb`, or return None for logger=none.
     `run_id` of an interrupted run resumes that W&B run instead of forking a new one."""
@@ -130,11 +127,11 @@ def start_wandb(*, spec: LoggerSpec, run_dir: Path, config: dict[str, Any], tags
         id=run_id,
         resume="allow" if run_id else None,
     )
-    # Eval accuracy is plotted per epoch; Trainer's train/loss keeps train/global_step.
+    # Eval metrics are plotted per epoch; Trainer's train/loss keeps train/global_step.
     # (Exact names: they take precedence over the "*" -> global_step rule the callback adds.)
     run.define_metric("train/epoch")
-    for name in ("eval/accuracy", "eval/loss"):
-        run.define_metric(name, step_metric="train/epoch")
+    for name in dict.fromkeys([*metrics, "loss"]):
+        run.define_metric(f"eval/{name}", step_metric="train/epoch")
     if mode == "offline":
         log.warning("W&B: no API key found, logging offline to %s (upload later: wandb sync %s)",
                     run.dir, Path(run.dir).parent)
@@ -147,6 +144,3 @@ def finish_wandb(run, *, summary: dict[str, Any], failed: bool) -> None:
     run.summary.update(summary)
     run.finish(exit_code=1 if failed else 0)
 
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")

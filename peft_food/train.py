@@ -6,7 +6,7 @@
     peft-food-train peft.r=8 peft.alpha=32 train.epochs=3 logger.project=my-proj
     peft-food-train model=dinov2_small peft=ia3            # any method on any backbone
 
-`main` is a thin Hydra wrapper; tests and sweepers call `train(cfg) -> metrics`.
+`main` is a thin Hydra wrapper; tests and sweepers call `train(cfg) -> RunRecord`.
 """
 
 from __future__ import annotations
@@ -15,29 +15,41 @@ import json
 import logging
 import sys
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import hydra
+import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from transformers import Trainer, TrainerCallback, set_seed
 
 from peft_food.artifacts import save_base, save_trained
-from peft_food.config import RunSpec, parse_config, resolve
+from peft_food.config import CONF_DIR, RunSpec, parse_config
 from peft_food.data import load_splits
 from peft_food.distributed import is_main_process, share_run_dir, world_size
 from peft_food.errors import UserError
-from peft_food.methods import FullSpec, method_label
+from peft_food.metrics import Evaluator, confusion_matrix, write_per_class
 from peft_food.model import apply_peft, check_targets, count_parameters, load_base
-from peft_food.resume import Interrupted, StopOnSignal, latest_checkpoint, plan_resume
+from peft_food.record import FILE as RECORD_FILE
+from peft_food.record import Counts, RunRecord
+from peft_food.resume import (
+    Interrupted,
+    RunDirInUse,
+    RunDirLock,
+    StopOnSignal,
+    adopt_stub,
+    discard_stub,
+    latest_checkpoint,
+    plan_resume,
+)
 from peft_food.sweep import is_multirun, job_labels
-from peft_food.tracking import finish_wandb, provenance, start_wandb, write_json
+from peft_food.tracking import finish_wandb, provenance, start_wandb
 from peft_food.trainer import (
     EpochRecorder,
     ImageTrainer,
-    accuracy,
     epoch_metrics,
     peak_memory_mb,
     resolve_precision,
@@ -49,121 +61,154 @@ from peft_food.transforms import attach_transforms, collate
 
 log = logging.getLogger(__name__)
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
-
-def build_trainer(spec: RunSpec, *, run_dir: Path, precision: str, method: str, record: dict[str, Any],
-                  callbacks: list[TrainerCallback], report_to: list[str]) -> tuple[Trainer, Any, list[str]]:
-    """Data, model and Trainer, once each; fills the record's parameter and sample counts."""
+def build_trainer(spec: RunSpec, *, run_dir: Path, precision: str, record: RunRecord,
+                  callbacks: list[TrainerCallback], report_to: list[str]) -> tuple[Trainer, Any]:
+    """Data, model and Trainer, once each; fills the record's labels and counts."""
     splits = load_splits(spec.data, seed=spec.seed)
     base, processor = load_base(model=spec.model, labels=splits.labels)
-    # Every method but full saves only what it trained; a random-init base exists nowhere else.
-    if not spec.model.pretrained and not isinstance(spec.peft, FullSpec) and is_main_process():
+    if not spec.model.pretrained and spec.peft.saves_base and is_main_process():
         save_base(base, model_dir=run_dir / "model")
     model = apply_peft(base, peft=spec.peft, model=spec.model)
-    record.update(count_parameters(model), num_labels=len(splits.labels), labels=splits.labels,
-                  num_train_samples=len(splits.train), num_eval_samples=len(splits.eval))
+    record.labels = splits.labels
+    record.counts = Counts(**count_parameters(model), num_labels=len(splits.labels),
+                           num_train_samples=len(splits.train), num_eval_samples=len(splits.eval))
     log.info("trainable params: %(trainable_params)s || all params: %(total_params)s "
-             "|| trainable%%: %(trainable_percent)s", record)
-    attach_transforms(splits, processor, uint8=spec.data.uint8, cache=spec.data.cache,
-                      fast_decode=spec.data.fast_decode)
+             "|| trainable%%: %(trainable_percent)s", vars(record.counts))
+    splits = attach_transforms(splits, processor, uint8=spec.data.uint8, cache=spec.data.cache,
+                               fast_decode=spec.data.fast_decode)
     args = training_arguments(train=spec.train, precision=precision, workers=resolve_workers(spec.train.workers),
                               run_dir=run_dir, seed=spec.seed, report_to=report_to)
     trainer = ImageTrainer(model=model, args=args, train_dataset=splits.train, eval_dataset=splits.eval,
-                           data_collator=collate, compute_metrics=accuracy, callbacks=callbacks,
+                           data_collator=collate, compute_metrics=Evaluator(spec.train.metrics), callbacks=callbacks,
                            mean=processor.image_mean, std=processor.image_std)
-    return trainer, processor, splits.labels
+    return trainer, processor
 
 
-def run(spec: RunSpec, *, resolved_config: dict[str, Any], resume_search: Path | None = None) -> dict[str, Any]:
+@contextmanager
+def recorded(record: RunRecord, *, path: Path | None, wandb_run: Any) -> Iterator[RunRecord]:
+    """The failure path of a run, in one place (lightning-hydra-template's task_wrapper): every
+    exit sets the status, the runtime, writes the record and finishes the W&B run."""
+    started = time.perf_counter()
+    try:
+        yield record
+        record.status = "completed"
+    except (Interrupted, KeyboardInterrupt) as err:
+        record.status, record.error = "interrupted", str(err) or "KeyboardInterrupt"
+        raise
+    except BaseException as err:
+        record.status, record.error = "failed", f"{type(err).__name__}: {err}"
+        raise
+    finally:
+        record.efficiency.runtime_s = round(time.perf_counter() - started, 2)
+        if path is not None:
+            record.write(path)
+        finish_wandb(wandb_run, summary=record.summary(), failed=record.status != "completed")
+
+
+def evaluate_saved(trainer: Trainer, *, labels: list[str], out_dir: Path | None) -> None:
+    """Per-class accuracy and confusion counts of the model that is saved (the best checkpoint,
+    reloaded at the end): per_class.csv and confusion.csv in the run dir."""
+    output = trainer.predict(trainer.eval_dataset)
+    if out_dir is not None:
+        confusion = confusion_matrix(np.asarray(output.predictions).argmax(-1), np.asarray(output.label_ids),
+                                     num_labels=len(labels))
+        write_per_class(confusion, labels, out_dir=out_dir)
+
+
+def run(spec: RunSpec, *, resume_search: Path | None = None) -> RunRecord:
     """Train one model as `spec` says; write model/ and metrics.json into its run dir (spec.output_dir,
     or the unfinished run being resumed)."""
-    started = time.perf_counter()
     check_targets(spec.model, peft=spec.peft)
     resume_dir = plan_resume(Path(spec.output_dir), mode=spec.train.resume, search_root=resume_search)
     run_dir = resume_dir or Path(spec.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    previous = json.loads((run_dir / "metrics.json").read_text()) if resume_dir else {}
+    main_process = is_main_process()  # under torchrun only rank 0 writes records and logs to W&B
+    with _held(run_dir, stub=Path(spec.output_dir)) if main_process else nullcontext():
+        if resume_dir is not None and main_process:
+            log.warning("resuming the unfinished run in %s from %s (train.resume=false starts fresh)",
+                        run_dir, latest_checkpoint(run_dir).name)
+            adopt_stub(Path(spec.output_dir), run_dir=run_dir)
+        return _train_in(run_dir, spec, resumed=resume_dir is not None)
+
+
+@contextmanager
+def _held(run_dir: Path, *, stub: Path) -> Iterator[None]:
+    """`run_dir`'s lock for the whole run. Refused (a live process holds it), this launch leaves
+    nothing behind: not even the new run dir Hydra made for it, which would otherwise be the
+    newest run dir and hold no model."""
+    try:
+        with RunDirLock(run_dir):
+            yield
+    except RunDirInUse:
+        if stub.resolve() != run_dir.resolve():
+            discard_stub(stub)
+        raise
+
+
+def _train_in(run_dir: Path, spec: RunSpec, *, resumed: bool) -> RunRecord:
+    main_process = is_main_process()
+    previous = RunRecord.load(run_dir / RECORD_FILE) if resumed and (run_dir / RECORD_FILE).is_file() else None
     set_seed(spec.seed)
     precision = resolve_precision(spec.train.precision)
-    method = method_label(spec.peft)
-    main_process = is_main_process()  # under torchrun only rank 0 writes records and logs to W&B
-    record: dict[str, Any] = {"status": "running", "method": method, "precision": precision, **provenance(),
-                              "config": resolved_config, "run_dir": str(run_dir), "world_size": world_size(),
-                              "effective_batch_size": spec.train.batch_size * spec.train.grad_accum * world_size()}
-    checkpoint = latest_checkpoint(run_dir) if resume_dir else None
-    if checkpoint:
-        record["resumed_from"] = [*previous.get("resumed_from", []), checkpoint.name]
-    if main_process:
-        write_json(run_dir / "metrics.json", record)
+    checkpoint = latest_checkpoint(run_dir) if resumed else None
+    record = RunRecord(
+        status="running", method=spec.peft.label, monitor=spec.train.monitor_key, config=spec.config,
+        provenance=provenance(precision=precision, world_size=world_size(),
+                              effective_batch_size=spec.train.batch_size * spec.train.grad_accum * world_size()),
+        resumed_from=[*(previous.resumed_from if previous else []), *([checkpoint.name] if checkpoint else [])],
+    )
+    path = run_dir / RECORD_FILE if main_process else None
+    if path is not None:
+        record.write(path)
     logger = spec.logger if main_process else replace(spec.logger, enabled=False)
-    wandb_run = start_wandb(spec=logger, run_dir=run_dir, config={"method": method, **resolved_config},
-                            tags=[method, spec.model.name], run_id=previous.get("wandb_run_id"))
-    if wandb_run is not None:
-        record["wandb_run_id"] = wandb_run.id
+    wandb_run = start_wandb(spec=logger, run_dir=run_dir, config={"method": spec.peft.label, **spec.config},
+                            tags=[spec.peft.label, spec.model.name], metrics=spec.train.metrics,
+                            run_id=previous.wandb_run_id if previous else None)
+    record.wandb_run_id = wandb_run.id if wandb_run is not None else None
     stopper = StopOnSignal()
-    try:
-        trainer, processor, labels = build_trainer(
-            spec, run_dir=run_dir, precision=precision, method=method, record=record,
-            callbacks=[EpochRecorder(record, run_dir / "metrics.json"), stopper],
+    with recorded(record, path=path, wandb_run=wandb_run):
+        trainer, processor = build_trainer(
+            spec, run_dir=run_dir, precision=precision, record=record,
+            callbacks=[EpochRecorder(record, run_dir / RECORD_FILE, metrics=spec.train.metrics), stopper],
             report_to=["wandb"] if wandb_run else [])
         if wandb_run is not None:
-            wandb_run.summary.update({k: record[k] for k in ("trainable_params", "total_params", "trainable_percent")})
+            wandb_run.summary.update(vars(record.counts))
         with stopper:
             output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         if stopper.signum is not None:
             raise Interrupted(stopper.signum, latest_checkpoint(run_dir))
-        epochs = epoch_metrics(trainer.state.log_history)
+        record.epochs = epoch_metrics(trainer.state.log_history, metrics=spec.train.metrics)
+        evaluate_saved(trainer, labels=record.labels, out_dir=run_dir if main_process else None)
         if main_process:
-            save_trained(trainer.model, processor, model_dir=run_dir / "model", method=method, labels=labels,
+            save_trained(trainer.model, processor, model_dir=run_dir / "model", peft=spec.peft, labels=record.labels,
                          base=spec.model)
-        record.update(status="completed", epochs=epochs, best_eval_accuracy=max(e["eval_accuracy"] for e in epochs),
-                      final_eval_accuracy=epochs[-1]["eval_accuracy"],
-                      train_img_per_s=round(output.metrics["train_samples_per_second"], 2),
-                      peak_mem_mb=peak_memory_mb(),
-                      model_size_mb=weights_mb(run_dir / "model") if main_process else None)
-    except (Interrupted, KeyboardInterrupt) as err:
-        record.update(status="interrupted", error=str(err) or "KeyboardInterrupt")
-        raise
-    except BaseException as err:
-        record.update(status="failed", error=f"{type(err).__name__}: {err}")
-        raise
-    finally:
-        record["runtime_s"] = round(time.perf_counter() - started, 2)
-        if main_process:
-            write_json(run_dir / "metrics.json", record)
-        summary = {k: v for k, v in record.items() if k in SUMMARY_KEYS}
-        finish_wandb(wandb_run, summary=summary, failed=record["status"] != "completed")
+        record.efficiency = replace(record.efficiency, train_img_per_s=round(output.metrics["train_samples_per_second"], 2),
+                                    peak_mem_mb=peak_memory_mb(),
+                                    model_size_mb=weights_mb(run_dir / "model") if main_process else None)
     return record
 
 
-SUMMARY_KEYS = ("status", "method", "precision", "trainable_params", "total_params", "trainable_percent",
-                "best_eval_accuracy", "final_eval_accuracy", "num_eval_samples", "num_labels", "runtime_s",
-                "train_img_per_s", "peak_mem_mb", "model_size_mb", "epoch_wall_s")
-
-
-def train(cfg: DictConfig, *, resume_search: Path | None = None) -> dict[str, Any]:
-    """Validate the composed config (before any compute), then train. Returns metrics.json's content.
+def train(cfg: DictConfig, *, resume_search: Path | None = None) -> RunRecord:
+    """Validate the composed config (before any compute), then train. Returns the run's record.
     `resume_search`: where to look for an unfinished run of the same command (the CLI's outputs/)."""
-    spec = parse_config(cfg)
-    return run(spec, resolved_config=resolve(cfg), resume_search=resume_search)
+    return run(parse_config(cfg), resume_search=resume_search)
 
 
 def record_failure(cfg: DictConfig, err: BaseException) -> None:
     """A job that failed before run() started still leaves a metrics.json saying so, with the
     config as composed (unresolved: resolving may be what failed)."""
-    path = Path(str(cfg.output_dir)) / "metrics.json"
-    if is_main_process() and not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(str(cfg.output_dir)) / RECORD_FILE
+    if is_main_process() and path.parent.is_dir() and not path.is_file():
         config = OmegaConf.to_container(cfg, resolve=False)
-        write_json(path, {"status": "failed", "error": f"{type(err).__name__}: {err}", "config": config})
+        RunRecord(status="failed", error=f"{type(err).__name__}: {err}", config=config).write(path)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float:
     """Hydra edge: label multirun jobs for W&B, run, and turn failures into one line + exit code.
 
-    In a multirun a failed job returns NaN instead of raising, so the remaining jobs still run;
+    Returns the monitored metric's best value (what a sweeper such as Optuna optimises). In a
+    multirun a failed job returns NaN instead of raising, so the remaining jobs still run;
     SweepSummary then lists the failures and exits non-zero."""
     for key, value in job_labels(sweep_name=cfg.get("sweep_name")).items():
         if cfg.logger.get(key) is None:
@@ -172,7 +217,7 @@ def main(cfg: DictConfig) -> float:
     # Same command again -> continue its unfinished run: look among the timestamped run dirs.
     search = None if is_multirun() else Path(cfg.output_dir).parent.parent
     try:
-        metrics = train(cfg, resume_search=search)
+        record = train(cfg, resume_search=search)
     except Interrupted as err:
         print(f"peft-food-train: {err}", file=sys.stderr)
         sys.exit(128 + err.signum)
@@ -190,8 +235,8 @@ def main(cfg: DictConfig) -> float:
         record_failure(cfg, err)
         return float("nan")
     if is_main_process():
-        print(json.dumps({k: metrics.get(k) for k in SUMMARY_KEYS}))
-    return metrics["best_eval_accuracy"]
+        print(json.dumps(record.summary()))
+    return record.best
 
 
 if __name__ == "__main__":

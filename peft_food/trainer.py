@@ -1,9 +1,10 @@
 """The Trainer as this package configures it: arguments from TrainSpec, uint8 batches normalised
-on the device, accuracy without the Hub, and per-epoch records.
+on the device, the monitored metric picking the best checkpoint, and per-epoch records.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import resource
@@ -11,12 +12,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from peft_food.config import TrainSpec
-from peft_food.tracking import write_json
+from peft_food.metrics import METRICS
+from peft_food.record import RunRecord
 from peft_food.transforms import normalize
 
 log = logging.getLogger(__name__)
@@ -37,13 +38,6 @@ def resolve_workers(requested: int | None) -> int:
         return requested
     cores = os.cpu_count() or 1
     return min(8, cores) if torch.cuda.is_available() else max(0, min(8, cores - 1))
-
-
-def accuracy(eval_pred) -> dict[str, float]:
-    # Computed here rather than with evaluate.load("accuracy"), which fetches the metric
-    # script from the Hub and fails offline (evaluate #316).
-    logits, labels = eval_pred
-    return {"accuracy": float((np.argmax(logits, axis=-1) == labels).mean())}
 
 
 def training_arguments(*, train: TrainSpec, precision: str, workers: int, run_dir: Path,
@@ -67,7 +61,8 @@ def training_arguments(*, train: TrainSpec, precision: str, workers: int, run_di
         save_strategy="epoch",
         save_total_limit=2,  # the best and the latest checkpoint
         load_best_model_at_end=True,
-        metric_for_best_model="accuracy",
+        metric_for_best_model=train.monitor_key,
+        greater_is_better=METRICS[train.monitor].higher_is_better,
         logging_steps=train.logging_steps,
         dataloader_num_workers=workers,
         dataloader_persistent_workers=workers > 0,
@@ -83,32 +78,31 @@ def training_arguments(*, train: TrainSpec, precision: str, workers: int, run_di
     )
 
 
-def epoch_metrics(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [
-        {"epoch": round(entry["epoch"], 4), "eval_accuracy": entry["eval_accuracy"], "eval_loss": entry["eval_loss"]}
-        for entry in log_history
-        if "eval_accuracy" in entry
-    ]
+def epoch_metrics(log_history: list[dict[str, Any]], *, metrics: list[str]) -> list[dict[str, Any]]:
+    """One entry per evaluation: its epoch, eval_loss and eval_<name> for each of `metrics`."""
+    keys = ["eval_loss", *(f"eval_{name}" for name in metrics if name != "loss")]
+    return [{"epoch": round(entry["epoch"], 4), **{key: entry[key] for key in keys}}
+            for entry in log_history if "eval_loss" in entry and "epoch" in entry]
 
 
 class EpochRecorder(TrainerCallback):
     """Rewrites metrics.json after every evaluation, so a running sweep can be compared, and
     times each epoch's training (evaluation excluded)."""
 
-    def __init__(self, record: dict[str, Any], path: Path):
-        self.record, self.path = record, path
+    def __init__(self, record: RunRecord, path: Path, *, metrics: list[str]):
+        self.record, self.path, self.metrics = record, path, metrics
         self._started = 0.0
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         self._started = time.perf_counter()
 
     def on_epoch_end(self, args, state, control, **kwargs):
-        self.record.setdefault("epoch_wall_s", []).append(round(time.perf_counter() - self._started, 2))
+        self.record.efficiency.epoch_wall_s.append(round(time.perf_counter() - self._started, 2))
 
     def on_evaluate(self, args, state, control, **kwargs):
-        self.record["epochs"] = epoch_metrics(state.log_history)
+        self.record.epochs = epoch_metrics(state.log_history, metrics=self.metrics)
         if state.is_world_process_zero:
-            write_json(self.path, self.record)
+            self.record.write(self.path)
 
 
 def peak_memory_mb() -> float:
@@ -124,11 +118,27 @@ def weights_mb(model_dir: Path) -> float:
 
 
 class ImageTrainer(Trainer):
-    """Trainer that turns uint8 batches into normalised floats after the move to the device."""
+    """Trainer that turns uint8 batches into normalised floats after the move to the device, and
+    writes checkpoints that its own reloads can read."""
 
     def __init__(self, *args, mean: list[float], std: list[float], **kwargs):
         super().__init__(*args, **kwargs)
         self.mean, self.std = mean, std
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        # transformers 5.x saves ViT-family weights under their pre-5.9 names (save_original_format),
+        # but Trainer reloads a checkpoint (load_best_model_at_end, resume) with a plain
+        # load_state_dict(strict=False): the renamed keys silently miss, and a full, linear-probe
+        # or BitFit run would end on the last epoch's layers under the best epoch's head. Checkpoints
+        # keep the model's own names; the final model/ is saved in the original format as usual.
+        model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        if "save_original_format" not in inspect.signature(model.save_pretrained).parameters:
+            return super()._save(output_dir, state_dict)  # transformers 4.x: no renaming to undo
+        output_dir = output_dir or self.args.output_dir
+        os.makedirs(output_dir, exist_ok=True)
+        model.save_pretrained(output_dir, state_dict=state_dict, is_main_process=self.args.should_save,
+                              save_original_format=False)
+        torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
 
     def _prepare_inputs(self, inputs):
         inputs = super()._prepare_inputs(inputs)

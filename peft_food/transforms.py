@@ -159,28 +159,30 @@ def decode_all(ds: Dataset, *, workers: int = 8) -> list[np.ndarray]:
 
 
 def attach_transforms(splits: Splits, processor: Any, *, uint8: bool = True, cache: bool = False,
-                      fast_decode: bool = False) -> None:
-    """Decode + augment lazily, per batch, in the dataloader workers (set_transform).
+                      fast_decode: bool = False) -> Splits:
+    """`splits` with decode + augment attached, run lazily per batch in the dataloader workers
+    (with_transform: new datasets, `splits` itself is left as it was, so one loaded dataset can
+    be attached several ways).
 
     cache=True decodes every image once up front and keeps the RGB pixels in RAM (about 0.6 MB per
     512x384 Food-101 photo), so later epochs only crop, resize and flip (as tensors with
     fast_decode); the augmentations are unchanged, and the cached pixels are PIL's exact decode.
     fast_decode=True hands the train transform the undecoded file, for libjpeg-turbo to decode."""
     train_tf, eval_tf = build_transforms(processor, uint8=uint8, fast_decode=fast_decode)
+    attached = {}
     for name, transform in (("train", train_tf), ("eval", eval_tf)):
         ds = getattr(splits, name)
         pixels = None
         if name == "train" and fast_decode and uint8 and not cache and isinstance(ds.features.get("image"), ImageFeature):
             # datasets would decode the whole image before our transform sees it.
             ds = ds.cast_column("image", ImageFeature(decode=False))
-            setattr(splits, name, ds)
         if cache:
             pixels = decode_all(ds)
             ds = ds.add_column("index", list(range(len(ds))))
-            setattr(splits, name, ds)
             log.info("cached %d decoded %s images (%.0f MB)", len(pixels), name, sum(p.nbytes for p in pixels) / 2**20)
         # With a cache, only the index and label columns are read: no image is decoded again.
-        ds.set_transform(_apply(transform, pixels), columns=["index", "label"] if cache else None)
+        attached[name] = ds.with_transform(_apply(transform, pixels), columns=["index", "label"] if cache else None)
+    return Splits(train=attached["train"], eval=attached["eval"], labels=splits.labels)
 
 
 def collate(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:

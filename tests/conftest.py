@@ -8,7 +8,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from peft_food.train import CONF_DIR
+from peft_food.config import CONF_DIR
 
 REPO = Path(__file__).resolve().parent.parent
 MINI = REPO.parent / "shared" / "data" / "food101-mini"

@@ -23,6 +23,8 @@ from tests.conftest import TINY, compose_config
         (["train.precision=fp8"], "choose one of fp16, bf16, fp32"),
         (["data=food101_local"], "data.root is missing"),
         (["data=imagefolder"], "data.root is missing"),
+        (["train.metrics=[accuracy,f1]"], r"train.metrics has unknown \['f1'\]: choose from accuracy, top5_accuracy"),
+        (["train.metrics=[accuracy]", "train.monitor=macro_f1"], "train.monitor='macro_f1' is not computed"),
     ],
 )
 def test_out_of_range_values_are_rejected_when_parsed(overrides, message):
@@ -71,5 +73,5 @@ def test_cli_lists_the_options_for_an_unknown_method(tmp_path):
     assert done.returncode != 0
     assert "Could not find 'peft/foo'" in done.stderr
     listed = [line.strip() for line in done.stderr.split("Available options in 'peft':")[1].splitlines()]
-    assert {"full", "linear_probe", "lora", "dora", "loha", "lokr", "ia3", "vera", "oft"} <= set(listed)
+    assert {"full", "linear_probe", "bitfit", "lora", "dora", "loha", "lokr", "ia3", "vera", "oft"} <= set(listed)
     assert "Traceback" not in done.stderr

@@ -36,7 +36,8 @@ def test_bench_writes_comparable_json(tmp_path):
         assert pair["speedup"] == pair["ours"]["img_per_s"] / pair["seed_recipe"]["img_per_s"]
         assert all(pair[r]["img_per_s"] > 0 and pair[r]["peak_mem_mb"] > 0 for r in ("ours", "seed_recipe"))
     assert result["peak_mem_lora_over_full"] > 0
-    dropout = result["lora_dropout"]  # conf/peft/lora.yaml keeps the seed's 0.1
+    assert set(result["dropout"]) == {"lora"}  # full fine-tuning has no dropout to price
+    dropout = result["dropout"]["lora"]  # conf/peft/lora.yaml keeps the seed's 0.1
     assert dropout["dropout"] == 0.1 and dropout["repeats"] == 2 and dropout["input"] == "synthetic"
     assert dropout["time_cost"] == dropout["img_per_s_without"] / dropout["img_per_s"] - 1
     assert "lora dropout 0.1 vs 0" in done.stdout

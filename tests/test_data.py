@@ -125,8 +125,8 @@ def test_cache_serves_the_same_pixels_without_decoding_again(tmp_path):
     spec = data_spec("data=imagefolder", f"data.root={tmp_path}", "data.test_size=0.5")
     processor = ViTImageProcessor(size={"height": 32, "width": 32})
     plain, cached = load_splits(spec, seed=0), load_splits(spec, seed=0)
-    attach_transforms(plain, processor)
-    attach_transforms(cached, processor, cache=True)
+    plain = attach_transforms(plain, processor)
+    cached = attach_transforms(cached, processor, cache=True)
     for i in range(len(plain.eval)):
         assert torch.equal(plain.eval[i]["pixel_values"], cached.eval[i]["pixel_values"])
     for path in tmp_path.glob("*/*.png"):
@@ -138,7 +138,7 @@ def test_collate_stacks_a_batch_from_the_attached_transform(tmp_path):
     write_images(tmp_path / "a", 3, mode="L")
     write_images(tmp_path / "b", 3, mode="RGBA")
     splits = load_splits(data_spec("data=imagefolder", f"data.root={tmp_path}", "data.test_size=0.5"), seed=0)
-    attach_transforms(splits, ViTImageProcessor(size={"height": 32, "width": 32}))
+    splits = attach_transforms(splits, ViTImageProcessor(size={"height": 32, "width": 32}))
     batch = collate([splits.train[i] for i in range(len(splits.train))])
     assert batch["pixel_values"].shape == (3, 3, 32, 32) and batch["pixel_values"].dtype == torch.uint8
     assert batch["labels"].dtype == torch.long and batch["labels"].shape == (3,)
@@ -235,8 +235,8 @@ def test_cached_tensor_path_serves_the_pixels_of_the_uncached_one():
     spec = data_spec("data=food101_local", f"data.root={MINI}", "data.per_class=2", "data.eval_per_class=1")
     processor = ViTImageProcessor(size={"height": 64, "width": 64})
     plain, cached = load_splits(spec, seed=0), load_splits(spec, seed=0)
-    attach_transforms(plain, processor, fast_decode=True)
-    attach_transforms(cached, processor, fast_decode=True, cache=True)
+    plain = attach_transforms(plain, processor, fast_decode=True)
+    cached = attach_transforms(cached, processor, fast_decode=True, cache=True)
     torch.manual_seed(0)
     first = collate([plain.train[i] for i in range(len(plain.train))])
     torch.manual_seed(0)

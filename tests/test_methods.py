@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 from transformers import AutoModelForImageClassification
 
 from peft_food.compare import collect, method_by_model
@@ -22,14 +23,16 @@ from tests.test_predict import eval_logits
 # peft's name for each adapter method, as written in adapter_config.json.
 ADAPTERS = {"lora": "LORA", "dora": "LORA", "loha": "LOHA", "lokr": "LOKR", "ia3": "IA3", "vera": "VERA",
             "oft": "OFT"}
-METHODS = ["full", "linear_probe", *ADAPTERS]
+# Methods that train a subset of the base's own parameters, saved as trained.safetensors.
+PARTIAL = {"linear_probe", "bitfit"}
+METHODS = ["full", *PARTIAL, *ADAPTERS]
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_each_method_saves_what_trained_reloads_exactly_and_exports(method, tmp_path, capsys):
     run_dir = tmp_path / "run"
-    metrics = train(compose_config(*TINY, f"peft={method}", "logger=none", "train.epochs=2", output_dir=run_dir))
-    assert metrics["status"] == "completed" and metrics["method"] == method
+    record = train(compose_config(*TINY, f"peft={method}", "logger=none", "train.epochs=2", output_dir=run_dir))
+    assert record.status == "completed" and record.method == method
     model_dir = run_dir / "model"
     saved = {p.name for p in model_dir.iterdir()}
 
@@ -39,15 +42,17 @@ def test_each_method_saves_what_trained_reloads_exactly_and_exports(method, tmp_
         assert config["modules_to_save"] == ["classifier"]
         assert config.get("use_dora", False) == (method == "dora")
         assert "model.safetensors" not in saved  # the frozen base lives in model/base only
-    elif method == "linear_probe":
-        assert "head.safetensors" in saved and "model.safetensors" not in saved
+    elif method in PARTIAL:
+        assert "trained.safetensors" in saved and "model.safetensors" not in saved
+        with safe_open(model_dir / "trained.safetensors", "pt") as f:  # exactly what trained, by name
+            assert sum(f.get_tensor(k).numel() for k in f.keys()) == record.counts.trainable_params
     # What a user ships is much smaller than the model, except for full fine-tuning.
-    full_mb = 4 * metrics["total_params"] / 2**20
-    assert (metrics["model_size_mb"] > 0.9 * full_mb) == (method == "full")
+    full_mb = 4 * record.counts.total_params / 2**20
+    assert (record.efficiency.model_size_mb > 0.9 * full_mb) == (method == "full")
 
     # Reloaded (in this process, from files only) the model scores what training recorded.
     logits, labels = eval_logits(run_dir)
-    assert float((logits.argmax(-1) == labels).mean()) == metrics["best_eval_accuracy"]
+    assert float((logits.argmax(-1) == labels).mean()) == record.best
 
     # Exported: a plain transformers model, no peft wrapper, same predictions.
     out = export(run_dir, tmp_path / "exported")
@@ -63,7 +68,7 @@ def test_each_method_saves_what_trained_reloads_exactly_and_exports(method, tmp_
     Image.fromarray(np.full((40, 40, 3), 120, dtype=np.uint8)).save(image)
     assert predict([str(run_dir), str(image), "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert result["predictions"][0]["label"] in metrics["labels"]
+    assert result["predictions"][0]["label"] in record.labels
 
 
 def test_linear_probe_leaves_the_backbone_bit_for_bit_unchanged(tmp_path):
@@ -75,6 +80,33 @@ def test_linear_probe_leaves_the_backbone_bit_for_bit_unchanged(tmp_path):
     trained = load_trained(run_dir).model
     changed = [n for n, p in trained.state_dict().items() if not torch.equal(p, base.state_dict()[n])]
     assert changed == ["classifier.weight", "classifier.bias"]
+
+
+def test_bitfit_moves_every_bias_and_the_head_and_no_weight(tmp_path):
+    run_dir = tmp_path / "run"
+    train(compose_config(*TINY, "peft=bitfit", "logger=none", "train.epochs=1", output_dir=run_dir))
+    base = AutoModelForImageClassification.from_pretrained(str(run_dir / "model" / "base")).state_dict()
+    from peft_food.artifacts import load_trained
+
+    trained = load_trained(run_dir).model.state_dict()
+    changed = {n for n, p in trained.items() if not torch.equal(p, base[n])}
+    biases = {n for n in base if n.endswith(".bias")}
+    # Attention, MLP, LayerNorm and patch-embedding biases alike, and the whole head; no weight.
+    assert any("layernorm" in n for n in biases) and any("q_proj" in n for n in biases)
+    assert changed == biases | {"classifier.weight"}
+
+
+def test_a_linear_probe_saved_as_head_safetensors_still_loads(tmp_path):
+    # Runs saved before trained.safetensors kept the head alone, keyed without its module name.
+    run_dir = tmp_path / "run"
+    train(compose_config(*TINY, "peft=linear_probe", "logger=none", "train.epochs=1", output_dir=run_dir))
+    expected, labels = eval_logits(run_dir)
+    from safetensors.torch import load_file, save_file
+
+    trained = load_file(run_dir / "model" / "trained.safetensors")
+    save_file({k.removeprefix("classifier."): v for k, v in trained.items()}, run_dir / "model" / "head.safetensors")
+    (run_dir / "model" / "trained.safetensors").unlink()
+    assert np.array_equal(eval_logits(run_dir)[0], expected)
 
 
 def cli_sweep(tmp_path, *overrides):
@@ -110,28 +142,27 @@ def test_compare_tabulates_methods_against_backbones(tmp_path):
     assert {(r["method"], r["model"]) for r in rows} == {
         (m, b) for m in ("linear_probe", "ia3") for b in ("vit_tiny", "swin_tiny")}
     table = method_by_model(rows).splitlines()
-    assert table[0].split() == ["best", "accuracy", "swin_tiny", "vit_tiny"]
-    best = {(r["method"], r["model"]): r["best_acc"] for r in rows}
+    assert table[0].split() == ["best", "eval_accuracy", "swin_tiny", "vit_tiny"]
+    best = {(r["method"], r["model"]): r["best"] for r in rows}
     ia3 = next(line for line in table if line.startswith("ia3")).split()
     assert ia3[1:] == [f"{best[('ia3', 'swin_tiny')]:.4f}", f"{best[('ia3', 'vit_tiny')]:.4f}"]
 
 
-@pytest.mark.parametrize("grid", ["+sweep=method_rank", "+sweep=mini_methods", "experiment=methods_backbones",
+@pytest.mark.parametrize("grid", ["+sweep=method_rank", "+sweep=mini_methods", "+sweep=methods_backbones",
                                   "+sweep=lora_rank_alpha", "+sweep=mini_rank_alpha", "+sweep=full_vs_lora"])
 def test_every_job_of_each_committed_grid_composes_and_validates(grid):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from peft_food.config import parse_config
+    from peft_food.config import CONF_DIR, parse_config
     from peft_food.sweep import grid_jobs
-    from peft_food.train import CONF_DIR
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         hydra_cfg = compose(config_name="train", overrides=[grid, "data.root=/data"], return_hydra_config=True).hydra
         jobs = grid_jobs(hydra_cfg)
         specs = [parse_config(compose(config_name="train", overrides=[*job, "output_dir=/x"])) for job, _ in jobs]
-    sizes = {"+sweep=method_rank": 12, "+sweep=mini_methods": 36, "experiment=methods_backbones": 45,
+    sizes = {"+sweep=method_rank": 12, "+sweep=mini_methods": 36, "+sweep=methods_backbones": 45,
              "+sweep=lora_rank_alpha": 12, "+sweep=mini_rank_alpha": 4, "+sweep=full_vs_lora": 2}
     assert len(specs) == sizes[grid]
     # Every job is a distinct configuration.

@@ -64,6 +64,17 @@ def test_linear_probe_trains_the_head_alone(vit_b):
     assert {n for n, p in model.named_parameters() if p.requires_grad} == {"classifier.weight", "classifier.bias"}
 
 
+def test_bitfit_trains_every_bias_of_the_backbone_and_the_head(vit_b):
+    got, model = counts(vit_b, "peft=bitfit")
+    # Per layer: q, k, v, o (768 each), fc1 (3,072), fc2 (768) and two LayerNorms (768 each);
+    # then the final LayerNorm and the patch embedding's convolution (768 each).
+    per_layer = 4 * D + MLP + D + 2 * D
+    assert got["trainable_params"] == 12 * per_layer + D + D + HEAD == 102_912 + HEAD
+    assert got["total_params"] == VIT_B_BACKBONE_AND_HEAD
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {n for n, _ in model.named_parameters() if n.endswith(".bias")} | {"classifier.weight"}
+
+
 @pytest.mark.parametrize("option", [["peft=dora"], ["peft=lora", "peft.use_dora=true"]])
 def test_dora_adds_one_magnitude_per_output_of_each_target(vit_b, option):
     got, _ = counts(vit_b, *option, "peft.r=8")

@@ -27,7 +27,7 @@ def eval_logits(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """Logits of the saved model on the run's eval split, and the labels (loaded from run_dir)."""
     trained = load_trained(run_dir)
     splits = load_splits(parse_config(compose_config(*TINY, output_dir=run_dir)).data, seed=42)
-    attach_transforms(splits, trained.processor)
+    splits = attach_transforms(splits, trained.processor)
     batch = collate([splits.eval[i] for i in range(len(splits.eval))])
     pixels = normalize(batch["pixel_values"], mean=trained.processor.image_mean, std=trained.processor.image_std)
     with torch.inference_mode():
@@ -48,8 +48,8 @@ EVAL_LOGITS = textwrap.dedent("""
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("lora_run")
-    metrics = train(compose_config(*TINY, "logger=none", "train.epochs=3", output_dir=run_dir))
-    return run_dir, metrics
+    record = train(compose_config(*TINY, "logger=none", "train.epochs=3", output_dir=run_dir))
+    return run_dir, record
 
 
 @pytest.fixture(scope="module")
@@ -60,14 +60,14 @@ def full_run(tmp_path_factory):
 
 
 def test_reload_in_a_fresh_process_gives_the_trained_head_accuracy_and_logits(lora_run, tmp_path):
-    run_dir, metrics = lora_run
+    run_dir, record = lora_run
     done = subprocess.run([sys.executable, "-c", EVAL_LOGITS, str(run_dir), str(tmp_path / "fresh.npy"),
                            str(tmp_path / "labels.npy")], capture_output=True, text=True, cwd=str(REPO))
     assert done.returncode == 0, done.stderr[-2000:]
     fresh = np.load(tmp_path / "fresh.npy")
     labels = np.load(tmp_path / "labels.npy")
     # The saved model is the best epoch's (load_best_model_at_end): same accuracy as recorded then.
-    assert float((fresh.argmax(-1) == labels).mean()) == metrics["best_eval_accuracy"]
+    assert float((fresh.argmax(-1) == labels).mean()) == record.best
 
     # The same load in this process gives the same logits.
     here, _ = eval_logits(run_dir)

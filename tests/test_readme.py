@@ -1,6 +1,5 @@
 """The README's commands work as written."""
 
-import json
 import os
 import re
 import shutil
@@ -8,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from peft_food.record import RunRecord
 from tests.conftest import REPO
 from tests.wandb_file import read_run, run_files
 
@@ -25,9 +25,9 @@ def test_readme_quickstart_runs_offline_and_beats_chance(tmp_path, offline_wandb
     assert done.returncode == 0, done.stderr[-2000:]
 
     [metrics_file] = list(tmp_path.glob("outputs/*/*/metrics.json"))
-    metrics = json.loads(metrics_file.read_text())
-    assert metrics["num_labels"] == 10
-    assert metrics["best_eval_accuracy"] >= 0.4  # chance is 0.1
+    record = RunRecord.load(metrics_file)
+    assert record.counts.num_labels == 10
+    assert record.best >= 0.4  # chance is 0.1
     [run_file] = run_files(metrics_file.parent)
-    assert read_run(run_file).summary["best_eval_accuracy"] == metrics["best_eval_accuracy"]
+    assert read_run(run_file).summary["best_eval_accuracy"] == record.best
     assert (metrics_file.parent / ".hydra" / "config.yaml").is_file()

@@ -7,7 +7,6 @@ import pytest
 from omegaconf import OmegaConf
 
 from peft_food.config import parse_config
-from peft_food.methods import method_label
 from peft_food.reproduce import main as reproduce
 from peft_food.train import train
 from tests.conftest import MINI, REPO, TINY, compose_config
@@ -18,9 +17,9 @@ QUICKSTART = REPO / "experiments" / "quickstart"
 def test_same_config_and_seed_give_the_same_accuracy_to_the_last_digit(tmp_path):
     first = train(compose_config(*TINY, "logger=none", output_dir=tmp_path / "a"))
     second = train(compose_config(*TINY, "logger=none", output_dir=tmp_path / "b"))
-    assert first["epochs"] == second["epochs"]
+    assert first.epochs == second.epochs
     other_seed = train(compose_config(*TINY, "logger=none", "seed=7", output_dir=tmp_path / "c"))
-    assert other_seed["epochs"] != first["epochs"]
+    assert other_seed.epochs != first.epochs
 
 
 def test_committed_quickstart_record_reproduces(tmp_path, capsys):
@@ -79,13 +78,13 @@ def test_pending_methods_by_backbones_record_holds_every_job_of_the_grid():
     record = REPO / "experiments" / "methods_backbones"
     meta = OmegaConf.load(record / "experiment.yaml")
     assert meta.status == "awaiting a run on GPU"
-    assert meta.command == "peft-food-train -m experiment=methods_backbones"
+    assert meta.command == "peft-food-train -m +sweep=methods_backbones"
     pairs = set()
     for config_file in (record / "runs").glob("*/config.yaml"):
         config = OmegaConf.merge(OmegaConf.load(config_file), {"output_dir": "unused"})
         spec = parse_config(config)  # every job's config is valid as committed
         assert spec.model.pretrained and spec.data.eval_split == "validation"
-        pairs.add((spec.model.name, method_label(spec.peft)))
+        pairs.add((spec.model.name, spec.peft.label))
     models = {"vit_base", "vit_base_in1k", "deit_small", "dinov2_small", "swin_t"}
     methods = {"full", "linear_probe", "lora", "dora", "loha", "lokr", "ia3", "vera", "oft"}
     assert pairs == {(m, p) for m in models for p in methods}

@@ -1,7 +1,7 @@
 """Kill a training run with SIGTERM, start the same command again: it continues from its last
-checkpoint and ends exactly where an uninterrupted run ends."""
+checkpoint, in its own run dir, and ends exactly where an uninterrupted run ends. A second
+process never trains into a run dir that a live one holds."""
 
-import json
 import os
 import signal
 import subprocess
@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from peft_food.record import RunRecord
+from peft_food.resume import RunDirLock, latest_checkpoint
 from peft_food.train import train
 from tests.conftest import TINY_TRAIN, compose_config
 from tests.wandb_file import read_run, run_files
@@ -44,22 +46,70 @@ def test_killed_run_resumes_with_the_same_command_and_identical_final_metrics(tm
     assert first.returncode == 128 + signal.SIGTERM, err[-2000:]
     assert "run the same command again to resume" in err and "Traceback" not in err
     [run_dir] = [p.parent for p in tmp_path.glob("outputs/*/*/metrics.json")]
-    interrupted = json.loads((run_dir / "metrics.json").read_text())
-    assert interrupted["status"] == "interrupted"
-    assert [e["epoch"] for e in interrupted["epochs"]] == [1, 2]  # no half-epoch evaluation
+    interrupted = RunRecord.load(run_dir / "metrics.json")
+    assert interrupted.status == "interrupted"
+    assert [e["epoch"] for e in interrupted.epochs] == [1, 2]  # no half-epoch evaluation
+    assert not (run_dir / ".lock").exists()  # released on the way out
 
     time.sleep(1.1)  # a new timestamped run dir for the second launch
     second = cli(tmp_path, env)
     out, err = second.communicate(timeout=300)
     assert second.returncode == 0, err[-2000:]
     assert f"resuming the unfinished run in {run_dir}" in out + err
-    resumed = json.loads((run_dir / "metrics.json").read_text())
-    assert resumed["status"] == "completed" and resumed["resumed_from"] == ["checkpoint-32"]
+    resumed = RunRecord.load(run_dir / "metrics.json")
+    assert resumed.status == "completed" and resumed.resumed_from == ["checkpoint-32"]
+
+    # One run dir: the second launch's new Hydra dir was folded in, and its log continues the first's.
+    assert list(tmp_path.glob("outputs/*/*")) == [run_dir]
+    log = (run_dir / "train.log").read_text()
+    assert log.index("trainable params") < log.index("resuming the unfinished run") < log.rindex("trainable params")
+    assert (run_dir / "model" / "adapter_model.safetensors").is_file()
 
     uninterrupted = train(compose_config(*ARGS, "logger=none", output_dir=tmp_path / "straight"))
-    assert resumed["epochs"] == uninterrupted["epochs"]  # to the last digit, losses included
-    assert len(resumed["epochs"]) == 4
+    assert resumed.epochs == uninterrupted.epochs  # to the last digit, losses included
+    assert len(resumed.epochs) == 4
 
     # One W&B run, resumed rather than forked: both launches logged to the same run id.
     runs = [read_run(f) for f in run_files(run_dir)]
-    assert len(runs) == 2 and runs[0].run.run_id == runs[1].run.run_id == resumed["wandb_run_id"]
+    assert len(runs) == 2 and runs[0].run.run_id == runs[1].run.run_id == resumed.wandb_run_id
+
+
+def snapshot(run_dir: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(run_dir)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in run_dir.rglob("*") if p.is_file()}
+
+
+def test_a_live_run_dir_refuses_a_second_process_and_a_dead_holder_does_not_block(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "WANDB_MODE")}
+    env["HOME"] = str(tmp_path / "home")
+    args = [*ARGS, "logger=none"]
+    first = subprocess.Popen([sys.executable, "-m", "peft_food.train", *args], cwd=tmp_path, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for("outputs/*/*/checkpoints/checkpoint-16/trainer_state.json", tmp_path)
+    first.kill()  # SIGKILL: no clean exit, its .lock file stays behind
+    first.wait()
+    [run_dir] = [p.parent for p in tmp_path.glob("outputs/*/*/metrics.json")]
+    stale = (run_dir / ".lock").read_text()
+    assert f'"pid": {first.pid}' in stale
+    checkpoint = latest_checkpoint(run_dir).name
+
+    # A live holder (this test process, holding the real lock) and the same command again.
+    with RunDirLock(run_dir):
+        before = snapshot(run_dir)
+        time.sleep(1.1)
+        second = subprocess.run([sys.executable, "-m", "peft_food.train", *args], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=300)
+        assert second.returncode == 2
+        [line] = second.stderr.strip().splitlines()
+        assert line.startswith(f"peft-food-train: error: {run_dir} is in use by a running training process")
+        assert f"pid {os.getpid()}" in line and "train.resume=false" in line
+        assert snapshot(run_dir) == before  # nothing of the live run touched
+    assert list(tmp_path.glob("outputs/*/*")) == [run_dir]  # and no stub dir from the refused launch
+
+    # The killed run's stale .lock does not block a real resume.
+    (run_dir / ".lock").write_text(stale)
+    third = subprocess.run([sys.executable, "-m", "peft_food.train", *args], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert third.returncode == 0, third.stderr[-2000:]
+    resumed = RunRecord.load(run_dir / "metrics.json")
+    assert resumed.status == "completed" and resumed.resumed_from == [checkpoint] and len(resumed.epochs) == 4

@@ -1,7 +1,6 @@
 """Scaling out with the existing engines: torchrun DDP (2 CPU processes on gloo) and Hydra's
 submitit launcher (the SLURM code path, run locally)."""
 
-import json
 import os
 import subprocess
 import sys
@@ -9,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from peft_food.record import RunRecord
 from peft_food.train import train
 from tests.conftest import TINY, compose_config
 from tests.wandb_file import read_run, run_files
@@ -28,12 +28,12 @@ def test_torchrun_two_processes_make_one_run_with_the_whole_eval_set(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     run_dirs = list(tmp_path.glob("outputs/*/*"))
     assert len(run_dirs) == 1  # rank 1's own Hydra dir was folded into rank 0's
-    metrics = json.loads((run_dirs[0] / "metrics.json").read_text())
+    record = RunRecord.load(run_dirs[0] / "metrics.json")
     alone = train(compose_config(*TINY, "logger=none", output_dir=tmp_path / "alone"))
-    assert metrics["status"] == "completed" and metrics["world_size"] == 2
-    assert metrics["num_eval_samples"] == alone["num_eval_samples"] == 32  # gathered over both ranks
-    assert metrics["trainable_params"] == alone["trainable_params"]
-    assert metrics["effective_batch_size"] == 2 * alone["effective_batch_size"]
+    assert record.status == "completed" and record.provenance.world_size == 2
+    assert record.counts.num_eval_samples == alone.counts.num_eval_samples == 32  # gathered over both ranks
+    assert record.counts.trainable_params == alone.counts.trainable_params
+    assert record.provenance.effective_batch_size == 2 * alone.provenance.effective_batch_size
     # Twice the batch per step: half the optimizer steps per epoch.
     steps = sorted(int(p.name.split("-")[1]) for p in (run_dirs[0] / "checkpoints").glob("checkpoint-*"))
     assert steps[-1] == 2 * 64 // (16 * 2)
@@ -48,9 +48,9 @@ def test_submitit_launcher_runs_each_sweep_job_in_its_own_process(tmp_path):
                            "logger=none", "train.epochs=1", "peft.r=2,4", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
                           cwd=tmp_path, env=clean_env(tmp_path), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    metrics = [json.loads((tmp_path / "sweep" / str(i) / "metrics.json").read_text()) for i in (0, 1)]
-    assert [m["status"] for m in metrics] == ["completed", "completed"]
-    assert [m["config"]["peft"]["r"] for m in metrics] == [2, 4]
+    records = [RunRecord.load(tmp_path / "sweep" / str(i) / "metrics.json") for i in (0, 1)]
+    assert [m.status for m in records] == ["completed", "completed"]
+    assert [m.config["peft"]["r"] for m in records] == [2, 4]
     assert (tmp_path / "sweep" / ".submitit").is_dir()  # went through submitit, not the basic launcher
 
 
@@ -59,7 +59,7 @@ def test_slurm_launcher_config_composes_for_a_gpu_partition():
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from peft_food.train import CONF_DIR
+    from peft_food.config import CONF_DIR
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):

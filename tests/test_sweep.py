@@ -2,7 +2,6 @@
 the rest of the sweep still runs, and peft-food-compare reads the result."""
 
 import csv
-import json
 import os
 import subprocess
 import sys
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from peft_food.record import RunRecord
 from peft_food.train import train
 from tests.conftest import TINY, compose_config
 from tests.wandb_file import read_run, run_files
@@ -28,8 +28,8 @@ def test_rank_by_alpha_grid_gives_one_wandb_run_per_job_in_one_group(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     jobs = sorted((tmp_path / "sweep").glob("[0-9]*"))
     assert len(jobs) == 4
-    metrics = [json.loads((job / "metrics.json").read_text()) for job in jobs]
-    assert [m["status"] for m in metrics] == ["completed"] * 4
+    records = [RunRecord.load(job / "metrics.json") for job in jobs]
+    assert [m.status for m in records] == ["completed"] * 4
 
     runs = [read_run(f) for job in jobs for f in run_files(job)]
     assert len(runs) == 4 and len({r.run.run_id for r in runs}) == 4
@@ -45,7 +45,7 @@ def test_rank_by_alpha_grid_gives_one_wandb_run_per_job_in_one_group(tmp_path):
     # Nothing leaks between jobs: the last job equals the same config trained alone.
     alone = train(compose_config(*TINY, "peft.r=4", "peft.alpha=8", "train.epochs=1", "logger=none",
                                  output_dir=tmp_path / "alone"))
-    assert alone["epochs"] == metrics[3]["epochs"]
+    assert alone.epochs == records[3].epochs
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +57,10 @@ def failing_sweep(tmp_path_factory):
 def test_failed_job_is_recorded_and_the_others_still_run(failing_sweep):
     tmp_path, done = failing_sweep
     assert done.returncode == 1
-    failed = json.loads((tmp_path / "sweep" / "0" / "metrics.json").read_text())
-    completed = json.loads((tmp_path / "sweep" / "1" / "metrics.json").read_text())
-    assert failed["status"] == "failed" and "peft.r=0 is invalid" in failed["error"]
-    assert completed["status"] == "completed" and len(completed["epochs"]) == 1
+    failed = RunRecord.load(tmp_path / "sweep" / "0" / "metrics.json")
+    completed = RunRecord.load(tmp_path / "sweep" / "1" / "metrics.json")
+    assert failed.status == "failed" and "peft.r=0 is invalid" in failed.error
+    assert completed.status == "completed" and len(completed.epochs) == 1
     assert "sweep finished: 1 of 2 jobs completed" in done.stderr + done.stdout
     assert "Traceback" not in done.stderr
 
@@ -78,9 +78,9 @@ def test_compare_prints_table_and_writes_csv_and_png(failing_sweep, capsys):
 
     rows = list(csv.DictReader((tmp_path / "report" / "compare.csv").open()))
     assert [(row["job"], row["status"], row["r"]) for row in rows] == [("0", "failed", "0"), ("1", "completed", "4")]
-    completed = json.loads((tmp_path / "sweep" / "1" / "metrics.json").read_text())
-    assert float(rows[1]["best_acc"]) == completed["best_eval_accuracy"]
-    assert int(rows[1]["trainable_params"]) == completed["trainable_params"]
+    completed = RunRecord.load(tmp_path / "sweep" / "1" / "metrics.json")
+    assert rows[1]["monitor"] == "eval_accuracy" and float(rows[1]["best"]) == completed.best
+    assert int(rows[1]["trainable_params"]) == completed.counts.trainable_params
     png = (tmp_path / "report" / "compare.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
 
@@ -97,6 +97,6 @@ def test_committed_optuna_sweep_runs_trials(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     done = sweep(tmp_path, "+sweep=lora_optuna", "hydra.sweeper.n_trials=2", "train.epochs=1", "logger=none")
     assert done.returncode == 0, done.stderr[-3000:]
-    metrics = [json.loads(p.read_text()) for p in sorted((tmp_path / "sweep").glob("*/metrics.json"))]
-    assert len(metrics) == 2 and all(m["status"] == "completed" for m in metrics)
+    records = [RunRecord.load(p) for p in sorted((tmp_path / "sweep").glob("*/metrics.json"))]
+    assert len(records) == 2 and all(m.status == "completed" for m in records)
     assert "Best value" in done.stderr + done.stdout

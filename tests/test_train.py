@@ -17,49 +17,54 @@ def test_offline_run_logs_params_and_per_epoch_accuracy_to_wandb(tmp_path, offli
     cfg = compose_config(*TINY, "train.epochs=3", "peft.r=4", "peft.alpha=8", "train.precision=fp16",
                          output_dir=tmp_path)
     with caplog.at_level(logging.WARNING):
-        metrics = train(cfg)
+        record = train(cfg)
 
     # One W&B run, written offline under the run dir, finished cleanly.
     [run_file] = run_files(tmp_path)
     assert run_file.parent.name.startswith("offline-run-")
     wb = read_run(run_file)
     assert wb.exit_code == 0
-    assert wb.summary["trainable_params"] == metrics["trainable_params"] > 0
-    assert wb.summary["total_params"] == metrics["total_params"]
+    assert wb.summary["trainable_params"] == record.counts.trainable_params > 0
+    assert wb.summary["total_params"] == record.counts.total_params
     # Flattened resolved config: the dashboard can group and plot by these.
     assert wb.config["peft.r"] == 4 and wb.config["peft.alpha"] == 8 and wb.config["method"] == "lora"
     # One eval accuracy per epoch, plotted against the epoch.
     evals = [(h["train/epoch"], h["eval/accuracy"]) for h in wb.history if "eval/accuracy" in h]
-    assert evals == [(e["epoch"], e["eval_accuracy"]) for e in metrics["epochs"]]
+    assert evals == [(e["epoch"], e["eval_accuracy"]) for e in record.epochs]
     assert [epoch for epoch, _ in evals] == [1, 2, 3]
-    assert wb.metrics["eval/accuracy"].step_metric == "train/epoch"
+    for name in ("accuracy", "top5_accuracy", "macro_f1", "loss"):  # every train.metrics, per epoch
+        assert wb.metrics[f"eval/{name}"].step_metric == "train/epoch"
+        assert sum(f"eval/{name}" in h for h in wb.history) == 3
     assert "offline" in caplog.text and "wandb sync" in caplog.text
 
     # No CUDA here: fp16 falls back to fp32, says so once, and records what ran.
     if not torch.cuda.is_available():
-        assert metrics["precision"] == "fp32"
+        assert record.provenance.precision == "fp32"
         assert caplog.text.count("needs a CUDA GPU") == 1
 
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
-    assert on_disk["status"] == "completed"
-    assert on_disk["best_eval_accuracy"] == max(e["eval_accuracy"] for e in on_disk["epochs"])
-    assert on_disk["final_eval_accuracy"] == on_disk["epochs"][-1]["eval_accuracy"]
-    assert on_disk["num_eval_samples"] == 4 * 8 and on_disk["num_labels"] == 4
-    assert set(on_disk["versions"]) >= {"torch", "transformers", "peft", "datasets", "wandb"}
-    assert set(on_disk["git"]) == {"sha", "dirty"}
+    assert on_disk["schema"] == 2 and on_disk["status"] == "completed" and on_disk["monitor"] == "eval_accuracy"
+    assert on_disk["best"]["eval_accuracy"] == max(e["eval_accuracy"] for e in on_disk["epochs"])
+    assert on_disk["final"] == on_disk["epochs"][-1]
+    assert wb.summary["best_eval_accuracy"] == record.best == on_disk["best"]["eval_accuracy"]
+    assert on_disk["counts"]["num_eval_samples"] == 4 * 8 and on_disk["counts"]["num_labels"] == 4
+    assert set(on_disk["provenance"]["versions"]) >= {"torch", "transformers", "peft", "datasets", "wandb"}
+    assert set(on_disk["provenance"]["git"]) == {"sha", "dirty"}
+    assert "run_dir" not in on_disk  # the record lives in its run dir: no machine path in it
 
     # Efficiency, in the record and in W&B: throughput, memory, what ships, time per epoch.
-    assert on_disk["train_img_per_s"] > 0 and on_disk["peak_mem_mb"] > 0
+    efficiency = on_disk["efficiency"]
+    assert efficiency["train_img_per_s"] > 0 and efficiency["peak_mem_mb"] > 0
     adapter_bytes = (tmp_path / "model" / "adapter_model.safetensors").stat().st_size
-    assert on_disk["model_size_mb"] == round(adapter_bytes / 2**20, 3)
-    assert len(on_disk["epoch_wall_s"]) == 3 and all(t > 0 for t in on_disk["epoch_wall_s"])
-    assert wb.summary["model_size_mb"] == on_disk["model_size_mb"]
-    assert wb.summary["epoch_wall_s"] == on_disk["epoch_wall_s"]
+    assert efficiency["model_size_mb"] == round(adapter_bytes / 2**20, 3)
+    assert len(efficiency["epoch_wall_s"]) == 3 and all(t > 0 for t in efficiency["epoch_wall_s"])
+    assert wb.summary["model_size_mb"] == efficiency["model_size_mb"]
+    assert wb.summary["epoch_wall_s"] == efficiency["epoch_wall_s"]
 
 
 def test_logger_none_writes_no_wandb_files(tmp_path):
-    metrics = train(compose_config(*TINY, "train.epochs=1", "logger=none", output_dir=tmp_path))
-    assert metrics["status"] == "completed"
+    record = train(compose_config(*TINY, "train.epochs=1", "logger=none", output_dir=tmp_path))
+    assert record.status == "completed"
     assert not (tmp_path / "wandb").exists()
 
 
@@ -75,8 +80,8 @@ def test_lora_run_saves_adapter_with_trained_head_and_processor(tmp_path):
 
 
 def test_full_run_saves_whole_model(tmp_path):
-    metrics = train(compose_config(*TINY, "peft=full", "train.epochs=1", "logger=none", output_dir=tmp_path))
-    assert metrics["trainable_params"] == metrics["total_params"]
+    record = train(compose_config(*TINY, "peft=full", "train.epochs=1", "logger=none", output_dir=tmp_path))
+    assert record.counts.trainable_params == record.counts.total_params
     assert (tmp_path / "model" / "model.safetensors").is_file()
     assert json.loads((tmp_path / "model" / "config.json").read_text())["id2label"]["0"] == "class_0"
 
@@ -87,18 +92,18 @@ def test_food101_local_trains_and_evaluates_on_the_200_test_photos(tmp_path):
         pytest.skip(f"{MINI} not present")
     cfg = compose_config(*TINY_TRAIN, "data=food101_local", f"data.root={MINI}", "logger=none",
                          output_dir=tmp_path)
-    metrics = train(cfg)
-    assert metrics["num_eval_samples"] == 200 and metrics["num_train_samples"] == 500
-    assert metrics["num_labels"] == 10
-    assert len(metrics["epochs"]) == 2
+    record = train(cfg)
+    assert record.counts.num_eval_samples == 200 and record.counts.num_train_samples == 500
+    assert record.counts.num_labels == 10
+    assert len(record.epochs) == 2
     saved = json.loads((tmp_path / "model" / "adapter_config.json").read_text())
     assert saved["modules_to_save"] == ["classifier"]
     # Accuracy is a count over exactly the 200 test photos.
-    correct = metrics["final_eval_accuracy"] * 200
+    correct = record.epochs[-1]["eval_accuracy"] * 200
     assert abs(correct - round(correct)) < 1e-9
     # Labels come from meta/classes.txt, in its order.
     classes = (MINI / "meta" / "classes.txt").read_text().split()
-    assert metrics["labels"] == classes
+    assert record.labels == classes
 
 
 def test_pretrained_from_a_local_directory_loads_its_weights_and_refuses_pickle(tmp_path):

@@ -1,0 +1,90 @@
+"""The run record: one type, atomic writes, one-line errors for a damaged file, old records read."""
+
+import csv
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from peft_food.compare import main as compare
+from peft_food.record import Counts, DamagedRecord, RunRecord
+from peft_food.resume import plan_resume
+from tests.conftest import REPO
+
+
+def test_a_schema_1_record_reads_into_the_same_type():
+    record = RunRecord.load(REPO / "experiments" / "quickstart" / "runs" / "run" / "metrics.json")
+    assert record.status == "completed" and record.monitor == "eval_accuracy"
+    assert record.counts.trainable_params == 17_034 and record.counts.num_eval_samples == 100
+    assert record.best == 0.7 and record.best_epoch["epoch"] == 4 and record.final == 0.63
+    assert record.provenance.hardware["device"] == "cpu" and record.efficiency.model_size_mb == 0.067
+
+
+def test_committed_records_carry_no_machine_paths():
+    for path in (REPO / "experiments").glob("*/runs/*/metrics.json"):
+        text = path.read_text()
+        assert "/tmp/" not in text and "/home/" not in text and "run_dir" not in text, path
+
+
+def test_a_reader_never_sees_half_a_record_while_it_is_rewritten(tmp_path):
+    path = tmp_path / "metrics.json"
+    big = RunRecord(status="running", epochs=[{"epoch": float(i), "eval_accuracy": i / 5000} for i in range(5000)])
+    big.write(path)
+    # Another process rewrites the ~0.5 MB record as fast as it can, as every epoch of a run does.
+    writer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        from pathlib import Path
+        from peft_food.record import RunRecord
+        record = RunRecord.load(Path({str(path)!r}))
+        for i in range(300):
+            record.epochs[0]["eval_accuracy"] = i
+            record.write(Path({str(path)!r}))
+    """)], cwd=REPO)
+    reads = 0
+    while writer.poll() is None:
+        assert len(RunRecord.load(path).epochs) == 5000  # raises DamagedRecord on a partial file
+        reads += 1
+    assert writer.returncode == 0 and reads > 10
+    assert RunRecord.load(path).epochs[0]["eval_accuracy"] == 299
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temp file left behind
+
+
+def test_a_damaged_record_is_one_line_naming_the_file(tmp_path):
+    path = tmp_path / "metrics.json"
+    path.write_text('{"status": "completed", "epochs": [{"epoch": 1.0, "eval_acc')  # cut short
+    with pytest.raises(DamagedRecord) as err:
+        RunRecord.load(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value) and "JSONDecodeError" in str(err.value)
+
+
+def sweep_with_a_damaged_job(root):
+    for job, status in (("0", "completed"), ("1", "damaged"), ("2", "failed")):
+        (root / job / ".hydra").mkdir(parents=True)
+    RunRecord(status="completed", method="lora", epochs=[{"epoch": 1.0, "eval_accuracy": 0.5, "eval_loss": 1.0}],
+              counts=Counts(trainable_params=4_356, total_params=146_378, trainable_percent=2.9759, num_labels=4,
+                            num_train_samples=64, num_eval_samples=32),
+              config={"model": {"name": "vit_tiny"}, "peft": {"r": 4}}).write(root / "0" / "metrics.json")
+    full = json.dumps(RunRecord(status="running", method="lora").to_json())
+    (root / "1" / "metrics.json").write_text(full[: len(full) // 2])
+    RunRecord(status="failed", error="ConfigError: peft.r=0 is invalid").write(root / "2" / "metrics.json")
+
+
+def test_compare_shows_every_other_job_beside_a_damaged_one(tmp_path, capsys):
+    sweep_with_a_damaged_job(tmp_path / "sweep")
+    assert compare([str(tmp_path / "sweep")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in out[1:4]] == [["0", "completed"], ["1", "damaged"], ["2", "failed"]]
+    rows = list(csv.DictReader((tmp_path / "sweep" / "compare.csv").open()))
+    assert [(r["job"], r["status"], r["best"]) for r in rows] == [("0", "completed", "0.5"), ("1", "damaged", ""),
+                                                                  ("2", "failed", "")]
+    assert any(line.startswith("job 1 damaged: ") and "metrics.json is damaged" in line for line in out)
+    assert "Traceback" not in "\n".join(out)
+
+
+def test_resuming_over_a_damaged_record_is_a_one_line_error(tmp_path):
+    (tmp_path / "checkpoints" / "checkpoint-8").mkdir(parents=True)
+    (tmp_path / "metrics.json").write_text("{")
+    with pytest.raises(DamagedRecord, match="metrics.json is damaged"):
+        plan_resume(tmp_path, mode=None, search_root=None)
+    assert plan_resume(tmp_path, mode=False, search_root=None) is None  # train.resume=false still starts
