@@ -4,7 +4,10 @@
     peft-food-compare multirun/2026-11-22/10-00-00 --out reports/   # CSV + PNG elsewhere
 
 A sweep over methods and backbones (`-m peft=lora,ia3 model=vit_tiny,swin_tiny`) also gets a
-method x model table of best accuracy.
+method x model table of best accuracy; a sweep that repeats settings over seeds
+(`-m peft.r=4,16 seed=1,2,3`) gets mean +- std and n per setting, and whether each setting's gap to
+the best one is beyond the seed-to-seed noise; and every sweep the classes whose accuracy differs
+most between its best and its worst run (from each job's per_class.csv).
 
 Reads each job's metrics.json (rewritten after every epoch), so it works on a sweep that is still
 running or had failures: unfinished jobs show their status and the epochs done so far.
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,7 +28,7 @@ from peft_food.sweep import job_records
 
 # best / final: the monitored metric (`monitor`, e.g. eval_accuracy) at the best and the last epoch.
 COLUMNS = ["job", "status", "method", "model", "r", "alpha", "trainable_params", "adapter_mb", "img_per_s",
-           "monitor", "best", "final", "epochs", "runtime_s"]
+           "monitor", "best", "final", "epochs", "runtime_s", "setting"]
 
 
 def job_row(job: str, record: RunRecord) -> dict[str, Any]:
@@ -48,6 +52,8 @@ def job_row(job: str, record: RunRecord) -> dict[str, Any]:
         "final": blank(record.final),
         "epochs": f"{len(record.epochs)}/{planned:g}" if planned else str(len(record.epochs)),
         "runtime_s": blank(record.efficiency.runtime_s),
+        # The setting without its seed (logger.setting: a sweep job's name less `seed=`).
+        "setting": config.get("logger", {}).get("setting") or "",
         "error": record.error or "",
     }
 
@@ -84,6 +90,50 @@ def method_by_model(rows: list[dict[str, Any]]) -> str:
     for method in methods:
         cells = [f"{best[(method, m)]:.4f}" if (method, m) in best else "-" for m in models]
         lines.append(method.ljust(width) + "".join(c.rjust(width) for c in cells))
+    return "\n".join(lines)
+
+
+def by_setting(rows: list[dict[str, Any]]) -> str:
+    """Mean +- std and n of the best value per setting, best first, and each setting's gap to the
+    best one against the noise ("" unless some setting ran with several seeds). A gap counts as
+    beyond the noise when it exceeds two standard errors of the difference of the two means."""
+    groups: dict[str, list[float]] = {}
+    for row in rows:
+        if row["best"] != "":
+            groups.setdefault(row["setting"] or f"job {row['job']}", []).append(float(row["best"]))
+    if all(len(values) < 2 for values in groups.values()):
+        return ""
+    stats = sorted(((name, statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else math.nan, len(v))
+                    for name, v in groups.items()), key=lambda s: -s[1])
+    top_name, top_mean, top_std, top_n = stats[0]
+    width = max(len(s[0]) for s in stats) + 2
+    lines = [f"{'setting'.ljust(width)}  n  best {rows[0]['monitor']}: mean +- std   gap to {top_name}"]
+    for name, mean, std, n in stats:
+        line = f"{name.ljust(width)}{n:>3}  {mean:.4f} +- {std:.4f}"
+        if name != top_name:
+            noise = 2 * math.sqrt((top_std ** 2 if top_n > 1 else 0) / top_n + (std ** 2 if n > 1 else 0) / n)
+            verdict = "within the noise" if top_mean - mean <= noise else "beyond the noise"
+            line += f"   {mean - top_mean:+.4f} ({verdict}: 2 SE = {noise:.4f})"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def class_gaps(sweep_dir: Path, rows: list[dict[str, Any]], *, top: int = 10) -> str:
+    """The classes whose accuracy differs most between the best and the worst finished run."""
+    done = [r for r in rows if r["best"] != "" and (sweep_dir / r["job"] / "per_class.csv").is_file()]
+    if len(done) < 2:
+        return ""
+    best, worst = max(done, key=lambda r: r["best"]), min(done, key=lambda r: r["best"])
+
+    def accuracy(job: str) -> dict[str, float]:
+        with (sweep_dir / job / "per_class.csv").open() as f:
+            return {r["class"]: float(r["accuracy"]) for r in csv.DictReader(f) if r["accuracy"]}
+
+    high, low = accuracy(best["job"]), accuracy(worst["job"])
+    gaps = sorted(((c, high[c] - low[c]) for c in high.keys() & low.keys() if high[c] != low[c]),
+                  key=lambda g: (-abs(g[1]), g[0]))
+    lines = [f"classes that differ most between the best run (job {best['job']}) and the worst (job {worst['job']}):"]
+    lines += [f"  {name:<24}{high[name]:.3f} vs {low[name]:.3f}  ({gap:+.3f})" for name, gap in gaps[:top]]
     return "\n".join(lines)
 
 
@@ -174,9 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     write_csv(rows, out / "compare.csv")
     plot(rows, out / "compare.png", title=str(args.sweep_dir))
     print(format_table(rows))
-    pivot = method_by_model(rows)
-    if pivot:
-        print(f"\n{pivot}")
+    for section in (method_by_model(rows), by_setting(rows), class_gaps(args.sweep_dir, rows)):
+        if section:
+            print(f"\n{section}")
     print(f"\nwrote {out / 'compare.csv'} and {out / 'compare.png'}")
     return 0
 

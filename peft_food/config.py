@@ -162,21 +162,38 @@ class TrainSpec:
 
 @dataclass
 class LoggerSpec:
+    """W&B settings. Each null key falls back to the user's environment (WANDB_PROJECT,
+    WANDB_ENTITY, WANDB_RUN_GROUP, WANDB_NAME, WANDB_JOB_TYPE, WANDB_NOTES, WANDB_DIR, WANDB_MODE),
+    then to this package's default (project peft-food, job type train)."""
+
     # false: no W&B at all (logger=none).
     enabled: bool = True
-    project: str = "peft-food"
+    project: Optional[str] = None
     entity: Optional[str] = None
     group: Optional[str] = None
+    # Merged with WANDB_TAGS and the run's method and model.
     tags: list[str] = field(default_factory=list)
     name: Optional[str] = None
+    job_type: Optional[str] = None
+    notes: Optional[str] = None
+    # Where the W&B files go (null: the run dir).
+    dir: Optional[str] = None
     # online | offline | disabled; null: online with an API key, otherwise offline.
     mode: Optional[str] = None
+    # The setting a run tries, without its seed (null: the sweep's job name less `seed=`): W&B's
+    # "group by" logger.setting averages the seeds of one setting.
+    setting: Optional[str] = None
+    # The saved model as a W&B artifact; null: for methods that save a small file (not full).
+    log_model: Optional[bool] = None
+    # Eval images logged with their predictions at the end of a run (misclassified ones first).
+    examples: int = 16
 
     def __post_init__(self) -> None:
         require(
             self.mode in (None, "online", "offline", "disabled"),
             f"logger.mode={self.mode!r} is invalid: choose online, offline, disabled or null (auto)",
         )
+        require(self.examples >= 0, f"logger.examples={self.examples} is invalid: use 0 or more")
 
 
 @dataclass

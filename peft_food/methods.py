@@ -64,9 +64,14 @@ class Method:
 
     method: str
     recommended_lr: float
-    # A random-init base (model.pretrained=false) exists nowhere else: keep a copy beside what
-    # the method saves, unless the method saves the whole model anyway.
-    saves_base: ClassVar[bool] = True
+    # What the method saves is the whole model (hundreds of MB on ViT-B), not a small file.
+    saves_whole_model: ClassVar[bool] = False
+
+    @property
+    def saves_base(self) -> bool:
+        """A random-init base (model.pretrained=false) exists nowhere else: keep a copy beside
+        what the method saves, unless that is the whole model anyway."""
+        return not self.saves_whole_model
 
     @property
     def label(self) -> str:
@@ -99,7 +104,7 @@ class FullSpec(Method):
 
     method: str = "full"
     recommended_lr: float = 5e-5
-    saves_base: ClassVar[bool] = False
+    saves_whole_model: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         _check_method(self, "full")

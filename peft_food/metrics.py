@@ -13,9 +13,7 @@ per-class F1 over the classes that occur in the labels or the predictions).
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -86,16 +84,3 @@ def per_class(confusion: np.ndarray, labels: list[str]) -> list[dict[str, Any]]:
                      "most_confused_with": labels[int(wrong.argmax())] if wrong.any() else None,
                      "times": int(wrong.max())})
     return rows
-
-
-def write_per_class(confusion: np.ndarray, labels: list[str], *, out_dir: Path) -> None:
-    """per_class.csv (the rows above) and confusion.csv (counts, true class per row)."""
-    rows = per_class(confusion, labels)
-    with (out_dir / "per_class.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    with (out_dir / "confusion.csv").open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["true \\ predicted", *labels])
-        writer.writerows([name, *map(int, counts)] for name, counts in zip(labels, confusion))

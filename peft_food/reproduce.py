@@ -167,6 +167,7 @@ def reproduce(record_dir: Path, *, out_dir: Path, wandb: bool) -> list[str]:
         cfg.output_dir = str(out_dir / run_dir.name)
         cfg.logger.enabled = wandb and cfg.logger.enabled
         cfg.logger.group = f"reproduce-{record_dir.name}"
+        cfg.logger.job_type = "reproduce"
         recorded = RunRecord.load(run_dir / RECORD_FILE)
         new = train(cfg)
         found = compare(run_dir.name, recorded, new, meta["tolerance"])

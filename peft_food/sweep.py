@@ -47,15 +47,18 @@ def swept_keys(hydra_cfg: Any) -> list[str]:
 
 
 def job_labels(*, sweep_name: str | None) -> dict[str, str]:
-    """{"group": ..., "name": ...} for this multirun job (empty outside a multirun)."""
+    """W&B labels of this multirun job (empty outside a multirun): its group, its name from the
+    swept keys (`r=8,seed=2`), its setting (the name without the seed: `r=8`) and job type."""
     if not is_multirun():
         return {}
     hydra_cfg = HydraConfig.get()
     values = {o.key_or_group: o.value() for o in OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task))}
-    name = ",".join(f"{key.rsplit('.', 1)[-1]}={values[key]}" for key in swept_keys(hydra_cfg) if key in values)
+    parts = [(key, f"{key.rsplit('.', 1)[-1]}={values[key]}") for key in swept_keys(hydra_cfg) if key in values]
+    name = ",".join(part for _, part in parts) or f"job{hydra_cfg.job.num}"
+    setting = ",".join(part for key, part in parts if key != "seed") or name
     sweep_dir = Path(hydra_cfg.sweep.dir)
     group = f"{sweep_name or 'sweep'}-{'_'.join(sweep_dir.parts[-2:])}"
-    return {"group": group, "name": name or f"job{hydra_cfg.job.num}"}
+    return {"group": group, "name": name, "setting": setting, "job_type": "sweep"}
 
 
 def job_records(sweep_dir: Path) -> list[tuple[Path, RunRecord]]:

@@ -16,7 +16,7 @@ import logging
 import sys
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -31,10 +31,14 @@ from peft_food.config import CONF_DIR, RunSpec, parse_config
 from peft_food.data import load_splits
 from peft_food.distributed import is_main_process, share_run_dir, world_size
 from peft_food.errors import UserError
-from peft_food.metrics import Evaluator, confusion_matrix, write_per_class
+from peft_food.images import to_rgb
+from peft_food.metrics import Evaluator
 from peft_food.model import apply_peft, check_targets, count_parameters, load_base
 from peft_food.record import FILE as RECORD_FILE
 from peft_food.record import Counts, RunRecord
+from peft_food.results import EvalResults
+from peft_food.results import log_to_wandb as log_results
+from peft_food.results import write as write_results
 from peft_food.resume import (
     Interrupted,
     RunDirInUse,
@@ -46,7 +50,15 @@ from peft_food.resume import (
     plan_resume,
 )
 from peft_food.sweep import is_multirun, job_labels
-from peft_food.tracking import finish_wandb, provenance, start_wandb
+from peft_food.tracking import (
+    ENV,
+    WandbMetrics,
+    finish_wandb,
+    from_env,
+    log_model,
+    provenance,
+    start_wandb,
+)
 from peft_food.trainer import (
     EpochRecorder,
     ImageTrainer,
@@ -63,7 +75,7 @@ log = logging.getLogger(__name__)
 
 
 def build_trainer(spec: RunSpec, *, run_dir: Path, precision: str, record: RunRecord,
-                  callbacks: list[TrainerCallback], report_to: list[str]) -> tuple[Trainer, Any]:
+                  callbacks: list[TrainerCallback]) -> tuple[Trainer, Any]:
     """Data, model and Trainer, once each; fills the record's labels and counts."""
     splits = load_splits(spec.data, seed=spec.seed)
     base, processor = load_base(model=spec.model, labels=splits.labels)
@@ -78,7 +90,7 @@ def build_trainer(spec: RunSpec, *, run_dir: Path, precision: str, record: RunRe
     splits = attach_transforms(splits, processor, uint8=spec.data.uint8, cache=spec.data.cache,
                                fast_decode=spec.data.fast_decode)
     args = training_arguments(train=spec.train, precision=precision, workers=resolve_workers(spec.train.workers),
-                              run_dir=run_dir, seed=spec.seed, report_to=report_to)
+                              run_dir=run_dir, seed=spec.seed, report_to=[])
     trainer = ImageTrainer(model=model, args=args, train_dataset=splits.train, eval_dataset=splits.eval,
                            data_collator=collate, compute_metrics=Evaluator(spec.train.metrics), callbacks=callbacks,
                            mean=processor.image_mean, std=processor.image_std)
@@ -106,14 +118,20 @@ def recorded(record: RunRecord, *, path: Path | None, wandb_run: Any) -> Iterato
         finish_wandb(wandb_run, summary=record.summary(), failed=record.status != "completed")
 
 
-def evaluate_saved(trainer: Trainer, *, labels: list[str], out_dir: Path | None) -> None:
-    """Per-class accuracy and confusion counts of the model that is saved (the best checkpoint,
-    reloaded at the end): per_class.csv and confusion.csv in the run dir."""
+def report_results(trainer: Trainer, *, labels: list[str], out_dir: Path | None, wandb_run: Any,
+                   examples: int) -> None:
+    """Per-class results of the model that is saved (the best checkpoint, reloaded at the end):
+    files in the run dir and tables in W&B (results.py). Every rank predicts; the main one writes."""
     output = trainer.predict(trainer.eval_dataset)
-    if out_dir is not None:
-        confusion = confusion_matrix(np.asarray(output.predictions).argmax(-1), np.asarray(output.label_ids),
-                                     num_labels=len(labels))
-        write_per_class(confusion, labels, out_dir=out_dir)
+    if out_dir is None:
+        return
+    results = EvalResults(logits=np.asarray(output.predictions), labels=np.asarray(output.label_ids), names=labels)
+    shown = results.examples(examples)
+    raw = trainer.eval_dataset.with_format(None)  # the images as stored, not the model's tensors
+    images = [to_rgb(raw[i]["image"]) for i in shown]
+    write_results(results, out_dir=out_dir, examples=shown, images=images)
+    if wandb_run is not None:
+        log_results(wandb_run, results, examples=shown, images=images, out_dir=out_dir)
 
 
 def run(spec: RunSpec, *, resume_search: Path | None = None) -> RunRecord:
@@ -161,16 +179,17 @@ def _train_in(run_dir: Path, spec: RunSpec, *, resumed: bool) -> RunRecord:
     if path is not None:
         record.write(path)
     logger = spec.logger if main_process else replace(spec.logger, enabled=False)
-    wandb_run = start_wandb(spec=logger, run_dir=run_dir, config={"method": spec.peft.label, **spec.config},
-                            tags=[spec.peft.label, spec.model.name], metrics=spec.train.metrics,
-                            run_id=previous.wandb_run_id if previous else None)
+    # The run's W&B config: the resolved Hydra config, the method and where the run came from.
+    wandb_config = {"method": spec.peft.label, **spec.config, "provenance": asdict(record.provenance)}
+    wandb_run = start_wandb(spec=logger, run_dir=run_dir, config=wandb_config, tags=[spec.peft.label, spec.model.name],
+                            metrics=spec.train.metrics, run_id=previous.wandb_run_id if previous else None)
     record.wandb_run_id = wandb_run.id if wandb_run is not None else None
     stopper = StopOnSignal()
     with recorded(record, path=path, wandb_run=wandb_run):
         trainer, processor = build_trainer(
             spec, run_dir=run_dir, precision=precision, record=record,
-            callbacks=[EpochRecorder(record, run_dir / RECORD_FILE, metrics=spec.train.metrics), stopper],
-            report_to=["wandb"] if wandb_run else [])
+            callbacks=[EpochRecorder(record, run_dir / RECORD_FILE, metrics=spec.train.metrics), stopper,
+                       *([WandbMetrics(wandb_run)] if wandb_run else [])])
         if wandb_run is not None:
             wandb_run.summary.update(vars(record.counts))
         with stopper:
@@ -178,13 +197,18 @@ def _train_in(run_dir: Path, spec: RunSpec, *, resumed: bool) -> RunRecord:
         if stopper.signum is not None:
             raise Interrupted(stopper.signum, latest_checkpoint(run_dir))
         record.epochs = epoch_metrics(trainer.state.log_history, metrics=spec.train.metrics)
-        evaluate_saved(trainer, labels=record.labels, out_dir=run_dir if main_process else None)
+        report_results(trainer, labels=record.labels, out_dir=run_dir if main_process else None,
+                       wandb_run=wandb_run, examples=spec.logger.examples)
         if main_process:
             save_trained(trainer.model, processor, model_dir=run_dir / "model", peft=spec.peft, labels=record.labels,
                          base=spec.model)
         record.efficiency = replace(record.efficiency, train_img_per_s=round(output.metrics["train_samples_per_second"], 2),
                                     peak_mem_mb=peak_memory_mb(),
                                     model_size_mb=weights_mb(run_dir / "model") if main_process else None)
+        wants_model = spec.logger.log_model if spec.logger.log_model is not None else not spec.peft.saves_whole_model
+        if wandb_run is not None and wants_model:
+            log_model(wandb_run, model_dir=run_dir / "model", record=record,
+                      base=spec.model.name_or_path or f"{spec.model.name} (random init)")
     return record
 
 
@@ -210,8 +234,9 @@ def main(cfg: DictConfig) -> float:
     Returns the monitored metric's best value (what a sweeper such as Optuna optimises). In a
     multirun a failed job returns NaN instead of raising, so the remaining jobs still run;
     SweepSummary then lists the failures and exits non-zero."""
+    # A sweep's own labels are defaults: the config, then the user's WANDB_* variables, win.
     for key, value in job_labels(sweep_name=cfg.get("sweep_name")).items():
-        if cfg.logger.get(key) is None:
+        if cfg.logger.get(key) is None and not (key in ENV and from_env(key)):
             cfg.logger[key] = value
     cfg.output_dir = share_run_dir(HydraConfig.get().runtime.output_dir)
     # Same command again -> continue its unfinished run: look among the timestamped run dirs.

@@ -52,7 +52,26 @@ class RunLog:
     summary: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)  # name -> MetricRecord
+    artifacts: list["Artifact"] = field(default_factory=list)
     exit_code: int | None = None
+
+    def artifact(self, type_: str) -> "Artifact":
+        [found] = [a for a in self.artifacts if a.type == type_]
+        return found
+
+
+@dataclass
+class Artifact:
+    """A logged artifact as staged for `wandb sync`: its files are on local disk until uploaded."""
+
+    type: str
+    name: str
+    aliases: list[str]
+    metadata: dict[str, Any]
+    files: dict[str, Path]  # path inside the artifact -> staged local copy
+
+    def json(self, path: str) -> Any:
+        return json.loads(self.files[path].read_text())
 
 
 def _key(item) -> str:
@@ -77,6 +96,11 @@ def read_run(path: Path) -> RunLog:
         elif kind == "summary":
             for item in record.summary.update:
                 out.summary[_key(item)] = json.loads(item.value_json)
+        elif kind == "artifact":
+            a = record.artifact
+            out.artifacts.append(Artifact(type=a.type, name=a.name, aliases=list(a.aliases),
+                                          metadata=json.loads(a.metadata or "{}"),
+                                          files={c.path: Path(c.local_path) for c in a.manifest.contents}))
         elif kind == "metric":
             out.metrics[record.metric.name or record.metric.glob_name] = record.metric
         elif kind == "exit":
