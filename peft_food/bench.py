@@ -3,7 +3,7 @@
     peft-food-bench data=food101_local data.root=../shared/data/food101-mini model=vit_tiny
     peft-food-bench model=vit_base model.pretrained=false data=food101_local data.root=... train.precision=bf16
 
-Composes the same conf/ groups as training (plus `bench.*`), prints a table and writes
+Composes the same peft_food/conf/ groups as training (plus `bench.*`), prints a table and writes
 `bench.json` in its run dir (outputs/bench/<date>/<time>/). Ratios are measured in the same
 process on the same images, so they hold where absolute numbers are noisy.
 

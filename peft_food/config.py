@@ -1,15 +1,16 @@
 """Typed schemas for the config groups, and the one place a Hydra config becomes Python objects.
 
 Each dataclass is registered in Hydra's ConfigStore as `schema/<group>/<name>`, and the YAML
-files in conf/ list it first in their defaults. So `peft.r=abc` or a typo'd key fails when Hydra
+files in peft_food/conf/ list it first in their defaults. So `peft.r=abc` or a typo'd key fails when Hydra
 composes, and `parse_config` (which builds the dataclasses, running `__post_init__`) rejects
 out-of-range values such as `peft.r=0` before any data is read or any model is built.
-The peft method schemas (one per method) live in methods.py. `CONF_DIR` is the conf/ tree
+The peft method schemas (one per method) live in methods.py. `CONF_DIR` is the peft_food/conf/ tree
 these schemas back, for every entry point that composes it (train, bench, reproduce, tests).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -23,13 +24,13 @@ from peft_food.methods import METHODS, PeftSpec
 from peft_food.metrics import METRICS
 from peft_food.module_names import DEFAULT_ROLES
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONF_DIR = str(Path(__file__).resolve().parent / "conf")  # package data: there after any pip install
 PRECISIONS = ("fp16", "bf16", "fp32")
 
 
 @dataclass
 class ModelSpec:
-    # Short name for tags and tables (the conf/model/ file name).
+    # Short name for tags and tables (the peft_food/conf/model/ file name).
     name: str = "model"
     # Hub id or local directory; null for models that only exist as an architecture (vit_tiny).
     name_or_path: Optional[str] = None
@@ -86,7 +87,7 @@ class DataSpec:
     # Decode every image once and keep the pixels in RAM (datasets that fit: ~0.6 MB per photo).
     cache: bool = False
     # Train images: decode JPEGs with torchvision (libjpeg-turbo) into uint8 tensors and crop,
-    # resize and flip the tensors, ~1.6x as fast per core as PIL (needs uint8; false: PIL, as the seed).
+    # resize and flip the tensors, faster per core than PIL (README, Performance) (needs uint8; false: PIL, as the seed).
     fast_decode: bool = True
     # synthetic only: number of classes and image side in pixels.
     num_classes: int = 10
@@ -160,6 +161,17 @@ class TrainSpec:
         return f"eval_{self.monitor}"
 
 
+# logger.<key> -> the environment variable cluster scripts set for it.
+ENV = {"project": "WANDB_PROJECT", "entity": "WANDB_ENTITY", "group": "WANDB_RUN_GROUP", "name": "WANDB_NAME",
+       "job_type": "WANDB_JOB_TYPE", "notes": "WANDB_NOTES", "dir": "WANDB_DIR"}
+DEFAULTS = {"project": "peft-food", "job_type": "train"}
+
+
+def from_env(key: str) -> str | None:
+    """The user's W&B environment for logger.<key> (None when unset or empty)."""
+    return os.environ.get(ENV[key]) or None
+
+
 @dataclass
 class LoggerSpec:
     """W&B settings. Each null key falls back to the user's environment (WANDB_PROJECT,
@@ -198,7 +210,7 @@ class LoggerSpec:
 
 @dataclass
 class BenchSpec:
-    """What `peft-food-bench` times (conf/bench.yaml explains each key)."""
+    """What `peft-food-bench` times (peft_food/conf/bench.yaml explains each key)."""
 
     sections: list[str] = field(default_factory=lambda: ["data", "train"])
     images: int = 512
@@ -234,6 +246,8 @@ class RunSpec:
     logger: LoggerSpec
     seed: int
     output_dir: str
+    # null: progress bars on a terminal only; true/false: always/never.
+    progress: Optional[bool] = None
     # The composed config with every ${...} resolved (what records and W&B store), resolved once.
     config: dict[str, Any] = field(default_factory=dict)
 
@@ -248,7 +262,7 @@ SCHEMAS = {
 
 
 def register_schemas() -> None:
-    """Store each schema as `schema/<group>/<name>`; conf/ YAML files extend it with
+    """Store each schema as `schema/<group>/<name>`; peft_food/conf/ YAML files extend it with
     `- /schema/<group>/<name>@_here_` (a separate tree, so schemas never show up as choices)."""
     store = ConfigStore.instance()
     store.store(group="schema/model", name="model", node=ModelSpec)
@@ -307,5 +321,6 @@ def parse_config(cfg: DictConfig) -> RunSpec:
         logger=_build(LoggerSpec, tree["logger"]),
         seed=int(tree["seed"]),
         output_dir=str(tree["output_dir"]),
+        progress=tree.get("progress"),
         config=tree,
     )

@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-from datasets import ClassLabel, Dataset, Features, Image, load_dataset
 
 from peft_food.errors import DataError
 from peft_food.images import IMAGE_SUFFIXES, check_images
 
 if TYPE_CHECKING:  # config.py validates data.source against SOURCES below
+    from datasets import Dataset
+
     from peft_food.config import DataSpec
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ class Source:
     generated: bool = False
 
 
-# data.source -> how it is read: the one table a new source is added to (with its conf/data/ file).
+# data.source -> how it is read: the one table a new source is added to (with its peft_food/conf/data/ file).
 SOURCES: dict[str, Source] = {
     "food101": Source(_read_hub),
     "food101_local": Source(_read_food101_layout, reads_root=True),
@@ -94,6 +95,8 @@ def load_splits(spec: DataSpec, *, seed: int) -> Splits:
 
 
 def _load_hub(*, hub_id: str, train_split: str, eval_split: str | None) -> tuple[Dataset, Dataset | None]:
+    from datasets import load_dataset
+
     try:
         train = load_dataset(hub_id, split=train_split)
         eval_ = load_dataset(hub_id, split=eval_split) if eval_split else None
@@ -118,8 +121,15 @@ def _labelled(paths: list[Path], labels: list[int], names: list[str], *, bad_ima
         log.warning("data.bad_images=skip: skipping %d unusable image(s), e.g. %s", len(bad), listing)
         kept = [i for i, path in enumerate(paths) if path not in bad]
         paths, labels = [paths[i] for i in kept], [labels[i] for i in kept]
-    features = Features({"image": Image(), "label": ClassLabel(names=names)})
-    return Dataset.from_dict({"image": [str(p) for p in paths], "label": labels}, features=features)
+    return _dataset({"image": [str(p) for p in paths], "label": labels}, names=names)
+
+
+def _dataset(columns: dict[str, list], *, names: list[str]) -> Dataset:
+    """An image column and a ClassLabel label column (datasets is imported here, not at the top:
+    the command line reads SOURCES without paying for it)."""
+    from datasets import ClassLabel, Dataset, Features, Image
+
+    return Dataset.from_dict(columns, features=Features({"image": Image(), "label": ClassLabel(names=names)}))
 
 
 def _require_every_class(train: Dataset, eval_: Dataset, *, where: Path) -> None:
@@ -214,8 +224,7 @@ def synthetic_dataset(*, num_classes: int, per_class: int, image_size: int, seed
             pixels += rng.normal(0, 25, 3)  # per-image colour shift
             images.append(np.clip(pixels, 0, 255).astype(np.uint8))
             labels.append(label)
-    features = Features({"image": Image(), "label": ClassLabel(names=[f"class_{k}" for k in range(num_classes)])})
-    return Dataset.from_dict({"image": images, "label": labels}, features=features)
+    return _dataset({"image": images, "label": labels}, names=[f"class_{k}" for k in range(num_classes)])
 
 
 def balanced_subset(ds: Dataset, *, per_class: int, seed: int) -> Dataset:

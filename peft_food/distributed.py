@@ -16,9 +16,6 @@ import os
 import shutil
 from pathlib import Path
 
-import torch
-import torch.distributed as dist
-
 
 def rank() -> int:
     return int(os.environ.get("RANK", "0"))
@@ -36,6 +33,9 @@ def share_run_dir(output_dir: str) -> str:
     """Rank 0's run dir, on every rank (a no-op for a single process)."""
     if world_size() == 1:
         return output_dir
+    import torch  # only under torchrun: the command line itself stays torch-free
+    import torch.distributed as dist
+
     if not dist.is_initialized():
         # The same group Trainer (accelerate) would create; it reuses an initialised one.
         dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")

@@ -1,4 +1,8 @@
-"""Errors that mean "the user asked for something that cannot work": shown as one line, no traceback."""
+"""Errors that mean "the user asked for something that cannot work": shown as one line, no traceback;
+and `Interrupted`, a run stopped on a signal after saving a checkpoint."""
+
+import signal
+from pathlib import Path
 
 
 class UserError(Exception):
@@ -17,3 +21,12 @@ def require(ok: bool, message: str) -> None:
     """Raise ConfigError(message) unless `ok`: how every config check states its rule."""
     if not ok:
         raise ConfigError(message)
+
+
+class Interrupted(Exception):
+    """Training stopped on a signal after saving a checkpoint."""
+
+    def __init__(self, signum: int, checkpoint: Path | None):
+        self.signum, self.checkpoint = signum, checkpoint
+        where = f"last checkpoint: {checkpoint}" if checkpoint else "no checkpoint yet (first epoch unfinished)"
+        super().__init__(f"stopped by {signal.Signals(signum).name}; {where}; run the same command again to resume")

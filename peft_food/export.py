@@ -16,9 +16,14 @@ import sys
 from pathlib import Path
 
 import torch
+from huggingface_hub import ModelCard
 
 from peft_food.artifacts import load_trained
+from peft_food.cards import write_card
 from peft_food.errors import UserError
+from peft_food.record import FILE as RECORD_FILE
+from peft_food.record import RunRecord
+from peft_food.transforms import eval_processor
 from peft_food.weights import label_maps
 
 
@@ -29,8 +34,21 @@ def export(run: Path, out_dir: Path) -> Path:
         setattr(model.config, key, value)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out_dir))
-    trained.processor.save_pretrained(str(out_dir))
+    eval_processor(trained.processor).save_pretrained(str(out_dir))  # scores as the run evaluated
+    export_card(trained.model_dir, out_dir)
     return out_dir
+
+
+def export_card(model_dir: Path, out_dir: Path) -> None:
+    """The export's model card: from the run's record when the run dir is there, else the model
+    dir's own card (a downloaded W&B artifact) marked as a plain transformers model."""
+    record_file = model_dir.parent / RECORD_FILE
+    if record_file.is_file():
+        write_card(RunRecord.load(record_file), out_dir, library="transformers", exported=True)
+    elif (model_dir / "README.md").is_file():
+        card = ModelCard.load(str(model_dir / "README.md"))
+        card.data.library_name = "transformers"
+        card.save(str(out_dir / "README.md"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image as PILImage
 
+from peft_food.progress import bar
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 MIN_SIDE = 8  # below this an image carries no usable content for a 16x16-patch ViT
@@ -65,5 +67,5 @@ def check_images(paths: list[Path], *, workers: int = 8) -> dict[Path, str]:
         return None
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        reasons = list(pool.map(reason, paths))
+        reasons = list(bar(pool.map(reason, paths), total=len(paths), desc="screening images"))
     return {path: why for path, why in zip(paths, reasons) if why is not None}

@@ -21,7 +21,7 @@ Three families share that behaviour:
 
 `target_modules` names module *roles* (query, key, value, attn_out, mlp_in, mlp_out) that each
 backbone's `model.modules` maps to its own Linear names, so one method config works on ViT,
-DeiT, DINOv2 and Swin alike. A new method is one class here and one file in conf/peft/.
+DeiT, DINOv2 and Swin alike. A new method is one class here and one file in peft_food/conf/peft/.
 """
 
 from __future__ import annotations
@@ -66,6 +66,8 @@ class Method:
     recommended_lr: float
     # What the method saves is the whole model (hundreds of MB on ViT-B), not a small file.
     saves_whole_model: ClassVar[bool] = False
+    # The library that reads what it saves (the model card's library_name).
+    library: ClassVar[str] = "peft-food"
 
     @property
     def saves_base(self) -> bool:
@@ -105,6 +107,7 @@ class FullSpec(Method):
     method: str = "full"
     recommended_lr: float = 5e-5
     saves_whole_model: ClassVar[bool] = True
+    library: ClassVar[str] = "transformers"
 
     def __post_init__(self) -> None:
         _check_method(self, "full")
@@ -205,6 +208,7 @@ class AdapterSpec(Method):
     """peft's own adapter on the targeted roles; the head is trained and saved beside it."""
 
     target_modules: list[str]
+    library: ClassVar[str] = "peft"
 
     def peft_config(self, resolve: Resolve, **common: Any) -> Any:
         """peft's config for this method; `common` holds target_modules and modules_to_save."""
@@ -430,7 +434,7 @@ class OftSpec(AdapterSpec):
 
 PeftSpec = FullSpec | LinearProbeSpec | BitFitSpec | LoraSpec | LohaSpec | LokrSpec | IA3Spec | VeraSpec | OftSpec
 
-# peft.method -> schema (conf/peft/<file>.yaml extends `schema/peft/<method>`).
+# peft.method -> schema (peft_food/conf/peft/<file>.yaml extends `schema/peft/<method>`).
 METHODS: dict[str, type] = {
     spec.method: spec
     for spec in (FullSpec, LinearProbeSpec, BitFitSpec, LoraSpec, LohaSpec, LokrSpec, IA3Spec, VeraSpec, OftSpec)

@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
+from peft_food import progress
 from peft_food.artifacts import Trained, load_trained
 from peft_food.errors import UserError
 from peft_food.images import IMAGE_SUFFIXES, BadImage, open_rgb
+from peft_food.progress import bar
 from peft_food.transforms import build_transforms, normalize
 
 
@@ -54,13 +55,12 @@ def expand(inputs: list[Path]) -> tuple[list[Path], list[Result]]:
 
 
 @torch.inference_mode()
-def classify(trained: Trained, files: list[Path], *, top_k: int, batch_size: int,
-             progress: bool) -> list[Result]:
+def classify(trained: Trained, files: list[Path], *, top_k: int, batch_size: int) -> list[Result]:
     _, eval_tf = build_transforms(trained.processor)
     k = min(top_k, len(trained.labels))
     results = [Result(str(path)) for path in files]
     batches = range(0, len(files), batch_size)
-    for start in tqdm(batches, desc="predicting", unit="batch", disable=not progress, file=sys.stderr):
+    for start in bar(batches, desc="predicting", unit="batch"):
         good, pixels = [], []
         for result, path in zip(results[start:start + batch_size], files[start:start + batch_size]):
             try:
@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top-k", type=int, default=5, help="labels to show per image (default 5)")
     parser.add_argument("--json", action="store_true", help="one JSON object per image per line")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="a progress bar (default: only on a terminal)")
     parser.add_argument("--base", type=Path, help="load the run's adapter or trained tensors onto this base model dir instead of the recorded base")
     args = parser.parse_args(argv)
     if args.top_k < 1 or args.batch_size < 1:
@@ -103,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"peft-food-predict: error: {err}", file=sys.stderr)
         return 2
     files, results = expand(args.inputs)
-    progress = any(p.is_dir() for p in args.inputs) and sys.stderr.isatty()
-    results = classify(trained, files, top_k=args.top_k, batch_size=args.batch_size, progress=progress) + results
+    progress.use(args.progress)
+    results = classify(trained, files, top_k=args.top_k, batch_size=args.batch_size) + results
     for result in results:
         print(result.as_json() if args.json else render(result))
     failed = sum(r.error is not None for r in results)

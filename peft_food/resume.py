@@ -36,15 +36,6 @@ from peft_food.record import RunRecord
 log = logging.getLogger(__name__)
 
 
-class Interrupted(Exception):
-    """Training stopped on a signal after saving a checkpoint."""
-
-    def __init__(self, signum: int, checkpoint: Path | None):
-        self.signum, self.checkpoint = signum, checkpoint
-        where = f"last checkpoint: {checkpoint}" if checkpoint else "no checkpoint yet (first epoch unfinished)"
-        super().__init__(f"stopped by {signal.Signals(signum).name}; {where}; run the same command again to resume")
-
-
 def latest_checkpoint(run_dir: Path) -> Path | None:
     checkpoints = sorted((run_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
     return checkpoints[-1] if checkpoints else None

@@ -1,7 +1,7 @@
 """Sweep bookkeeping: W&B group and run names for multirun jobs, and the end-of-sweep summary.
 
     peft-food-train -m peft.r=4,8,16,32 peft.alpha=8,16,32      # 12 jobs, one W&B group
-    peft-food-train -m +sweep=lora_rank_alpha                   # the same grid, from conf/sweep/
+    peft-food-train -m +sweep=lora_rank_alpha                   # the same grid, from peft_food/conf/sweep/
 
 Every job of a sweep shares the W&B group `<sweep_name>-<sweep dir>` and is named by the keys the
 sweep varies (`r=8,alpha=32`), so the dashboard groups and labels runs with no manual setup.

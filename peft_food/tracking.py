@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 import torch
 from transformers import TrainerCallback
 
-from peft_food.config import LoggerSpec
+from peft_food.config import DEFAULTS, ENV, LoggerSpec, from_env
 from peft_food.record import Provenance, RunRecord
 
 log = logging.getLogger(__name__)
@@ -105,17 +105,6 @@ def resolve_mode(spec: LoggerSpec) -> str:
     if os.environ.get("WANDB_MODE"):
         return os.environ["WANDB_MODE"]
     return "online" if has_wandb_credentials() else "offline"
-
-
-# logger.<key> -> the environment variable cluster scripts set for it.
-ENV = {"project": "WANDB_PROJECT", "entity": "WANDB_ENTITY", "group": "WANDB_RUN_GROUP", "name": "WANDB_NAME",
-       "job_type": "WANDB_JOB_TYPE", "notes": "WANDB_NOTES", "dir": "WANDB_DIR"}
-DEFAULTS = {"project": "peft-food", "job_type": "train"}
-
-
-def from_env(key: str) -> str | None:
-    """The user's W&B environment for logger.<key> (None when unset or empty)."""
-    return os.environ.get(ENV[key]) or None
 
 
 def wandb_settings(spec: LoggerSpec, *, run_dir: Path, tags: list[str]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from peft_food import progress
 from peft_food.config import TrainSpec
 from peft_food.metrics import METRICS
 from peft_food.record import RunRecord
@@ -75,6 +76,7 @@ def training_arguments(*, train: TrainSpec, precision: str, workers: int, run_di
         data_seed=seed,
         torch_compile=train.compile,
         report_to=report_to,
+        disable_tqdm=not progress.shown(),  # Trainer's bars follow the run's `progress` key
     )
 
 
@@ -83,6 +85,17 @@ def epoch_metrics(log_history: list[dict[str, Any]], *, metrics: list[str]) -> l
     keys = ["eval_loss", *(f"eval_{name}" for name in metrics if name != "loss")]
     return [{"epoch": round(entry["epoch"], 4), **{key: entry[key] for key in keys}}
             for entry in log_history if "eval_loss" in entry and "epoch" in entry]
+
+
+def epoch_line(record: RunRecord, log_history: list[dict[str, Any]]) -> str:
+    """One line per epoch for train.log: its eval metrics, the last train loss, and img/s."""
+    epoch = record.epochs[-1]
+    losses = [e["loss"] for e in log_history if "loss" in e]
+    walls = record.efficiency.epoch_wall_s
+    rate = (record.counts.num_train_samples / walls[-1]) if walls and record.counts else None
+    metrics = " ".join(f"{k.removeprefix('eval_')} {v:.4f}" for k, v in epoch.items() if k != "epoch")
+    return (f"epoch {epoch['epoch']:g}: {metrics} | train loss {losses[-1]:.4f}" if losses else
+            f"epoch {epoch['epoch']:g}: {metrics}") + (f" | {rate:.0f} img/s" if rate else "")
 
 
 class EpochRecorder(TrainerCallback):
@@ -103,6 +116,7 @@ class EpochRecorder(TrainerCallback):
         self.record.epochs = epoch_metrics(state.log_history, metrics=self.metrics)
         if state.is_world_process_zero:
             self.record.write(self.path)
+            log.info(epoch_line(self.record, state.log_history))
 
 
 def peak_memory_mb() -> float:

@@ -6,7 +6,7 @@ lazily to the datasets, and the collate that batches them.
 The train path (`data.fast_decode=true`, with uint8) decodes JPEGs with torchvision's
 libjpeg-turbo straight into a uint8 tensor and crops, resizes (bilinear, antialiased) and flips
 the tensor (`TensorAugment`): the same augmentations with the same random draws as PIL's decode +
-crop + resize, ~1.6x as fast per core (README, Performance). Only the resampling arithmetic
+crop + resize, faster per core (figures: README, Performance). Only the resampling arithmetic
 differs from PIL's, by a grey level or two. Eval always goes through PIL as the seed does, and as
 peft-food-predict does, so eval accuracy and predictions agree.
 """
@@ -31,6 +31,7 @@ from torchvision.transforms.v2 import functional as F2
 
 from peft_food.data import Splits
 from peft_food.images import to_rgb
+from peft_food.progress import bar
 
 try:  # deprecated in torchvision 0.29 in favour of torchcodec, and to be removed in a later release
     from torchvision.io import ImageReadMode, decode_jpeg
@@ -115,6 +116,23 @@ def build_transforms(processor: Any, *, uint8: bool = True, fast_decode: bool = 
     return train, eval_
 
 
+def eval_processor(processor: Any) -> Any:
+    """The eval transform above as a transformers image processor, for exported models: resize the
+    shorter side, centre-crop, scale and normalise as the run evaluated, so pipeline() on an export
+    scores as the run did. (A ViTImageProcessor would squash the image to a square instead.)
+    BitImageProcessor's default torchvision backend crops where torchvision's CenterCrop does;
+    its tensor resize differs from PIL's by at most a grey level on a few pixels."""
+    from transformers import BitImageProcessor
+
+    (height, width), resize = _sizes(processor)
+    return BitImageProcessor(
+        do_resize=True, size={"shortest_edge": resize}, resample=PILImage.Resampling.BILINEAR,
+        do_center_crop=True, crop_size={"height": height, "width": width},
+        do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
+        image_mean=list(processor.image_mean), image_std=list(processor.image_std), do_convert_rgb=True,
+    )
+
+
 def _pil_rgb(value: Any) -> PILImage.Image:
     if isinstance(value, np.ndarray):  # decoded RGB pixels from the cache
         return PILImage.fromarray(value)
@@ -155,7 +173,7 @@ def decode_all(ds: Dataset, *, workers: int = 8) -> list[np.ndarray]:
         return np.array(_pil_rgb(plain[i]["image"]))
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(decode, range(len(plain))))
+        return list(bar(pool.map(decode, range(len(plain))), total=len(plain), desc="decoding once (data.cache)"))
 
 
 def attach_transforms(splits: Splits, processor: Any, *, uint8: bool = True, cache: bool = False,

@@ -1,4 +1,4 @@
-"""Shared fixtures: compose the real conf/ (as the CLI would) with small overrides."""
+"""Shared fixtures: compose the real peft_food/conf/ (as the CLI would) with small overrides."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The benchmark composes the training conf/ groups, measures both recipes side by side and
+"""The benchmark composes the training peft_food/conf/ groups, measures both recipes side by side and
 writes bench.json in the shape other runs are compared with (figures are not asserted: they
 belong to the benchmark, not to a timed test)."""
 
@@ -37,7 +37,7 @@ def test_bench_writes_comparable_json(tmp_path):
         assert all(pair[r]["img_per_s"] > 0 and pair[r]["peak_mem_mb"] > 0 for r in ("ours", "seed_recipe"))
     assert result["peak_mem_lora_over_full"] > 0
     assert set(result["dropout"]) == {"lora"}  # full fine-tuning has no dropout to price
-    dropout = result["dropout"]["lora"]  # conf/peft/lora.yaml keeps the seed's 0.1
+    dropout = result["dropout"]["lora"]  # peft_food/conf/peft/lora.yaml keeps the seed's 0.1
     assert dropout["dropout"] == 0.1 and dropout["repeats"] == 2 and dropout["input"] == "synthetic"
     assert dropout["time_cost"] == dropout["img_per_s_without"] / dropout["img_per_s"] - 1
     assert "lora dropout 0.1 vs 0" in done.stdout

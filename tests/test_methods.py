@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from huggingface_hub import ModelCard
 from safetensors import safe_open
 from transformers import AutoModelForImageClassification
 
@@ -54,8 +55,14 @@ def test_each_method_saves_what_trained_reloads_exactly_and_exports(method, tmp_
     logits, labels = eval_logits(run_dir)
     assert float((logits.argmax(-1) == labels).mean()) == record.best
 
-    # Exported: a plain transformers model, no peft wrapper, same predictions.
+    # The run's model card says which library reads what this method saved.
+    assert ModelCard.load(str(model_dir / "README.md")).data.library_name == (
+        "peft" if method in ADAPTERS else "transformers" if method == "full" else "peft-food")
+
+    # Exported: a plain transformers model, no peft wrapper, same predictions, its own card.
     out = export(run_dir, tmp_path / "exported")
+    card = ModelCard.load(str(out / "README.md"))
+    assert card.data.library_name == "transformers" and card.data.eval_results[0].metric_value == round(record.best, 6)
     plain = AutoModelForImageClassification.from_pretrained(str(out)).eval()
     assert not any("lora_" in n or "hada_" in n or "oft_" in n or "vera_" in n for n, _ in plain.named_parameters())
     merged, _ = eval_logits(out)

@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 import torch
+from huggingface_hub import ModelCard
 from safetensors import safe_open
 
 from peft_food.train import train
@@ -104,6 +105,18 @@ def test_food101_local_trains_and_evaluates_on_the_200_test_photos(tmp_path):
     # Labels come from meta/classes.txt, in its order.
     classes = (MINI / "meta" / "classes.txt").read_text().split()
     assert record.labels == classes
+
+    # The model card: Hub metadata a model page needs, and what the run was.
+    card = ModelCard.load(str(tmp_path / "model" / "README.md"))
+    assert (card.data.library_name, card.data.pipeline_tag, card.data.datasets) == (
+        "peft", "image-classification", ["ethz/food101"])
+    [accuracy] = [r for r in card.data.eval_results if r.metric_type == "accuracy"]
+    assert accuracy.metric_value == round(record.best, 6) and accuracy.dataset_split == "test"
+    text = card.text
+    assert f"{record.counts.trainable_params:,} of {record.counts.total_params:,}" in text
+    assert record.provenance.git["sha"] in text and "Food-101 (Bossard" in text
+    assert text.count("\n| 2 | ") == 1 and "r: 16" in text  # per-epoch table, the method's settings
+    assert str(MINI) not in text  # no machine paths in a card meant for the Hub
 
 
 def test_pretrained_from_a_local_directory_loads_its_weights_and_refuses_pickle(tmp_path):

@@ -1,0 +1,117 @@
+"""The package at its edges: configs inside the wheel, a command line that answers at once and
+prints only what was asked, user config dirs beside the packaged ones."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, compose_config
+
+
+def run(args: list[str], *, cwd: Path, env_extra: dict | None = None, timeout: int = 300):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_the_command_line_module_imports_no_torch_transformers_peft_or_datasets(tmp_path):
+    heavy = "{'torch', 'transformers', 'peft', 'datasets'}"
+    done = run(["-c", f"import sys, peft_food.train; print(sorted({heavy} & set(sys.modules)))"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_help_is_ours_lists_every_group_and_its_options_and_no_internals(tmp_path):
+    done = run(["-m", "peft_food.train", "--help"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "schema" not in out and "Hydra" in out  # Hydra's own help is one option away
+    for group in ("model", "peft", "data", "train", "logger", "experiment"):
+        line = next(line for line in out.splitlines() if line.strip().startswith(f"{group}="))
+        listed = {name.rstrip("*") for name in line.split("=", 1)[1].replace(",", " ").split()}
+        assert listed == {p.stem for p in (REPO / "peft_food" / "conf" / group).glob("*.yaml")}, group
+    assert "lora*" in out and "vit_base*" in out  # the defaults are marked
+    examples = [line for line in out.split("Examples:")[1].splitlines() if line.strip().startswith("peft-food-train")]
+    assert len(examples) == 5
+    for example in examples:  # every example composes as written
+        command = example.split("#")[0].split()[1:]
+        compose_config(*[arg for arg in command if arg != "-m" and "," not in arg])
+
+
+@pytest.mark.parametrize("mode", [None, "offline", "online", "disabled"])
+def test_cfg_job_prints_valid_yaml_in_every_wandb_mode(tmp_path, mode):
+    done = run(["-m", "peft_food.train", "--cfg", "job", "experiment=quickstart"], cwd=tmp_path,
+               env_extra={"WANDB_MODE": mode} if mode else {})
+    assert done.returncode == 0, done.stderr
+    job = yaml.safe_load(done.stdout)
+    assert job["model"]["name"] == "vit_tiny" and job["data"]["source"] == "synthetic"
+    assert job["train"]["epochs"] == 8 and "hydra" not in job
+    assert not (tmp_path / "outputs").exists()  # printing a config trains nothing
+
+
+USER_MODEL = """\
+# A user's own backbone, extending the packaged toy ViT (searched through --config-dir).
+defaults:
+  - vit_tiny
+  - _self_
+
+name: my_vit
+arch:
+  num_hidden_layers: 2
+"""
+
+USER_EXPERIMENT = """\
+# @package _global_
+defaults:
+  - override /model: my_vit
+  - override /data: synthetic
+
+data: {num_classes: 3, per_class: 8, eval_per_class: 4, image_size: 32}
+train: {epochs: 1, batch_size: 8, grad_accum: 1, precision: fp32, workers: 0}
+logger: {enabled: false}
+"""
+
+
+@pytest.mark.slow
+def test_a_built_wheel_installed_elsewhere_trains_and_takes_a_users_config_dir(tmp_path):
+    wheels = tmp_path / "wheels"
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels),
+                           str(REPO)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    [wheel] = wheels.glob("peft_food-*.whl")
+    site = tmp_path / "site"  # the wheel alone, not the checkout: its deps come from this venv
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(site), str(wheel)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    elsewhere = tmp_path / "elsewhere"
+    user = elsewhere / "my_conf"
+    (user / "model").mkdir(parents=True)
+    (user / "experiment").mkdir()
+    (user / "model" / "my_vit.yaml").write_text(USER_MODEL)
+    (user / "experiment" / "my_exp.yaml").write_text(USER_EXPERIMENT)
+    env = {"PYTHONPATH": str(site)}
+
+    where = run(["-c", "import peft_food; print(peft_food.__file__)"], cwd=elsewhere, env_extra=env)
+    assert where.stdout.strip().startswith(str(site))  # the installed copy, not the checkout
+
+    job = run(["-m", "peft_food.train", "--cfg", "job", "experiment=quickstart"], cwd=elsewhere, env_extra=env)
+    assert job.returncode == 0, job.stderr[-2000:]
+    assert yaml.safe_load(job.stdout)["model"]["name"] == "vit_tiny"
+
+    quick = run(["-m", "peft_food.train", "experiment=quickstart", "train.epochs=1", "logger=none"], cwd=elsewhere,
+                env_extra=env, timeout=600)
+    assert quick.returncode == 0, quick.stderr[-2000:]
+    [record] = elsewhere.glob("outputs/*/*/metrics.json")
+    assert '"status": "completed"' in record.read_text()
+
+    mine = run(["-m", "peft_food.train", "--config-dir", str(user), "experiment=my_exp"], cwd=elsewhere,
+               env_extra=env, timeout=600)
+    assert mine.returncode == 0, mine.stderr[-2000:]
+    summary = yaml.safe_load(mine.stdout.strip().splitlines()[-1])
+    assert summary["num_labels"] == 3 and summary["status"] == "completed"
+    # 2 layers x (q, v) x 2 x 64 x r=16 + a 3-way head of 64 x 3 + 3
+    assert summary["trainable_params"] == 2 * 2 * 2 * 64 * 16 + 64 * 3 + 3
