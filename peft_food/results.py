@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +30,17 @@ class EvalResults:
     labels: np.ndarray
     names: list[str]
 
-    @property
+    # Derived once: every table, file and plot below reads them.
+    @cached_property
     def predictions(self) -> np.ndarray:
         return self.logits.argmax(-1)
 
-    @property
+    @cached_property
     def confidence(self) -> np.ndarray:
         shifted = np.exp(self.logits - self.logits.max(-1, keepdims=True))
         return (shifted / shifted.sum(-1, keepdims=True)).max(-1)
 
-    @property
+    @cached_property
     def confusion(self) -> np.ndarray:
         return confusion_matrix(self.predictions, self.labels, num_labels=len(self.names))
 
