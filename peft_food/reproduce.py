@@ -193,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.pending:
             record_pending(args.record_dir, overrides=args.pending, description=args.description,
                            hardware=args.hardware)
-            print(f"wrote {args.record_dir}, awaiting results from `peft-food-train {' '.join(args.pending)}`")
+            command = OmegaConf.load(args.record_dir / "experiment.yaml").command
+            print(f"wrote {args.record_dir}, awaiting results from `{command}`")
             return 0
         if args.record:
             record(args.record, args.record_dir, description=args.description)

@@ -169,7 +169,7 @@ def test_every_job_of_each_committed_grid_composes_and_validates(grid):
         hydra_cfg = compose(config_name="train", overrides=[grid, "data.root=/data"], return_hydra_config=True).hydra
         jobs = grid_jobs(hydra_cfg)
         specs = [parse_config(compose(config_name="train", overrides=[*job, "output_dir=/x"])) for job, _ in jobs]
-    sizes = {"+sweep=method_rank": 12, "+sweep=mini_methods": 36, "+sweep=methods_backbones": 45,
+    sizes = {"+sweep=method_rank": 12, "+sweep=mini_methods": 40, "+sweep=methods_backbones": 50,
              "+sweep=lora_rank_alpha": 12, "+sweep=mini_rank_alpha": 4, "+sweep=full_vs_lora": 2}
     assert len(specs) == sizes[grid]
     # Every job is a distinct configuration.

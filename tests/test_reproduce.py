@@ -86,5 +86,5 @@ def test_pending_methods_by_backbones_record_holds_every_job_of_the_grid():
         assert spec.model.pretrained and spec.data.eval_split == "validation"
         pairs.add((spec.model.name, spec.peft.label))
     models = {"vit_base", "vit_base_in1k", "deit_small", "dinov2_small", "swin_t"}
-    methods = {"full", "linear_probe", "lora", "dora", "loha", "lokr", "ia3", "vera", "oft"}
+    methods = {"full", "linear_probe", "bitfit", "lora", "dora", "loha", "lokr", "ia3", "vera", "oft"}
     assert pairs == {(m, p) for m in models for p in methods}
