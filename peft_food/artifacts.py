@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoImageProcessor
@@ -27,7 +27,7 @@ from transformers.utils import logging as hf_logging
 
 from peft_food.config import ModelSpec
 from peft_food.errors import UserError
-from peft_food.methods import PeftSpec, spec_of
+from peft_food.methods import BaseLoader, PeftSpec, spec_of
 from peft_food.weights import load_model
 
 SPEC_FILE = "peft_food.json"
@@ -98,8 +98,7 @@ def _base_source(model_dir: Path, spec: dict[str, Any], *, base_override: Path |
     return spec["base"]["name_or_path"]
 
 
-def _base_loader(model_dir: Path, spec: dict[str, Any], *,
-                 base_override: Path | None) -> Callable[[dict[str, torch.Tensor]], torch.nn.Module]:
+def _base_loader(model_dir: Path, spec: dict[str, Any], *, base_override: Path | None) -> BaseLoader:
     """What a method calls with its saved head's tensors to get the frozen base they go onto,
     once the head is known to fit the recorded labels."""
     labels = spec["labels"]

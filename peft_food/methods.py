@@ -35,6 +35,9 @@ from peft_food.errors import UserError, require
 
 # Maps role names (or raw module names) to this backbone's Linear module names.
 Resolve = Callable[[list[str]], list[str]]
+# Loads the frozen base a method's saved tensors go onto, given the saved head's tensors (so the
+# head's size is checked against the recorded labels before anything is loaded).
+BaseLoader = Callable[[dict[str, Any]], Any]
 # What a partial method's tensors are saved as (parameter name -> tensor).
 TRAINED_WEIGHTS = "trained.safetensors"
 # A linear probe's head before TRAINED_WEIGHTS (keys relative to the head module).
@@ -88,7 +91,7 @@ class Method:
         """Write only what trained into `model_dir`."""
         raise NotImplementedError
 
-    def load(self, model_dir: Path, *, base: Callable, labels: list[str], head: str) -> Any:
+    def load(self, model_dir: Path, *, base: BaseLoader, labels: list[str], head: str) -> Any:
         """Read back what `save` wrote; `base(saved_head)` loads the frozen base it goes onto."""
         raise NotImplementedError
 
@@ -120,7 +123,7 @@ class FullSpec(Method):
     def save(self, model: Any, *, model_dir: Path, head: str) -> None:
         model.save_pretrained(str(model_dir))
 
-    def load(self, model_dir: Path, *, base: Callable, labels: list[str], head: str) -> Any:
+    def load(self, model_dir: Path, *, base: BaseLoader, labels: list[str], head: str) -> Any:
         from peft_food.weights import load_model
 
         return load_model(model_dir, labels=labels)
@@ -146,7 +149,7 @@ class PartialSpec(Method):
 
         save_tensors({n: p for n, p in model.named_parameters() if p.requires_grad}, model_dir / TRAINED_WEIGHTS)
 
-    def load(self, model_dir: Path, *, base: Callable, labels: list[str], head: str) -> Any:
+    def load(self, model_dir: Path, *, base: BaseLoader, labels: list[str], head: str) -> Any:
         from peft_food.weights import check_loaded, read_tensors
 
         if not (model_dir / TRAINED_WEIGHTS).is_file() and (model_dir / OLD_HEAD_WEIGHTS).is_file():
@@ -227,7 +230,7 @@ class AdapterSpec(Method):
     def save(self, model: Any, *, model_dir: Path, head: str) -> None:
         model.save_pretrained(str(model_dir))
 
-    def load(self, model_dir: Path, *, base: Callable, labels: list[str], head: str) -> Any:
+    def load(self, model_dir: Path, *, base: BaseLoader, labels: list[str], head: str) -> Any:
         import torch
         from peft import PeftModel
 

@@ -102,7 +102,8 @@ class RunRecord:
     @property
     def best(self) -> float | None:
         """The monitored metric of the best epoch (what a sweeper optimises)."""
-        return self.best_epoch[self.monitor] if self.best_epoch else None
+        epoch = self.best_epoch
+        return epoch[self.monitor] if epoch else None
 
     @property
     def final(self) -> float | None:

@@ -36,9 +36,8 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig, *, resume_search: Path | None = None) -> RunRecord:
     """Validate the composed config (before any compute), then train. Returns the run's record.
     `resume_search`: where to look for an unfinished run of the same command (the CLI's outputs/)."""
-    from peft_food.runner import (
-        run,  # torch, transformers, peft: only when training starts
-    )
+    # torch, transformers and peft are imported only now, when training starts.
+    from peft_food.runner import run
 
     return run(parse_config(cfg), resume_search=resume_search)
 

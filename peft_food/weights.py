@@ -21,10 +21,6 @@ from peft_food.module_names import OLD_TO_NEW, new_path
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
-# Loads the frozen base a method's saved tensors go onto, given the saved head's tensors (so the
-# head's size is checked against the recorded labels before anything is loaded).
-BaseLoader = Callable[[dict[str, torch.Tensor]], torch.nn.Module]
-
 
 def label_maps(labels: list[str]) -> dict[str, dict]:
     """id2label / label2id for a model config, from the label names in class-index order."""
