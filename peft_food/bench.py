@@ -10,12 +10,18 @@ process on the same images, so they hold where absolute numbers are noisy.
 - data: images/s through the train and eval transforms on real photos, for each worker count.
   ours = train JPEGs decoded and augmented as tensors (data.fast_decode), uint8 tensors out of
   the workers, one vectorised normalise per batch, persistent workers; seed_recipe = per-image
-  ToTensor + Normalize in set_transform, 0 workers. Two more rows: PIL decode with uint8 out
-  (before data.fast_decode) and the decode-once cache (data.cache=true).
+  ToTensor + Normalize in set_transform, 0 workers. Three more rows: PIL decode with uint8 out
+  (before data.fast_decode), the decode-once cache (data.cache=true) and the data store
+  (data.store=true, built into the run dir and removed at the end).
 - train: images/s, step time and peak memory for LoRA and full fine-tuning on synthetic pixels
   (model-bound) and on the real data path (end to end), ours vs the seed's settings (eager
   attention, unfused AdamW, float pipeline, 0 workers). Eval images/s too. And what LoRA's
-  dropout (the seed's 0.1) costs in time and memory against the same LoRA without it.
+  dropout (the seed's 0.1) costs in time and memory against the same LoRA without it. With
+  data.store=true, ours reads the real photos from a data store.
+- startup (bench.sections=[startup], data=food101_local): seconds from command to first training
+  step of `peft-food-train` jobs on a bench.startup_images Food-101-layout folder (hard links to
+  data.root's photos): JPEG path, first and second job with data.store, and a job with no images;
+  then peak RSS while reading from a small and a large store.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -43,6 +51,8 @@ from peft_food.data import Splits, load_splits
 from peft_food.errors import UserError
 from peft_food.methods import METHODS, PeftSpec
 from peft_food.model import apply_peft, load_base, load_processor
+from peft_food.record import FILE as RECORD_FILE
+from peft_food.record import RunRecord
 from peft_food.tracking import hardware
 from peft_food.trainer import (
     ImageTrainer,
@@ -50,7 +60,7 @@ from peft_food.trainer import (
     resolve_workers,
     training_arguments,
 )
-from peft_food.transforms import attach_transforms, collate, normalize
+from peft_food.transforms import attach_transforms, collate, normalize, store_plan
 
 log = logging.getLogger(__name__)
 
@@ -86,38 +96,42 @@ def _data_rate(ds, *, workers: int, batch_size: int, limit: int, mean, std) -> f
     return seen / (time.perf_counter() - started)
 
 
-def bench_data(loaded: Splits, spec: RunSpec, bench: BenchSpec, processor: Any) -> dict[str, Any]:
+def bench_data(loaded: Splits, spec: RunSpec, bench: BenchSpec, processor: Any, *, stored: Splits) -> dict[str, Any]:
+    """`stored`: the same splits read through data stores (data.store), built just before."""
     limit = min(bench.images, len(loaded.train) - bench.batch_size)
     kw = dict(batch_size=bench.batch_size, limit=limit, mean=processor.image_mean, std=processor.image_std)
     eval_kw = {**kw, "limit": min(limit, len(loaded.eval) - 1)}
     ours_kw = dict(uint8=True, fast_decode=spec.data.fast_decode)
     cores = os.cpu_count() or 1
     worker_counts = list(bench.workers) if bench.workers is not None else list(range(cores + 1))
-    # name: (transforms, workers). "pil_decode" is the step before the tensor path: uint8 out of
-    # the workers, PIL decode and augment.
-    paths = {"seed_recipe": (dict(uint8=False), 0), "pil_decode": (dict(uint8=True, fast_decode=False), 0),
-             **{f"ours_{w}": (ours_kw, w) for w in worker_counts}}
+    # name: (attached splits, workers). "pil_decode" is the step before the tensor path: uint8 out
+    # of the workers, PIL decode and augment. "store": the data store's pixels, no decode at all.
+    paths = {"seed_recipe": (attach_transforms(loaded, processor, uint8=False), 0),
+             "pil_decode": (attach_transforms(loaded, processor, uint8=True, fast_decode=False), 0),
+             "store": (attach_transforms(stored, processor), 0),
+             **{f"ours_{w}": (attach_transforms(loaded, processor, **ours_kw), w) for w in worker_counts}}
 
     # Rounds over every path in turn, best of each: a slow spell of this shared machine then
     # lowers one sample of each path, not one whole path, so the ratios stay side by side.
     train_rate = dict.fromkeys(paths, 0.0)
     for _ in range(bench.repeats):
-        for name, (transforms, workers) in paths.items():
-            rate = data_rate(attach_transforms(loaded, processor, **transforms).train, workers=workers, **kw)
-            train_rate[name] = max(train_rate[name], rate)
+        for name, (splits, workers) in paths.items():
+            train_rate[name] = max(train_rate[name], data_rate(splits.train, workers=workers, **kw))
     per_workers = {str(w): {"train_img_per_s": train_rate[f"ours_{w}"],
                             "train_img_per_s_per_core": train_rate[f"ours_{w}"] / max(1, min(w, cores))}
                    for w in worker_counts}
     best = max(per_workers, key=lambda w: per_workers[w]["train_img_per_s"])
-    eval_rate = {name: max(data_rate(attach_transforms(loaded, processor, **transforms).eval, workers=workers, **eval_kw)
-                           for _ in range(bench.repeats))
-                 for name, (transforms, workers) in (("seed_recipe", paths["seed_recipe"]), ("ours", (ours_kw, int(best))))}
+    eval_rate = {name: max(data_rate(paths[key][0].eval, workers=workers, **eval_kw) for _ in range(bench.repeats))
+                 for name, key, workers in (("seed_recipe", "seed_recipe", 0), ("ours", f"ours_{best}", int(best)),
+                                            ("store", "store", 0))}
     single = per_workers["0"]["train_img_per_s"] if "0" in per_workers else None
     seed = {"train_img_per_s": train_rate["seed_recipe"], "eval_img_per_s": eval_rate["seed_recipe"], "workers": 0}
     pil_decode = {"train_img_per_s": train_rate["pil_decode"], "workers": 0}
     ours = {"train_img_per_s": per_workers[best]["train_img_per_s"], "workers": int(best),
             "eval_img_per_s": eval_rate["ours"], "train_img_per_s_per_core_0_workers": single,
             "by_workers": per_workers}
+    store = {"train_img_per_s": train_rate["store"], "eval_img_per_s": eval_rate["store"], "workers": 0,
+             **store_sizes(stored)}
     # Decode-once cache (data.cache=true): epochs after the first only crop, resize and flip.
     started = time.perf_counter()
     cached_splits = attach_transforms(loaded, processor, cache=True, **ours_kw)
@@ -125,12 +139,102 @@ def bench_data(loaded: Splits, spec: RunSpec, bench: BenchSpec, processor: Any) 
     cached = {"train_img_per_s": max(data_rate(cached_splits.train, workers=0, **kw) for _ in range(bench.repeats)),
               "workers": 0, "decode_once_s": decode_s,
               "decode_once_img_per_s": (len(loaded.train) + len(loaded.eval)) / decode_s}
-    return {"ours": ours, "seed_recipe": seed, "ours_cached": cached, "ours_pil_decode": pil_decode,
+    return {"ours": ours, "seed_recipe": seed, "ours_cached": cached, "ours_pil_decode": pil_decode, "ours_store": store,
             "fast_decode": spec.data.fast_decode, "images_timed": limit, "repeats": bench.repeats,
             "speedup_train_pil_decode_single_core": pil_decode["train_img_per_s"] / seed["train_img_per_s"],
             "speedup_train_cached_single_core": cached["train_img_per_s"] / seed["train_img_per_s"],
+            "speedup_train_store_single_core": store["train_img_per_s"] / seed["train_img_per_s"],
+            "store_over_fast_decode_single_core": store["train_img_per_s"] / single if single else None,
             "speedup_train": ours["train_img_per_s"] / seed["train_img_per_s"],
             "speedup_train_single_core": single / seed["train_img_per_s"] if single else None}
+
+
+def store_sizes(stored: Splits) -> dict[str, Any]:
+    """Disk per 1,000 images of each form, and the stored train side."""
+    out: dict[str, Any] = {"train_side": stored.stores["train"].form.side}
+    for kind, store in stored.stores.items():
+        out[f"{kind}_mb_per_1000_images"] = store.nbytes / 2**20 / len(store) * 1000
+        out[f"{kind}_build_s"] = store.build_s
+    return out
+
+
+def load_stored(spec: RunSpec, processor: Any, *, root: Path) -> Splits:
+    """The run's splits through data stores under `root` (built there if missing)."""
+    return load_splits(spec.data, seed=spec.seed,
+                       plan=store_plan(processor, side=spec.data.store_side, store_dir=str(root)))
+
+
+# --- startup -------------------------------------------------------------------------------
+
+
+def food101_folder(photos: Path, target: Path, *, count: int) -> Path:
+    """A Food-101-layout folder of `count` images (3:1 train:test per class, as Food-101's
+    750:250) made of hard links to the photos in `photos` (a Food-101-layout folder): distinct
+    files to the data path, no copies on disk."""
+    classes = (photos / "meta" / "classes.txt").read_text().split()
+    (target / "meta").mkdir(parents=True, exist_ok=True)
+    lists: dict[str, list[str]] = {"train": [], "test": []}
+    per_class = count // len(classes)
+    for name in classes:
+        sources = sorted((photos / "images" / name).glob("*.jpg"))
+        (target / "images" / name).mkdir(parents=True, exist_ok=True)
+        for k in range(per_class):
+            link = target / "images" / name / f"{k:06d}.jpg"
+            if not link.exists():
+                try:
+                    os.link(sources[k % len(sources)], link)
+                except OSError:  # another filesystem: copy
+                    shutil.copyfile(sources[k % len(sources)], link)
+            lists["train" if k < per_class * 3 // 4 else "test"].append(f"{name}/{k:06d}")
+    (target / "meta" / "classes.txt").write_text("\n".join(classes) + "\n")
+    for split, entries in lists.items():
+        (target / "meta" / f"{split}.txt").write_text("\n".join(entries) + "\n")
+    return target
+
+
+def bench_startup(spec: RunSpec, bench: BenchSpec, processor: Any, *, out_dir: Path, passed: list[str]) -> dict[str, Any]:
+    """Seconds from command to first training step (the record's startup_s), `peft-food-train`
+    run as a sweep job would be, on a `bench.startup_images` Food-101-layout folder: the JPEG path
+    (screening), the first job with data.store (screening + building the stores), the second job
+    (the stores are there), and a job with no images to read (imports, model, Trainer: the floor).
+    Then peak RSS while reading `bench.images` training images from that folder's store and from
+    the small one of data.root: the same images touched, stores of very different sizes."""
+    if spec.data.source != "food101_local":
+        raise UserError("bench.sections=[startup] builds its folder from Food-101-layout photos: "
+                        "use data=food101_local data.root=<folder>")
+    folder = food101_folder(Path(spec.data.root), out_dir / "startup_data", count=bench.startup_images)
+    stores = out_dir / "stores"
+    common = [*passed, "train.epochs=1", "train.max_steps=1", f"train.batch_size={bench.batch_size}",
+              "train.grad_accum=1", "logger=none", "progress=false"]
+    local = ["data=food101_local", f"data.root={folder}", "data.eval_per_class=1", f"data.store_dir={stores}"]
+    jobs = {"jpeg": [*local, "data.store=false"], "store_first": [*local, "data.store=true"],
+            "store_second": [*local, "data.store=true"], "no_data": ["data=synthetic"]}
+    startup = {}
+    for name, extra in jobs.items():
+        run_dir = out_dir / "startup" / name
+        done = subprocess.run([sys.executable, "-m", "peft_food.train", *common, *extra, f"hydra.run.dir={run_dir}"],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"startup job {name} failed: {done.stderr[-2000:]}")
+        startup[name] = RunRecord.load(run_dir / RECORD_FILE).efficiency.startup_s
+    big = load_stored(replace(spec, data=replace(spec.data, root=str(folder))), processor, root=stores)
+    small = load_stored(spec, processor, root=stores)
+    limit = min(bench.images, len(small.train) - bench.batch_size)
+    kw = dict(workers=0, batch_size=bench.batch_size, limit=limit, mean=processor.image_mean, std=processor.image_std)
+    rss = {}
+    data_rate(attach_transforms(small, processor).train, **{**kw, "limit": 2 * bench.batch_size})  # allocator warm-up
+    for name, splits in (("small_store", small), ("large_store", big)):
+        attached = attach_transforms(splits, processor)
+        with PeakRSS() as peak:
+            data_rate(attached.train, **kw)
+        rss[name] = {"store_mb": splits.stores["train"].nbytes / 2**20, "images": len(splits.stores["train"]),
+                     "images_read": limit + bench.batch_size, "peak_rss_growth_mb": (peak.peak - peak.start) / 2**20}
+    return {"images": bench.startup_images, "startup_s": startup,
+            "second_over_first": startup["store_second"] / startup["store_first"],
+            "second_over_jpeg": startup["store_second"] / startup["jpeg"],
+            "data_second_over_first": (startup["store_second"] - startup["no_data"])
+            / (startup["store_first"] - startup["no_data"]),
+            "rss": rss}
 
 
 # --- training ------------------------------------------------------------------------------
@@ -172,7 +276,8 @@ class PeakRSS:
     """Highest resident memory while the block runs, sampled every 10 ms (CPU runs)."""
 
     def __enter__(self) -> "PeakRSS":
-        self.peak, self._stop = psutil.Process().memory_info().rss, threading.Event()
+        self.start = self.peak = psutil.Process().memory_info().rss
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self
@@ -189,8 +294,9 @@ class PeakRSS:
 
 
 def bench_train(spec: RunSpec, bench: BenchSpec, *, method_spec, recipe: str, loaded: Splits | None,
-                out_dir: Path) -> dict[str, Any]:
-    """One short training run; `loaded` is the real data (end to end), None for synthetic pixels."""
+                out_dir: Path, stored: Splits | None = None) -> dict[str, Any]:
+    """One short training run; `loaded` is the real data (end to end), None for synthetic pixels;
+    `stored`: the same through data stores, which ours reads with data.store=true."""
     ours = recipe == "ours"
     set_seed(spec.seed)
     model_spec = replace(spec.model, attn_implementation=spec.model.attn_implementation if ours else "eager")
@@ -201,7 +307,10 @@ def bench_train(spec: RunSpec, bench: BenchSpec, *, method_spec, recipe: str, lo
     steps = bench.warmup_steps + bench.train_steps
     n = bench.batch_size * steps
     if loaded:
-        splits = attach_transforms(loaded, processor, uint8=ours, fast_decode=ours and spec.data.fast_decode)
+        if ours and stored is not None:
+            splits = attach_transforms(stored, processor)
+        else:
+            splits = attach_transforms(loaded, processor, uint8=ours, fast_decode=ours and spec.data.fast_decode)
         train_ds, eval_ds = splits.train, splits.eval
     else:
         train_ds = SyntheticPixels(n=n, size=size, num_labels=len(labels), uint8=ours)
@@ -230,7 +339,8 @@ def bench_train(spec: RunSpec, bench: BenchSpec, *, method_spec, recipe: str, lo
     return {"img_per_s": bench.batch_size / step_s, "step_s": step_s, "peak_mem_mb": peak_mb,
             "eval_img_per_s": eval_n / (time.perf_counter() - started), "precision": precision,
             "attention": model_spec.attn_implementation, "optim": args.optim, "workers": workers,
-            "compile": args.torch_compile, "eval_loss": evaluated.get("eval_loss")}
+            "compile": args.torch_compile, "eval_loss": evaluated.get("eval_loss"),
+            "data_store": bool(loaded and ours and stored is not None)}
 
 
 def dropout_cost(spec: RunSpec, bench: BenchSpec, *, method: PeftSpec, inputs: dict[str, Splits | None],
@@ -268,12 +378,29 @@ def table(result: dict[str, Any]) -> str:
         p, c = d["ours_pil_decode"], d["ours_cached"]
         lines.append(f"  ours, PIL decode, 0 workers{p['train_img_per_s']:>9.1f}   (before data.fast_decode)")
         lines.append(f"  ours, cached, 0 workers{c['train_img_per_s']:>13.1f}   (decode once: {c['decode_once_s']:.1f} s)")
+        st = d["ours_store"]
+        lines.append(f"  ours, data store, 0 workers{st['train_img_per_s']:>9.1f}{st['eval_img_per_s']:>10.1f}   "
+                     f"(train side {st['train_side']}: {st['train_mb_per_1000_images']:.0f} MB per 1,000 images, "
+                     f"eval {st['eval_mb_per_1000_images']:.0f} MB; built in {st['train_build_s'] + st['eval_build_s']:.1f} s)")
+        over = d["store_over_fast_decode_single_core"]
+        lines.append(f"  data store single core: {d['speedup_train_store_single_core']:.2f}x the seed recipe, "
+                     f"{f'{over:.2f}x' if over else 'not timed vs'} data.fast_decode")
         single = d["speedup_train_single_core"]
         lines.append(f"  speed-up vs seed: {d['speedup_train']:.2f}x (single core: "
                      f"{f'{single:.2f}x' if single else 'not timed'}, cached single core: "
                      f"{d['speedup_train_cached_single_core']:.2f}x)")
-    lines.append("training                     img/s   step ms  peak MB  eval img/s")
-    for method, by_source in result["train"].items():
+    if "startup" in result:
+        st = result["startup"]
+        lines.append(f"startup, {st['images']:,} images: seconds from command to first training step")
+        lines.append("  " + "  ".join(f"{name} {s:.1f}" for name, s in st["startup_s"].items()))
+        lines.append(f"  second job with the store / first: {st['second_over_first']:.0%} (data stage alone: "
+                     f"{st['data_second_over_first']:.0%}); / JPEG path: {st['second_over_jpeg']:.0%}")
+        for name, r in st["rss"].items():
+            lines.append(f"  peak RSS growth reading {r['images_read']} images from the {r['store_mb']:.0f} MB "
+                         f"{name.replace('_', ' ')} ({r['images']} images): {r['peak_rss_growth_mb']:.0f} MB")
+    if result.get("train"):
+        lines.append("training                     img/s   step ms  peak MB  eval img/s")
+    for method, by_source in result.get("train", {}).items():
         for source, by_recipe in by_source.items():
             for recipe in ("ours", "seed_recipe"):
                 r = by_recipe[recipe]
@@ -287,7 +414,8 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_bench(cfg: DictConfig, *, out_dir: Path) -> dict[str, Any]:
+def run_bench(cfg: DictConfig, *, out_dir: Path, passed: list[str] = ()) -> dict[str, Any]:
+    """`passed`: the command line's model and precision overrides, for the startup section's jobs."""
     spec = parse_config(cfg)
     bench = parse_bench(cfg)
     # The configured method's settings where it is timed, each other method's defaults.
@@ -296,19 +424,40 @@ def run_bench(cfg: DictConfig, *, out_dir: Path) -> dict[str, Any]:
     result: dict[str, Any] = {"device": hardware(), "model": spec.model.name, "batch_size": bench.batch_size,
                               "precision": resolve_precision(spec.train.precision),
                               "attention": spec.model.attn_implementation, "compile": spec.train.compile,
-                              "workers": resolve_workers(spec.train.workers)}
+                              "workers": resolve_workers(spec.train.workers), "data_store": spec.data.store}
     time_data = spec.data.source != "synthetic" and "data" in bench.sections  # nothing to decode otherwise
+    train_real = "train" in bench.sections and "real" in bench.inputs and bool(bench.methods)
     # Read (and for local folders, screened) once: every section and run below re-uses it.
-    loaded = load_splits(spec.data, seed=spec.seed) if time_data or "real" in bench.inputs else None
+    loaded = load_splits(spec.data, seed=spec.seed) if time_data or train_real else None
+    # The bench's own stores, built here (their build time is part of what is measured) and removed
+    # at the end: a store is a cache of GBs, not a result.
+    stores = out_dir / "stores"
+    try:
+        stored = load_stored(spec, processor, root=stores) if time_data or (train_real and spec.data.store) else None
+        if time_data:
+            result["data"] = bench_data(loaded, spec, bench, processor, stored=stored)
+        if "train" in bench.sections:
+            result.update(bench_all_train(spec, bench, methods=methods, loaded=loaded,
+                                          stored=stored if spec.data.store else None, out_dir=out_dir))
+        if "startup" in bench.sections:
+            result["startup"] = bench_startup(spec, bench, processor, out_dir=out_dir, passed=list(passed))
+    finally:
+        shutil.rmtree(stores, ignore_errors=True)
+        shutil.rmtree(out_dir / "startup_data", ignore_errors=True)
+    (out_dir / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def bench_all_train(spec: RunSpec, bench: BenchSpec, *, methods: dict[str, PeftSpec], loaded: Splits | None,
+                    stored: Splits | None, out_dir: Path) -> dict[str, Any]:
     inputs = {source: loaded if source == "real" else None for source in bench.inputs}
-    if time_data:
-        result["data"] = bench_data(loaded, spec, bench, processor)
-    result["train"] = {}
+    result: dict[str, Any] = {"train": {}}
     for method in bench.methods:
         result["train"][method] = {}
         for source in bench.inputs:
             pair = {recipe: bench_train(spec, bench, method_spec=methods[method], recipe=recipe, loaded=inputs[source],
-                                        out_dir=out_dir / "scratch") for recipe in ("ours", "seed_recipe")}
+                                        stored=stored if source == "real" else None, out_dir=out_dir / "scratch")
+                    for recipe in ("ours", "seed_recipe")}
             pair["speedup"] = pair["ours"]["img_per_s"] / pair["seed_recipe"]["img_per_s"]
             result["train"][method][source] = pair
     result["dropout"] = {name: dropout_cost(spec, bench, method=method, inputs=inputs, out_dir=out_dir / "scratch")
@@ -317,15 +466,16 @@ def run_bench(cfg: DictConfig, *, out_dir: Path) -> dict[str, Any]:
         first = bench.inputs[0]
         result["peak_mem_lora_over_full"] = (result["train"]["lora"][first]["ours"]["peak_mem_mb"]
                                              / result["train"]["full"][first]["ours"]["peak_mem_mb"])
-    (out_dir / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="bench")
 def main(cfg: DictConfig) -> None:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
+    # The model and precision the command line chose, for the startup section's training jobs.
+    passed = [o for o in HydraConfig.get().overrides.task if o.split("=")[0].lstrip("+~").startswith(("model", "train.precision"))]
     try:
-        result = run_bench(cfg, out_dir=out_dir)
+        result = run_bench(cfg, out_dir=out_dir, passed=passed)
     except UserError as err:
         print(f"peft-food-bench: error: {err}", file=sys.stderr)
         sys.exit(2)

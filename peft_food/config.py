@@ -89,6 +89,14 @@ class DataSpec:
     # Train images: decode JPEGs with torchvision (libjpeg-turbo) into uint8 tensors and crop,
     # resize and flip the tensors, faster per core than PIL (README, Performance) (needs uint8; false: PIL, as the seed).
     fast_decode: bool = True
+    # Preprocess once, train many (README, Data store): decode every image once into a store on
+    # disk that this and every later run with the same images and sizes read, sweep jobs included.
+    store: bool = False
+    # Where stores live; null: $PEFT_FOOD_CACHE/stores, else ~/.cache/peft_food/stores.
+    store_dir: Optional[str] = None
+    # Train images are stored with their shorter side at most this many pixels (larger ones are
+    # downscaled); null: twice the model's input side (448 for ViT-B/16 at 224).
+    store_side: Optional[int] = None
     # synthetic only: number of classes and image side in pixels.
     num_classes: int = 10
     image_size: int = 64
@@ -108,6 +116,11 @@ class DataSpec:
         for key in ("per_class", "eval_per_class"):
             value = getattr(self, key)
             require(value is None or value > 0, f"data.{key}={value} is invalid: use a positive count or null")
+        require(not (self.store and self.cache),
+                "data.store and data.cache both keep decoded pixels: choose one (data.store=true for sweeps "
+                "and datasets larger than RAM)")
+        require(self.store_side is None or self.store_side >= 8,
+                f"data.store_side={self.store_side} is invalid: use a side of at least 8 pixels, or null")
         require(self.num_classes >= 2, f"data.num_classes={self.num_classes} is invalid: use at least 2")
 
 
@@ -221,16 +234,17 @@ class BenchSpec:
     inputs: list[str] = field(default_factory=lambda: ["synthetic", "real"])
     warmup_steps: int = 2
     train_steps: int = 8
+    startup_images: int = 10_000
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.sections) - {"data", "train"})
-        require(not unknown, f"bench.sections has unknown {unknown}: use data and/or train")
+        unknown = sorted(set(self.sections) - {"data", "train", "startup"})
+        require(not unknown, f"bench.sections has unknown {unknown}: use data, train and/or startup")
         unknown = sorted(set(self.methods) - set(METHODS))
         require(not unknown, f"bench.methods has unknown {unknown}: choose from {', '.join(METHODS)}")
         unknown = sorted(set(self.inputs) - {"synthetic", "real"})
         require(not unknown, f"bench.inputs has unknown {unknown}: use synthetic and/or real")
         require(bool(self.inputs) or not self.methods, "bench.inputs is empty: name synthetic and/or real")
-        for key in ("images", "repeats", "batch_size", "train_steps"):
+        for key in ("images", "repeats", "batch_size", "train_steps", "startup_images"):
             value = getattr(self, key)
             require(value > 0, f"bench.{key}={value} is invalid: use a positive integer")
 

@@ -11,7 +11,7 @@ read into the same type, so committed records of either kind reproduce):
     labels        class names in label order
     counts        trainable_params, total_params, trainable_percent, num_labels, num_train_samples,
                   num_eval_samples
-    efficiency    train_img_per_s, peak_mem_mb, model_size_mb, runtime_s, epoch_wall_s (per epoch)
+    efficiency    train_img_per_s, peak_mem_mb, model_size_mb, runtime_s, epoch_wall_s (per epoch), startup_s
     provenance    git (sha, dirty), versions, hardware, command, precision, world_size,
                   effective_batch_size
     config        the resolved Hydra config that ran
@@ -59,6 +59,9 @@ class Efficiency:
     model_size_mb: float | None = None
     runtime_s: float | None = None
     epoch_wall_s: list[float] = field(default_factory=list)
+    # Seconds from the process's start to its first training step: imports, data (screening, or
+    # opening the data stores), model. What a sweep job waits before it trains.
+    startup_s: float | None = None
 
 
 @dataclass

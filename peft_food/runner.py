@@ -23,7 +23,13 @@ from peft_food.distributed import is_main_process, world_size
 from peft_food.errors import Interrupted
 from peft_food.images import to_rgb
 from peft_food.metrics import Evaluator
-from peft_food.model import apply_peft, check_targets, count_parameters, load_base
+from peft_food.model import (
+    apply_peft,
+    check_targets,
+    count_parameters,
+    load_base,
+    load_processor,
+)
 from peft_food.record import FILE as RECORD_FILE
 from peft_food.record import Counts, RunRecord
 from peft_food.results import EvalResults
@@ -38,6 +44,7 @@ from peft_food.resume import (
     latest_checkpoint,
     plan_resume,
 )
+from peft_food.store import Plan
 from peft_food.tracking import (
     WandbMetrics,
     finish_wandb,
@@ -55,7 +62,7 @@ from peft_food.trainer import (
     training_arguments,
     weights_mb,
 )
-from peft_food.transforms import attach_transforms, collate
+from peft_food.transforms import attach_transforms, collate, store_plan
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +70,7 @@ log = logging.getLogger(__name__)
 def build_trainer(spec: RunSpec, *, run_dir: Path, precision: str, record: RunRecord,
                   callbacks: list[TrainerCallback]) -> tuple[Trainer, Any]:
     """Data, model and Trainer, once each; fills the record's labels and counts."""
-    splits = load_splits(spec.data, seed=spec.seed)
+    splits = load_splits(spec.data, seed=spec.seed, plan=data_plan(spec))
     base, processor = load_base(model=spec.model, labels=splits.labels)
     if not spec.model.pretrained and spec.peft.saves_base and is_main_process():
         save_base(base, model_dir=run_dir / "model")
@@ -81,6 +88,13 @@ def build_trainer(spec: RunSpec, *, run_dir: Path, precision: str, record: RunRe
                            data_collator=collate, compute_metrics=Evaluator(spec.train.metrics), callbacks=callbacks,
                            mean=processor.image_mean, std=processor.image_std)
     return trainer, processor
+
+
+def data_plan(spec: RunSpec) -> Plan | None:
+    """With data.store, the stores at the model's sizes (its processor needs no weights)."""
+    if not spec.data.store:
+        return None
+    return store_plan(load_processor(spec.model), side=spec.data.store_side, store_dir=spec.data.store_dir)
 
 
 @contextmanager

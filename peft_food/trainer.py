@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
@@ -105,6 +106,10 @@ class EpochRecorder(TrainerCallback):
     def __init__(self, record: RunRecord, path: Path, *, metrics: list[str]):
         self.record, self.path, self.metrics = record, path, metrics
         self._started = 0.0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.record.efficiency.startup_s is None:  # the first step: its batch is in hand
+            self.record.efficiency.startup_s = round(time.time() - psutil.Process().create_time(), 2)
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         self._started = time.perf_counter()

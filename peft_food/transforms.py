@@ -16,8 +16,9 @@ from __future__ import annotations
 import io
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -32,6 +33,9 @@ from torchvision.transforms.v2 import functional as F2
 from peft_food.data import Splits
 from peft_food.images import to_rgb
 from peft_food.progress import bar
+
+if TYPE_CHECKING:
+    from peft_food.store import Plan, Store
 
 try:  # deprecated in torchvision 0.29 in favour of torchcodec, and to be removed in a later release
     from torchvision.io import ImageReadMode, decode_jpeg
@@ -111,9 +115,28 @@ def build_transforms(processor: Any, *, uint8: bool = True, fast_decode: bool = 
         train = TensorAugment(size)
     else:
         train = T.Compose([T.Lambda(_pil_rgb), T.RandomResizedCrop(size), T.RandomHorizontalFlip(), *tail])
-    # As the seed: resize the shorter side, then crop the centre (no squashing of the aspect).
-    eval_ = T.Compose([T.Lambda(_pil_rgb), T.Resize(resize), T.CenterCrop(size), *tail])
+    eval_ = T.Compose([T.Lambda(_pil_rgb), eval_geometry(resize, size), *tail])
     return train, eval_
+
+
+def eval_geometry(resize: int, size: tuple[int, int]) -> T.Compose:
+    """As the seed: resize the shorter side, then crop the centre (no squashing of the aspect).
+    One owner for eval pixels: the JPEG path and the data store's eval crops both apply this."""
+    return T.Compose([T.Resize(resize), T.CenterCrop(size)])
+
+
+def store_plan(processor: Any, *, side: int | None, store_dir: str | None) -> Plan:
+    """The data stores a run at this processor's sizes reads (store.py): train images with their
+    shorter side at most `side` (null: twice the input side, so a crop of a quarter of the image or
+    more still has input-size pixels), eval images as the eval transform's final crop."""
+    import os
+
+    from peft_food.store import Form, Plan, default_dir
+
+    (height, width), resize = _sizes(processor)
+    return Plan(train=Form("train", side=side or 2 * max(height, width)),
+                eval=Form("eval", resize=resize, height=height, width=width),
+                root=Path(store_dir) if store_dir else default_dir(), workers=os.cpu_count() or 1)
 
 
 def eval_processor(processor: Any) -> Any:
@@ -151,10 +174,10 @@ def normalize(pixels: torch.Tensor, *, mean: list[float], std: list[float]) -> t
     return pixels.float().div_(255).sub_(mean_t).div_(std_t)
 
 
-def _apply(transform: T.Compose, cache: list[np.ndarray] | None = None):
+def _apply(transform: Any, by_index: Callable[[int], Any] | None = None):
     def batch_transform(batch: dict[str, list]) -> dict[str, list]:
-        if cache is not None:
-            images = [cache[i] for i in batch["index"]]  # decoded RGB arrays: both paths take them
+        if by_index is not None:
+            images = [by_index(i) for i in batch["index"]]  # the cache's arrays, or the store's positions
         else:
             # Decoded PIL images, or undecoded files (fast_decode); the transforms make them RGB
             # (Food-101 has greyscale and CMYK JPEGs).
@@ -162,6 +185,49 @@ def _apply(transform: T.Compose, cache: list[np.ndarray] | None = None):
         return {"pixel_values": [transform(img) for img in images], "labels": batch["label"]}
 
     return batch_transform
+
+
+class StoreAugment:
+    """TensorAugment's crop, resize and flip on a data store's images (store.py), given their
+    position. The crop is drawn on the image's original size with the same draws as the JPEG path
+    (same seed: same region relative to the image, same flip), then scaled to the stored size, which
+    is the original unless the store downscaled it; only the rows the crop covers are read."""
+
+    def __init__(self, store: Store, size: tuple[int, int]):
+        self.store, self.size = store, list(size)
+        self.crop = v2.RandomResizedCrop(size, antialias=True)
+
+    def __call__(self, i: int) -> torch.Tensor:
+        orig_h, orig_w = self.store.original_size(i)
+        height, width = self.store.size(i)
+        # make_params only asks the input's size: a stride-0 view of that size allocates nothing.
+        box = self.crop.make_params([torch.empty(1, 1, 1).expand(3, orig_h, orig_w)])
+        top, bottom = _scaled(box["top"], box["height"], scale=height / orig_h, limit=height)
+        left, right = _scaled(box["left"], box["width"], scale=width / orig_w, limit=width)
+        rows = torch.from_numpy(self.store.rows(i, top, bottom - top))  # HWC
+        region = rows[:, left:right].permute(2, 0, 1).unsqueeze(0).contiguous(memory_format=torch.channels_last)
+        out = F2.resize_image(region, self.size, antialias=True)[0]
+        if torch.rand(1) < 0.5:  # RandomHorizontalFlip's draw, as in TensorAugment
+            out = out.flip(-1)
+        return out
+
+
+def _scaled(start: int, length: int, *, scale: float, limit: int) -> tuple[int, int]:
+    """A crop's [start, end) on the original size -> on the stored size (unchanged at scale 1)."""
+    if scale == 1:
+        return start, start + length
+    first = min(round(start * scale), limit - 1)
+    return first, min(max(round((start + length) * scale), first + 1), limit)
+
+
+class StoreEval:
+    """A data store's eval image: already the final crop, as the JPEG path's eval transform makes it."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def __call__(self, i: int) -> torch.Tensor:
+        return torch.from_numpy(self.store.rows(i)).permute(2, 0, 1)
 
 
 def decode_all(ds: Dataset, *, workers: int = 8) -> list[np.ndarray]:
@@ -182,25 +248,46 @@ def attach_transforms(splits: Splits, processor: Any, *, uint8: bool = True, cac
     (with_transform: new datasets, `splits` itself is left as it was, so one loaded dataset can
     be attached several ways).
 
+    Splits read through data stores (data.store=true) take their pixels from the stores, already
+    decoded (uint8 always; the trainer normalises the batch). Otherwise:
     cache=True decodes every image once up front and keeps the RGB pixels in RAM (about 0.6 MB per
     512x384 Food-101 photo), so later epochs only crop, resize and flip (as tensors with
     fast_decode); the augmentations are unchanged, and the cached pixels are PIL's exact decode.
     fast_decode=True hands the train transform the undecoded file, for libjpeg-turbo to decode."""
+    if splits.stores:
+        size, _ = _sizes(processor)
+        return _attached(splits, {"train": (StoreAugment(splits.stores["train"], size), _position),
+                                  "eval": (StoreEval(splits.stores["eval"]), _position)})
     train_tf, eval_tf = build_transforms(processor, uint8=uint8, fast_decode=fast_decode)
-    attached = {}
+    chosen = {}
     for name, transform in (("train", train_tf), ("eval", eval_tf)):
         ds = getattr(splits, name)
-        pixels = None
         if name == "train" and fast_decode and uint8 and not cache and isinstance(ds.features.get("image"), ImageFeature):
             # datasets would decode the whole image before our transform sees it.
             ds = ds.cast_column("image", ImageFeature(decode=False))
+            splits = replace(splits, train=ds)
+        by_index = None
         if cache:
             pixels = decode_all(ds)
-            ds = ds.add_column("index", list(range(len(ds))))
+            splits = replace(splits, **{name: ds.add_column("index", list(range(len(ds))))})
             log.info("cached %d decoded %s images (%.0f MB)", len(pixels), name, sum(p.nbytes for p in pixels) / 2**20)
-        # With a cache, only the index and label columns are read: no image is decoded again.
-        attached[name] = ds.with_transform(_apply(transform, pixels), columns=["index", "label"] if cache else None)
-    return Splits(train=attached["train"], eval=attached["eval"], labels=splits.labels)
+            by_index = pixels.__getitem__
+        chosen[name] = (transform, by_index)
+    return _attached(splits, chosen)
+
+
+def _position(i: int) -> int:
+    return i  # store transforms take the image's position in the store
+
+
+def _attached(splits: Splits, chosen: dict[str, tuple[Any, Callable[[int], Any] | None]]) -> Splits:
+    attached = {}
+    for name, (transform, by_index) in chosen.items():
+        ds = getattr(splits, name)
+        # By index (cache, store), only the index and label columns are read: no image is decoded.
+        attached[name] = ds.with_transform(_apply(transform, by_index),
+                                           columns=["index", "label"] if by_index is not None else None)
+    return replace(splits, **attached)
 
 
 def collate(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:

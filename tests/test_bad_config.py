@@ -25,6 +25,8 @@ from tests.conftest import TINY, compose_config
         (["data=imagefolder"], "data.root is missing"),
         (["train.metrics=[accuracy,f1]"], r"train.metrics has unknown \['f1'\]: choose from accuracy, top5_accuracy"),
         (["train.metrics=[accuracy]", "train.monitor=macro_f1"], "train.monitor='macro_f1' is not computed"),
+        (["data.store=true", "data.cache=true"], "data.store and data.cache both keep decoded pixels: choose one"),
+        (["data.store_side=4"], "data.store_side=4 is invalid"),
     ],
 )
 def test_out_of_range_values_are_rejected_when_parsed(overrides, message):

@@ -29,6 +29,11 @@ def test_bench_writes_comparable_json(tmp_path):
     assert data["speedup_train"] == data["ours"]["train_img_per_s"] / data["seed_recipe"]["train_img_per_s"]
     assert data["repeats"] == 2 and data["images_timed"] == 64
     assert data["ours_cached"]["decode_once_s"] > 0 and data["ours_pil_decode"]["workers"] == 0
+    store = data["ours_store"]  # vit_tiny's 32 px input: train side 64, eval crops 32x32 (3 KB each)
+    assert store["train_side"] == 64 and store["eval_mb_per_1000_images"] == 32 * 32 * 3 * 1000 / 2**20
+    assert data["speedup_train_store_single_core"] == store["train_img_per_s"] / data["seed_recipe"]["train_img_per_s"]
+    assert data["store_over_fast_decode_single_core"] == store["train_img_per_s"] / data["ours"]["by_workers"]["0"]["train_img_per_s"]
+    assert not (tmp_path / "stores").exists()  # the bench's stores are a cache, removed at the end
     for method in ("lora", "full"):
         pair = result["train"][method]["synthetic"]
         assert pair["ours"]["attention"] == "sdpa" and pair["seed_recipe"]["attention"] == "eager"
@@ -42,3 +47,26 @@ def test_bench_writes_comparable_json(tmp_path):
     assert dropout["time_cost"] == dropout["img_per_s_without"] / dropout["img_per_s"] - 1
     assert "lora dropout 0.1 vs 0" in done.stdout
     assert "speed-up vs seed" in done.stdout and "bench.json" in done.stdout
+
+
+@pytest.mark.slow
+def test_bench_startup_times_real_jobs_and_reads_flat(tmp_path):
+    if not MINI.is_dir():
+        pytest.skip(f"{MINI} not present")
+    done = subprocess.run(
+        [sys.executable, "-c", "from peft_food.bench import main; main()", "data=food101_local", f"data.root={MINI}",
+         "model=vit_tiny", "bench.sections=[startup]", "bench.startup_images=400", "bench.images=64",
+         "bench.batch_size=16", f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    startup = json.loads((tmp_path / "bench.json").read_text())["startup"]
+    assert set(startup["startup_s"]) == {"jpeg", "store_first", "store_second", "no_data"}
+    assert startup["second_over_first"] == startup["startup_s"]["store_second"] / startup["startup_s"]["store_first"]
+    logs = {name: (tmp_path / "startup" / name / "train.log").read_text() for name in startup["startup_s"]}
+    assert logs["store_first"].count("built the data store") == 2  # train.txt and test.txt, once each
+    assert "built the data store" not in logs["store_second"] + logs["jpeg"]
+    for name in ("jpeg", "store_first", "store_second"):  # 400 images: 300 train, 10 x 1 test
+        record = json.loads((tmp_path / "startup" / name / "metrics.json").read_text())
+        assert (record["counts"]["num_train_samples"], record["counts"]["num_eval_samples"]) == (300, 10)
+    rss = startup["rss"]
+    assert rss["large_store"]["images"] == 300 and rss["small_store"]["images"] == 500
+    assert not (tmp_path / "startup_data").exists() and not (tmp_path / "stores").exists()

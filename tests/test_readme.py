@@ -31,3 +31,30 @@ def test_readme_quickstart_runs_offline_and_beats_chance(tmp_path, offline_wandb
     [run_file] = run_files(metrics_file.parent)
     assert read_run(run_file).summary["best_eval_accuracy"] == record.best
     assert (metrics_file.parent / ".hydra" / "config.yaml").is_file()
+
+
+def test_readme_data_store_commands_build_once_then_reuse(tmp_path):
+    """The data store section's offline commands, as written (from the repo root, where its
+    relative data.root points), with the stores under PEFT_FOOD_CACHE and the run dir in tmp."""
+    from tests.conftest import MINI
+
+    if not MINI.is_dir():
+        import pytest
+
+        pytest.skip(f"{MINI} not present")
+    env = {**os.environ, "PEFT_FOOD_CACHE": str(tmp_path / "cache"), "WANDB_MODE": "disabled"}
+    bin_dir = Path(sys.executable).parent
+    [prepare] = [c for c in readme_commands("peft-food-prepare") if "food101-mini" in c]
+    done = subprocess.run([str(bin_dir / "peft-food-prepare"), *prepare.split()[1:]], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    stores = sorted((tmp_path / "cache" / "stores").glob("food101-mini-*[0-9a-f]"))
+    assert [s.name.split("-")[2] for s in stores] == ["test", "train"] and "built the data store" in done.stdout
+    [train] = [c for c in readme_commands("peft-food-train") if "food101_mini" in c and "data.store=true" in c]
+    done = subprocess.run([str(bin_dir / "peft-food-train"), *train.split()[1:], "train.epochs=1",
+                           f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "built the data store" not in log  # prepare's stores, opened
+    assert RunRecord.load(tmp_path / "run" / "metrics.json").config["data"]["store"] is True

@@ -1,0 +1,336 @@
+"""Preprocess once, train many: decoded images on disk, built by the first run (or ahead of time)
+and read by every later run, sweep job, DDP rank and SLURM task that needs the same pixels.
+
+    peft-food-prepare data=food101_local data.root=../shared/data/food101-mini     # ahead of an array
+    peft-food-train data=food101_local data.root=... data.store=true               # builds it if missing
+
+A store holds one part of a dataset (an image list: Food-101's train.txt, a Hub split) in one form:
+  train: every image as RGB, its shorter side at most `side` (larger ones downscaled by PIL's
+         antialiased bilinear resize), at its own aspect. The train crop is drawn on the original
+         size and scaled to the stored one, so a seed crops the same region as from the JPEG.
+  eval:  every image's final eval crop (shorter side resized, centre crop: transforms.eval_geometry,
+         the JPEG path's own), so eval pixels are identical by construction.
+Building one also screens the images (it decodes every one): the unusable ones are listed in its
+meta.json, and later runs apply data.bad_images to that list without decoding anything.
+
+On disk, `<store_dir>/<part>-<form>-<key>/`:
+  pixels.u8    the HWC uint8 images back to back
+  index.npy    one row per image: byte offset, stored height, width, original height, width
+  meta.json    what was stored (form, count, bytes, the unusable images), written last
+The key hashes everything that changes the content: each file's absolute path, size and mtime
+(or a Hub dataset's fingerprint and split), the form and its sizes, and FORMAT. A changed dataset
+gets a new key, so a stale store is never read. A build runs under an flock on `<name>.lock`
+(other processes wait for it, then reuse its store) in `<name>.tmp-<pid>/`, renamed into place
+only when complete: a build killed half-way leaves a tmp dir that is never read, and is removed
+by the next build.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+from PIL import Image as PILImage
+
+from peft_food.errors import DataError
+from peft_food.images import BadImage, open_rgb
+from peft_food.progress import bar
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1  # bump when the layout or the pixels' arithmetic changes: every old store is then rebuilt
+# A full disk or quota shows up as any of these (EFBIG: a file-size limit, e.g. ulimit -f).
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def default_dir() -> Path:
+    """$PEFT_FOOD_CACHE/stores, else ~/.cache/peft_food/stores (XDG_CACHE_HOME honoured)."""
+    if os.environ.get("PEFT_FOOD_CACHE"):
+        return Path(os.environ["PEFT_FOOD_CACHE"]) / "stores"
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "peft_food" / "stores"
+
+
+@dataclass(frozen=True)
+class Form:
+    """How a part's images are stored: `train` (shorter side at most `side`) or `eval` (the final
+    crop: shorter side resized to `resize`, centre-cropped to height x width)."""
+
+    kind: str
+    side: int = 0
+    resize: int = 0
+    height: int = 0
+    width: int = 0
+
+    @property
+    def label(self) -> str:
+        return f"train{self.side}" if self.kind == "train" else f"eval{self.resize}-{self.height}x{self.width}"
+
+    def apply(self, img: PILImage.Image) -> PILImage.Image:
+        if self.kind == "eval":
+            from peft_food.transforms import eval_geometry
+
+            return eval_geometry(self.resize, (self.height, self.width))(img)
+        short = min(img.size)
+        if short <= self.side:
+            return img  # stored as decoded: the same pixels the JPEG path crops
+        scale = self.side / short
+        size = (self.side, round(img.height * scale)) if img.width == short else (round(img.width * scale), self.side)
+        return img.resize(size, PILImage.Resampling.BILINEAR)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The stores a run reads: the two forms at its model's sizes, and where they live."""
+
+    train: Form
+    eval: Form
+    root: Path
+    workers: int
+
+
+# --- what a store is built from ----------------------------------------------------------------
+
+
+class Images:
+    """A part's images: how many, what identifies their content, and how to open one."""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def fingerprint(self) -> str:
+        raise NotImplementedError
+
+    def open(self, i: int) -> PILImage.Image:
+        """Image i decoded to RGB, or BadImage."""
+        raise NotImplementedError
+
+    def describe(self, i: int) -> str:
+        raise NotImplementedError
+
+
+class FileImages(Images):
+    def __init__(self, paths: list[Path]):
+        self.paths = paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256()
+        for path in self.paths:  # a stat per file: ~10 us, no read
+            stat = path.stat()
+            digest.update(f"{os.path.abspath(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        return digest.hexdigest()
+
+    def open(self, i: int) -> PILImage.Image:
+        return open_rgb(self.paths[i])
+
+    def describe(self, i: int) -> str:
+        return str(self.paths[i])
+
+
+class DatasetImages(Images):
+    """A `datasets.Dataset`'s image column (the Hub's parquet): its fingerprint names its content."""
+
+    def __init__(self, ds: Any, *, name: str):
+        from datasets import Image as ImageFeature
+
+        self.ds = ds.cast_column("image", ImageFeature(decode=False)).with_format(None)
+        self.name = name
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(f"{self.name}\0{self.ds._fingerprint}".encode()).hexdigest()
+
+    def open(self, i: int) -> PILImage.Image:
+        value = self.ds[i]["image"]
+        return open_rgb(io.BytesIO(value["bytes"]) if value.get("bytes") else Path(value["path"]))
+
+    def describe(self, i: int) -> str:
+        return f"{self.name}[{i}]"
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+
+class Store:
+    """A complete store, read with pread: only the rows a crop needs, into a fresh buffer, so
+    nothing of the store stays resident in this process (a page-cache hit is a memcpy)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        meta = json.loads((path / "meta.json").read_text())
+        self.form = Form(**meta["form"])
+        self.bad: dict[int, str] = {int(i): why for i, why in meta["bad"].items()}
+        self.index = np.load(path / "index.npy")
+        self.nbytes, self.build_s = int(meta["bytes"]), float(meta["build_s"])
+        self._fd, self._pid = -1, -1
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getstate__(self) -> dict[str, Any]:  # to spawned workers: they open their own descriptor
+        return {**self.__dict__, "_fd": -1, "_pid": -1}
+
+    def _file(self) -> int:
+        if self._pid != os.getpid():  # a forked worker opens its own (pread needs no shared offset)
+            self._fd, self._pid = os.open(self.path / "pixels.u8", os.O_RDONLY), os.getpid()
+        return self._fd
+
+    def size(self, i: int) -> tuple[int, int]:
+        return int(self.index[i, 1]), int(self.index[i, 2])
+
+    def original_size(self, i: int) -> tuple[int, int]:
+        return int(self.index[i, 3]), int(self.index[i, 4])
+
+    def rows(self, i: int, top: int = 0, height: int | None = None) -> np.ndarray:
+        """Rows top..top+height of image i as (height, width, 3) uint8 (all rows by default)."""
+        offset, h, w = (int(v) for v in self.index[i, :3])
+        height = h - top if height is None else height
+        out = np.empty((height, w, 3), dtype=np.uint8)
+        got = os.preadv(self._file(), [out], offset + top * w * 3)
+        if got != out.nbytes:
+            raise DataError(f"{self.path / 'pixels.u8'} is shorter than its index: delete {self.path} to rebuild it")
+        return out
+
+
+# --- building ----------------------------------------------------------------------------------
+
+
+def ensure(images: Images, form: Form, *, root: Path, part: str, workers: int) -> Store:
+    """The store of `images` in `form` under `root`: opened if complete, else built (once, under a
+    lock: concurrent callers wait for the builder and open its store)."""
+    key = hashlib.sha256(json.dumps({"format": FORMAT, "form": asdict(form), "images": images.fingerprint()},
+                                    sort_keys=True).encode()).hexdigest()[:16]
+    name = f"{part}-{form.label}-{key}"
+    path = root / name
+    if (path / "meta.json").is_file():
+        return Store(path)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DataError(f"cannot create the data store directory {root} ({err.strerror}): "
+                        f"set data.store_dir to a writable directory") from None
+    with _build_lock(root / f"{name}.lock", name=name):
+        if not (path / "meta.json").is_file():  # another process may have built it while we waited
+            for stale in root.glob(f"{name}.tmp-*"):  # killed builds (we hold the lock: none is live)
+                shutil.rmtree(stale, ignore_errors=True)
+            _build(images, form, path=path, workers=workers)
+    return Store(path)
+
+
+class _build_lock:
+    """flock on `path` for the whole build; a process that has to wait says what it waits for."""
+
+    def __init__(self, path: Path, *, name: str):
+        self.path, self.name = path, name
+
+    def __enter__(self) -> None:
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another process to finish building the data store %s", self.name)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: Any) -> None:
+        os.close(self._fd)  # releases the flock; a killed holder's is released by the kernel
+
+
+def _build(images: Images, form: Form, *, path: Path, workers: int) -> None:
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.mkdir()
+    started = time.perf_counter()
+    try:
+        index, bad, total = _write_pixels(images, form, tmp / "pixels.u8", workers=workers)
+        _write_synced(tmp / "index.npy", lambda f: np.save(f, index))
+        meta = {"format": FORMAT, "form": asdict(form), "count": len(images), "bytes": total,
+                "bad": {str(i): why for i, why in bad.items()}, "build_s": round(time.perf_counter() - started, 2),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "example": images.describe(0) if len(images) else None}
+        _write_synced(tmp / "meta.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
+        os.rename(tmp, path)  # atomic: the store appears complete or not at all
+        _fsync_dir(path.parent)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if err.errno in DISK_FULL:
+            raise DataError(f"the disk holding {path.parent} is full ({err.strerror}) while building the data store "
+                            f"({len(images)} images): free space, set data.store_dir to a larger disk, or "
+                            f"data.store=false") from None
+        raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("built the data store %s: %d images, %.1f MB in %.1f s", path, len(images), total / 2**20, meta["build_s"])
+
+
+def _write_pixels(images: Images, form: Form, target: Path, *, workers: int) -> tuple[np.ndarray, dict[int, str], int]:
+    """Decode (threads: PIL releases the GIL), shape to `form`, append in order."""
+    index = np.zeros((len(images), 5), dtype=np.int64)
+    bad: dict[int, str] = {}
+
+    def prepare(i: int) -> tuple[np.ndarray, tuple[int, int]] | str:
+        try:
+            img = images.open(i)
+        except BadImage as err:
+            return str(err)
+        return np.ascontiguousarray(np.asarray(form.apply(img))), (img.height, img.width)
+
+    offset = 0
+    with open(target, "wb", buffering=8 << 20) as out:
+        done = _ordered(prepare, range(len(images)), workers=workers)
+        for i, result in enumerate(bar(done, total=len(images), desc=f"building the data store ({form.kind})")):
+            if isinstance(result, str):
+                bad[i] = result
+                index[i] = (offset, 0, 0, 0, 0)
+                continue
+            pixels, (orig_h, orig_w) = result
+            out.write(pixels.data)
+            index[i] = (offset, pixels.shape[0], pixels.shape[1], orig_h, orig_w)
+            offset += pixels.nbytes
+        out.flush()
+        os.fsync(out.fileno())
+    return index, bad, offset
+
+
+def _ordered(fn: Callable[[int], Any], items: Iterable[int], *, workers: int) -> Iterator[Any]:
+    """fn over items in threads, results in order, at most 4 per worker in flight: memory stays
+    bounded when writing is slower than decoding (Executor.map would queue every result)."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= 4 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _write_synced(path: Path, write: Callable[[Any], Any]) -> None:
+    with open(path, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
