@@ -57,8 +57,9 @@ def _read_hub(spec: DataSpec, seed: int, plan: Plan | None) -> tuple[Part, Part 
     # A carved eval set comes out of the train split: that part is stored in both forms.
     train_part = _hub_part(train, split=spec.train_split, hub_id=spec.hub_id,
                            kinds=("train",) if eval_ is not None else ("train", "eval"), **stored)
-    return train_part, _hub_part(eval_, split=spec.eval_split, hub_id=spec.hub_id, kinds=("eval",), **stored) \
-        if eval_ is not None else None
+    eval_part = None if eval_ is None else _hub_part(eval_, split=spec.eval_split, hub_id=spec.hub_id,
+                                                     kinds=("eval",), **stored)
+    return train_part, eval_part
 
 
 def _read_food101_layout(spec: DataSpec, seed: int, plan: Plan | None) -> tuple[Part, Part | None]:
@@ -106,8 +107,9 @@ def load_splits(spec: DataSpec, *, seed: int, plan: Plan | None = None) -> Split
     train, eval_ = train_part.ds, eval_part.ds if eval_part is not None else None
     if source.generated:
         return Splits(train=train, eval=eval_, labels=list(train.features["label"].names))
-    stores = {"train": train_part.stores["train"], "eval": (eval_part or train_part).stores["eval"]} \
-        if plan is not None else {}
+    # A carved eval set reads the train part's eval-form store.
+    stores = {} if plan is None else {"train": train_part.stores["train"],
+                                      "eval": (eval_part or train_part).stores["eval"]}
     if spec.per_class is not None:
         train = balanced_subset(train, per_class=spec.per_class, seed=seed)
     if eval_ is None:
