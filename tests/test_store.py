@@ -17,9 +17,9 @@ from PIL import Image
 from transformers import ViTImageProcessor
 
 from peft_food.config import parse_config
-from peft_food.data import _hub_part, load_splits
+from peft_food.data import load_splits
 from peft_food.errors import DataError
-from peft_food.store import DatasetImages, Form, Store, ensure
+from peft_food.store import Form, Store
 from peft_food.transforms import (
     StoreAugment,
     TensorAugment,
@@ -160,32 +160,40 @@ def test_bad_images_are_found_by_the_build_and_not_decoded_again(tmp_path, monke
     assert not any(path.endswith("9.jpg") for path in file_paths(skipped.train) + file_paths(skipped.eval))
 
 
-def test_a_hub_split_is_stored_by_its_fingerprint(tmp_path):
-    """The Hub path's part (parquet, decoded by datasets): what load_dataset gives, read from a
-    local parquet file here. Its fingerprint keys the store; a carved eval set stores both forms."""
+def test_a_hub_split_is_stored_by_its_fingerprint(tmp_path, monkeypatch):
+    """data=food101's own path (load_dataset, parquet, decoded by datasets) on a local parquet
+    folder given as data.hub_id: the split's fingerprint keys its stores, and the eval set carved
+    out of it reads the same split's eval-form store."""
     from datasets import ClassLabel, Dataset, Features, load_dataset
     from datasets import Image as ImageFeature
 
-    rng = np.random.default_rng(0)
-    images = [Image.fromarray(rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)) for _ in range(8)]
+    monkeypatch.setattr("datasets.config.HF_DATASETS_CACHE", str(tmp_path / "hf"))
     features = Features({"image": ImageFeature(), "label": ClassLabel(names=["a", "b"])})
-    Dataset.from_dict({"image": images, "label": [0, 1] * 4}, features=features).to_parquet(tmp_path / "train.parquet")
-    ds = load_dataset("parquet", data_files=str(tmp_path / "train.parquet"), split="train",
-                      cache_dir=str(tmp_path / "hf"))
-    part = _hub_part(ds, split="train", hub_id="me/food", plan=plan(tmp_path / "stores"), kinds=("train", "eval"),
-                     bad_images="fail")
-    assert set(part.stores) == {"train", "eval"} and part.ds["index"] == list(range(8))
-    assert all(p.startswith("me_food_train-") for p in complete_stores(tmp_path / "stores"))
+
+    def publish(count, seed):
+        rng = np.random.default_rng(seed)
+        images = [Image.fromarray(rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)) for _ in range(count)]
+        (tmp_path / "hub").mkdir(exist_ok=True)
+        Dataset.from_dict({"image": images, "label": [0, 1] * (count // 2)},
+                          features=features).to_parquet(tmp_path / "hub" / "train.parquet")
+
+    publish(8, seed=0)
+    spec = data_spec("data=food101", f"data.hub_id={tmp_path / 'hub'}", "data.train_split=train", "data.test_size=0.25")
+    splits = load_splits(spec, seed=0, plan=plan(tmp_path / "stores"))
+    assert sorted([*splits.train["index"], *splits.eval["index"]]) == list(range(8)) and len(splits.eval) == 2
+    train_store, eval_store = splits.stores["train"], splits.stores["eval"]
+    assert train_store.path.name.split("-train128-")[0] == eval_store.path.name.split("-eval64-64x64-")[0]
+    ds = load_dataset(str(tmp_path / "hub"), split="train")
     _, eval_tf = build_transforms(PROCESSOR, uint8=True)
     for i in range(8):
-        assert np.array_equal(part.stores["train"].rows(i), np.asarray(ds[i]["image"].convert("RGB")))
-        assert torch.equal(torch.from_numpy(part.stores["eval"].rows(i)).permute(2, 0, 1), eval_tf(ds[i]["image"]))
-    again = ensure(DatasetImages(ds, name="me/food:train"), part.stores["eval"].form, root=tmp_path / "stores",
-                   part="me_food_train", workers=1)
-    assert again.path == part.stores["eval"].path
-    other = ensure(DatasetImages(ds.select(range(4)), name="me/food:train"), part.stores["eval"].form,
-                   root=tmp_path / "stores", part="me_food_train", workers=1)
-    assert other.path != again.path and len(other) == 4
+        assert np.array_equal(train_store.rows(i), np.asarray(ds[i]["image"].convert("RGB")))
+        assert torch.equal(torch.from_numpy(eval_store.rows(i)).permute(2, 0, 1), eval_tf(ds[i]["image"]))
+    again = load_splits(spec, seed=0, plan=plan(tmp_path / "stores"))
+    assert {k: v.path for k, v in again.stores.items()} == {"train": train_store.path, "eval": eval_store.path}
+    publish(4, seed=1)  # a new version of the dataset: a new fingerprint, new stores
+    changed = load_splits(spec, seed=0, plan=plan(tmp_path / "stores"))
+    assert changed.stores["train"].path != train_store.path and len(changed.stores["train"]) == 4
+    assert len(complete_stores(tmp_path / "stores")) == 4
 
 
 BUILD = """
