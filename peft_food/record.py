@@ -59,8 +59,9 @@ class Efficiency:
     model_size_mb: float | None = None
     runtime_s: float | None = None
     epoch_wall_s: list[float] = field(default_factory=list)
-    # Seconds from the process's start to its first training step: imports, data (screening, or
-    # opening the data stores), model. What a sweep job waits before it trains.
+    # Seconds from the job's start to its first training step: data (screening, or opening the data
+    # stores), model, and for a process's first job its imports too (later jobs of a multirun share
+    # the process). What a sweep job waits before it trains.
     startup_s: float | None = None
 
 

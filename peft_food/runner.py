@@ -134,9 +134,10 @@ def report_results(trainer: Trainer, *, labels: list[str], out_dir: Path | None,
         log_results(wandb_run, results, examples=shown, images=images, out_dir=out_dir)
 
 
-def run(spec: RunSpec, *, resume_search: Path | None = None) -> RunRecord:
+def run(spec: RunSpec, *, resume_search: Path | None = None, started: float | None = None) -> RunRecord:
     """Train one model as `spec` says; write model/ and metrics.json into its run dir (spec.output_dir,
-    or the unfinished run being resumed)."""
+    or the unfinished run being resumed). `started`: when the job began (None: now)."""
+    started = time.time() if started is None else started
     progress.use(spec.progress)
     check_targets(spec.model, peft=spec.peft)
     resume_dir = plan_resume(Path(spec.output_dir), mode=spec.train.resume, search_root=resume_search)
@@ -147,7 +148,7 @@ def run(spec: RunSpec, *, resume_search: Path | None = None) -> RunRecord:
             log.warning("resuming the unfinished run in %s from %s (train.resume=false starts fresh)",
                         run_dir, latest_checkpoint(run_dir).name)
             adopt_stub(Path(spec.output_dir), run_dir=run_dir)
-        return _train_in(run_dir, spec, resumed=resume_dir is not None)
+        return _train_in(run_dir, spec, resumed=resume_dir is not None, started=started)
 
 
 @contextmanager
@@ -164,7 +165,7 @@ def _held(run_dir: Path, *, stub: Path) -> Iterator[None]:
         raise
 
 
-def _train_in(run_dir: Path, spec: RunSpec, *, resumed: bool) -> RunRecord:
+def _train_in(run_dir: Path, spec: RunSpec, *, resumed: bool, started: float) -> RunRecord:
     main_process = is_main_process()
     previous = RunRecord.load(run_dir / RECORD_FILE) if resumed and (run_dir / RECORD_FILE).is_file() else None
     set_seed(spec.seed)
@@ -189,7 +190,7 @@ def _train_in(run_dir: Path, spec: RunSpec, *, resumed: bool) -> RunRecord:
     with recorded(record, path=path, wandb_run=wandb_run):
         trainer, processor = build_trainer(
             spec, run_dir=run_dir, precision=precision, record=record,
-            callbacks=[EpochRecorder(record, run_dir / RECORD_FILE, metrics=spec.train.metrics), stopper,
+            callbacks=[EpochRecorder(record, run_dir / RECORD_FILE, metrics=spec.train.metrics, started=started), stopper,
                        *([WandbMetrics(wandb_run)] if wandb_run else [])])
         if wandb_run is not None:
             wandb_run.summary.update(vars(record.counts))

@@ -16,9 +16,11 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 import hydra
+import psutil
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
@@ -33,13 +35,25 @@ from peft_food.sweep import is_multirun, job_labels
 log = logging.getLogger(__name__)
 
 
-def train(cfg: DictConfig, *, resume_search: Path | None = None) -> RunRecord:
+def train(cfg: DictConfig, *, resume_search: Path | None = None, started: float | None = None) -> RunRecord:
     """Validate the composed config (before any compute), then train. Returns the run's record.
-    `resume_search`: where to look for an unfinished run of the same command (the CLI's outputs/)."""
+    `resume_search`: where to look for an unfinished run of the same command (the CLI's outputs/);
+    `started`: when the job began (time.time(); None: now), for the record's startup_s."""
     # torch, transformers and peft are imported only now, when training starts.
     from peft_food.runner import run
 
-    return run(parse_config(cfg), resume_search=resume_search)
+    return run(parse_config(cfg), resume_search=resume_search, started=started)
+
+
+_jobs_started = 0  # a multirun's basic launcher runs its jobs one after another in this process
+
+
+def job_started() -> float:
+    """When this job began: the process's start for its first job (imports included), the job's
+    launch for later jobs of a multirun, which share the process and its imports."""
+    global _jobs_started
+    _jobs_started += 1
+    return psutil.Process().create_time() if _jobs_started == 1 else time.time()
 
 
 def record_failure(cfg: DictConfig, err: BaseException) -> None:
@@ -58,6 +72,7 @@ def main(cfg: DictConfig) -> float:
     Returns the monitored metric's best value (what a sweeper such as Optuna optimises). In a
     multirun a failed job returns NaN instead of raising, so the remaining jobs still run;
     SweepSummary then lists the failures and exits non-zero."""
+    started = job_started()
     # A sweep's own labels are defaults: the config, then the user's WANDB_* variables, win.
     for key, value in job_labels(sweep_name=cfg.get("sweep_name")).items():
         if cfg.logger.get(key) is None and not (key in ENV and from_env(key)):
@@ -66,7 +81,7 @@ def main(cfg: DictConfig) -> float:
     # Same command again -> continue its unfinished run: look among the timestamped run dirs.
     search = None if is_multirun() else Path(cfg.output_dir).parent.parent
     try:
-        record = train(cfg, resume_search=search)
+        record = train(cfg, resume_search=search, started=started)
     except Interrupted as err:
         print(f"peft-food-train: {err}", file=sys.stderr)
         sys.exit(128 + err.signum)

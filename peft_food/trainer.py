@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
@@ -103,13 +102,14 @@ class EpochRecorder(TrainerCallback):
     """Rewrites metrics.json after every evaluation, so a running sweep can be compared, and
     times each epoch's training (evaluation excluded)."""
 
-    def __init__(self, record: RunRecord, path: Path, *, metrics: list[str]):
-        self.record, self.path, self.metrics = record, path, metrics
+    def __init__(self, record: RunRecord, path: Path, *, metrics: list[str], started: float):
+        """`started`: when the job began (time.time()), for the record's startup_s."""
+        self.record, self.path, self.metrics, self.job_started = record, path, metrics, started
         self._started = 0.0
 
     def on_step_begin(self, args, state, control, **kwargs):
         if self.record.efficiency.startup_s is None:  # the first step: its batch is in hand
-            self.record.efficiency.startup_s = round(time.time() - psutil.Process().create_time(), 2)
+            self.record.efficiency.startup_s = round(time.time() - self.job_started, 2)
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         self._started = time.perf_counter()

@@ -30,6 +30,10 @@ def test_rank_by_alpha_grid_gives_one_wandb_run_per_job_in_one_group(tmp_path):
     assert len(jobs) == 4
     records = [RunRecord.load(job / "metrics.json") for job in jobs]
     assert [m.status for m in records] == ["completed"] * 4
+    # startup_s counts from each job's own start: the first job's includes the process's imports,
+    # the later ones (same process) do not, so none of them counts the jobs before it.
+    startups = [m.efficiency.startup_s for m in records]
+    assert all(0 < s < startups[0] for s in startups[1:]), startups
 
     runs = [read_run(f) for job in jobs for f in run_files(job)]
     assert len(runs) == 4 and len({r.run.run_id for r in runs}) == 4
