@@ -18,10 +18,11 @@ process on the same images, so they hold where absolute numbers are noisy.
   attention, unfused AdamW, float pipeline, 0 workers). Eval images/s too. And what LoRA's
   dropout (the seed's 0.1) costs in time and memory against the same LoRA without it. With
   data.store=true, ours reads the real photos from a data store.
-- startup (bench.sections=[startup], data=food101_local): seconds from command to first training
-  step of `peft-food-train` jobs on a bench.startup_images Food-101-layout folder (hard links to
-  data.root's photos): JPEG path, first and second job with data.store, and a job with no images;
-  then peak RSS while reading from a small and a large store.
+- startup (bench.sections=[startup], data=food101_local): seconds from a job's start to its first
+  training step, `peft-food-train` jobs on a bench.startup_images Food-101-layout folder (hard
+  links to data.root's photos): JPEG path, first and second job with data.store each in its own
+  process, a job with no images, and the two jobs of one multirun process; then peak RSS while
+  reading from a small and a large store.
 """
 
 from __future__ import annotations
@@ -193,7 +194,7 @@ def food101_folder(photos: Path, target: Path, *, count: int) -> Path:
 
 
 def bench_startup(spec: RunSpec, bench: BenchSpec, processor: Any, *, out_dir: Path, passed: list[str]) -> dict[str, Any]:
-    """Seconds from command to first training step (the record's startup_s), `peft-food-train`
+    """Seconds from a job's start to its first training step (the record's startup_s), `peft-food-train`
     run as a sweep job would be, on a `bench.startup_images` Food-101-layout folder: the JPEG path
     (screening), the first job with data.store (screening + building the stores), the second job
     (the stores are there), and a job with no images to read (imports, model, Trainer: the floor);
@@ -359,7 +360,7 @@ def bench_train(spec: RunSpec, bench: BenchSpec, *, method_spec, recipe: str, lo
 
 
 def dropout_cost(spec: RunSpec, bench: BenchSpec, *, method: PeftSpec, inputs: dict[str, Splits | None],
-                 out_dir: Path) -> dict[str, Any]:
+                 out_dir: Path, stored: Splits | None = None) -> dict[str, Any]:
     """A method with dropout as configured (LoRA: the seed's 0.1) against the same method without
     it, our settings, first input, alternating `bench.repeats` times (best of each). Dropout on the
     LoRA input path is an extra pass over each targeted layer's input, kept for the backward pass."""
@@ -368,7 +369,7 @@ def dropout_cost(spec: RunSpec, bench: BenchSpec, *, method: PeftSpec, inputs: d
     for _ in range(bench.repeats):
         for name, spec_ in (("with", method), ("without", replace(method, dropout=0.0))):
             runs[name].append(bench_train(spec, bench, method_spec=spec_, recipe="ours", loaded=inputs[source],
-                                          out_dir=out_dir))
+                                          stored=stored if source == "real" else None, out_dir=out_dir))
     best = {name: max(r["img_per_s"] for r in rs) for name, rs in runs.items()}
     peak = {name: min(r["peak_mem_mb"] for r in rs) for name, rs in runs.items()}
     return {"method": method.label, "dropout": method.dropout, "input": source, "repeats": bench.repeats,
@@ -406,7 +407,7 @@ def table(result: dict[str, Any]) -> str:
                      f"{d['speedup_train_cached_single_core']:.2f}x)")
     if "startup" in result:
         st = result["startup"]
-        lines.append(f"startup, {st['images']:,} images: seconds from command to first training step")
+        lines.append(f"startup, {st['images']:,} images: seconds from each job's start to its first training step")
         lines.append("  " + "  ".join(f"{name} {s:.1f}" for name, s in st["startup_s"].items()))
         data_share = st["data_second_over_first"]
         lines.append(f"  one multirun process (-m): second job / first {st['multirun_second_over_first']:.0%}")
@@ -478,7 +479,8 @@ def bench_all_train(spec: RunSpec, bench: BenchSpec, *, methods: dict[str, PeftS
                     for recipe in ("ours", "seed_recipe")}
             pair["speedup"] = pair["ours"]["img_per_s"] / pair["seed_recipe"]["img_per_s"]
             result["train"][method][source] = pair
-    result["dropout"] = {name: dropout_cost(spec, bench, method=method, inputs=inputs, out_dir=out_dir / "scratch")
+    result["dropout"] = {name: dropout_cost(spec, bench, method=method, inputs=inputs, out_dir=out_dir / "scratch",
+                                            stored=stored)
                          for name, method in methods.items() if getattr(method, "dropout", 0) > 0}
     if {"lora", "full"} <= set(bench.methods):
         first = bench.inputs[0]
