@@ -11,17 +11,22 @@ import pytest
 from tests.conftest import MINI
 
 
-@pytest.mark.slow
-def test_bench_writes_comparable_json(tmp_path):
+def bench_on_mini(run_dir, *overrides: str) -> subprocess.CompletedProcess:
+    """peft-food-bench on the food101-mini photos with vit_tiny, writing into `run_dir`."""
     if not MINI.is_dir():
         pytest.skip(f"{MINI} not present")
     done = subprocess.run(
         [sys.executable, "-c", "from peft_food.bench import main; main()", "data=food101_local", f"data.root={MINI}",
-         "model=vit_tiny", "bench.images=64", "bench.workers=[0,1]", "bench.methods=[lora,full]",
-         "bench.inputs=[synthetic]", "bench.warmup_steps=1", "bench.train_steps=2", "bench.batch_size=16",
-         "bench.repeats=2",
-         f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=600)
+         "model=vit_tiny", *overrides, f"hydra.run.dir={run_dir}"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+@pytest.mark.slow
+def test_bench_writes_comparable_json(tmp_path):
+    done = bench_on_mini(tmp_path, "bench.images=64", "bench.workers=[0,1]", "bench.methods=[lora,full]",
+                         "bench.inputs=[synthetic]", "bench.warmup_steps=1", "bench.train_steps=2",
+                         "bench.batch_size=16", "bench.repeats=2")
     result = json.loads((tmp_path / "bench.json").read_text())
     assert result["device"]["device"] == "cpu" and result["attention"] == "sdpa" and result["batch_size"] == 16
     data = result["data"]
@@ -51,13 +56,8 @@ def test_bench_writes_comparable_json(tmp_path):
 
 @pytest.mark.slow
 def test_bench_startup_times_real_jobs_and_reads_flat(tmp_path):
-    if not MINI.is_dir():
-        pytest.skip(f"{MINI} not present")
-    done = subprocess.run(
-        [sys.executable, "-c", "from peft_food.bench import main; main()", "data=food101_local", f"data.root={MINI}",
-         "model=vit_tiny", "bench.sections=[startup]", "bench.startup_images=400", "bench.images=64",
-         "bench.batch_size=16", f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    bench_on_mini(tmp_path, "bench.sections=[startup]", "bench.startup_images=400", "bench.images=64",
+                  "bench.batch_size=16")
     startup = json.loads((tmp_path / "bench.json").read_text())["startup"]
     assert set(startup["startup_s"]) == {"jpeg", "store_first", "store_second", "no_data", "multirun_first",
                                          "multirun_second"}
