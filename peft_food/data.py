@@ -175,8 +175,8 @@ def _stores(images: Images, plan: Plan, *, kinds: tuple[str, ...], part: str) ->
     from peft_food.store import ensure
 
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in part)
-    return {kind: ensure(images, getattr(plan, kind), root=plan.root, part=safe, workers=plan.workers)
-            for kind in kinds}
+    built = ensure(images, [getattr(plan, kind) for kind in kinds], root=plan.root, part=safe, workers=plan.workers)
+    return dict(zip(kinds, built))
 
 
 def _kept(count: int, bad: dict[int, str], *, describe: Callable[[int], str], bad_images: str) -> list[int]:

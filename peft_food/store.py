@@ -11,7 +11,8 @@ A store holds one part of a dataset (an image list: Food-101's train.txt, a Hub 
   eval:  every image's final eval crop (shorter side resized, centre crop: transforms.eval_geometry,
          the JPEG path's own), so eval pixels are identical by construction.
 Building one also screens the images (it decodes every one): the unusable ones are listed in its
-meta.json, and later runs apply data.bad_images to that list without decoding anything.
+meta.json, and later runs apply data.bad_images to that list without decoding anything. A part that
+needs both forms (an eval set carved out of it) gets both from one decode of each image.
 
 On disk, `<store_dir>/<part>-<form>-<key>/`:
   pixels.u8    the HWC uint8 images back to back
@@ -38,6 +39,7 @@ import shutil
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -213,26 +215,38 @@ class Store:
 # --- building ----------------------------------------------------------------------------------
 
 
-def ensure(images: Images, form: Form, *, root: Path, part: str, workers: int) -> Store:
-    """The store of `images` in `form` under `root`: opened if complete, else built (once, under a
-    lock: concurrent callers wait for the builder and open its store)."""
-    key = hashlib.sha256(json.dumps({"format": FORMAT, "form": asdict(form), "images": images.fingerprint()},
-                                    sort_keys=True).encode()).hexdigest()[:16]
-    name = f"{part}-{form.label}-{key}"
-    path = root / name
-    if (path / "meta.json").is_file():
-        return Store(path)
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise DataError(f"cannot create the data store directory {root} ({err.strerror}): "
-                        f"set data.store_dir to a writable directory") from None
-    with _build_lock(root / f"{name}.lock", name=name):
-        if not (path / "meta.json").is_file():  # another process may have built it while we waited
-            for stale in root.glob(f"{name}.tmp-*"):  # killed builds (we hold the lock: none is live)
-                shutil.rmtree(stale, ignore_errors=True)
-            _build(images, form, path=path, workers=workers)
-    return Store(path)
+def ensure(images: Images, forms: list[Form], *, root: Path, part: str, workers: int) -> list[Store]:
+    """The stores of `images` in each of `forms` under `root`: opened if complete; the missing ones
+    are built together in one decode pass, once, under their locks (concurrent callers wait for the
+    builder and open its stores)."""
+    fingerprint = images.fingerprint()  # a stat per file: once for every form
+    paths = [root / _name(part, form, fingerprint) for form in forms]
+    if not all(_complete(path) for path in paths):
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise DataError(f"cannot create the data store directory {root} ({err.strerror}): "
+                            f"set data.store_dir to a writable directory") from None
+        with ExitStack() as held:
+            for path in sorted(paths):  # one order in every process: two builders never deadlock
+                held.enter_context(_build_lock(root / f"{path.name}.lock", name=path.name))
+            # Another process may have built some while we waited.
+            missing = [(form, path) for form, path in zip(forms, paths) if not _complete(path)]
+            for _, path in missing:  # killed builds (we hold the lock: none is live)
+                for stale in root.glob(f"{path.name}.tmp-*"):
+                    shutil.rmtree(stale, ignore_errors=True)
+            if missing:
+                _build(images, missing, workers=workers)
+    return [Store(path) for path in paths]
+
+
+def _name(part: str, form: Form, fingerprint: str) -> str:
+    key = json.dumps({"format": FORMAT, "form": asdict(form), "images": fingerprint}, sort_keys=True)
+    return f"{part}-{form.label}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
+def _complete(path: Path) -> bool:
+    return (path / "meta.json").is_file()  # written last, in a tmp dir renamed into place
 
 
 class _build_lock:
@@ -253,59 +267,76 @@ class _build_lock:
         os.close(self._fd)  # releases the flock; a killed holder's is released by the kernel
 
 
-def _build(images: Images, form: Form, *, path: Path, workers: int) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.mkdir()
+def _build(images: Images, targets: list[tuple[Form, Path]], *, workers: int) -> None:
+    """Every target store in one pass over the images, each in its tmp dir, renamed into place."""
+    tmps = [path.with_name(f"{path.name}.tmp-{os.getpid()}") for _, path in targets]
     started = time.perf_counter()
     try:
-        index, bad, total = _write_pixels(images, form, tmp / "pixels.u8", workers=workers)
-        _write_synced(tmp / "index.npy", lambda f: np.save(f, index))
-        meta = {"format": FORMAT, "form": asdict(form), "count": len(images), "bytes": total,
-                "bad": {str(i): why for i, why in bad.items()}, "build_s": round(time.perf_counter() - started, 2),
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "example": images.describe(0) if len(images) else None}
-        _write_synced(tmp / "meta.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
-        os.rename(tmp, path)  # atomic: the store appears complete or not at all
-        _fsync_dir(path.parent)
+        for tmp in tmps:
+            tmp.mkdir()
+        forms = [form for form, _ in targets]
+        written, bad = _write_pixels(images, forms, [tmp / "pixels.u8" for tmp in tmps], workers=workers)
+        build_s = round(time.perf_counter() - started, 2)
+        for form, tmp, (index, total) in zip(forms, tmps, written):
+            _write_synced(tmp / "index.npy", lambda f: np.save(f, index))
+            meta = {"format": FORMAT, "form": asdict(form), "count": len(images), "bytes": total,
+                    "bad": {str(i): why for i, why in bad.items()}, "build_s": build_s,
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                    "example": images.describe(0) if len(images) else None}
+            _write_synced(tmp / "meta.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
+        for tmp, (_, path) in zip(tmps, targets):
+            os.rename(tmp, path)  # atomic: each store appears complete or not at all
+        _fsync_dir(tmps[0].parent)
     except OSError as err:
-        shutil.rmtree(tmp, ignore_errors=True)
+        for tmp in tmps:
+            shutil.rmtree(tmp, ignore_errors=True)
         if err.errno in DISK_FULL:
-            raise DataError(f"the disk holding {path.parent} is full ({err.strerror}) while building the data store "
-                            f"({len(images)} images): free space, set data.store_dir to a larger disk, or "
+            raise DataError(f"the disk holding {tmps[0].parent} is full ({err.strerror}) while building the data "
+                            f"store ({len(images)} images): free space, set data.store_dir to a larger disk, or "
                             f"data.store=false") from None
         raise
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        for tmp in tmps:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log.info("built the data store %s: %d images, %.1f MB in %.1f s", path, len(images), total / 2**20, meta["build_s"])
+    for (_, path), (_, total) in zip(targets, written):
+        log.info("built the data store %s: %d images, %.1f MB in %.1f s", path, len(images), total / 2**20, build_s)
 
 
-def _write_pixels(images: Images, form: Form, target: Path, *, workers: int) -> tuple[np.ndarray, dict[int, str], int]:
-    """Decode (threads: PIL releases the GIL), shape to `form`, append in order."""
-    index = np.zeros((len(images), 5), dtype=np.int64)
+def _write_pixels(images: Images, forms: list[Form], targets: list[Path], *,
+                  workers: int) -> tuple[list[tuple[np.ndarray, int]], dict[int, str]]:
+    """Decode each image once (threads: PIL releases the GIL), shape it to every form, append in
+    order to each form's file. Returns each form's (index, bytes) and the unusable images."""
+    indexes = [np.zeros((len(images), 5), dtype=np.int64) for _ in forms]
+    offsets = [0] * len(forms)
     bad: dict[int, str] = {}
 
-    def prepare(i: int) -> tuple[np.ndarray, tuple[int, int]] | str:
+    def prepare(i: int) -> tuple[list[np.ndarray], tuple[int, int]] | str:
         try:
             img = images.open(i)
         except BadImage as err:
             return str(err)
-        return np.ascontiguousarray(np.asarray(form.apply(img))), (img.height, img.width)
+        return [np.ascontiguousarray(np.asarray(form.apply(img))) for form in forms], (img.height, img.width)
 
-    offset = 0
-    with open(target, "wb", buffering=8 << 20) as out:
+    with ExitStack() as files:
+        outs = [files.enter_context(open(target, "wb", buffering=8 << 20)) for target in targets]
         done = _ordered(prepare, range(len(images)), workers=workers)
-        for i, result in enumerate(bar(done, total=len(images), desc=f"building the data store ({form.kind})")):
+        desc = f"building the data store ({', '.join(form.kind for form in forms)})"
+        for i, result in enumerate(bar(done, total=len(images), desc=desc)):
             if isinstance(result, str):
                 bad[i] = result
-                index[i] = (offset, 0, 0, 0, 0)
+                for index, offset in zip(indexes, offsets):
+                    index[i] = (offset, 0, 0, 0, 0)
                 continue
-            pixels, (orig_h, orig_w) = result
-            out.write(pixels.data)
-            index[i] = (offset, pixels.shape[0], pixels.shape[1], orig_h, orig_w)
-            offset += pixels.nbytes
-        out.flush()
-        os.fsync(out.fileno())
-    return index, bad, offset
+            shaped, (orig_h, orig_w) = result
+            for k, (out, pixels) in enumerate(zip(outs, shaped)):
+                out.write(pixels.data)
+                indexes[k][i] = (offsets[k], pixels.shape[0], pixels.shape[1], orig_h, orig_w)
+                offsets[k] += pixels.nbytes
+        for out in outs:
+            out.flush()
+            os.fsync(out.fileno())
+    return list(zip(indexes, offsets)), bad
 
 
 def _ordered(fn: Callable[[int], Any], items: Iterable[int], *, workers: int) -> Iterator[Any]:

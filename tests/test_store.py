@@ -117,13 +117,19 @@ def test_eval_images_from_a_store_are_the_jpeg_paths_eval_pixels(tmp_path):
         assert torch.equal(stored.eval[row]["pixel_values"], eval_tf(plain[row]["image"])), f"eval photo {row}"
 
 
-def test_the_store_is_reused_and_a_changed_file_gets_a_new_one(tmp_path):
+def test_the_store_is_reused_and_a_changed_file_gets_a_new_one(tmp_path, monkeypatch):
+    import peft_food.store
+
     for name in ("ramen", "tacos"):
         write_photos(tmp_path / "photos" / name, 6)
+    opened = []
+    real_open = peft_food.store.open_rgb
+    monkeypatch.setattr("peft_food.store.open_rgb", lambda path: opened.append(path) or real_open(path))
     spec = data_spec("data=imagefolder", f"data.root={tmp_path / 'photos'}", "data.test_size=0.25")
     first = load_splits(spec, seed=0, plan=plan(tmp_path / "stores"))
     built = complete_stores(tmp_path / "stores")
     assert len(built) == 2  # the pool in both forms: the eval set is carved out of it
+    assert len(opened) == 12  # both forms from one decode of each image
     again = load_splits(spec, seed=0, plan=plan(tmp_path / "stores"))
     assert complete_stores(tmp_path / "stores") == built
     assert again.stores["train"].path == first.stores["train"].path
