@@ -4,7 +4,7 @@ Each dataclass is registered in Hydra's ConfigStore as `schema/<group>/<name>`, 
 files in peft_food/conf/ list it first in their defaults. So `peft.r=abc` or a typo'd key fails when Hydra
 composes, and `parse_config` (which builds the dataclasses, running `__post_init__`) rejects
 out-of-range values such as `peft.r=0` before any data is read or any model is built.
-The peft method schemas (one per method) live in methods.py. `CONF_DIR` is the peft_food/conf/ tree
+The peft method schemas (one per method) live in methods/, each data source's schema beside its table (data/sources.py), the model's in model/spec.py. `CONF_DIR` is the peft_food/conf/ tree
 these schemas back, for every entry point that composes it (train, bench, reproduce, tests).
 """
 
@@ -18,110 +18,18 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from peft_food.data import SOURCES
-from peft_food.errors import ConfigError, require
+from peft_food.data.sources import DataSpec
+from peft_food.errors import ConfigError, first_line, require
+from peft_food.evaluation.metrics import METRICS
 from peft_food.methods import METHODS, PeftSpec
-from peft_food.metrics import METRICS
-from peft_food.module_names import DEFAULT_ROLES
+from peft_food.model.spec import ModelSpec
 
 CONF_DIR = str(Path(__file__).resolve().parent / "conf")  # package data: there after any pip install
 PRECISIONS = ("fp16", "bf16", "fp32")
 
 
-@dataclass
-class ModelSpec:
-    # Short name for tags and tables (the peft_food/conf/model/ file name).
-    name: str = "model"
-    # Hub id or local directory; null for models that only exist as an architecture (vit_tiny).
-    name_or_path: Optional[str] = None
-    # false: build `arch` with random weights (offline, tests, benchmarks).
-    pretrained: bool = True
-    # Name of the classification head module: kept trainable and saved next to the adapter.
-    head: str = "classifier"
-    # transformers config kwargs (model_type first) for building without the Hub.
-    arch: dict[str, Any] = field(default_factory=dict)
-    # Image processor kwargs used when no checkpoint is loaded (mean, std, size).
-    processor: dict[str, Any] = field(default_factory=dict)
-    # Run Python code shipped with a Hub checkpoint: never, unless you ask for it here.
-    trust_remote_code: bool = False
-    # sdpa: fused scaled-dot-product attention (flash / memory-efficient kernels on GPU); eager: the seed's.
-    attn_implementation: str = "sdpa"
-    # Module roles that peft.target_modules may name -> this backbone's Linear module names
-    # (default: the names transformers >= 5.9 gives ViT, DeiT, DINOv2 and Swin alike).
-    modules: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ROLES))
-
-    def __post_init__(self) -> None:
-        require(
-            not self.pretrained or bool(self.name_or_path),
-            "model.pretrained=true needs model.name_or_path (a Hub id or a local directory); "
-            "set model.pretrained=false to build the architecture with random weights",
-        )
-        require(
-            self.pretrained or "model_type" in self.arch,
-            "model.pretrained=false needs model.arch.model_type (e.g. vit) to build the architecture",
-        )
 
 
-@dataclass
-class DataSpec:
-    # food101 (Hub) | food101_local (Food-101 on-disk layout) | imagefolder | synthetic
-    source: str = "food101"
-    # Directory for food101_local / imagefolder.
-    root: Optional[str] = None
-    # Hub dataset id and splits for source=food101.
-    hub_id: str = "ethz/food101"
-    train_split: str = "train"
-    # null: carve the eval set out of the training pool with `test_size`, seeded.
-    eval_split: Optional[str] = None
-    test_size: float = 0.2
-    # Seeded class-balanced subset: N training images per class (null: all).
-    per_class: Optional[int] = None
-    # Same for the eval set (null: all).
-    eval_per_class: Optional[int] = None
-    # Unusable image files (corrupt, not an image, too small) in a local dataset: found before
-    # training starts, then `fail` (list them and stop) or `skip` (leave them out, say how many).
-    bad_images: str = "fail"
-    # Fast path: send uint8 images from the workers and normalise whole batches on the device
-    # (false: the seed's per-image float ToTensor + Normalize).
-    uint8: bool = True
-    # Decode every image once and keep the pixels in RAM (datasets that fit: ~0.6 MB per photo).
-    cache: bool = False
-    # Train images: decode JPEGs with torchvision (libjpeg-turbo) into uint8 tensors and crop,
-    # resize and flip the tensors, faster per core than PIL (README, Performance) (needs uint8; false: PIL, as the seed).
-    fast_decode: bool = True
-    # Preprocess once, train many (README, Data store): decode every image once into a store on
-    # disk that this and every later run with the same images and sizes read, sweep jobs included.
-    store: bool = False
-    # Where stores live; null: $PEFT_FOOD_CACHE/stores, else ~/.cache/peft_food/stores.
-    store_dir: Optional[str] = None
-    # Train images are stored with their shorter side at most this many pixels (larger ones are
-    # downscaled); null: twice the model's input side (448 for ViT-B/16 at 224).
-    store_side: Optional[int] = None
-    # synthetic only: number of classes and image side in pixels.
-    num_classes: int = 10
-    image_size: int = 64
-
-    def __post_init__(self) -> None:
-        require(
-            self.source in SOURCES,
-            f"data.source={self.source!r} is unknown: choose one of {', '.join(SOURCES)}",
-        )
-        require(
-            not SOURCES[self.source].reads_root or bool(self.root),
-            f"data.root is missing: data={self.source} reads images from disk, "
-            f"pass data.root=/path/to/images",
-        )
-        require(self.bad_images in ("fail", "skip"), f"data.bad_images={self.bad_images!r} is invalid: use fail or skip")
-        require(0.0 < self.test_size < 1.0, f"data.test_size={self.test_size} is invalid: use a fraction in (0, 1)")
-        for key in ("per_class", "eval_per_class"):
-            value = getattr(self, key)
-            require(value is None or value > 0, f"data.{key}={value} is invalid: use a positive count or null")
-        require(not (self.store and self.cache),
-                "data.store and data.cache both keep decoded pixels: choose one (data.store=true for sweeps "
-                "and datasets larger than RAM)")
-        require(self.store_side is None or self.store_side >= 8,
-                f"data.store_side={self.store_side} is invalid: use a side of at least 8 pixels, or null")
-        require(self.num_classes >= 2, f"data.num_classes={self.num_classes} is invalid: use at least 2")
 
 
 @dataclass
@@ -144,7 +52,7 @@ class TrainSpec:
     resume: Optional[bool] = None
     # torch.compile the model (GPU: faster steps after a one-off compile of a minute or so).
     compile: bool = False
-    # Computed at every evaluation (metrics.py): accuracy, top5_accuracy, macro_f1.
+    # Computed at every evaluation: any of evaluation/metrics.py's METRICS but loss (always computed).
     metrics: list[str] = field(default_factory=lambda: ["accuracy", "top5_accuracy", "macro_f1"])
     # Picks the best checkpoint (the saved model), fills the record's best value, is what a sweeper
     # optimises and what reproduce checks: one of `metrics`, or loss.
@@ -279,9 +187,7 @@ def register_schemas() -> None:
     """Store each schema as `schema/<group>/<name>`; peft_food/conf/ YAML files extend it with
     `- /schema/<group>/<name>@_here_` (a separate tree, so schemas never show up as choices)."""
     store = ConfigStore.instance()
-    store.store(group="schema/model", name="model", node=ModelSpec)
-    for method, schema in METHODS.items():
-        store.store(group="schema/peft", name=method, node=schema)
+    store.store(group="schema/model", name="model", node=ModelSpec)  # schema/peft/*: methods/base.py `register`
     store.store(group="schema/data", name="data", node=DataSpec)
     store.store(group="schema/train", name="train", node=TrainSpec)
     store.store(group="schema/logger", name="logger", node=LoggerSpec)
@@ -300,7 +206,7 @@ def _build(schema: type, node: dict[str, Any]) -> Any:
     except ConfigError:
         raise
     except Exception as err:  # omegaconf's ValidationError / ConfigKeyError
-        raise ConfigError(f"{schema.__name__}: {str(err).splitlines()[0]}") from None
+        raise ConfigError(f"{schema.__name__}: {first_line(err)}") from None
 
 
 def parse_bench(cfg: DictConfig) -> BenchSpec:
@@ -313,7 +219,7 @@ def resolve(cfg: DictConfig) -> dict[str, Any]:
     try:
         return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except Exception as err:  # a ??? left unset, or an interpolation to a missing key
-        raise ConfigError(f"{str(err).splitlines()[0]}: set it on the command line, e.g. data.root=...") from None
+        raise ConfigError(f"{first_line(err)}: set it on the command line, e.g. data.root=...") from None
 
 
 def parse_config(cfg: DictConfig) -> RunSpec:

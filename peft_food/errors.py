@@ -17,6 +17,13 @@ class DataError(UserError):
     """A dataset that cannot be found, read or labelled."""
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type's name if it has none): what a one-line
+    error quotes of a library's multi-line one."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def require(ok: bool, message: str) -> None:
     """Raise ConfigError(message) unless `ok`: how every config check states its rule."""
     if not ok:

@@ -8,8 +8,8 @@ from hydra.errors import HydraException
 
 from peft_food.config import parse_config
 from peft_food.errors import ConfigError, DataError
-from peft_food.train import train
-from tests.conftest import TINY, compose_config
+from peft_food.training.pipeline import train
+from tests.helpers import TINY, compose_config
 
 
 @pytest.mark.parametrize(
@@ -57,7 +57,7 @@ def test_missing_data_directory_is_a_data_error(tmp_path):
 
 
 def cli(*args: str, cwd) -> subprocess.CompletedProcess:
-    exe = [sys.executable, "-m", "peft_food.train"]
+    exe = [sys.executable, "-m", "peft_food"]
     return subprocess.run([*exe, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
 
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import MINI
+from tests.helpers import MINI
 
 
 def bench_on_mini(run_dir, *overrides: str) -> subprocess.CompletedProcess:
@@ -16,7 +16,7 @@ def bench_on_mini(run_dir, *overrides: str) -> subprocess.CompletedProcess:
     if not MINI.is_dir():
         pytest.skip(f"{MINI} not present")
     done = subprocess.run(
-        [sys.executable, "-c", "from peft_food.bench import main; main()", "data=food101_local", f"data.root={MINI}",
+        [sys.executable, "-c", "from peft_food.cli.bench import main; main()", "data=food101_local", f"data.root={MINI}",
          "model=vit_tiny", *overrides, f"hydra.run.dir={run_dir}"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
@@ -45,7 +45,8 @@ def test_bench_writes_comparable_json(tmp_path):
         assert pair["ours"]["optim"] == "adamw_torch_fused" and pair["seed_recipe"]["optim"] == "adamw_torch"
         assert pair["speedup"] == pair["ours"]["img_per_s"] / pair["seed_recipe"]["img_per_s"]
         assert all(pair[r]["img_per_s"] > 0 and pair[r]["peak_mem_mb"] > 0 for r in ("ours", "seed_recipe"))
-    assert result["peak_mem_lora_over_full"] > 0
+    assert set(result["peak_mem_over_full"]) == {"lora"} and result["peak_mem_over_full"]["lora"] > 0
+    assert "peak memory lora / full fine-tuning" in done.stdout
     assert set(result["dropout"]) == {"lora"}  # full fine-tuning has no dropout to price
     dropout = result["dropout"]["lora"]  # peft_food/conf/peft/lora.yaml keeps the seed's 0.1
     assert dropout["dropout"] == 0.1 and dropout["repeats"] == 2 and dropout["input"] == "synthetic"
@@ -74,3 +75,15 @@ def test_bench_startup_times_real_jobs_and_reads_flat(tmp_path):
     rss = startup["rss"]
     assert rss["large_store"]["images"] == 300 and rss["small_store"]["images"] == 500
     assert not (tmp_path / "startup_data").exists() and not (tmp_path / "stores").exists()
+
+
+@pytest.mark.slow
+def test_bench_trains_at_the_models_input_size_where_the_processor_crops(tmp_path):
+    """deit_tiny's processor resizes to 36 and crops 32: the bench's synthetic batches are the
+    32 px the model takes (the training geometry), not the 36 px resize."""
+    bench_on_mini(tmp_path, "model=deit_tiny", "bench.sections=[train]", "bench.inputs=[synthetic]",
+                  "bench.methods=[lora]", "bench.warmup_steps=1", "bench.train_steps=1", "bench.batch_size=8",
+                  "bench.repeats=1")
+    pair = json.loads((tmp_path / "bench.json").read_text())["train"]["lora"]["synthetic"]
+    assert pair["ours"]["input_size"] == pair["seed_recipe"]["input_size"] == [32, 32]
+    assert all(pair[r]["eval_loss"] is not None for r in ("ours", "seed_recipe"))

@@ -8,16 +8,17 @@ from torchvision.transforms import v2
 from transformers import ViTImageProcessor
 
 from peft_food.config import parse_config
-from peft_food.data import balanced_subset, load_splits, synthetic_dataset
-from peft_food.errors import DataError
-from peft_food.transforms import (
+from peft_food.data.sources import synthetic_dataset
+from peft_food.data.splits import balanced_subset, load_splits
+from peft_food.data.transforms import (
     DecodeToTensor,
     attach_transforms,
     build_transforms,
     collate,
     normalize,
 )
-from tests.conftest import MINI, compose_config
+from peft_food.errors import DataError
+from tests.helpers import MINI, compose_config
 
 
 def data_spec(*overrides):

@@ -12,13 +12,14 @@ from huggingface_hub import ModelCard
 from safetensors import safe_open
 from transformers import AutoModelForImageClassification
 
-from peft_food.compare import collect, method_by_model
+from peft_food.cli.predict import main as predict
 from peft_food.config import parse_config
-from peft_food.export import export
-from peft_food.model import apply_peft, load_base
-from peft_food.predict import main as predict
-from peft_food.train import train
-from tests.conftest import TINY, compose_config
+from peft_food.methods.apply import apply_peft
+from peft_food.model.backbone import load_base
+from peft_food.saved.export import export
+from peft_food.tracking.compare import collect, method_by_model
+from peft_food.training.pipeline import train
+from tests.helpers import TINY, compose_config
 from tests.test_predict import eval_logits
 
 # peft's name for each adapter method, as written in adapter_config.json.
@@ -82,7 +83,7 @@ def test_linear_probe_leaves_the_backbone_bit_for_bit_unchanged(tmp_path):
     run_dir = tmp_path / "run"
     train(compose_config(*TINY, "peft=linear_probe", "logger=none", "train.epochs=1", output_dir=run_dir))
     base = AutoModelForImageClassification.from_pretrained(str(run_dir / "model" / "base"))
-    from peft_food.artifacts import load_trained
+    from peft_food.saved.artifacts import load_trained
 
     trained = load_trained(run_dir).model
     changed = [n for n, p in trained.state_dict().items() if not torch.equal(p, base.state_dict()[n])]
@@ -93,7 +94,7 @@ def test_bitfit_moves_every_bias_and_the_head_and_no_weight(tmp_path):
     run_dir = tmp_path / "run"
     train(compose_config(*TINY, "peft=bitfit", "logger=none", "train.epochs=1", output_dir=run_dir))
     base = AutoModelForImageClassification.from_pretrained(str(run_dir / "model" / "base")).state_dict()
-    from peft_food.artifacts import load_trained
+    from peft_food.saved.artifacts import load_trained
 
     trained = load_trained(run_dir).model.state_dict()
     changed = {n for n, p in trained.items() if not torch.equal(p, base[n])}
@@ -118,7 +119,7 @@ def test_a_linear_probe_saved_as_head_safetensors_still_loads(tmp_path):
 
 def cli_sweep(tmp_path, *overrides):
     return subprocess.run(
-        [sys.executable, "-m", "peft_food.train", "-m", *TINY, "logger=none", "train.epochs=1",
+        [sys.executable, "-m", "peft_food", "-m", *TINY, "logger=none", "train.epochs=1",
          f"hydra.sweep.dir={tmp_path / 'sweep'}", *overrides],
         capture_output=True, text=True, cwd=str(tmp_path))
 
@@ -162,7 +163,7 @@ def test_every_job_of_each_committed_grid_composes_and_validates(grid):
     from hydra.core.global_hydra import GlobalHydra
 
     from peft_food.config import CONF_DIR, parse_config
-    from peft_food.sweep import grid_jobs
+    from peft_food.tracking.sweep import grid_jobs
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):

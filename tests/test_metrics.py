@@ -6,9 +6,9 @@ import csv
 import numpy as np
 import pytest
 
-from peft_food.metrics import Evaluator, confusion_matrix, per_class
-from peft_food.train import train
-from tests.conftest import TINY, compose_config
+from peft_food.evaluation.metrics import Evaluator, confusion_matrix, per_class
+from peft_food.training.pipeline import train
+from tests.helpers import TINY, compose_config
 from tests.test_predict import eval_logits
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, compose_config
+from tests.helpers import REPO, compose_config
 
 
 def run(args: list[str], *, cwd: Path, env_extra: dict | None = None, timeout: int = 300):
@@ -20,13 +20,13 @@ def run(args: list[str], *, cwd: Path, env_extra: dict | None = None, timeout: i
 
 def test_the_command_line_module_imports_no_torch_transformers_peft_or_datasets(tmp_path):
     heavy = "{'torch', 'transformers', 'peft', 'datasets'}"
-    done = run(["-c", f"import sys, peft_food.train; print(sorted({heavy} & set(sys.modules)))"], cwd=tmp_path)
+    done = run(["-c", f"import sys, peft_food.cli.train; print(sorted({heavy} & set(sys.modules)))"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
 
 
 def test_help_is_ours_lists_every_group_and_its_options_and_no_internals(tmp_path):
-    done = run(["-m", "peft_food.train", "--help"], cwd=tmp_path)
+    done = run(["-m", "peft_food", "--help"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "schema" not in out and "Hydra" in out  # Hydra's own help is one option away
@@ -44,7 +44,7 @@ def test_help_is_ours_lists_every_group_and_its_options_and_no_internals(tmp_pat
 
 @pytest.mark.parametrize("mode", [None, "offline", "online", "disabled"])
 def test_cfg_job_prints_valid_yaml_in_every_wandb_mode(tmp_path, mode):
-    done = run(["-m", "peft_food.train", "--cfg", "job", "experiment=quickstart"], cwd=tmp_path,
+    done = run(["-m", "peft_food", "--cfg", "job", "experiment=quickstart"], cwd=tmp_path,
                env_extra={"WANDB_MODE": mode} if mode else {})
     assert done.returncode == 0, done.stderr
     job = yaml.safe_load(done.stdout)
@@ -98,17 +98,17 @@ def test_a_built_wheel_installed_elsewhere_trains_and_takes_a_users_config_dir(t
     where = run(["-c", "import peft_food; print(peft_food.__file__)"], cwd=elsewhere, env_extra=env)
     assert where.stdout.strip().startswith(str(site))  # the installed copy, not the checkout
 
-    job = run(["-m", "peft_food.train", "--cfg", "job", "experiment=quickstart"], cwd=elsewhere, env_extra=env)
+    job = run(["-m", "peft_food", "--cfg", "job", "experiment=quickstart"], cwd=elsewhere, env_extra=env)
     assert job.returncode == 0, job.stderr[-2000:]
     assert yaml.safe_load(job.stdout)["model"]["name"] == "vit_tiny"
 
-    quick = run(["-m", "peft_food.train", "experiment=quickstart", "train.epochs=1", "logger=none"], cwd=elsewhere,
+    quick = run(["-m", "peft_food", "experiment=quickstart", "train.epochs=1", "logger=none"], cwd=elsewhere,
                 env_extra=env, timeout=600)
     assert quick.returncode == 0, quick.stderr[-2000:]
     [record] = elsewhere.glob("outputs/*/*/metrics.json")
     assert '"status": "completed"' in record.read_text()
 
-    mine = run(["-m", "peft_food.train", "--config-dir", str(user), "experiment=my_exp"], cwd=elsewhere,
+    mine = run(["-m", "peft_food", "--config-dir", str(user), "experiment=my_exp"], cwd=elsewhere,
                env_extra=env, timeout=600)
     assert mine.returncode == 0, mine.stderr[-2000:]
     summary = yaml.safe_load(mine.stdout.strip().splitlines()[-1])

@@ -10,13 +10,9 @@ import copy
 import pytest
 
 from peft_food.config import parse_config
-from peft_food.model import (
-    apply_peft,
-    count_parameters,
-    load_base,
-    resolve_target_modules,
-)
-from tests.conftest import compose_config
+from peft_food.methods.apply import apply_peft
+from peft_food.model.backbone import count_parameters, load_base, resolve_target_modules
+from tests.helpers import compose_config
 
 LABELS = [f"food_{i}" for i in range(101)]
 VIT_B_BACKBONE_AND_HEAD = 85_876_325  # ViT-B/16 without pooler + 101-way classifier
@@ -168,7 +164,8 @@ def test_real_backbones_build_offline_at_their_published_size(model):
     import torch
     from transformers import AutoModelForImageClassification
 
-    from peft_food.model import base_config, check_targets
+    from peft_food.methods.apply import check_targets
+    from peft_food.model.backbone import base_config
 
     spec = parse_config(compose_config(f"model={model}", "model.pretrained=false", output_dir="/tmp/x"))
     check_targets(spec.model, peft=spec.peft)  # roles and head resolve (LoRA on query/value)

@@ -5,7 +5,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,32 +12,21 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from peft_food.artifacts import load_trained
-from peft_food.config import parse_config
-from peft_food.data import load_splits
-from peft_food.export import main as export_main
-from peft_food.predict import main as predict
-from peft_food.train import train
-from peft_food.transforms import attach_transforms, build_transforms, collate, normalize
-from tests.conftest import MINI, REPO, TINY, TINY_TRAIN, compose_config
-
-
-def eval_logits(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Logits of the saved model on the run's eval split, and the labels (loaded from run_dir)."""
-    trained = load_trained(run_dir)
-    splits = load_splits(parse_config(compose_config(*TINY, output_dir=run_dir)).data, seed=42)
-    splits = attach_transforms(splits, trained.processor)
-    batch = collate([splits.eval[i] for i in range(len(splits.eval))])
-    pixels = normalize(batch["pixel_values"], mean=trained.processor.image_mean, std=trained.processor.image_std)
-    with torch.inference_mode():
-        return trained.model(pixel_values=pixels).logits.numpy(), batch["labels"].numpy()
-
+from peft_food.cli.export import main as export_main
+from peft_food.cli.predict import main as predict
+from peft_food.data.transforms import (
+    build_transforms,
+    normalize,
+)
+from peft_food.saved.artifacts import load_trained
+from peft_food.training.pipeline import train
+from tests.helpers import MINI, REPO, TINY, TINY_TRAIN, compose_config, eval_logits
 
 # The same function in a fresh interpreter: nothing from training is left in memory there.
 EVAL_LOGITS = textwrap.dedent("""
     import sys, numpy
     from pathlib import Path
-    from tests.test_predict import eval_logits
+    from tests.helpers import eval_logits
     logits, labels = eval_logits(Path(sys.argv[1]))
     numpy.save(sys.argv[2], logits)
     numpy.save(sys.argv[3], labels)

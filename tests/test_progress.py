@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import TINY_TRAIN
+from tests.helpers import TINY_TRAIN
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def photos(tmp_path_factory):
 
 def train_cli(tmp_path, photos, *args):
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    return subprocess.run([sys.executable, "-m", "peft_food.train", *TINY_TRAIN, "data=imagefolder",
+    return subprocess.run([sys.executable, "-m", "peft_food", *TINY_TRAIN, "data=imagefolder",
                            f"data.root={photos}", "data.test_size=0.25", "logger=none", *args],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 

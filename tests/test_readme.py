@@ -7,9 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from peft_food.record import RunRecord
-from tests.conftest import REPO
-from tests.wandb_file import read_run, run_files
+from peft_food.tracking.record import RunRecord
+from tests.helpers import REPO, read_run, run_files
 
 
 def readme_commands(prefix: str) -> list[str]:
@@ -36,7 +35,7 @@ def test_readme_quickstart_runs_offline_and_beats_chance(tmp_path, offline_wandb
 def test_readme_data_store_commands_build_once_then_reuse(tmp_path):
     """The data store section's offline commands, as written (from the repo root, where its
     relative data.root points), with the stores under PEFT_FOOD_CACHE and the run dir in tmp."""
-    from tests.conftest import MINI
+    from tests.helpers import MINI
 
     if not MINI.is_dir():
         import pytest

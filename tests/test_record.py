@@ -8,10 +8,10 @@ import textwrap
 
 import pytest
 
-from peft_food.compare import main as compare
-from peft_food.record import Counts, DamagedRecord, RunRecord
-from peft_food.resume import plan_resume
-from tests.conftest import REPO
+from peft_food.cli.compare import main as compare
+from peft_food.tracking.record import Counts, DamagedRecord, RunRecord
+from peft_food.training.rundir import plan_resume
+from tests.helpers import REPO
 
 
 def test_a_schema_1_record_reads_into_the_same_type():
@@ -35,7 +35,7 @@ def test_a_reader_never_sees_half_a_record_while_it_is_rewritten(tmp_path):
     # Another process rewrites the ~0.5 MB record as fast as it can, as every epoch of a run does.
     writer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         from pathlib import Path
-        from peft_food.record import RunRecord
+        from peft_food.tracking.record import RunRecord
         record = RunRecord.load(Path({str(path)!r}))
         for i in range(300):
             record.epochs[0]["eval_accuracy"] = i

@@ -6,13 +6,13 @@ import shutil
 import pytest
 from omegaconf import OmegaConf
 
+from peft_food.cli.reproduce import main as reproduce
 from peft_food.config import parse_config
-from peft_food.record import RunRecord
-from peft_food.reproduce import ACROSS_VERSIONS, version_changes
-from peft_food.reproduce import main as reproduce
-from peft_food.tracking import package_versions
-from peft_food.train import train
-from tests.conftest import MINI, REPO, TINY, compose_config
+from peft_food.tracking.provenance import package_versions
+from peft_food.tracking.record import RunRecord
+from peft_food.training.pipeline import train
+from peft_food.training.reproduce import ACROSS_VERSIONS, version_changes
+from tests.helpers import MINI, REPO, TINY, compose_config
 
 QUICKSTART = REPO / "experiments" / "quickstart"
 

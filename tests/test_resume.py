@@ -9,11 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-from peft_food.record import RunRecord
-from peft_food.resume import RunDirLock, latest_checkpoint
-from peft_food.train import train
-from tests.conftest import TINY_TRAIN, compose_config
-from tests.wandb_file import read_run, run_files
+from peft_food.tracking.record import RunRecord
+from peft_food.training.pipeline import train
+from peft_food.training.rundir import RunDirLock, latest_checkpoint
+from tests.helpers import TINY_TRAIN, compose_config, read_run, run_files
 
 # 256 images / batch 16 = 16 steps per epoch, 4 epochs: long enough to be killed mid-way.
 ARGS = [*TINY_TRAIN, "data=synthetic", "data.num_classes=4", "data.per_class=64", "data.eval_per_class=8",
@@ -21,7 +20,7 @@ ARGS = [*TINY_TRAIN, "data=synthetic", "data.num_classes=4", "data.per_class=64"
 
 
 def cli(cwd: Path, env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "peft_food.train", *ARGS], cwd=cwd, env=env,
+    return subprocess.Popen([sys.executable, "-m", "peft_food", *ARGS], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -83,7 +82,7 @@ def test_a_live_run_dir_refuses_a_second_process_and_a_dead_holder_does_not_bloc
     env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "WANDB_MODE")}
     env["HOME"] = str(tmp_path / "home")
     args = [*ARGS, "logger=none"]
-    first = subprocess.Popen([sys.executable, "-m", "peft_food.train", *args], cwd=tmp_path, env=env,
+    first = subprocess.Popen([sys.executable, "-m", "peft_food", *args], cwd=tmp_path, env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for("outputs/*/*/checkpoints/checkpoint-16/trainer_state.json", tmp_path)
     first.kill()  # SIGKILL: no clean exit, its .lock file stays behind
@@ -97,7 +96,7 @@ def test_a_live_run_dir_refuses_a_second_process_and_a_dead_holder_does_not_bloc
     with RunDirLock(run_dir):
         before = snapshot(run_dir)
         time.sleep(1.1)
-        second = subprocess.run([sys.executable, "-m", "peft_food.train", *args], cwd=tmp_path, env=env,
+        second = subprocess.run([sys.executable, "-m", "peft_food", *args], cwd=tmp_path, env=env,
                                 capture_output=True, text=True, timeout=300)
         assert second.returncode == 2
         [line] = second.stderr.strip().splitlines()
@@ -108,7 +107,7 @@ def test_a_live_run_dir_refuses_a_second_process_and_a_dead_holder_does_not_bloc
 
     # The killed run's stale .lock does not block a real resume.
     (run_dir / ".lock").write_text(stale)
-    third = subprocess.run([sys.executable, "-m", "peft_food.train", *args], cwd=tmp_path, env=env,
+    third = subprocess.run([sys.executable, "-m", "peft_food", *args], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=300)
     assert third.returncode == 0, third.stderr[-2000:]
     resumed = RunRecord.load(run_dir / "metrics.json")

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from peft_food.record import RunRecord
-from peft_food.train import train
-from tests.conftest import TINY, compose_config
-from tests.wandb_file import read_run, run_files
+from peft_food.tracking.record import RunRecord
+from peft_food.training.pipeline import train
+from tests.helpers import TINY, compose_config, read_run, run_files
 
 
 def clean_env(tmp_path: Path) -> dict:
@@ -23,7 +22,7 @@ def clean_env(tmp_path: Path) -> dict:
 @pytest.mark.slow
 def test_torchrun_two_processes_make_one_run_with_the_whole_eval_set(tmp_path):
     torchrun = Path(sys.executable).parent / "torchrun"
-    done = subprocess.run([str(torchrun), "--nproc_per_node=2", "-m", "peft_food.train", *TINY],
+    done = subprocess.run([str(torchrun), "--nproc_per_node=2", "-m", "peft_food", *TINY],
                           cwd=tmp_path, env=clean_env(tmp_path), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     run_dirs = list(tmp_path.glob("outputs/*/*"))
@@ -44,7 +43,7 @@ def test_torchrun_two_processes_make_one_run_with_the_whole_eval_set(tmp_path):
 @pytest.mark.slow
 def test_submitit_launcher_runs_each_sweep_job_in_its_own_process(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    done = subprocess.run([sys.executable, "-m", "peft_food.train", "-m", "hydra/launcher=local", *TINY,
+    done = subprocess.run([sys.executable, "-m", "peft_food", "-m", "hydra/launcher=local", *TINY,
                            "logger=none", "train.epochs=1", "peft.r=2,4", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
                           cwd=tmp_path, env=clean_env(tmp_path), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

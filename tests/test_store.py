@@ -1,4 +1,4 @@
-"""The data store (store.py): the same pixels and draws as the JPEG path, keyed by the images it
+"""The data store (data/store.py): the same pixels and draws as the JPEG path, keyed by the images it
 holds, built once under a lock, never read half-built, and a full disk is one line."""
 
 import json
@@ -17,18 +17,17 @@ from PIL import Image
 from transformers import ViTImageProcessor
 
 from peft_food.config import parse_config
-from peft_food.data import load_splits
-from peft_food.errors import DataError
-from peft_food.store import Form, Store
-from peft_food.transforms import (
+from peft_food.data.geometry import input_sizes
+from peft_food.data.splits import load_splits
+from peft_food.data.store import Form, Store, store_plan
+from peft_food.data.transforms import (
     StoreAugment,
     TensorAugment,
-    _sizes,
     attach_transforms,
     build_transforms,
-    store_plan,
 )
-from tests.conftest import MINI, TINY_TRAIN, compose_config
+from peft_food.errors import DataError
+from tests.helpers import MINI, TINY_TRAIN, compose_config
 
 PROCESSOR = ViTImageProcessor(size={"height": 64, "width": 64})  # a 64 px model: 128 px stored side by default
 needs_mini = pytest.mark.skipif(not MINI.is_dir(), reason=f"{MINI} not present")
@@ -67,9 +66,9 @@ def test_train_crops_from_a_store_of_originals_are_the_jpeg_paths_own_pixels(tmp
     spec = data_spec("data=food101_local", f"data.root={MINI}")
     stored = load_splits(spec, seed=0, plan=plan(tmp_path, side=4096))  # every photo kept at its size
     store = stored.stores["train"]
-    jpeg = TensorAugment(_sizes(PROCESSOR)[0])
+    jpeg = TensorAugment(input_sizes(PROCESSOR)[0])
     paths = file_paths(stored.train)
-    augment = StoreAugment(store, _sizes(PROCESSOR)[0])
+    augment = StoreAugment(store, input_sizes(PROCESSOR)[0])
     for row in range(0, 40, 3):
         i = stored.train[row]["index"]
         assert store.size(i) == store.original_size(i)
@@ -118,13 +117,13 @@ def test_eval_images_from_a_store_are_the_jpeg_paths_eval_pixels(tmp_path):
 
 
 def test_the_store_is_reused_and_a_changed_file_gets_a_new_one(tmp_path, monkeypatch):
-    import peft_food.store
+    import peft_food.data.store
 
     for name in ("ramen", "tacos"):
         write_photos(tmp_path / "photos" / name, 6)
     opened = []
-    real_open = peft_food.store.open_rgb
-    monkeypatch.setattr("peft_food.store.open_rgb", lambda path: opened.append(path) or real_open(path))
+    real_open = peft_food.data.store.open_rgb
+    monkeypatch.setattr("peft_food.data.store.open_rgb", lambda path: opened.append(path) or real_open(path))
     spec = data_spec("data=imagefolder", f"data.root={tmp_path / 'photos'}", "data.test_size=0.25")
     first = load_splits(spec, seed=0, plan=plan(tmp_path / "stores"))
     built = complete_stores(tmp_path / "stores")
@@ -158,8 +157,8 @@ def test_bad_images_are_found_by_the_build_and_not_decoded_again(tmp_path, monke
     def no_decoding(*args, **kwargs):
         raise AssertionError("an image was decoded again")
 
-    monkeypatch.setattr("peft_food.store.open_rgb", no_decoding)
-    monkeypatch.setattr("peft_food.data.check_images", no_decoding)
+    monkeypatch.setattr("peft_food.data.store.open_rgb", no_decoding)
+    monkeypatch.setattr("peft_food.data.sources.check_images", no_decoding)
     skipped = load_splits(replace(spec, bad_images="skip"), seed=0, plan=plan(tmp_path / "stores"))
     assert complete_stores(tmp_path / "stores") == built
     assert len(skipped.train) + len(skipped.eval) == 8
@@ -207,9 +206,9 @@ import logging, sys
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
 from transformers import ViTImageProcessor
 from peft_food.config import parse_config
-from peft_food.data import load_splits
-from peft_food.transforms import store_plan
-from tests.conftest import compose_config
+from peft_food.data.splits import load_splits
+from peft_food.data.store import store_plan
+from tests.helpers import compose_config
 spec = parse_config(compose_config("data=imagefolder", "data.root=" + sys.argv[1], output_dir="/tmp/unused")).data
 processor = ViTImageProcessor(size={"height": 64, "width": 64})
 splits = load_splits(spec, seed=0, plan=store_plan(processor, side=None, store_dir=sys.argv[2]))
@@ -277,7 +276,7 @@ import resource, signal, sys
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # then a write past the limit fails with EFBIG
 resource.setrlimit(resource.RLIMIT_FSIZE, (2 * 2**20, 2 * 2**20))
 sys.argv = ["peft-food-train", *sys.argv[1:]]
-from peft_food.train import cli
+from peft_food.cli.train import cli
 cli()
 """
 
@@ -300,7 +299,7 @@ def test_a_full_disk_is_one_line_and_leaves_no_store_behind(tmp_path):
 @needs_mini
 def test_training_from_a_store_of_originals_matches_the_jpeg_path_exactly(tmp_path):
     """Same pixels, same draws: the same run, to the last digit (workers=0, fp32, CPU)."""
-    from peft_food.train import train
+    from peft_food.training.pipeline import train
 
     common = [*TINY_TRAIN, "data=food101_local", f"data.root={MINI}", "data.per_class=10", "data.eval_per_class=5",
               "logger=none"]
@@ -315,7 +314,7 @@ def test_training_from_a_store_of_originals_matches_the_jpeg_path_exactly(tmp_pa
 def test_prepare_builds_what_training_then_opens(tmp_path):
     stores = tmp_path / "stores"
     args = ["data=food101_local", f"data.root={MINI}", "model=vit_tiny", f"data.store_dir={stores}"]
-    done = subprocess.run([sys.executable, "-m", "peft_food.prepare", *args], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "peft_food.cli.prepare", *args], capture_output=True, text=True,
                           cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.strip().splitlines()[-2:]
@@ -323,7 +322,7 @@ def test_prepare_builds_what_training_then_opens(tmp_path):
     assert lines[1].startswith(f"eval: {stores}/food101-mini-test-eval32-32x32-") and "(200 images" in lines[1]
     assert os.listdir(tmp_path) == ["stores"]  # no run dir, no log file
     built = complete_stores(stores)
-    from peft_food.runner import data_plan
+    from peft_food.training.pipeline import data_plan
 
     spec = parse_config(compose_config(*args[:3], "data.store=true", f"data.store_dir={stores}", output_dir="/tmp/unused"))
     splits = load_splits(spec.data, seed=0, plan=data_plan(spec))

@@ -9,16 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from peft_food.record import RunRecord
-from peft_food.train import train
-from tests.conftest import TINY, compose_config
-from tests.wandb_file import read_run, run_files
+from peft_food.tracking.record import RunRecord
+from peft_food.training.pipeline import train
+from tests.helpers import TINY, compose_config, read_run, run_files
 
 
 def sweep(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "WANDB_MODE")}
     env["HOME"] = str(tmp_path / "home")  # no ~/.netrc W&B login: offline by default
-    return subprocess.run([sys.executable, "-m", "peft_food.train", "-m", *TINY, *args,
+    return subprocess.run([sys.executable, "-m", "peft_food", "-m", *TINY, *args,
                            f"hydra.sweep.dir={tmp_path / 'sweep'}"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
 
@@ -70,7 +69,7 @@ def test_failed_job_is_recorded_and_the_others_still_run(failing_sweep):
 
 
 def test_compare_prints_table_and_writes_csv_and_png(failing_sweep, capsys):
-    from peft_food.compare import main as compare
+    from peft_food.cli.compare import main as compare
 
     tmp_path, _ = failing_sweep
     assert compare([str(tmp_path / "sweep"), "--out", str(tmp_path / "report")]) == 0
@@ -90,7 +89,7 @@ def test_compare_prints_table_and_writes_csv_and_png(failing_sweep, capsys):
 
 
 def test_compare_rejects_a_dir_with_no_jobs(tmp_path, capsys):
-    from peft_food.compare import main as compare
+    from peft_food.cli.compare import main as compare
 
     assert compare([str(tmp_path)]) == 2
     assert "no jobs in" in capsys.readouterr().err

@@ -9,9 +9,8 @@ import torch
 from huggingface_hub import ModelCard
 from safetensors import safe_open
 
-from peft_food.train import train
-from tests.conftest import MINI, TINY, TINY_TRAIN, compose_config
-from tests.wandb_file import read_run, run_files
+from peft_food.training.pipeline import train
+from tests.helpers import MINI, TINY, TINY_TRAIN, compose_config, read_run, run_files
 
 
 def test_offline_run_logs_params_and_per_epoch_accuracy_to_wandb(tmp_path, offline_wandb, caplog):
@@ -136,7 +135,7 @@ def test_pretrained_from_a_local_directory_loads_its_weights_and_refuses_pickle(
     train(compose_config(*TINY, "logger=none", "train.epochs=1", "model.pretrained=true",
                          f"model.name_or_path={checkpoint}", output_dir=tmp_path / "run"))
     # LoRA leaves the backbone frozen: the saved adapter sits on exactly the checkpoint's weights.
-    from peft_food.artifacts import load_trained
+    from peft_food.saved.artifacts import load_trained
     trained = load_trained(tmp_path / "run").model.merge_and_unload()
     reference = AutoModelForImageClassification.from_pretrained(checkpoint)
     key = "vit.embeddings.patch_embeddings.projection.weight"

@@ -13,12 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from peft_food.compare import main as compare
+from peft_food.cli.compare import main as compare
+from peft_food.cli.predict import main as predict
 from peft_food.config import parse_config
-from peft_food.predict import main as predict
-from peft_food.train import train
-from tests.conftest import REPO, TINY, compose_config
-from tests.wandb_file import read_run, run_files
+from peft_food.training.pipeline import train
+from tests.helpers import REPO, TINY, compose_config, read_run, run_files
 
 
 def leaves(tree: dict, prefix: str = "") -> set[str]:
@@ -132,7 +131,7 @@ def test_wandb_environment_is_honoured_and_the_config_wins_over_it(tmp_path, off
 def sweep(tmp_path: Path, *args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env.update(HOME=str(tmp_path / "home"), **(env_extra or {}))
-    return subprocess.run([sys.executable, "-m", "peft_food.train", "-m", *TINY, "train.epochs=1",
+    return subprocess.run([sys.executable, "-m", "peft_food", "-m", *TINY, "train.epochs=1",
                            "logger.examples=0", *args, f"hydra.sweep.dir={tmp_path / 'sweep'}"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
 

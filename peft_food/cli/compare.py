@@ -1,0 +1,51 @@
+"""Compare the jobs of a sweep without W&B: a table, a CSV and a PNG (tracking/compare.py).
+
+    peft-food-compare multirun/2026-11-22/10-00-00
+    peft-food-compare multirun/2026-11-22/10-00-00 --out reports/   # CSV + PNG elsewhere
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from peft_food.cli import exit_with
+from peft_food.tracking.compare import (
+    by_setting,
+    class_gaps,
+    collect,
+    format_table,
+    method_by_model,
+    plot,
+    write_csv,
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="peft-food-compare", description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", type=Path, help="a multirun dir (holding 0/, 1/, ...)")
+    parser.add_argument("--out", type=Path, default=None, help="where to write compare.csv/.png (default: sweep_dir)")
+    args = parser.parse_args(argv)
+    if not args.sweep_dir.is_dir():
+        print(f"peft-food-compare: error: {args.sweep_dir} is not a directory: pass a multirun sweep dir", file=sys.stderr)
+        return 2
+    rows = collect(args.sweep_dir)
+    if not rows:
+        print(f"peft-food-compare: error: no jobs in {args.sweep_dir}: expected job dirs with .hydra/ "
+              f"(e.g. multirun/<date>/<time>)", file=sys.stderr)
+        return 2
+    out = args.out or args.sweep_dir
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(rows, out / "compare.csv")
+    plot(rows, out / "compare.png", title=str(args.sweep_dir))
+    print(format_table(rows))
+    for section in (method_by_model(rows), by_setting(rows), class_gaps(args.sweep_dir, rows)):
+        if section:
+            print(f"\n{section}")
+    print(f"\nwrote {out / 'compare.csv'} and {out / 'compare.png'}")
+    return 0
+
+
+def cli() -> None:
+    exit_with(main)

@@ -1,0 +1,38 @@
+"""Export: merge a run into a standalone model that needs neither peft nor this package (saved/export.py).
+
+    peft-food-export outputs/2026-11-22/10-00-00 exported/food-vit
+    python -c "from transformers import pipeline; print(pipeline('image-classification', model='exported/food-vit')('photo.jpg'))"
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from peft_food.cli import exit_with, one_line_errors
+
+
+@one_line_errors("peft-food-export")
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="peft-food-export", description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="a run dir (outputs/<date>/<time>) or its model/ dir")
+    parser.add_argument("out_dir", type=Path, help="where to write the standalone model")
+    args = parser.parse_args(argv)
+    if args.out_dir.exists() and any(args.out_dir.iterdir()):
+        print(f"peft-food-export: error: {args.out_dir} exists and is not empty: choose a new folder", file=sys.stderr)
+        return 2
+    # torch loads once the arguments parse: --help answers at once.
+    import torch
+
+    from peft_food.saved.export import export
+
+    with torch.no_grad():
+        export(args.run, args.out_dir)
+    print(f"exported {args.run} to {args.out_dir} (load with transformers.pipeline('image-classification', "
+          f"model='{args.out_dir}'))")
+    return 0
+
+
+def cli() -> None:
+    exit_with(main)

@@ -1,0 +1,66 @@
+"""Committed experiment records: record a finished run or sweep, re-run it, check the numbers
+(training/reproduce.py).
+
+    peft-food-reproduce experiments/quickstart                 # re-run, compare, exit 0 if it matches
+    peft-food-reproduce experiments/my_exp --record outputs/2026-11-22/10-00-00 --description "..."
+    peft-food-reproduce experiments/my_gpu_exp --pending experiment=seed_lora   # config now, results later
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from peft_food.cli import exit_with, one_line_errors
+from peft_food.training.reproduce import (
+    across_versions,
+    explain_versions,
+    load_record,
+    record,
+    record_pending,
+    reproduce,
+)
+
+
+@one_line_errors("peft-food-reproduce")
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="peft-food-reproduce", description=__doc__.splitlines()[0])
+    parser.add_argument("record_dir", type=Path, help="an experiment record, e.g. experiments/quickstart")
+    parser.add_argument("--record", type=Path, metavar="RUN_OR_SWEEP_DIR",
+                        help="create/refresh the record from a finished run or sweep instead of re-running")
+    parser.add_argument("--pending", nargs="+", metavar="OVERRIDE",
+                        help="create a record awaiting results from these peft-food-train overrides")
+    parser.add_argument("--hardware", default="GPU", help="with --pending: where it must run")
+    parser.add_argument("--description", default="", help="with --record/--pending: what the experiment shows")
+    parser.add_argument("--out", type=Path, help="where re-runs write (default outputs/reproduce/<name>/<time>)")
+    parser.add_argument("--wandb", action="store_true", help="log re-runs to W&B as the record's config says")
+    args = parser.parse_args(argv)
+    if args.pending:
+        record_pending(args.record_dir, overrides=args.pending, description=args.description,
+                       hardware=args.hardware)
+        command = OmegaConf.load(args.record_dir / "experiment.yaml").command
+        print(f"wrote {args.record_dir}, awaiting results from `{command}`")
+        return 0
+    if args.record:
+        record(args.record, args.record_dir, description=args.description)
+        print(f"recorded {args.record} as {args.record_dir}")
+        return 0
+    out = args.out or Path("outputs/reproduce") / args.record_dir.name / time.strftime("%Y-%m-%d_%H-%M-%S")
+    outcome = reproduce(args.record_dir, out_dir=out, wandb=args.wandb)
+    meta, _ = load_record(args.record_dir)
+    versions = "\n".join(f"  {line}" for line in explain_versions(outcome, across_versions(meta)))
+    if outcome.diffs:
+        print(f"\n{args.record_dir.name}: NOT reproduced ({len(outcome.diffs)} difference(s)):")
+        print("\n".join(f"  {d}" for d in outcome.diffs))
+        print(versions)
+        return 1
+    exact = "exactly" if not outcome.numeric_changes else "within the cross-version tolerance"
+    print(f"\n{args.record_dir.name}: reproduced {exact}\n{versions}")
+    return 0
+
+
+def cli() -> None:
+    exit_with(main)

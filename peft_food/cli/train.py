@@ -1,0 +1,111 @@
+"""peft-food-train: compose the config with Hydra, then train (training/pipeline.py).
+
+    peft-food-train experiment=quickstart                  # offline, CPU, ~1 minute
+    peft-food-train                                        # the seed recipe (needs the Hub)
+    peft-food-train peft=full                              # full fine-tuning
+    peft-food-train peft.r=8 peft.alpha=32 train.epochs=3 logger.project=my-proj
+    peft-food-train model=dinov2_small peft=ia3            # any method on any backbone
+
+`main` is a thin Hydra wrapper; tests and reproduce call `training.pipeline.train(cfg) -> RunRecord`. This module
+imports no torch, transformers or peft: `--help`, tab completion and `--cfg job` answer at once
+and print nothing but what was asked; the pipeline is imported when training starts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import hydra
+import psutil
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from peft_food.cli import print_error
+from peft_food.cli.help import print_help
+from peft_food.config import CONF_DIR, ENV, from_env, parse_config
+from peft_food.errors import Interrupted, UserError
+from peft_food.tracking.record import FILE as RECORD_FILE
+from peft_food.tracking.record import RunRecord
+from peft_food.tracking.sweep import is_multirun, job_labels
+from peft_food.training.distributed import is_main_process, share_run_dir
+
+log = logging.getLogger(__name__)
+
+
+_jobs_started = 0  # a multirun's basic launcher runs its jobs one after another in this process
+
+
+def job_started() -> float:
+    """When this job began: the process's start for its first job (imports included), the job's
+    launch for later jobs of a multirun, which share the process and its imports."""
+    global _jobs_started
+    _jobs_started += 1
+    return psutil.Process().create_time() if _jobs_started == 1 else time.time()
+
+
+def record_failure(cfg: DictConfig, err: BaseException) -> None:
+    """A job that failed before run() started still leaves a metrics.json saying so, with the
+    config as composed (unresolved: resolving may be what failed)."""
+    path = Path(str(cfg.output_dir)) / RECORD_FILE
+    if is_main_process() and path.parent.is_dir() and not path.is_file():
+        config = OmegaConf.to_container(cfg, resolve=False)
+        RunRecord(status="failed", error=f"{type(err).__name__}: {err}", config=config).write(path)
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+def main(cfg: DictConfig) -> float:
+    """Hydra edge: label multirun jobs for W&B, run, and turn failures into one line + exit code.
+
+    Returns the monitored metric's best value (what a sweeper such as Optuna optimises). In a
+    multirun a failed job returns NaN instead of raising, so the remaining jobs still run;
+    SweepSummary then lists the failures and exits non-zero."""
+    started = job_started()
+    # A sweep's own labels are defaults: the config, then the user's WANDB_* variables, win.
+    for key, value in job_labels(sweep_name=cfg.get("sweep_name")).items():
+        if cfg.logger.get(key) is None and not (key in ENV and from_env(key)):
+            cfg.logger[key] = value
+    cfg.output_dir = share_run_dir(HydraConfig.get().runtime.output_dir)
+    # Same command again -> continue its unfinished run: look among the timestamped run dirs.
+    search = None if is_multirun() else Path(cfg.output_dir).parent.parent
+    try:
+        spec = parse_config(cfg)  # before torch loads: a bad value fails at once
+        from peft_food.training.pipeline import (
+            run,  # torch, transformers and peft load only now
+        )
+
+        record = run(spec, resume_search=search, started=started)
+    except Interrupted as err:
+        print(f"peft-food-train: {err}", file=sys.stderr)
+        sys.exit(128 + err.signum)
+    except UserError as err:
+        # A user mistake: one line that names the problem and the fix, no traceback.
+        print_error("peft-food-train", err)
+        record_failure(cfg, err)
+        if is_multirun():
+            return float("nan")
+        sys.exit(2)
+    except Exception as err:
+        if not is_multirun():
+            raise
+        log.exception("job failed: %s", err)
+        record_failure(cfg, err)
+        return float("nan")
+    if is_main_process():
+        print(json.dumps(record.summary()))
+    return record.best
+
+
+def cli() -> None:
+    """The console script: our own --help (fast, no Hydra internals), everything else to Hydra."""
+    if any(arg in ("--help", "-h") for arg in sys.argv[1:]):
+        print_help("peft-food-train")
+        return
+    main()
+
+
+if __name__ == "__main__":
+    cli()

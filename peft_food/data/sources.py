@@ -1,0 +1,358 @@
+"""Data sources: how each `data.source` is read (the SOURCES table), and the data group's schema
+(`DataSpec`) beside the table it validates against. Splitting and subsets: splits.py;
+preprocessing: transforms.py; reading files safely: images.py.
+
+    peft-food-train data=food101_local data.root=../shared/data/food101-mini
+
+Every source ends as two `datasets.Dataset`s with an `image` column and a ClassLabel `label`
+column, so label names (id2label) always come from the data, never from a hard-coded list. With
+data.store=true they also get an `index` column into the data stores (store.py) the splits carry.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Optional
+
+import numpy as np
+
+from peft_food.data.images import IMAGE_SUFFIXES, check_images
+from peft_food.data.store import DatasetImages, FileImages, Images, Plan, Store, ensure
+from peft_food.errors import DataError, first_line, require
+
+if TYPE_CHECKING:  # datasets is imported when a source is read, not when the command line starts
+    from datasets import Dataset
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Part:
+    """One image list as read (Food-101's train.txt, a Hub split): its dataset and, with data.store,
+    its stores by form, which the dataset's `index` column points into."""
+
+    ds: Dataset
+    stores: dict[str, Store] = field(default_factory=dict)
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def _read_hub(spec: DataSpec, seed: int, plan: Plan | None) -> tuple[Part, Part | None]:
+    train, eval_ = _load_hub(hub_id=spec.hub_id, train_split=spec.train_split, eval_split=spec.eval_split)
+    stored = dict(plan=plan, bad_images=spec.bad_images)
+    # A carved eval set comes out of the train split: that part is stored in both forms.
+    train_part = _hub_part(train, split=spec.train_split, hub_id=spec.hub_id,
+                           kinds=("train",) if eval_ is not None else ("train", "eval"), **stored)
+    eval_part = None if eval_ is None else _hub_part(eval_, split=spec.eval_split, hub_id=spec.hub_id,
+                                                     kinds=("eval",), **stored)
+    return train_part, eval_part
+
+
+def _read_food101_layout(spec: DataSpec, seed: int, plan: Plan | None) -> tuple[Part, Part | None]:
+    return _load_food101_layout(Path(spec.root), bad_images=spec.bad_images, plan=plan)
+
+
+def _read_imagefolder(spec: DataSpec, seed: int, plan: Plan | None) -> tuple[Part, Part | None]:
+    return _load_imagefolder(Path(spec.root), bad_images=spec.bad_images, plan=plan)
+
+
+def _read_synthetic(spec: DataSpec, seed: int, plan: Plan | None) -> tuple[Part, Part | None]:
+    # Generated balanced already: per_class / eval_per_class are the generated counts. Generated
+    # in memory, so never stored.
+    make = dict(num_classes=spec.num_classes, image_size=spec.image_size)
+    return (Part(synthetic_dataset(**make, per_class=spec.per_class or 40, seed=seed)),
+            Part(synthetic_dataset(**make, per_class=spec.eval_per_class or 10, seed=seed + 1)))
+
+
+@dataclass(frozen=True)
+class CardData:
+    """What a model card says of the data a run used."""
+
+    hub_id: str | None  # the Hub dataset it came from (the card's `datasets:`), if any
+    name: str  # readable, for the card's text and model-index
+    split: str  # what the reported accuracy was measured on
+
+
+FOOD101 = "ethz/food101"
+
+
+def _card_hub(data: dict) -> CardData:
+    split = data.get("eval_split") or f"{data.get('test_size')} of {data.get('train_split', 'train')}, seeded"
+    hub_id = data.get("hub_id", FOOD101)
+    return CardData(hub_id, f"Food-101 ({hub_id})", split)
+
+
+def _card_food101_layout(data: dict) -> CardData:
+    return CardData(FOOD101, "Food-101 (local copy)", "test")  # meta/test.txt is the eval split
+
+
+def _card_imagefolder(data: dict) -> CardData:
+    return CardData(None, "an image folder (<class>/*.jpg)", "test/ if present, else a seeded held-out fraction")
+
+
+def _card_synthetic(data: dict) -> CardData:
+    return CardData(None, "synthetic images (generated in-process)", "generated eval set")
+
+
+@dataclass(frozen=True)
+class Source:
+    """How one `data.source` is read: (spec, seed, store plan or None) -> (train, eval or None:
+    carve it out), and what a model card says of it (from the run's data config)."""
+
+    read: Callable[[DataSpec, int, Plan | None], tuple[Part, Part | None]]
+    card: Callable[[dict], CardData]
+    # Reads images from data.root.
+    reads_root: bool = False
+    # Generated at the requested sizes: no split or subset afterwards.
+    generated: bool = False
+
+
+# data.source -> how it is read and carded: the one table a new source is added to (with its
+# reader and card above, and its peft_food/conf/data/ file).
+SOURCES: dict[str, Source] = {
+    "food101": Source(_read_hub, _card_hub),
+    "food101_local": Source(_read_food101_layout, _card_food101_layout, reads_root=True),
+    "imagefolder": Source(_read_imagefolder, _card_imagefolder, reads_root=True),
+    "synthetic": Source(_read_synthetic, _card_synthetic, generated=True),
+}
+
+
+@dataclass
+class DataSpec:
+    # food101 (Hub) | food101_local (Food-101 on-disk layout) | imagefolder | synthetic
+    source: str = "food101"
+    # Directory for food101_local / imagefolder.
+    root: Optional[str] = None
+    # Hub dataset id and splits for source=food101.
+    hub_id: str = "ethz/food101"
+    train_split: str = "train"
+    # null: carve the eval set out of the training pool with `test_size`, seeded.
+    eval_split: Optional[str] = None
+    test_size: float = 0.2
+    # Seeded class-balanced subset: N training images per class (null: all).
+    per_class: Optional[int] = None
+    # Same for the eval set (null: all).
+    eval_per_class: Optional[int] = None
+    # Unusable image files (corrupt, not an image, too small) in a local dataset: found before
+    # training starts, then `fail` (list them and stop) or `skip` (leave them out, say how many).
+    bad_images: str = "fail"
+    # Fast path: send uint8 images from the workers and normalise whole batches on the device
+    # (false: the seed's per-image float ToTensor + Normalize).
+    uint8: bool = True
+    # Decode every image once and keep the pixels in RAM (datasets that fit: ~0.6 MB per photo).
+    cache: bool = False
+    # Train images: decode JPEGs with torchvision (libjpeg-turbo) into uint8 tensors and crop,
+    # resize and flip the tensors, faster per core than PIL (README, Performance) (needs uint8; false: PIL, as the seed).
+    fast_decode: bool = True
+    # Preprocess once, train many (README, Data store): decode every image once into a store on
+    # disk that this and every later run with the same images and sizes read, sweep jobs included.
+    store: bool = False
+    # Where stores live; null: $PEFT_FOOD_CACHE/stores, else ~/.cache/peft_food/stores.
+    store_dir: Optional[str] = None
+    # Train images are stored with their shorter side at most this many pixels (larger ones are
+    # downscaled); null: twice the model's input side (448 for ViT-B/16 at 224).
+    store_side: Optional[int] = None
+    # synthetic only: number of classes and image side in pixels.
+    num_classes: int = 10
+    image_size: int = 64
+
+    def __post_init__(self) -> None:
+        require(
+            self.source in SOURCES,
+            f"data.source={self.source!r} is unknown: choose one of {', '.join(SOURCES)}",
+        )
+        require(
+            not SOURCES[self.source].reads_root or bool(self.root),
+            f"data.root is missing: data={self.source} reads images from disk, "
+            f"pass data.root=/path/to/images",
+        )
+        require(self.bad_images in ("fail", "skip"), f"data.bad_images={self.bad_images!r} is invalid: use fail or skip")
+        require(0.0 < self.test_size < 1.0, f"data.test_size={self.test_size} is invalid: use a fraction in (0, 1)")
+        for key in ("per_class", "eval_per_class"):
+            value = getattr(self, key)
+            require(value is None or value > 0, f"data.{key}={value} is invalid: use a positive count or null")
+        require(not (self.store and self.cache),
+                "data.store and data.cache both keep decoded pixels: choose one (data.store=true for sweeps "
+                "and datasets larger than RAM)")
+        require(self.store_side is None or self.store_side >= 8,
+                f"data.store_side={self.store_side} is invalid: use a side of at least 8 pixels, or null")
+        require(self.num_classes >= 2, f"data.num_classes={self.num_classes} is invalid: use at least 2")
+
+
+
+
+def _load_hub(*, hub_id: str, train_split: str, eval_split: str | None) -> tuple[Dataset, Dataset | None]:
+    from datasets import load_dataset
+
+    try:
+        train = load_dataset(hub_id, split=train_split)
+        eval_ = load_dataset(hub_id, split=eval_split) if eval_split else None
+    except Exception as err:  # network, auth or split-name failures all end here
+        reason = first_line(err)
+        raise DataError(
+            f"could not load {hub_id!r} from the Hugging Face Hub ({reason}); offline, use "
+            f"data=food101_local data.root=<Food-101 folder>, data=imagefolder or data=synthetic"
+        ) from None
+    return train, eval_
+
+
+def _labelled(paths: list[Path], labels: list[int], names: list[str], *, bad_images: str,
+              plan: Plan | None = None, kinds: tuple[str, ...] = (), part: str = "") -> Part:
+    """A dataset of image files, screened first: a corrupt image found mid-epoch would crash a
+    run hours in, so every file is decoded once before training starts. With a store plan, the
+    store's build is the screening (once, for every later run), and the dataset gets an `index`
+    column: each image's position in the stores."""
+    if plan is None:
+        found = check_images(paths)
+        stores, bad = {}, {i: found[path] for i, path in enumerate(paths) if path in found}
+    else:
+        stores = _stores(FileImages(paths), plan, kinds=kinds, part=part)
+        bad = next(iter(stores.values())).bad
+    kept = _kept(len(paths), bad, describe=lambda i: str(paths[i]), bad_images=bad_images)
+    columns: dict[str, list] = {"image": [str(paths[i]) for i in kept], "label": [labels[i] for i in kept]}
+    if plan is not None:
+        columns["index"] = kept
+    return Part(_dataset(columns, names=names), stores)
+
+
+def _hub_part(ds: Dataset, *, split: str, hub_id: str, plan: Plan | None, kinds: tuple[str, ...],
+              bad_images: str) -> Part:
+    """A Hub split, through its stores with a store plan (keyed by the dataset's fingerprint)."""
+    if plan is None:
+        return Part(ds)
+    name = f"{hub_id}:{split}"
+    stores = _stores(DatasetImages(ds, name=name), plan, kinds=kinds, part=name)
+    kept = _kept(len(ds), next(iter(stores.values())).bad, describe=lambda i: f"{name}[{i}]", bad_images=bad_images)
+    ds = ds.add_column("index", list(range(len(ds))))
+    return Part(ds.select(kept) if len(kept) < len(ds) else ds, stores)
+
+
+def _stores(images: Images, plan: Plan, *, kinds: tuple[str, ...], part: str) -> dict[str, Store]:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in part)
+    built = ensure(images, [getattr(plan, kind) for kind in kinds], root=plan.root, part=safe, workers=plan.workers)
+    return dict(zip(kinds, built))
+
+
+def _kept(count: int, bad: dict[int, str], *, describe: Callable[[int], str], bad_images: str) -> list[int]:
+    """Positions of the usable images; unusable ones fail the run or are skipped (data.bad_images)."""
+    if bad:
+        listing = "; ".join(f"{describe(i)}: {why}" for i, why in list(bad.items())[:3])
+        if bad_images == "fail":
+            raise DataError(f"{len(bad)} unusable image(s), e.g. {listing} "
+                            f"(fix or remove them, or set data.bad_images=skip)")
+        log.warning("data.bad_images=skip: skipping %d unusable image(s), e.g. %s", len(bad), listing)
+    return [i for i in range(count) if i not in bad]
+
+
+def _dataset(columns: dict[str, list], *, names: list[str]) -> Dataset:
+    """An image column and a ClassLabel label column (datasets is imported here, not at the top:
+    the command line reads SOURCES without paying for it), and the stores' `index` where given."""
+    from datasets import ClassLabel, Dataset, Features, Image, Value
+
+    features = {"image": Image(), "label": ClassLabel(names=names)}
+    if "index" in columns:
+        features["index"] = Value("int64")
+    return Dataset.from_dict(columns, features=Features(features))
+
+
+def _require_every_class(train: Dataset, eval_: Dataset, *, where: Path) -> None:
+    names = train.features["label"].names
+    missing = sorted(set(train["label"]) - set(eval_["label"]))
+    if missing:
+        raise DataError(f"{where}: class(es) {', '.join(names[i] for i in missing[:5])} have training images but "
+                        f"none to evaluate on: add test images or remove the class")
+
+
+def _existing_dir(root: Path) -> Path:
+    if not root.is_dir():
+        raise DataError(f"data.root={str(root)!r} is not a directory: point it at your image folder")
+    return root
+
+
+def _load_food101_layout(root: Path, *, bad_images: str, plan: Plan | None = None) -> tuple[Part, Part]:
+    """Food-101's own layout: meta/classes.txt names the labels, meta/{train,test}.txt the images."""
+    meta = _existing_dir(root) / "meta"
+    for name in ("classes.txt", "train.txt", "test.txt"):
+        if not (meta / name).is_file():
+            raise DataError(f"{meta / name} is missing: data=food101_local expects Food-101's images/ and meta/ layout")
+    classes = (meta / "classes.txt").read_text().split()
+    index = {name: i for i, name in enumerate(classes)}
+
+    def split(list_file: str, kinds: tuple[str, ...]) -> Part:
+        entries = (meta / list_file).read_text().split()
+        unknown = sorted({e.split("/")[0] for e in entries} - index.keys())
+        if unknown:
+            raise DataError(f"{meta / list_file} names classes not in classes.txt: {', '.join(unknown[:5])}")
+        paths = [root / "images" / f"{entry}.jpg" for entry in entries]
+        missing = [p for p in paths if not p.is_file()]
+        if missing:
+            raise DataError(f"{meta / list_file} lists {len(missing)} missing image(s), e.g. {missing[0]}")
+        return _labelled(paths, [index[e.split("/")[0]] for e in entries], classes, bad_images=bad_images,
+                         plan=plan, kinds=kinds, part=f"{root.resolve().name}-{Path(list_file).stem}")
+
+    # Food-101's test list is only ever evaluated, its train list only trained on.
+    train, test = split("train.txt", ("train",)), split("test.txt", ("eval",))
+    _require_every_class(train.ds, test.ds, where=meta / "test.txt")
+    return train, test
+
+
+def _class_images(folder: Path) -> dict[str, list[Path]]:
+    classes = sorted(d for d in folder.iterdir() if d.is_dir())
+    if not classes:
+        raise DataError(f"{folder} has no class folders: expected {folder}/<class>/<image>.jpg")
+    found = {}
+    for d in classes:
+        images = sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise DataError(f"class folder {d} holds no images: add some or remove the folder")
+        found[d.name] = images
+    return found
+
+
+def _load_imagefolder(root: Path, *, bad_images: str, plan: Plan | None = None) -> tuple[Part, Part | None]:
+    """`root/<class>/...`, or `root/train/<class>/...` + `root/test/<class>/...`."""
+    root = _existing_dir(root)
+    has_splits = (root / "train").is_dir() and (root / "test").is_dir()
+    train = _class_images(root / "train" if has_splits else root)
+    names = sorted(train)
+
+    def to_part(found: dict[str, list[Path]], kinds: tuple[str, ...], part: str) -> Part:
+        paths = [p for name in names for p in found.get(name, [])]
+        labels = [i for i, name in enumerate(names) for _ in found.get(name, [])]
+        return _labelled(paths, labels, names, bad_images=bad_images, plan=plan, kinds=kinds, part=part)
+
+    if not has_splits:  # the eval set is carved out of this pool: stored in both forms
+        return to_part(train, ("train", "eval"), root.resolve().name), None
+    test = _class_images(root / "test")
+    extra = sorted(test.keys() - train.keys())
+    if extra:
+        raise DataError(f"{root / 'test'} has classes with no training images: {', '.join(extra[:5])}")
+    train_part = to_part(train, ("train",), f"{root.resolve().name}-train")
+    test_part = to_part(test, ("eval",), f"{root.resolve().name}-test")
+    _require_every_class(train_part.ds, test_part.ds, where=root / "test")
+    return train_part, test_part
+
+
+def synthetic_dataset(*, num_classes: int, per_class: int, image_size: int, seed: int) -> Dataset:
+    """Class k = a hue plus one of four stripe orientations, with per-image jitter and noise.
+
+    Colour survives crops and flips, so the classes stay learnable under the train augmentations.
+    """
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:image_size, 0:image_size] / image_size
+    images, labels = [], []
+    for label in range(num_classes):
+        base = np.array(colorsys.hsv_to_rgb(label / num_classes, 0.45, 0.75)) * 255
+        angle = np.pi * (label % 4) / 4
+        stripes = np.sin(2 * np.pi * 4 * (xx * np.cos(angle) + yy * np.sin(angle)))
+        for _ in range(per_class):
+            pixels = base + 40 * stripes[..., None] + rng.normal(0, 60, (image_size, image_size, 3))
+            pixels += rng.normal(0, 25, 3)  # per-image colour shift
+            images.append(np.clip(pixels, 0, 255).astype(np.uint8))
+            labels.append(label)
+    return _dataset({"image": images, "label": labels}, names=[f"class_{k}" for k in range(num_classes)])
+

@@ -1,0 +1,1 @@
+"""Evaluation: metrics computed from one confusion matrix, and per-class results of the saved model."""

@@ -1,0 +1,148 @@
+"""Per-class results at the end of a run, on the model that is saved: written to the run dir and
+logged to W&B, so `logger=none` users get the same files.
+
+    per_class.csv     class, eval images, accuracy, the class it is most often taken for (and how often)
+    confusion.csv     counts, true class per row, predicted per column
+    confusion.png     the confusion row-normalised, readable at 101 classes (one cell per pair)
+    examples.csv/png  `logger.examples` eval images with their prediction, misclassified ones first
+
+In W&B: tables `per_class`, `top_confusions` (the most frequent mistakes) and `examples` (with
+the images), and the confusion image. A 101 x 101 interactive confusion matrix of W&B's own is
+10,201 cells that no one reads; the image and the top-confusions table are what stays readable.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from peft_food.evaluation.metrics import confusion_matrix, per_class
+
+
+@dataclass
+class EvalResults:
+    logits: np.ndarray
+    labels: np.ndarray
+    names: list[str]
+
+    # Derived once: every table, file and plot below reads them.
+    @cached_property
+    def predictions(self) -> np.ndarray:
+        return self.logits.argmax(-1)
+
+    @cached_property
+    def confidence(self) -> np.ndarray:
+        shifted = np.exp(self.logits - self.logits.max(-1, keepdims=True))
+        return (shifted / shifted.sum(-1, keepdims=True)).max(-1)
+
+    @cached_property
+    def confusion(self) -> np.ndarray:
+        return confusion_matrix(self.predictions, self.labels, num_labels=len(self.names))
+
+    def examples(self, n: int) -> list[int]:
+        """Eval indices to show: the most confident mistakes (up to half of `n`), then correct ones."""
+        wrong = np.flatnonzero(self.predictions != self.labels)
+        wrong = wrong[np.argsort(-self.confidence[wrong], kind="stable")]
+        right = np.flatnonzero(self.predictions == self.labels)
+        take_wrong = min(len(wrong), max(n - len(right), n // 2 if len(right) else n))
+        return [int(i) for i in [*wrong[:take_wrong], *right[: n - take_wrong]]]
+
+    def top_confusions(self, k: int = 20) -> list[tuple[str, str, int]]:
+        """(true, predicted, count) of the `k` most frequent mistakes."""
+        off = self.confusion.copy()
+        np.fill_diagonal(off, 0)
+        order = np.argsort(-off, axis=None, kind="stable")[:k]
+        pairs = [np.unravel_index(i, off.shape) for i in order]
+        return [(self.names[t], self.names[p], int(off[t, p])) for t, p in pairs if off[t, p] > 0]
+
+    def example_rows(self, indices: list[int]) -> list[dict[str, Any]]:
+        return [{"index": i, "true": self.names[self.labels[i]], "predicted": self.names[self.predictions[i]],
+                 "confidence": round(float(self.confidence[i]), 4), "correct": bool(self.predictions[i] == self.labels[i])}
+                for i in indices]
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["empty"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write(results: EvalResults, *, out_dir: Path, examples: list[int], images: list[Any]) -> None:
+    """The CSVs and PNGs above into `out_dir`; `images` are the eval images (PIL) at `examples`."""
+    confusion = results.confusion
+    _write_csv(out_dir / "per_class.csv", per_class(confusion, results.names))
+    with (out_dir / "confusion.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["true \\ predicted", *results.names])
+        writer.writerows([name, *map(int, counts)] for name, counts in zip(results.names, confusion))
+    rows = results.example_rows(examples)
+    _write_csv(out_dir / "examples.csv", rows)
+    _plot_confusion(confusion, results.names, out_dir / "confusion.png")
+    if images:
+        _plot_examples(rows, images, out_dir / "examples.png")
+
+
+def _plot_confusion(confusion: np.ndarray, names: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = confusion.sum(axis=1, keepdims=True)
+    share = np.divide(confusion, rows, out=np.zeros_like(confusion, dtype=float), where=rows > 0)
+    side = max(6.0, 0.17 * len(names))  # ~0.17 inch per class: 101 classes stay legible at 100 dpi
+    fig, ax = plt.subplots(figsize=(side + 1.5, side))
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.03, label="share of the true class's eval images")
+    font = 9 if len(names) <= 20 else 6
+    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=font)
+    ax.set_yticks(range(len(names)), names, fontsize=font)
+    ax.set(xlabel="predicted", ylabel="true", title=f"Confusion of the saved model ({int(confusion.sum())} eval images)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _plot_examples(rows: list[dict[str, Any]], images: list[Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(4, len(rows))
+    lines = -(-len(rows) // cols)
+    fig, axes = plt.subplots(lines, cols, figsize=(3 * cols, 3.2 * lines), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, row, image in zip(axes.flat, rows, images):
+        ax.imshow(image)
+        ax.set_title(f"{row['true']}\n-> {row['predicted']} ({row['confidence']:.2f})", fontsize=8,
+                     color="black" if row["correct"] else "red")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def log_to_wandb(run: Any, results: EvalResults, *, examples: list[int], images: list[Any], out_dir: Path) -> None:
+    """The same results as W&B tables and the confusion image written to `out_dir` (offline runs
+    stage them for `wandb sync`)."""
+    import wandb
+
+    rows = per_class(results.confusion, results.names)
+    columns = list(rows[0])
+    shown = results.example_rows(examples)
+    run.log({
+        "confusion": wandb.Image(str(out_dir / "confusion.png")),
+        "per_class": wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in rows]),
+        "top_confusions": wandb.Table(columns=["true", "predicted", "count"],
+                                      data=[list(c) for c in results.top_confusions()]),
+        "examples": wandb.Table(columns=["image", "true", "predicted", "confidence", "correct"],
+                                data=[[wandb.Image(image), r["true"], r["predicted"], r["confidence"], r["correct"]]
+                                      for r, image in zip(shown, images)]),
+    })

@@ -1,0 +1,86 @@
+"""Files on disk, safely, for every stage: an exclusive lock a process holds while it works, and
+writes that readers see whole or not at all. Torch-free.
+
+- `FileLock`: flock on a lock file, released by the kernel if its holder dies (no stale locks).
+  The data store's build waits for it (other jobs then reuse what the builder wrote); a run dir's
+  lock refuses a second process at once, naming the holder it wrote into the file.
+- `write_atomic`: a temp file beside the target, fsync, rename over it (POSIX rename is atomic), with
+  the mode the umask gives (mkstemp's 0600 would hide the file from a teammate).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+
+class LockBusy(Exception):
+    """Another live process holds the lock; `holder` is what it wrote into the lock file."""
+
+    def __init__(self, holder: str):
+        super().__init__(holder)
+        self.holder = holder
+
+
+class FileLock:
+    """An exclusive flock on `path` (created if missing) from __enter__ to __exit__.
+
+    wait: block until the holder is done (`on_wait` is called first, to say so); otherwise raise
+    LockBusy at once. holder: written into the file once held (who holds it). remove: delete the
+    file on release (only for locks nobody waits on: a waiter would hold a deleted file's lock)."""
+
+    def __init__(self, path: Path, *, wait: bool, on_wait: Callable[[], None] | None = None,
+                 holder: str | None = None, remove: bool = False):
+        self.path, self.wait, self.on_wait, self.holder, self.remove = path, wait, on_wait, holder, remove
+        self._fd: int | None = None
+
+    def __enter__(self) -> "FileLock":
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not self.wait:
+                holder = os.read(fd, 4096).decode(errors="replace")
+                os.close(fd)
+                raise LockBusy(holder) from None
+            if self.on_wait:
+                self.on_wait()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        if self.holder is not None:
+            os.ftruncate(fd, 0)
+            os.write(fd, self.holder.encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._fd is not None:
+            if self.remove:
+                self.path.unlink(missing_ok=True)
+            os.close(self._fd)  # drops the flock
+            self._fd = None
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the previous file or this one, never part of one."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)  # the umask decides the mode
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside `path` durable (the directory entry, not only the file)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,55 @@
+"""The method axis: one typed spec per fine-tuning method, and each spec owns its method's behaviour.
+
+    peft-food-train peft=lora peft.r=8                  # LoRA on query/value + trained head
+    peft-food-train peft=lora peft.use_dora=true        # DoRA (also: peft=dora)
+    peft-food-train peft=ia3                            # IA3 on key/value/mlp_out
+    peft-food-train peft=bitfit                         # every bias term + the head
+    peft-food-train peft=linear_probe                   # only the classifier head trains
+    peft-food-train -m peft=lora,dora,loha peft.r=4,16  # methods x ranks in one sweep
+
+Each spec holds only the keys its method understands (Hydra rejects the rest, e.g. `peft=ia3
+peft.r=4`) and checks their values in `__post_init__`. It also says how the method prepares a
+base (`prepare`), what it saves (`save`), how it is read back (`load`) and how it folds into a
+plain model (`merge`); the rest of the package asks the spec and never branches on a method name.
+Three families share that behaviour, one module each:
+
+- `FullSpec`: every parameter trains; the whole model is saved.
+- `PartialSpec` (linear_probe, bitfit): a chosen subset of the base's own parameters trains;
+  those tensors alone are saved (`trained.safetensors`) and put back onto the base on reload.
+- `AdapterSpec` (lora/dora, loha, lokr, ia3, vera, oft): peft's own adapter, with the classifier
+  head trainable and saved beside it (modules_to_save).
+
+`target_modules` names module *roles* (query, key, value, attn_out, mlp_in, mlp_out) that each
+backbone's `model.modules` maps to its own Linear names, so one method config works on ViT,
+DeiT, DINOv2 and Swin alike. A new method is one class with `@register` (methods/base.py) in its family's module, and one file in
+peft_food/conf/peft/.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+# Importing the families fills METHODS (each class registers itself), in this order.
+from peft_food.methods import adapters, full, partial  # noqa: F401
+from peft_food.methods.adapters import LoraSpec
+from peft_food.methods.base import METHODS, BaseLoader, Method, PeftSpec
+
+__all__ = ["METHODS", "BaseLoader", "Method", "PeftSpec", "keys_of", "spec_of"]
+
+
+def keys_of(method: str) -> list[str]:
+    """The keys `peft=<method>` understands (for error messages)."""
+    return [f.name for f in fields(METHODS[method]) if f.name not in ("method", "recommended_lr")]
+
+
+def spec_of(saved: dict[str, Any]) -> PeftSpec:
+    """The spec a model dir was saved with: its `peft` settings (format 2), or only the method's
+    label (format 1, before specs were saved: `dora`, `rslora`, ... were LoRA's flags)."""
+    if "peft" in saved:
+        settings = dict(saved["peft"])
+        return METHODS[settings["method"]](**settings)
+    label = saved["method"]
+    if label in METHODS:
+        return METHODS[label]()
+    return LoraSpec(use_dora=label.endswith("dora"), use_rslora=label.startswith("rs"))

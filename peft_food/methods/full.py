@@ -1,0 +1,39 @@
+"""Full fine-tuning: every parameter trains, and the whole model is saved.
+
+    peft-food-train peft=full
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from peft_food.methods.base import BaseLoader, Method, Resolve, register, require_method
+
+
+@register
+@dataclass
+class FullSpec(Method):
+    """Every parameter trains: the baseline the others are measured against."""
+
+    method: str = "full"
+    recommended_lr: float = 5e-5
+    saves_whole_model: ClassVar[bool] = True
+    library: ClassVar[str] = "transformers"
+
+    def __post_init__(self) -> None:
+        require_method(self, "full")
+
+    def prepare(self, base: Any, *, resolve: Resolve, head: str) -> Any:
+        for param in base.parameters():
+            param.requires_grad_(True)
+        return base
+
+    def save(self, model: Any, *, model_dir: Path, head: str) -> None:
+        model.save_pretrained(str(model_dir))
+
+    def load(self, model_dir: Path, *, base: BaseLoader, labels: list[str], head: str) -> Any:
+        from peft_food.model.weights import load_model
+
+        return load_model(model_dir, labels=labels)

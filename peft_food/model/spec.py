@@ -1,0 +1,46 @@
+"""The model group's schema (`model.*`): which backbone, from where, and its module roles.
+
+Torch-free: the command line validates it without importing torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from peft_food.errors import require
+from peft_food.model.modules import DEFAULT_ROLES
+
+
+@dataclass
+class ModelSpec:
+    # Short name for tags and tables (the peft_food/conf/model/ file name).
+    name: str = "model"
+    # Hub id or local directory; null for models that only exist as an architecture (vit_tiny).
+    name_or_path: Optional[str] = None
+    # false: build `arch` with random weights (offline, tests, benchmarks).
+    pretrained: bool = True
+    # Name of the classification head module: kept trainable and saved next to the adapter.
+    head: str = "classifier"
+    # transformers config kwargs (model_type first) for building without the Hub.
+    arch: dict[str, Any] = field(default_factory=dict)
+    # Image processor kwargs used when no checkpoint is loaded (mean, std, size).
+    processor: dict[str, Any] = field(default_factory=dict)
+    # Run Python code shipped with a Hub checkpoint: never, unless you ask for it here.
+    trust_remote_code: bool = False
+    # sdpa: fused scaled-dot-product attention (flash / memory-efficient kernels on GPU); eager: the seed's.
+    attn_implementation: str = "sdpa"
+    # Module roles that peft.target_modules may name -> this backbone's Linear module names
+    # (default: the names transformers >= 5.9 gives ViT, DeiT, DINOv2 and Swin alike).
+    modules: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ROLES))
+
+    def __post_init__(self) -> None:
+        require(
+            not self.pretrained or bool(self.name_or_path),
+            "model.pretrained=true needs model.name_or_path (a Hub id or a local directory); "
+            "set model.pretrained=false to build the architecture with random weights",
+        )
+        require(
+            self.pretrained or "model_type" in self.arch,
+            "model.pretrained=false needs model.arch.model_type (e.g. vit) to build the architecture",
+        )

@@ -1,0 +1,96 @@
+"""Model cards: the README.md of a run's model/ dir and of an export, written with
+huggingface_hub's ModelCard so the Hub reads their metadata (library, pipeline, base model,
+dataset, metrics, model-index with the accuracy). Publishing is the Hub CLI's job:
+
+    hf upload <user>/food-vit exported/food-vit
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from peft_food.data.sources import SOURCES
+from peft_food.tracking.record import RunRecord, portable
+
+FOOD101_NOTE = (
+    "Food-101 (Bossard, Guillaumin and Van Gool, ECCV 2014): 101,000 photos of 101 dishes from "
+    "foodspotting.com. The authors note that the images are not theirs: they are distributed for "
+    "research under fair use, subject to foodspotting.com's terms. Check those terms before any "
+    "non-research use of a model trained on them."
+)
+
+
+def _dataset(data: dict[str, Any]) -> tuple[str | None, str, str | None]:
+    """(Hub dataset id or None, a readable name, the eval split) of the run's data config, as its
+    source says (a source no longer known, from an old record: named as it was configured)."""
+    source = SOURCES.get(data.get("source"))
+    if source is None:
+        return None, f"data.source={data.get('source')}", None
+    card = source.card(data)
+    return card.hub_id, card.name, card.split
+
+
+def model_card(record: RunRecord, *, library: str, exported: bool) -> ModelCard:
+    """The card of a finished run: for its model/ dir (`library`: what reads what the method
+    saved) or for its export (a plain transformers model)."""
+    config = record.config
+    model, data = config.get("model", {}), config.get("data", {})
+    base = model.get("name_or_path") if model.get("pretrained", True) else None
+    hub_dataset, dataset_name, split = _dataset(data)
+    names = [key.removeprefix("eval_") for key in (record.epochs[0] if record.epochs else {}) if key != "epoch"]
+    best = record.best_epoch or {}
+    results = [EvalResult(task_type="image-classification", dataset_type=hub_dataset or data.get("source", "images"),
+                          dataset_name=dataset_name, dataset_split=split, metric_type=name, metric_name=name,
+                          metric_value=round(best[f"eval_{name}"], 6))
+               for name in names if name != "loss" and f"eval_{name}" in best]
+    title = f"{record.method} on {base or model.get('name', 'a random-init backbone')}"
+    card_data = ModelCardData(
+        library_name="transformers" if exported else library,
+        pipeline_tag="image-classification", base_model=base, datasets=[hub_dataset] if hub_dataset else None,
+        metrics=[n for n in names if n != "loss"], tags=["image-classification", "peft-food", record.method],
+        model_name=title, eval_results=results or None,
+    )
+    return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{_body(record, title=title, dataset=dataset_name, split=split, base=base, exported=exported)}")
+
+
+def _body(record: RunRecord, *, title: str, dataset: str, split: str | None, base: str | None, exported: bool) -> str:
+    config = record.config
+    counts = record.counts
+    settings = {k: v for k, v in config.get("peft", {}).items() if k not in ("method", "recommended_lr")}
+    epochs = record.epochs
+    columns = [k for k in (epochs[0] if epochs else {}) if k != "epoch"]
+    table = ["| epoch | " + " | ".join(columns) + " |", "| --- |" + " --- |" * len(columns)]
+    table += [f"| {e['epoch']:g} | " + " | ".join(f"{e[c]:.4f}" for c in columns) + " |" for e in epochs]
+    git = record.provenance.git or {}
+    how = ("A plain transformers model: the adapter is merged into the base weights (no peft needed)."
+           if exported else "Load it with `peft-food-predict <this dir> photo.jpg`, or export a merged model with "
+           "`peft-food-export <this dir> out/`.")
+    lines = [
+        f"# {title}", "",
+        f"Fine-tuned for image classification with peft_food: "
+        f"method `{record.method}` on `{base or config.get('model', {}).get('name')}`"
+        f"{'' if base else ' (randomly initialised: not a pretrained checkpoint)'}, "
+        f"{counts.num_labels if counts else len(record.labels)} classes. {how}", "",
+        "## Training", "",
+        f"- Data: {dataset}; {counts.num_train_samples if counts else '?'} training images, "
+        f"{counts.num_eval_samples if counts else '?'} eval images ({split}).",
+        f"- Method `{record.method}`: {', '.join(f'{k}={v}' for k, v in settings.items()) or 'no settings'}.",
+        f"- Trainable parameters: {counts.trainable_params:,} of {counts.total_params:,} "
+        f"({counts.trainable_percent}%)." if counts else "- Trainable parameters: not recorded.",
+        f"- Precision {record.provenance.precision}; the saved model is the best epoch by `{record.monitor}`.", "",
+        "## Eval results per epoch", "", *table, "",
+        "## Reproduce", "",
+        f"Command: `{record.provenance.command}` at git commit `{git.get('sha')}`"
+        f"{' (with uncommitted changes)' if git.get('dirty') else ''}. The resolved config:", "",
+        "```yaml", yaml.safe_dump(portable(config), sort_keys=False).rstrip(), "```", "",
+        "## Data licence", "", FOOD101_NOTE if "Food-101" in dataset else "The training images are your own.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_card(record: RunRecord, model_dir: Path, *, library: str, exported: bool = False) -> None:
+    model_card(record, library=library, exported=exported).save(str(model_dir / "README.md"))

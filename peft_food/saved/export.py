@@ -1,0 +1,47 @@
+"""Export: merge a run into a standalone model that needs neither peft nor this package.
+
+    peft-food-export outputs/2026-11-22/10-00-00 exported/food-vit
+    python -c "from transformers import pipeline; print(pipeline('image-classification', model='exported/food-vit')('photo.jpg'))"
+
+Each method's spec merges its own run (methods/ `merge`): every adapter (LoRA, DoRA, LoHa, LoKr,
+IA3, VeRA, OFT) folds its update into the base weights with peft's merge_and_unload and the trained
+head replaces the base's; full, linear-probe and BitFit runs already are plain models. The result
+is saved as safetensors with its image processor and id2label, so every method exports alike.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from huggingface_hub import ModelCard
+
+from peft_food.data.geometry import eval_processor
+from peft_food.model.weights import label_maps
+from peft_food.saved.artifacts import load_trained
+from peft_food.saved.cards import write_card
+from peft_food.tracking.record import FILE as RECORD_FILE
+from peft_food.tracking.record import RunRecord
+
+
+def export(run: Path, out_dir: Path) -> Path:
+    trained = load_trained(run)
+    model = trained.peft.merge(trained.model)
+    for key, value in label_maps(trained.labels).items():
+        setattr(model.config, key, value)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out_dir))
+    eval_processor(trained.processor).save_pretrained(str(out_dir))  # scores as the run evaluated
+    export_card(trained.model_dir, out_dir)
+    return out_dir
+
+
+def export_card(model_dir: Path, out_dir: Path) -> None:
+    """The export's model card: from the run's record when the run dir is there, else the model
+    dir's own card (a downloaded W&B artifact) marked as a plain transformers model."""
+    record_file = model_dir.parent / RECORD_FILE
+    if record_file.is_file():
+        write_card(RunRecord.load(record_file), out_dir, library="transformers", exported=True)
+    elif (model_dir / "README.md").is_file():
+        card = ModelCard.load(str(model_dir / "README.md"))
+        card.data.library_name = "transformers"
+        card.save(str(out_dir / "README.md"))

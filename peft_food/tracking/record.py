@@ -1,0 +1,188 @@
+"""The run record: what `<run dir>/metrics.json` holds, as one type with one reader and one writer.
+
+Schema 2 (`"schema": 2`; files without the key are schema 1, the flat layout before it, and are
+read into the same type, so committed records of either kind reproduce):
+
+    status        starting | running | completed | failed | interrupted (| damaged: an unreadable file)
+    method        the method's label (lora, dora, full, bitfit, ...)
+    monitor       the metric that picks the best checkpoint (eval_accuracy, eval_macro_f1, eval_loss, ...)
+    epochs        one entry per evaluation: epoch, eval_loss and eval_<metric> for each train.metrics
+    best, final   written for reading: the epoch the saved model comes from (best by monitor), the last
+    labels        class names in label order
+    counts        trainable_params, total_params, trainable_percent, num_labels, num_train_samples,
+                  num_eval_samples
+    efficiency    train_img_per_s, peak_mem_mb, model_size_mb, runtime_s, epoch_wall_s (per epoch), startup_s
+    provenance    git (sha, dirty), versions, hardware, command, precision, world_size,
+                  effective_batch_size
+    config        the resolved Hydra config that ran
+    error, resumed_from, wandb_run_id
+
+Writes are atomic (a temp file in the same folder, fsync, rename), so a run killed mid-write leaves
+the previous record, never half of one; a file damaged some other way is one line from
+`RunRecord.load`, not a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from peft_food.errors import UserError, first_line
+from peft_food.evaluation.metrics import METRICS
+from peft_food.files import write_atomic
+
+SCHEMA = 2
+FILE = "metrics.json"
+
+
+class DamagedRecord(UserError):
+    """A metrics.json that is not a readable record."""
+
+
+@dataclass
+class Counts:
+    trainable_params: int
+    total_params: int
+    trainable_percent: float
+    num_labels: int
+    num_train_samples: int
+    num_eval_samples: int
+
+
+@dataclass
+class Efficiency:
+    train_img_per_s: float | None = None
+    peak_mem_mb: float | None = None
+    model_size_mb: float | None = None
+    runtime_s: float | None = None
+    epoch_wall_s: list[float] = field(default_factory=list)
+    # Seconds from the job's start to its first training step: data (screening, or opening the data
+    # stores), model, and for a process's first job its imports too (later jobs of a multirun share
+    # the process). What a sweep job waits before it trains.
+    startup_s: float | None = None
+
+
+@dataclass
+class Provenance:
+    git: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, Any] = field(default_factory=dict)
+    hardware: dict[str, Any] = field(default_factory=dict)
+    command: str | None = None
+    precision: str | None = None
+    world_size: int = 1
+    effective_batch_size: int | None = None
+
+
+@dataclass
+class RunRecord:
+    status: str = "starting"
+    method: str = ""
+    monitor: str = "eval_accuracy"
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    counts: Counts | None = None
+    efficiency: Efficiency = field(default_factory=Efficiency)
+    provenance: Provenance = field(default_factory=Provenance)
+    config: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    resumed_from: list[str] = field(default_factory=list)
+    wandb_run_id: str | None = None
+
+    # --- derived ----------------------------------------------------------------------------
+
+    @property
+    def best_epoch(self) -> dict[str, float] | None:
+        """The evaluation the saved model comes from: best by the monitor, the first of ties (as
+        Trainer's load_best_model_at_end picks it)."""
+        scored = [e for e in self.epochs if self.monitor in e]
+        if not scored:
+            return None
+        sign = 1 if METRICS[self.monitor.removeprefix("eval_")].higher_is_better else -1
+        return max(scored, key=lambda e: sign * e[self.monitor])
+
+    @property
+    def best(self) -> float | None:
+        """The monitored metric of the best epoch (what a sweeper optimises)."""
+        epoch = self.best_epoch
+        return epoch[self.monitor] if epoch else None
+
+    @property
+    def final(self) -> float | None:
+        return self.epochs[-1].get(self.monitor) if self.epochs else None
+
+    def summary(self) -> dict[str, Any]:
+        """Flat scalars for W&B's run summary and tables: best_/final_<metric>, counts, efficiency."""
+        out: dict[str, Any] = {"status": self.status, "method": self.method, "monitor": self.monitor,
+                               "precision": self.provenance.precision}
+        out.update(asdict(self.counts) if self.counts else {})
+        out.update(asdict(self.efficiency))
+        for prefix, epoch in (("best", self.best_epoch), ("final", self.epochs[-1] if self.epochs else None)):
+            out.update({f"{prefix}_{k}": v for k, v in (epoch or {}).items() if k != "epoch"})
+        return out
+
+    # --- files ------------------------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        body = asdict(self)
+        body.update(best=self.best_epoch, final=self.epochs[-1] if self.epochs else None)
+        return {"schema": SCHEMA, **body}
+
+    def write(self, path: Path) -> None:
+        """Atomically: readers see the previous record or this one, never part of one."""
+        write_atomic(path, (json.dumps(self.to_json(), indent=2, default=str) + "\n").encode())
+
+    @classmethod
+    def load(cls, path: Path) -> "RunRecord":
+        try:
+            body = json.loads(path.read_text())
+            if not isinstance(body, dict):
+                raise ValueError("not a JSON object")
+            return cls.from_json(body)
+        except (ValueError, TypeError, KeyError) as err:  # JSONDecodeError is a ValueError
+            raise DamagedRecord(f"{path} is damaged ({type(err).__name__}: {first_line(err)}): "
+                                f"delete it, or restore it from a backup") from None
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> "RunRecord":
+        body = dict(body) if body.get("schema", 1) >= 2 else _from_schema_1(body)
+        known = {f.name for f in fields(cls)}
+        record = cls(**{k: v for k, v in body.items() if k in known})
+        record.counts = Counts(**record.counts) if isinstance(record.counts, dict) else record.counts
+        record.efficiency = Efficiency(**record.efficiency) if isinstance(record.efficiency, dict) else record.efficiency
+        record.provenance = Provenance(**record.provenance) if isinstance(record.provenance, dict) else record.provenance
+        return record
+
+
+def _from_schema_1(flat: dict[str, Any]) -> dict[str, Any]:
+    """Schema 1 kept every key at the top level and monitored eval accuracy."""
+    def take(cls: type) -> dict[str, Any]:
+        return {f.name: flat[f.name] for f in fields(cls) if f.name in flat}
+
+    counts = take(Counts)
+    return {**{k: flat[k] for k in ("status", "method", "epochs", "labels", "config", "error", "resumed_from",
+                                     "wandb_run_id") if k in flat},
+            "monitor": "eval_accuracy", "counts": counts if len(counts) == len(fields(Counts)) else None,
+            "efficiency": take(Efficiency), "provenance": take(Provenance)}
+
+
+def portable(config: dict[str, Any], *, root: Path | None = None) -> dict[str, Any]:
+    """A run's config as it can be shared: without the run's own output dir, and data.root relative
+    to `root` (a committed record, relative to the repository root) or, with no root, a placeholder
+    the reader fills in (a model card)."""
+    config = {k: v for k, v in config.items() if k != "output_dir"}
+    data_root = config.get("data", {}).get("root")
+    if data_root:
+        shared = os.path.relpath(Path(data_root).resolve(), root.resolve()) if root else "<your data.root>"
+        config["data"] = {**config["data"], "root": shared}
+    return config
+
+
+def read_or_damaged(path: Path) -> RunRecord:
+    """The record at `path`, or one saying it is damaged (for readers that list many runs)."""
+    try:
+        return RunRecord.load(path)
+    except DamagedRecord as err:
+        return RunRecord(status="damaged", error=str(err))

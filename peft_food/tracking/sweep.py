@@ -1,0 +1,134 @@
+"""Sweep bookkeeping: W&B group and run names for multirun jobs, and the end-of-sweep summary.
+
+    peft-food-train -m peft.r=4,8,16,32 peft.alpha=8,16,32      # 12 jobs, one W&B group
+    peft-food-train -m +sweep=lora_rank_alpha                   # the same grid, from peft_food/conf/sweep/
+
+Every job of a sweep shares the W&B group `<sweep_name>-<sweep dir>` and is named by the keys the
+sweep varies (`r=8,alpha=32`), so the dashboard groups and labels runs with no manual setup.
+
+Before the first job starts, every job of a grid is composed: a key one of the swept methods does
+not have (`-m peft=lora,ia3 peft.r=4,16`: IA3 has no rank) stops the sweep with one line naming the
+job and the keys that method takes, instead of failing halfway through.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from peft_food.errors import first_line
+from peft_food.tracking.record import FILE as RECORD_FILE
+from peft_food.tracking.record import RunRecord, read_or_damaged
+
+log = logging.getLogger(__name__)
+
+
+def is_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def swept_keys(hydra_cfg: Any) -> list[str]:
+    """Keys the sweep varies: `a=1,2` on the command line (as saved in multirun.yaml) and
+    hydra.sweeper.params from a committed sweep file, in the order they were given."""
+    keys = list(hydra_cfg.sweeper.get("params") or {})
+    saved = Path(hydra_cfg.sweep.dir) / "multirun.yaml"
+    if saved.is_file():
+        task = OmegaConf.load(saved).hydra.overrides.task
+        parsed = OverridesParser.create().parse_overrides(list(task))
+        keys += [o.key_or_group for o in parsed if o.is_sweep_override() and o.key_or_group not in keys]
+    return keys
+
+
+def job_labels(*, sweep_name: str | None) -> dict[str, str]:
+    """W&B labels of this multirun job (empty outside a multirun): its group, its name from the
+    swept keys (`r=8,seed=2`), its setting (the name without the seed: `r=8`) and job type."""
+    if not is_multirun():
+        return {}
+    hydra_cfg = HydraConfig.get()
+    values = {o.key_or_group: o.value() for o in OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task))}
+    parts = [(key, f"{key.rsplit('.', 1)[-1]}={values[key]}") for key in swept_keys(hydra_cfg) if key in values]
+    name = ",".join(part for _, part in parts) or f"job{hydra_cfg.job.num}"
+    setting = ",".join(part for key, part in parts if key != "seed") or name
+    sweep_dir = Path(hydra_cfg.sweep.dir)
+    group = f"{sweep_name or 'sweep'}-{'_'.join(sweep_dir.parts[-2:])}"
+    return {"group": group, "name": name, "setting": setting, "job_type": "sweep"}
+
+
+def job_records(sweep_dir: Path) -> list[tuple[Path, RunRecord]]:
+    """(job dir, its record) for every job that has started, in job order. A job dir without
+    metrics.json is `starting`; one whose metrics.json cannot be read is `damaged`."""
+    jobs = []
+    for job_dir in sorted((d for d in sweep_dir.iterdir() if (d / ".hydra").is_dir()),
+                          key=lambda d: (not d.name.isdigit(), int(d.name) if d.name.isdigit() else d.name)):
+        path = job_dir / RECORD_FILE
+        jobs.append((job_dir, read_or_damaged(path) if path.is_file() else RunRecord(status="starting")))
+    return jobs
+
+
+def grid_jobs(hydra_cfg: Any) -> list[tuple[list[str], str]]:
+    """(override list, label from the swept keys) of every job the basic sweeper will launch:
+    the sweep file's params plus the command line."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    params = [f"{key}={value}" for key, value in (hydra_cfg.sweeper.get("params") or {}).items()]
+    parsed = OverridesParser.create().parse_overrides([*params, *hydra_cfg.overrides.task])
+    swept = {o.key_or_group for o in parsed if o.is_sweep_override()}
+    jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    return [(job, " ".join(o for o in job if o.split("=", 1)[0].lstrip("+~") in swept)) for job in jobs]
+
+
+def _method_keys(job: list[str], default: str) -> str:
+    """"peft=<option> takes k1, k2, ..." for the job's method, to say what it would accept."""
+    from hydra import compose
+
+    from peft_food.methods import keys_of
+
+    option = next((o.split("=", 1)[1] for o in job if o.startswith("peft=")), default)
+    method = compose(config_name="train", overrides=[f"peft={option}"]).peft.method
+    return f"peft={option} takes {', '.join(keys_of(method)) or 'no peft.* keys'}"
+
+
+def check_grid(hydra_cfg: Any) -> None:
+    """Compose every job of the grid now, so a key that one swept method rejects costs nothing.
+    Values are still checked by each job (a bad value fails that job alone, recorded)."""
+    from hydra import compose
+
+    for job, label in grid_jobs(hydra_cfg):
+        try:
+            compose(config_name="train", overrides=job)
+        except Exception as err:
+            reason = first_line(err)
+            hint = _method_keys(job, hydra_cfg.runtime.choices.get("peft", "lora")) if "peft." in reason else ""
+            print(f"peft-food-train: error: sweep job `{label}` is not a valid config: {reason}"
+                  f"{f' ({hint})' if hint else ''}; no job was run", file=sys.stderr)
+            sys.exit(2)
+
+
+class SweepSummary(Callback):
+    """Before the first job: every job of the grid composes. After the last: one line per failed
+    job, and a non-zero exit if any job failed.
+
+    Jobs catch their own errors so the rest of the sweep still runs (a raised exception would
+    otherwise surface only as the first failure's traceback)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if "BasicSweeper" in str(config.hydra.sweeper.get("_target_", "")):
+            check_grid(config.hydra)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        jobs = job_records(Path(config.hydra.sweep.dir))
+        failed = [(d, m) for d, m in jobs if m.status != "completed"]
+        log.info("sweep finished: %d of %d jobs completed (%s)", len(jobs) - len(failed), len(jobs),
+                 config.hydra.sweep.dir)
+        for job_dir, record in failed:
+            log.error("job %s %s: %s", job_dir.name, record.status, record.error or "no error recorded")
+        if failed:
+            sys.exit(1)

@@ -1,0 +1,146 @@
+"""A run's W&B run, opened here and finished by the caller even on error.
+
+One W&B run per training job: HF's WandbCallback only opens a run when none is active and never
+finishes it, so in a Hydra multirun every job after the first would otherwise log into the first
+job's run. Trainer's metrics reach the run through `WandbMetrics`, not that callback, so the run's
+config is ours alone. The user's WANDB_* environment is honoured unless the config says otherwise
+(`wandb_settings`).
+"""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from transformers import TrainerCallback
+
+from peft_food.config import DEFAULTS, ENV, LoggerSpec, from_env
+from peft_food.tracking.record import RunRecord
+
+log = logging.getLogger(__name__)
+
+
+# --- W&B -----------------------------------------------------------------------------------
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"peft": {"r": 8}} -> {"peft.r": 8}: the keys W&B's table, grouping and parallel plots use."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def has_wandb_credentials() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        return netrc.netrc().authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def resolve_mode(spec: LoggerSpec) -> str:
+    """An explicit logger.mode wins, then WANDB_MODE; otherwise online only with credentials."""
+    if spec.mode:
+        return spec.mode
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    return "online" if has_wandb_credentials() else "offline"
+
+
+def wandb_settings(spec: LoggerSpec, *, run_dir: Path, tags: list[str]) -> dict[str, Any]:
+    """wandb.init's arguments, each from the config if set there, else the user's WANDB_*
+    environment, else this package's default; WANDB_TAGS are merged with the config's and ours."""
+    settings = {key: next((v for v in (getattr(spec, key), from_env(key), DEFAULTS.get(key)) if v is not None), None)
+                for key in ENV}
+    settings["dir"] = settings["dir"] or str(run_dir)
+    env_tags = [t.strip() for t in (os.environ.get("WANDB_TAGS") or "").split(",") if t.strip()]
+    settings["tags"] = sorted({*spec.tags, *env_tags, *tags})
+    settings["mode"] = resolve_mode(spec)
+    return settings
+
+
+def start_wandb(*, spec: LoggerSpec, run_dir: Path, config: dict[str, Any], tags: list[str], metrics: list[str],
+                run_id: str | None = None):
+    """Open this job's own W&B run (its files under `run_dir/wandb` unless WANDB_DIR or
+    logger.dir say otherwise), or return None for logger=none. `config` is all the run's W&B
+    config holds. `run_id` of an interrupted run resumes that W&B run instead of forking a new one."""
+    if not spec.enabled:
+        return None
+    import wandb
+
+    settings = wandb_settings(spec, run_dir=run_dir, tags=tags)
+    Path(settings["dir"]).mkdir(parents=True, exist_ok=True)
+    run = wandb.init(
+        **settings,
+        config=flatten(config),
+        # A job that died without finishing must not swallow the next job's metrics.
+        reinit="finish_previous",
+        id=run_id,
+        resume="allow" if run_id else None,
+    )
+    # Trainer's train/* scalars are plotted against train/global_step, every eval metric per epoch.
+    # (Exact names take precedence over the "*" rule.)
+    run.define_metric("train/global_step")
+    run.define_metric("*", step_metric="train/global_step", step_sync=True)
+    run.define_metric("train/epoch")
+    for name in dict.fromkeys([*metrics, "loss"]):
+        run.define_metric(f"eval/{name}", step_metric="train/epoch")
+    if settings["mode"] == "offline":
+        log.warning("W&B: no API key found, logging offline to %s (upload later: wandb sync %s)",
+                    run.dir, Path(run.dir).parent)
+    return run
+
+
+class WandbMetrics(TrainerCallback):
+    """Trainer's logs into this run, named as transformers' WandbCallback names them (train/loss,
+    eval/accuracy, train/global_step), without what that callback also does: merge every
+    TrainingArguments field and the model config into the run's config (143 keys beside ours,
+    `learning_rate` beside `train.lr`), so the run's config stays the resolved Hydra config."""
+
+    # Whole-run figures go to the summary, not the history (as WandbCallback does).
+    SUMMARY_ONLY = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss", "total_flos")
+
+    def __init__(self, run: Any):
+        self.run = run
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        from transformers.integrations.integration_utils import rewrite_logs
+
+        self.run.summary.update({k: v for k, v in logs.items() if k in self.SUMMARY_ONLY})
+        history = rewrite_logs({k: v for k, v in logs.items() if k not in self.SUMMARY_ONLY})
+        self.run.log({**history, "train/global_step": state.global_step})
+
+
+def log_model(run: Any, *, model_dir: Path, record: RunRecord, base: str) -> None:
+    """The saved model as a W&B artifact (type model, aliases best and latest): everything
+    peft-food-predict and peft-food-export need, so a downloaded artifact dir loads like a run's
+    model/. Offline runs stage it for `wandb sync`."""
+    import wandb
+
+    metadata = {"method": record.method, "base_model": base, "monitor": record.monitor, "best": record.best,
+                "trainable_params": record.counts.trainable_params if record.counts else None,
+                "num_labels": len(record.labels)}
+    artifact = wandb.Artifact(name=f"model-{run.id}", type="model", metadata=metadata,
+                              description=f"{record.method} on {base}: best {record.monitor} {record.best}")
+    artifact.add_dir(str(model_dir))
+    run.log_artifact(artifact, aliases=["best", "latest"])
+
+
+def finish_wandb(run, *, summary: dict[str, Any], failed: bool) -> None:
+    if run is None:
+        return
+    run.summary.update(summary)
+    run.finish(exit_code=1 if failed else 0)

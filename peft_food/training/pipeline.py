@@ -1,0 +1,218 @@
+"""The training pipeline behind `peft-food-train`: data, model and Trainer composed once each,
+trained, recorded and reported (cli/train.py is the light command-line edge that calls `run`).
+
+    from peft_food.training.pipeline import train
+    record = train(cfg)          # a composed config -> the run's RunRecord (tests, reproduce)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+from omegaconf import DictConfig
+from transformers import Trainer, TrainerCallback, set_seed
+
+from peft_food import progress
+from peft_food.config import RunSpec, parse_config
+from peft_food.data.images import to_rgb
+from peft_food.data.splits import load_splits
+from peft_food.data.store import Plan, store_plan
+from peft_food.data.transforms import attach_transforms
+from peft_food.errors import Interrupted
+from peft_food.evaluation.results import EvalResults
+from peft_food.evaluation.results import log_to_wandb as log_results
+from peft_food.evaluation.results import write as write_results
+from peft_food.methods.apply import apply_peft, check_targets
+from peft_food.model.backbone import count_parameters, load_base, load_processor
+from peft_food.saved.artifacts import save_base, save_trained
+from peft_food.saved.cards import write_card
+from peft_food.tracking.provenance import provenance
+from peft_food.tracking.record import FILE as RECORD_FILE
+from peft_food.tracking.record import Counts, RunRecord
+from peft_food.tracking.wandb_run import (
+    WandbMetrics,
+    finish_wandb,
+    log_model,
+    start_wandb,
+)
+from peft_food.training.distributed import is_main_process, world_size
+from peft_food.training.rundir import (
+    RunDirInUse,
+    RunDirLock,
+    StopOnSignal,
+    adopt_stub,
+    discard_stub,
+    latest_checkpoint,
+    plan_resume,
+)
+from peft_food.training.trainer import (
+    EpochRecorder,
+    build_image_trainer,
+    epoch_metrics,
+    peak_memory_mb,
+    resolve_precision,
+    resolve_workers,
+    weights_mb,
+)
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig, *, resume_search: Path | None = None, started: float | None = None) -> RunRecord:
+    """Validate the composed config (before any compute), then train. Returns the run's record.
+    `resume_search`: where to look for an unfinished run of the same command (the CLI's outputs/);
+    `started`: when the job began (time.time(); None: now), for the record's startup_s."""
+    return run(parse_config(cfg), resume_search=resume_search, started=started)
+
+
+def build_trainer(spec: RunSpec, *, run_dir: Path, precision: str, record: RunRecord,
+                  callbacks: list[TrainerCallback]) -> tuple[Trainer, Any]:
+    """Data, model and Trainer, once each; fills the record's labels and counts."""
+    splits = load_splits(spec.data, seed=spec.seed, plan=data_plan(spec))
+    base, processor = load_base(model=spec.model, labels=splits.labels)
+    if not spec.model.pretrained and spec.peft.saves_base and is_main_process():
+        save_base(base, model_dir=run_dir / "model")
+    model = apply_peft(base, peft=spec.peft, model=spec.model)
+    record.labels = splits.labels
+    record.counts = Counts(**count_parameters(model), num_labels=len(splits.labels),
+                           num_train_samples=len(splits.train), num_eval_samples=len(splits.eval))
+    log.info("trainable params: %(trainable_params)s || all params: %(total_params)s "
+             "|| trainable%%: %(trainable_percent)s", vars(record.counts))
+    splits = attach_transforms(splits, processor, uint8=spec.data.uint8, cache=spec.data.cache,
+                               fast_decode=spec.data.fast_decode)
+    trainer = build_image_trainer(model=model, processor=processor, train_dataset=splits.train,
+                                  eval_dataset=splits.eval, train=spec.train, precision=precision,
+                                  workers=resolve_workers(spec.train.workers), run_dir=run_dir, seed=spec.seed,
+                                  callbacks=callbacks, metrics=spec.train.metrics)
+    return trainer, processor
+
+
+def data_plan(spec: RunSpec) -> Plan | None:
+    """With data.store, the stores at the model's sizes (its processor needs no weights)."""
+    if not spec.data.store:
+        return None
+    return store_plan(load_processor(spec.model), side=spec.data.store_side, store_dir=spec.data.store_dir)
+
+
+@contextmanager
+def recorded(record: RunRecord, *, path: Path | None, wandb_run: Any) -> Iterator[RunRecord]:
+    """The failure path of a run, in one place (lightning-hydra-template's task_wrapper): every
+    exit sets the status, the runtime, writes the record and finishes the W&B run."""
+    started = time.perf_counter()
+    try:
+        yield record
+        record.status = "completed"
+    except (Interrupted, KeyboardInterrupt) as err:
+        record.status, record.error = "interrupted", str(err) or "KeyboardInterrupt"
+        raise
+    except BaseException as err:
+        record.status, record.error = "failed", f"{type(err).__name__}: {err}"
+        raise
+    finally:
+        record.efficiency.runtime_s = round(time.perf_counter() - started, 2)
+        if path is not None:
+            record.write(path)
+        finish_wandb(wandb_run, summary=record.summary(), failed=record.status != "completed")
+
+
+def report_results(trainer: Trainer, *, labels: list[str], out_dir: Path | None, wandb_run: Any,
+                   examples: int) -> None:
+    """Per-class results of the model that is saved (the best checkpoint, reloaded at the end):
+    files in the run dir and tables in W&B (results.py). Every rank predicts; the main one writes."""
+    output = trainer.predict(trainer.eval_dataset)
+    if out_dir is None:
+        return
+    results = EvalResults(logits=np.asarray(output.predictions), labels=np.asarray(output.label_ids), names=labels)
+    shown = results.examples(examples)
+    raw = trainer.eval_dataset.with_format(None)  # the images as stored, not the model's tensors
+    images = [to_rgb(raw[i]["image"]) for i in shown]
+    write_results(results, out_dir=out_dir, examples=shown, images=images)
+    if wandb_run is not None:
+        log_results(wandb_run, results, examples=shown, images=images, out_dir=out_dir)
+
+
+def run(spec: RunSpec, *, resume_search: Path | None = None, started: float | None = None) -> RunRecord:
+    """Train one model as `spec` says; write model/ and metrics.json into its run dir (spec.output_dir,
+    or the unfinished run being resumed). `started`: when the job began (None: now)."""
+    started = time.time() if started is None else started
+    progress.use(spec.progress)
+    check_targets(spec.model, peft=spec.peft)
+    resume_dir = plan_resume(Path(spec.output_dir), mode=spec.train.resume, search_root=resume_search)
+    run_dir = resume_dir or Path(spec.output_dir)
+    main_process = is_main_process()  # under torchrun only rank 0 writes records and logs to W&B
+    with _held(run_dir, stub=Path(spec.output_dir)) if main_process else nullcontext():
+        if resume_dir is not None and main_process:
+            log.warning("resuming the unfinished run in %s from %s (train.resume=false starts fresh)",
+                        run_dir, latest_checkpoint(run_dir).name)
+            adopt_stub(Path(spec.output_dir), run_dir=run_dir)
+        return _train_in(run_dir, spec, resumed=resume_dir is not None, started=started)
+
+
+@contextmanager
+def _held(run_dir: Path, *, stub: Path) -> Iterator[None]:
+    """`run_dir`'s lock for the whole run. Refused (a live process holds it), this launch leaves
+    nothing behind: not even the new run dir Hydra made for it, which would otherwise be the
+    newest run dir and hold no model."""
+    try:
+        with RunDirLock(run_dir):
+            yield
+    except RunDirInUse:
+        if stub.resolve() != run_dir.resolve():
+            discard_stub(stub)
+        raise
+
+
+def _train_in(run_dir: Path, spec: RunSpec, *, resumed: bool, started: float) -> RunRecord:
+    main_process = is_main_process()
+    previous = RunRecord.load(run_dir / RECORD_FILE) if resumed and (run_dir / RECORD_FILE).is_file() else None
+    set_seed(spec.seed)
+    precision = resolve_precision(spec.train.precision)
+    checkpoint = latest_checkpoint(run_dir) if resumed else None
+    record = RunRecord(
+        status="running", method=spec.peft.label, monitor=spec.train.monitor_key, config=spec.config,
+        provenance=provenance(precision=precision, world_size=world_size(),
+                              effective_batch_size=spec.train.batch_size * spec.train.grad_accum * world_size()),
+        resumed_from=[*(previous.resumed_from if previous else []), *([checkpoint.name] if checkpoint else [])],
+    )
+    path = run_dir / RECORD_FILE if main_process else None
+    if path is not None:
+        record.write(path)
+    logger = spec.logger if main_process else replace(spec.logger, enabled=False)
+    # The run's W&B config: the resolved Hydra config, the method and where the run came from.
+    wandb_config = {"method": spec.peft.label, **spec.config, "provenance": asdict(record.provenance)}
+    wandb_run = start_wandb(spec=logger, run_dir=run_dir, config=wandb_config, tags=[spec.peft.label, spec.model.name],
+                            metrics=spec.train.metrics, run_id=previous.wandb_run_id if previous else None)
+    record.wandb_run_id = wandb_run.id if wandb_run is not None else None
+    stopper = StopOnSignal()
+    with recorded(record, path=path, wandb_run=wandb_run):
+        trainer, processor = build_trainer(
+            spec, run_dir=run_dir, precision=precision, record=record,
+            callbacks=[EpochRecorder(record, run_dir / RECORD_FILE, metrics=spec.train.metrics, started=started), stopper,
+                       *([WandbMetrics(wandb_run)] if wandb_run else [])])
+        if wandb_run is not None:
+            wandb_run.summary.update(vars(record.counts))
+        with stopper:
+            output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        if stopper.signum is not None:
+            raise Interrupted(stopper.signum, latest_checkpoint(run_dir))
+        record.epochs = epoch_metrics(trainer.state.log_history, metrics=spec.train.metrics)
+        report_results(trainer, labels=record.labels, out_dir=run_dir if main_process else None,
+                       wandb_run=wandb_run, examples=spec.logger.examples)
+        if main_process:
+            save_trained(trainer.model, processor, model_dir=run_dir / "model", peft=spec.peft, labels=record.labels,
+                         base=spec.model)
+            write_card(record, run_dir / "model", library=spec.peft.library)  # over peft's placeholder card
+        record.efficiency = replace(record.efficiency, train_img_per_s=round(output.metrics["train_samples_per_second"], 2),
+                                    peak_mem_mb=peak_memory_mb(),
+                                    model_size_mb=weights_mb(run_dir / "model") if main_process else None)
+        wants_model = spec.logger.log_model if spec.logger.log_model is not None else not spec.peft.saves_whole_model
+        if wandb_run is not None and wants_model:
+            log_model(wandb_run, model_dir=run_dir / "model", record=record,
+                      base=spec.model.name_or_path or f"{spec.model.name} (random init)")
+    return record

@@ -1,0 +1,185 @@
+"""The run dir's life: one process at a time (a lock), interrupt and resume, one dir per run.
+
+    peft-food-train experiment=quickstart           # Ctrl-C half-way: stops cleanly, exit 130
+    peft-food-train experiment=quickstart           # finds that unfinished run, continues it
+
+`train.resume`: null/auto (continue an unfinished run of the same command if one has a
+checkpoint), true (require one), false (always start fresh).
+
+A run holds its dir's lock (`.lock`: an flock, which the kernel drops when the process dies, and
+the holder's host and pid for the message) from start to end, so the same command started while
+the first is still training stops with one line naming the holder instead of training into the
+same dir; a holder that died leaves no lock behind. A resumed run continues in its own dir: the
+log Hydra started in the new timestamped dir is moved over and that stub removed, so the run dir
+holds the whole log, the model and the record.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from peft_food.errors import UserError
+from peft_food.files import FileLock, LockBusy
+from peft_food.tracking.record import FILE as RECORD_FILE
+from peft_food.tracking.record import RunRecord
+
+log = logging.getLogger(__name__)
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    checkpoints = sorted((run_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    return checkpoints[-1] if checkpoints else None
+
+
+def _overrides(run_dir: Path) -> list[str] | None:
+    path = run_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return None
+    lines = [line[2:].strip() for line in path.read_text().splitlines() if line.startswith("- ")]
+    return sorted(line for line in lines if not line.startswith("train.resume="))
+
+
+def _unfinished(run_dir: Path) -> bool:
+    if latest_checkpoint(run_dir) is None:
+        return False
+    path = run_dir / RECORD_FILE
+    return not path.is_file() or RunRecord.load(path).status != "completed"
+
+
+def find_resumable(run_dir: Path, *, search_root: Path | None) -> Path | None:
+    """This run dir if it holds an unfinished run, else the newest unfinished run of the same
+    command (same overrides) among the timestamped dirs under `search_root`."""
+    if _unfinished(run_dir):
+        return run_dir
+    if search_root is None or not search_root.is_dir():
+        return None
+    mine = _overrides(run_dir)
+    candidates = sorted((d for d in search_root.glob("*/*") if d != run_dir and d.is_dir()), reverse=True)
+    return next((d for d in candidates if _overrides(d) == mine and _unfinished(d)), None)
+
+
+def plan_resume(run_dir: Path, *, mode: bool | None, search_root: Path | None) -> Path | None:
+    """The run dir to continue in, or None to start fresh (mode: None = auto, True, False)."""
+    if mode is False:
+        return None
+    found = find_resumable(run_dir, search_root=search_root)
+    if found is None and mode is True:
+        raise UserError(f"train.resume=true but no unfinished run with a checkpoint was found for this command "
+                        f"(looked in {run_dir} and {search_root}); drop train.resume to start fresh")
+    return found
+
+
+class RunDirInUse(UserError):
+    """A live process holds the run dir."""
+
+
+class RunDirLock:
+    """Held by the process training in a run dir; a second process gets a UserError naming it."""
+
+    FILE = ".lock"
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / self.FILE
+
+    def __enter__(self) -> "RunDirLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        holder = {"host": socket.gethostname(), "pid": os.getpid(),
+                  "since": datetime.datetime.now().isoformat(timespec="seconds")}
+        self._lock = FileLock(self.path, wait=False, holder=json.dumps(holder), remove=True)
+        try:
+            self._lock.__enter__()
+        except LockBusy as busy:
+            raise RunDirInUse(f"{self.path.parent} is in use by a running training process ({_describe(busy.holder)}); "
+                              f"wait for it to finish, or start a separate run with train.resume=false") from None
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._lock.__exit__(*exc)
+
+
+def _describe(holder: str) -> str:
+    try:
+        info = json.loads(holder)
+        return f"host {info['host']}, pid {info['pid']}, since {info['since']}"
+    except (ValueError, KeyError, TypeError):
+        return "holder unknown"
+
+
+def adopt_stub(stub: Path, *, run_dir: Path) -> None:
+    """Continue the log Hydra opened in `stub` (this launch's new, otherwise empty run dir) in
+    `run_dir`'s own log, then remove the stub: one run, one dir, the whole log."""
+    if stub.resolve() == run_dir.resolve() or not stub.is_dir():
+        return
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == stub.resolve():
+            handler.acquire()
+            try:
+                handler.flush()
+                handler.close()
+                started = Path(handler.baseFilename)
+                target = run_dir / started.name
+                with target.open("a") as log_file:
+                    log_file.write(started.read_text() if started.is_file() else "")
+                handler.baseFilename, handler.mode = str(target.resolve()), "a"
+                handler.stream = handler._open()
+            finally:
+                handler.release()
+    discard_stub(stub)
+    log.warning("continuing in %s (this launch's new run dir %s was folded into it)", run_dir, stub)
+
+
+def discard_stub(stub: Path) -> None:
+    """Remove a run dir Hydra made that holds nothing of a run (only .hydra/ and its log)."""
+    if stub.is_dir() and all(p.name == ".hydra" or p.suffix == ".log" for p in stub.iterdir()):
+        shutil.rmtree(stub, ignore_errors=True)
+
+
+class StopOnSignal(TrainerCallback):
+    """On SIGTERM/SIGINT: stop after the current optimizer step, keeping the last epoch checkpoint.
+
+    No checkpoint is written mid-epoch on purpose: resuming mid-epoch re-draws the first resumed
+    batch's augmentations from a different RNG state, so the run would no longer match an
+    uninterrupted one. From an epoch checkpoint it matches to the last digit (on CPU); the cost is
+    redoing at most the partial epoch."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopOnSignal":
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:  # a second Ctrl-C: stop now, without a checkpoint
+            raise KeyboardInterrupt
+        self.signum = signum
+        log.warning("%s received: stopping after this step; the run resumes from its last epoch checkpoint "
+                    "(press Ctrl-C again to stop at once)", signal.Signals(signum).name)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.signum is not None:
+            control.should_training_stop = True
+        return control
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        # Trainer ends the loop through its epoch-end path: no eval or save for a partial epoch.
+        if self.signum is not None and state.epoch is not None and abs(state.epoch - round(state.epoch)) > 1e-6:
+            control.should_evaluate = False
+            control.should_save = False
+        return control

@@ -1,0 +1,182 @@
+"""The Trainer as this package configures it: arguments from TrainSpec, uint8 batches normalised
+on the device, the monitored metric picking the best checkpoint, and per-epoch records.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from peft_food import progress
+from peft_food.config import TrainSpec
+from peft_food.data.transforms import collate, normalize
+from peft_food.evaluation.metrics import METRICS, Evaluator
+from peft_food.tracking.record import RunRecord
+
+log = logging.getLogger(__name__)
+
+
+def resolve_precision(requested: str) -> str:
+    """fp16/bf16 autocast needs CUDA; elsewhere train in fp32 and say so once."""
+    if requested != "fp32" and not torch.cuda.is_available():
+        log.warning("train.precision=%s needs a CUDA GPU; none found, training in fp32", requested)
+        return "fp32"
+    return requested
+
+
+def resolve_workers(requested: int | None) -> int:
+    """null: with a GPU, one worker per core (at most 8); on CPU the training process needs a
+    core of its own, so one fewer."""
+    if requested is not None:
+        return requested
+    cores = os.cpu_count() or 1
+    return min(8, cores) if torch.cuda.is_available() else max(0, min(8, cores - 1))
+
+
+def training_arguments(*, train: TrainSpec, precision: str, workers: int, run_dir: Path,
+                       seed: int, report_to: list[str], **overrides: Any) -> TrainingArguments:
+    """Trainer's settings for a run. `overrides`: TrainingArguments fields set otherwise, at
+    construction (the benchmark's: no checkpoints or evaluation, the seed recipe's optimizer)."""
+    settings = dict(
+        output_dir=str(run_dir / "checkpoints"),
+        num_train_epochs=train.epochs,
+        max_steps=train.max_steps,
+        learning_rate=train.lr,
+        per_device_train_batch_size=train.batch_size,
+        per_device_eval_batch_size=train.eval_batch_size,
+        gradient_accumulation_steps=train.grad_accum,
+        weight_decay=train.weight_decay,
+        optim="adamw_torch_fused",  # one fused kernel per step (transformers 5's default where torch has it)
+        warmup_steps=train.warmup_ratio,  # a float below 1 is a fraction of all steps
+        # Explicit on CPU-only machines: otherwise torchrun's ranks would each train alone
+        # (transformers only enables CPU DDP with use_cpu).
+        use_cpu=not torch.cuda.is_available(),
+        fp16=precision == "fp16",  # AMP over fp32 master weights: the model stays fp32
+        bf16=precision == "bf16",
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=2,  # the best and the latest checkpoint
+        load_best_model_at_end=True,
+        metric_for_best_model=train.monitor_key,
+        greater_is_better=METRICS[train.monitor].higher_is_better,
+        logging_steps=train.logging_steps,
+        dataloader_num_workers=workers,
+        dataloader_persistent_workers=workers > 0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        # Trainer would drop the `image` column before our transform sees it (transformers #17894).
+        remove_unused_columns=False,
+        # Needed with a PeftModel, or compute_metrics is never called (peft #1120).
+        label_names=["labels"],
+        seed=seed,
+        data_seed=seed,
+        torch_compile=train.compile,
+        report_to=report_to,
+        disable_tqdm=not progress.shown(),  # Trainer's bars follow the run's `progress` key
+    )
+    return TrainingArguments(**{**settings, **overrides})
+
+
+def build_image_trainer(*, model: Any, processor: Any, train_dataset: Any, eval_dataset: Any, train: TrainSpec,
+                        precision: str, workers: int, run_dir: Path, seed: int, callbacks: list[TrainerCallback],
+                        metrics: list[str] | None, **overrides: Any) -> "ImageTrainer":
+    """The Trainer every training path uses, training and the benchmark alike: the run's settings
+    (`overrides` as in training_arguments), uint8 batches normalised on the device with the
+    processor's mean and std, `metrics` computed at each evaluation (None: none)."""
+    args = training_arguments(train=train, precision=precision, workers=workers, run_dir=run_dir, seed=seed,
+                              report_to=[], **overrides)
+    return ImageTrainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                        data_collator=collate, compute_metrics=Evaluator(metrics) if metrics else None,
+                        callbacks=callbacks, mean=processor.image_mean, std=processor.image_std)
+
+
+def epoch_metrics(log_history: list[dict[str, Any]], *, metrics: list[str]) -> list[dict[str, Any]]:
+    """One entry per evaluation: its epoch, eval_loss and eval_<name> for each of `metrics`."""
+    keys = ["eval_loss", *(f"eval_{name}" for name in metrics if name != "loss")]
+    return [{"epoch": round(entry["epoch"], 4), **{key: entry[key] for key in keys}}
+            for entry in log_history if "eval_loss" in entry and "epoch" in entry]
+
+
+def epoch_line(record: RunRecord, log_history: list[dict[str, Any]]) -> str:
+    """One line per epoch for train.log: its eval metrics, the last train loss, and img/s."""
+    epoch = record.epochs[-1]
+    losses = [e["loss"] for e in log_history if "loss" in e]
+    walls = record.efficiency.epoch_wall_s
+    rate = (record.counts.num_train_samples / walls[-1]) if walls and record.counts else None
+    metrics = " ".join(f"{k.removeprefix('eval_')} {v:.4f}" for k, v in epoch.items() if k != "epoch")
+    return (f"epoch {epoch['epoch']:g}: {metrics} | train loss {losses[-1]:.4f}" if losses else
+            f"epoch {epoch['epoch']:g}: {metrics}") + (f" | {rate:.0f} img/s" if rate else "")
+
+
+class EpochRecorder(TrainerCallback):
+    """Rewrites metrics.json after every evaluation, so a running sweep can be compared, and
+    times each epoch's training (evaluation excluded)."""
+
+    def __init__(self, record: RunRecord, path: Path, *, metrics: list[str], started: float):
+        """`started`: when the job began (time.time()), for the record's startup_s."""
+        self.record, self.path, self.metrics, self.job_started = record, path, metrics, started
+        self._started = 0.0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.record.efficiency.startup_s is None:  # the first step: its batch is in hand
+            self.record.efficiency.startup_s = round(time.time() - self.job_started, 2)
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self.record.efficiency.epoch_wall_s.append(round(time.perf_counter() - self._started, 2))
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self.record.epochs = epoch_metrics(state.log_history, metrics=self.metrics)
+        if state.is_world_process_zero:
+            self.record.write(self.path)
+            log.info(epoch_line(self.record, state.log_history))
+
+
+def peak_memory_mb() -> float:
+    """Peak GPU memory allocated by tensors, or the process's peak resident memory on CPU."""
+    if torch.cuda.is_available():
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB
+
+
+def weights_mb(model_dir: Path) -> float:
+    """What a user ships: the adapter (+ head) or the full model, without a random-init base copy."""
+    return round(sum(p.stat().st_size for p in model_dir.glob("*.safetensors")) / 2**20, 3)
+
+
+class ImageTrainer(Trainer):
+    """Trainer that turns uint8 batches into normalised floats after the move to the device, and
+    writes checkpoints that its own reloads can read."""
+
+    def __init__(self, *args, mean: list[float], std: list[float], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.mean, self.std = mean, std
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        # transformers 5.x saves ViT-family weights under their pre-5.9 names (save_original_format),
+        # but Trainer reloads a checkpoint (load_best_model_at_end, resume) with a plain
+        # load_state_dict(strict=False): the renamed keys silently miss, and a full, linear-probe
+        # or BitFit run would end on the last epoch's layers under the best epoch's head. Checkpoints
+        # keep the model's own names; the final model/ is saved in the original format as usual.
+        model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        if "save_original_format" not in inspect.signature(model.save_pretrained).parameters:
+            return super()._save(output_dir, state_dict)  # a release that saves no renamed keys: nothing to undo
+        output_dir = output_dir or self.args.output_dir
+        os.makedirs(output_dir, exist_ok=True)
+        model.save_pretrained(output_dir, state_dict=state_dict, is_main_process=self.args.should_save,
+                              save_original_format=False)
+        torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+
+    def _prepare_inputs(self, inputs):
+        inputs = super()._prepare_inputs(inputs)
+        inputs["pixel_values"] = normalize(inputs["pixel_values"], mean=self.mean, std=self.std)
+        return inputs

@@ -1,0 +1,166 @@
+"""What the tests share, in one module: composing the real peft_food/conf/ with small overrides
+(TINY = tiny ViT on CPU + few synthetic images), the paths of the repository and the food101-mini
+photos, the saved model's logits on a run's eval split, and a reader of W&B's offline run files
+(W&B's own protobuf definitions, no mock).
+
+Reading a W&B offline run: the run-*.wandb file is a LevelDB-style log: a 7-byte header (":W&B",
+magic 0xBEE1, version), then 32 KiB blocks of chunks, each `crc32 (4) | length (2, little-endian) |
+type (1) | payload`, where type 1 is a whole record and 2/3/4 are the first/middle/last pieces of a
+split one.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from wandb.proto import wandb_internal_pb2 as pb
+
+from peft_food.config import CONF_DIR, parse_config
+from peft_food.data.splits import load_splits
+from peft_food.data.transforms import attach_transforms, collate, normalize
+from peft_food.saved.artifacts import load_trained
+
+REPO = Path(__file__).resolve().parent.parent
+MINI = REPO.parent / "shared" / "data" / "food101-mini"
+
+# Tiny ViT on CPU in fp32 with no workers, and few synthetic images (TINY = both).
+TINY_TRAIN = [
+    "model=vit_tiny",
+    "train.epochs=2",
+    "train.batch_size=16",
+    "train.eval_batch_size=32",
+    "train.grad_accum=1",
+    "train.precision=fp32",
+    "train.workers=0",
+    "train.logging_steps=2",
+]
+SYNTHETIC = ["data=synthetic", "data.num_classes=4", "data.per_class=16", "data.eval_per_class=8", "data.image_size=32"]
+TINY = TINY_TRAIN + SYNTHETIC
+
+
+def compose_config(*overrides: str, output_dir: Path | None = None, conf_dir: str = CONF_DIR):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
+        extra = [f"output_dir={output_dir}"] if output_dir is not None else []
+        return compose(config_name="train", overrides=[*overrides, *extra])
+
+
+
+def eval_logits(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Logits of the saved model on the run's eval split, and the labels (loaded from run_dir)."""
+    trained = load_trained(run_dir)
+    splits = load_splits(parse_config(compose_config(*TINY, output_dir=run_dir)).data, seed=42)
+    splits = attach_transforms(splits, trained.processor)
+    batch = collate([splits.eval[i] for i in range(len(splits.eval))])
+    pixels = normalize(batch["pixel_values"], mean=trained.processor.image_mean, std=trained.processor.image_std)
+    with torch.inference_mode():
+        return trained.model(pixel_values=pixels).logits.numpy(), batch["labels"].numpy()
+
+
+
+
+
+
+BLOCK = 32 * 1024
+HEADER = 7
+
+
+def raw_records(path: Path) -> list[bytes]:
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", f"{path} is not a W&B transaction log"
+    records, pending, pos = [], b"", HEADER
+    while pos + HEADER <= len(data):
+        if BLOCK - pos % BLOCK < HEADER:  # too little room left: the writer padded the block
+            pos += BLOCK - pos % BLOCK
+            continue
+        crc, length, kind = struct.unpack("<IHB", data[pos:pos + HEADER])
+        payload = data[pos + HEADER:pos + HEADER + length]
+        pos += HEADER + length
+        if kind == 0:
+            continue
+        assert crc == zlib.crc32(bytes([kind]) + payload) & 0xFFFFFFFF, "corrupt chunk"
+        if kind == 1:
+            records.append(payload)
+        elif kind == 2:
+            pending = payload
+        elif kind == 3:
+            pending += payload
+        elif kind == 4:
+            records.append(pending + payload)
+    return records
+
+
+@dataclass
+class RunLog:
+    run: Any = None
+    config: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)  # name -> MetricRecord
+    artifacts: list["Artifact"] = field(default_factory=list)
+    exit_code: int | None = None
+
+    def artifact(self, type_: str) -> "Artifact":
+        [found] = [a for a in self.artifacts if a.type == type_]
+        return found
+
+
+@dataclass
+class Artifact:
+    """A logged artifact as staged for `wandb sync`: its files are on local disk until uploaded."""
+
+    type: str
+    name: str
+    aliases: list[str]
+    metadata: dict[str, Any]
+    files: dict[str, Path]  # path inside the artifact -> staged local copy
+
+    def json(self, path: str) -> Any:
+        return json.loads(self.files[path].read_text())
+
+
+def _key(item) -> str:
+    return item.key or ".".join(item.nested_key)
+
+
+def read_run(path: Path) -> RunLog:
+    out = RunLog()
+    for raw in raw_records(path):
+        record = pb.Record()
+        record.ParseFromString(raw)
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            out.run = record.run
+            for item in record.run.config.update:
+                out.config[_key(item)] = json.loads(item.value_json)
+        elif kind == "config":
+            for item in record.config.update:
+                out.config[_key(item)] = json.loads(item.value_json)
+        elif kind == "history":
+            out.history.append({_key(i): json.loads(i.value_json) for i in record.history.item})
+        elif kind == "summary":
+            for item in record.summary.update:
+                out.summary[_key(item)] = json.loads(item.value_json)
+        elif kind == "artifact":
+            a = record.artifact
+            out.artifacts.append(Artifact(type=a.type, name=a.name, aliases=list(a.aliases),
+                                          metadata=json.loads(a.metadata or "{}"),
+                                          files={c.path: Path(c.local_path) for c in a.manifest.contents}))
+        elif kind == "metric":
+            out.metrics[record.metric.name or record.metric.glob_name] = record.metric
+        elif kind == "exit":
+            out.exit_code = record.exit.exit_code
+    return out
+
+
+def run_files(run_dir: Path) -> list[Path]:
+    return sorted(run_dir.glob("wandb/*run-*/run-*.wandb"))
