@@ -11,7 +11,7 @@ from peft_food.config import parse_config
 from peft_food.tracking.provenance import package_versions
 from peft_food.tracking.record import RunRecord
 from peft_food.training.pipeline import train
-from peft_food.training.reproduce import ACROSS_VERSIONS, version_changes
+from peft_food.training.reproduce import ACROSS_VERSIONS, LOCK_FILE, version_changes
 from tests.helpers import MINI, REPO, TINY, compose_config
 
 QUICKSTART = REPO / "experiments" / "quickstart"
@@ -87,6 +87,23 @@ def test_record_made_under_other_versions_is_checked_within_the_measured_toleran
     assert f"versions differ from the record's: torch 2.0.0 recorded, {installed} installed" in out
     assert "cross-version tolerance (eval_accuracy +-" in out and "pip install -r experiments/requirements.lock" in out
     assert "also differ (cannot move the numbers): wandb 0.1.0 recorded" in out
+
+
+def test_committed_records_were_made_in_the_locked_environment():
+    """experiments/requirements.lock is the environment of every committed CPU record (but those
+    kept to document other versions, which say so in their experiment.yaml)."""
+    pins = dict(line.split("==") for line in (REPO / LOCK_FILE).read_text().splitlines()
+                if line and not line.startswith("#"))
+    checked = 0
+    for meta_file in (REPO / "experiments").glob("*/experiment.yaml"):
+        meta = OmegaConf.load(meta_file)
+        if meta.status != "recorded" or meta.get("versions_note"):
+            continue
+        for metrics_file in meta_file.parent.glob("runs/*/metrics.json"):
+            versions = RunRecord.load(metrics_file).provenance.versions
+            assert {k: v for k, v in versions.items() if k in pins} == {k: pins[k] for k in versions if k in pins}
+            checked += 1
+    assert checked >= 45  # quickstart, mini_rank_alpha (4), mini_methods (40)
 
 
 def test_records_awaiting_a_gpu_say_how_to_fill_them(capsys):
