@@ -226,7 +226,8 @@ def explain_versions(outcome: Outcome, tol: dict[str, float]) -> list[str]:
     else:
         lines = [f"versions differ from the record's: {'; '.join(sorted(outcome.numeric_changes))}",
                  f"so the check is within the cross-version tolerance ({describe(tol)}), not exact; "
-                 f"for the exact check install the records' environment: pip install -r {LOCK_FILE} -e ."]
+                 f"for the exact check install the versions it was made with (the committed records' "
+                 f"environment: pip install -r {LOCK_FILE} -e .)"]
     if outcome.other_changes:
         lines.append(f"also differ (cannot move the numbers): {'; '.join(sorted(outcome.other_changes))}")
     return lines
