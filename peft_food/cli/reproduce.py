@@ -16,9 +16,7 @@ from omegaconf import OmegaConf
 
 from peft_food.cli import exit_with, one_line_errors
 from peft_food.training.reproduce import (
-    across_versions,
     explain_versions,
-    load_record,
     record,
     record_pending,
     reproduce,
@@ -50,8 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out = args.out or Path("outputs/reproduce") / args.record_dir.name / time.strftime("%Y-%m-%d_%H-%M-%S")
     outcome = reproduce(args.record_dir, out_dir=out, wandb=args.wandb)
-    meta, _ = load_record(args.record_dir)
-    versions = "\n".join(f"  {line}" for line in explain_versions(outcome, across_versions(meta)))
+    versions = "\n".join(f"  {line}" for line in explain_versions(outcome))
     if outcome.diffs:
         print(f"\n{args.record_dir.name}: NOT reproduced ({len(outcome.diffs)} difference(s)):")
         print("\n".join(f"  {d}" for d in outcome.diffs))

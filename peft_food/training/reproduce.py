@@ -169,6 +169,8 @@ class Outcome:
 
     diffs: list[str] = field(default_factory=list)
     numeric_changes: set[str] = field(default_factory=set)
+    # The record's cross-version tolerance (what the check was where a numeric package differs).
+    across: dict[str, float] = field(default_factory=dict)
     other_changes: set[str] = field(default_factory=set)
 
 
@@ -196,13 +198,13 @@ def reproduce(record_dir: Path, *, out_dir: Path, wandb: bool) -> Outcome:
                         f"run `{meta.get('command')}`, then record it with "
                         f"`peft-food-reproduce {record_dir} --record <run dir>`")
     installed = package_versions()
-    outcome = Outcome()
+    outcome = Outcome(across=across_versions(meta))
     for run_dir in runs:
         recorded = RunRecord.load(run_dir / RECORD_FILE)
         numeric, other = version_changes(recorded.provenance.versions, installed)
         outcome.numeric_changes.update(numeric)
         outcome.other_changes.update(other)
-        tol = across_versions(meta) if numeric else meta["tolerance"]
+        tol = outcome.across if numeric else meta["tolerance"]
         cfg = OmegaConf.load(run_dir / "config.yaml")
         if cfg.data.get("root") and not Path(cfg.data.root).is_absolute():
             cfg.data.root = str((repo_root(record_dir) / cfg.data.root).resolve())
@@ -219,13 +221,13 @@ def reproduce(record_dir: Path, *, out_dir: Path, wandb: bool) -> Outcome:
     return outcome
 
 
-def explain_versions(outcome: Outcome, tol: dict[str, float]) -> list[str]:
+def explain_versions(outcome: Outcome) -> list[str]:
     """Lines saying which package versions differ from the record's and what that means for the check."""
     if not outcome.numeric_changes:
         lines = ["versions: the record's (exact check)"]
     else:
         lines = [f"versions differ from the record's: {'; '.join(sorted(outcome.numeric_changes))}",
-                 f"so the check is within the cross-version tolerance ({describe(tol)}), not exact; "
+                 f"so the check is within the cross-version tolerance ({describe(outcome.across)}), not exact; "
                  f"for the exact check install the versions it was made with (the committed records' "
                  f"environment: pip install -r {LOCK_FILE} -e .)"]
     if outcome.other_changes:
