@@ -7,10 +7,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from peft_food.cli import exit_with
+from peft_food.cli import exit_with, one_line_errors
+from peft_food.errors import UserError
 from peft_food.tracking.compare import (
     by_setting,
     class_gaps,
@@ -22,19 +22,17 @@ from peft_food.tracking.compare import (
 )
 
 
+@one_line_errors("peft-food-compare")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="peft-food-compare", description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", type=Path, help="a multirun dir (holding 0/, 1/, ...)")
     parser.add_argument("--out", type=Path, default=None, help="where to write compare.csv/.png (default: sweep_dir)")
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():
-        print(f"peft-food-compare: error: {args.sweep_dir} is not a directory: pass a multirun sweep dir", file=sys.stderr)
-        return 2
+        raise UserError(f"{args.sweep_dir} is not a directory: pass a multirun sweep dir")
     rows = collect(args.sweep_dir)
     if not rows:
-        print(f"peft-food-compare: error: no jobs in {args.sweep_dir}: expected job dirs with .hydra/ "
-              f"(e.g. multirun/<date>/<time>)", file=sys.stderr)
-        return 2
+        raise UserError(f"no jobs in {args.sweep_dir}: expected job dirs with .hydra/ (e.g. multirun/<date>/<time>)")
     out = args.out or args.sweep_dir
     out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out / "compare.csv")
