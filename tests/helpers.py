@@ -43,7 +43,7 @@ TINY_TRAIN = [
     "train.workers=0",
     "train.logging_steps=2",
 ]
-SYNTHETIC = ["data=synthetic", "data.num_classes=4", "data.per_class=16", "data.eval_per_class=8", "data.image_size=32"]
+SYNTHETIC = ["data=synthetic", "data.num_classes=4", "data.per_class=16", "data.val_per_class=8", "data.test_per_class=8", "data.image_size=32"]
 TINY = TINY_TRAIN + SYNTHETIC
 
 
@@ -56,11 +56,11 @@ def compose_config(*overrides: str, output_dir: Path | None = None, conf_dir: st
 
 
 def eval_logits(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Logits of the saved model on the run's eval split, and the labels (loaded from run_dir)."""
+    """Logits of the saved model on the run's test split, and the labels (loaded from run_dir)."""
     trained = load_trained(run_dir)
     splits = load_splits(parse_config(compose_config(*TINY, output_dir=run_dir)).data, seed=42)
     splits = attach_transforms(splits, trained.processor)
-    batch = collate([splits.eval[i] for i in range(len(splits.eval))])
+    batch = collate([splits.test[i] for i in range(len(splits.test))])
     pixels = normalize(batch["pixel_values"], mean=trained.processor.image_mean, std=trained.processor.image_std)
     with torch.inference_mode():
         return trained.model(pixel_values=pixels).logits.numpy(), batch["labels"].numpy()

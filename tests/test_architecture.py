@@ -12,7 +12,7 @@ import pytest
 from huggingface_hub import ModelCard
 
 from peft_food.config import CONF_DIR, parse_config
-from peft_food.data.sources import SOURCES, CardData, Part, Source, synthetic_dataset
+from peft_food.data.sources import SOURCES, CardData, Part, Parts, Source, synthetic_dataset
 from peft_food.methods import METHODS
 from peft_food.methods.base import register
 from peft_food.methods.partial import PartialSpec
@@ -67,8 +67,8 @@ def conf_dir(tmp_path):
 
 
 def test_a_new_data_source_is_one_reader_and_one_yaml(conf_dir, tmp_path, monkeypatch):
-    def read_tiles(spec, seed, plan):  # the reader: a whole pool; the eval set is carved out of it
-        return Part(synthetic_dataset(num_classes=3, per_class=8, image_size=32, seed=seed)), None
+    def read_tiles(spec, seed, plan):  # the reader: a whole pool; val and test are carved out of it
+        return Parts(Part(synthetic_dataset(num_classes=3, per_class=8, image_size=32, seed=seed)))
 
     def card(data):
         return CardData(None, "throwaway tiles", "a seeded held-out fraction")
@@ -79,7 +79,8 @@ def test_a_new_data_source_is_one_reader_and_one_yaml(conf_dir, tmp_path, monkey
     record = train(compose_config(*TINY_TRAIN, "data=tiles", "logger=none", output_dir=tmp_path / "run",
                                   conf_dir=str(conf_dir)))
     assert record.status == "completed" and record.labels == ["class_0", "class_1", "class_2"]
-    assert (record.counts.num_train_samples, record.counts.num_eval_samples) == (18, 6)  # 24 images, 0.25 held out
+    counts = record.counts  # per class: 2 of 8 test (0.25), then 1 of the 6 left val (0.1, at least one)
+    assert (counts.num_train_samples, counts.num_eval_samples, counts.num_test_samples) == (15, 3, 6)
     card_text = ModelCard.load(tmp_path / "run" / "model" / "README.md").text
     assert "throwaway tiles" in card_text and "synthetic images" not in card_text
 

@@ -47,23 +47,25 @@ def test_synthetic_images_are_deterministic_and_classes_differ():
     assert np.abs(means[0] - means[1]).max() > 20  # distinct hues per class
 
 
-def test_imagefolder_without_splits_holds_out_a_seeded_fraction(tmp_path):
+def test_imagefolder_without_splits_holds_out_seeded_fractions(tmp_path):
     for name in ("tacos", "ramen", "sushi"):
         write_images(tmp_path / name, 10)
-    spec = data_spec("data=imagefolder", f"data.root={tmp_path}", "data.test_size=0.2")
+    spec = data_spec("data=imagefolder", f"data.root={tmp_path}", "data.test_size=0.2", "data.val_size=0.25")
     splits = load_splits(spec, seed=3)
     assert splits.labels == ["ramen", "sushi", "tacos"]
-    assert (len(splits.train), len(splits.eval)) == (24, 6)
+    # Per class: 2 of 10 test, then 2 of the remaining 8 val.
+    assert splits.sizes() == {"train": 18, "val": 6, "test": 6}
     again = load_splits(spec, seed=3)
-    assert splits.eval["image"][0].filename == again.eval["image"][0].filename
+    assert splits.test["image"][0].filename == again.test["image"][0].filename
+    assert splits.val["image"][0].filename == again.val["image"][0].filename
 
 
 def test_imagefolder_with_train_and_test_uses_them_as_given(tmp_path):
     for split, count in (("train", 4), ("test", 2)):
         for name in ("a", "b"):
             write_images(tmp_path / split / name, count)
-    splits = load_splits(data_spec("data=imagefolder", f"data.root={tmp_path}"), seed=0)
-    assert (len(splits.train), len(splits.eval)) == (8, 4)
+    splits = load_splits(data_spec("data=imagefolder", f"data.root={tmp_path}", "data.val_per_class=1"), seed=0)
+    assert splits.sizes() == {"train": 6, "val": 2, "test": 4}
 
 
 def test_imagefolder_errors_name_the_folder(tmp_path):
@@ -95,7 +97,8 @@ def test_food101_layout_errors(tmp_path):
 def test_food101_mini_per_class_subset():
     splits = load_splits(data_spec("data=food101_local", f"data.root={MINI}", "data.per_class=5"), seed=0)
     assert np.bincount(splits.train["label"]).tolist() == [5] * 10
-    assert len(splits.eval) == 200
+    assert np.bincount(splits.val["label"]).tolist() == [5] * 10  # 10% of each class's 50, carved first
+    assert len(splits.test) == 200
 
 
 def test_transforms_follow_the_image_processor_and_make_rgb():
@@ -128,21 +131,22 @@ def test_cache_serves_the_same_pixels_without_decoding_again(tmp_path):
     plain, cached = load_splits(spec, seed=0), load_splits(spec, seed=0)
     plain = attach_transforms(plain, processor)
     cached = attach_transforms(cached, processor, cache=True)
-    for i in range(len(plain.eval)):
-        assert torch.equal(plain.eval[i]["pixel_values"], cached.eval[i]["pixel_values"])
+    for name in ("val", "test"):
+        for i in range(len(getattr(plain, name))):
+            assert torch.equal(getattr(plain, name)[i]["pixel_values"], getattr(cached, name)[i]["pixel_values"])
     for path in tmp_path.glob("*/*.png"):
         path.unlink()  # the cache no longer needs the files
     assert cached.train[0]["pixel_values"].shape == (3, 32, 32)
 
 
 def test_collate_stacks_a_batch_from_the_attached_transform(tmp_path):
-    write_images(tmp_path / "a", 3, mode="L")
-    write_images(tmp_path / "b", 3, mode="RGBA")
-    splits = load_splits(data_spec("data=imagefolder", f"data.root={tmp_path}", "data.test_size=0.5"), seed=0)
+    write_images(tmp_path / "a", 4, mode="L")
+    write_images(tmp_path / "b", 4, mode="RGBA")
+    splits = load_splits(data_spec("data=imagefolder", f"data.root={tmp_path}", "data.test_size=0.25"), seed=0)
     splits = attach_transforms(splits, ViTImageProcessor(size={"height": 32, "width": 32}))
     batch = collate([splits.train[i] for i in range(len(splits.train))])
-    assert batch["pixel_values"].shape == (3, 3, 32, 32) and batch["pixel_values"].dtype == torch.uint8
-    assert batch["labels"].dtype == torch.long and batch["labels"].shape == (3,)
+    assert batch["pixel_values"].shape == (4, 3, 32, 32) and batch["pixel_values"].dtype == torch.uint8
+    assert batch["labels"].dtype == torch.long and batch["labels"].shape == (4,)  # 8 less 1 test, 1 val per class
 
 
 def test_unusable_training_images_are_reported_before_training_or_skipped(tmp_path, caplog):
@@ -159,7 +163,7 @@ def test_unusable_training_images_are_reported_before_training_or_skipped(tmp_pa
     assert f"{tmp_path / 'b' / 'readme.jpg'}: not an image file" in message
 
     splits = load_splits(data_spec("data=imagefolder", f"data.root={tmp_path}", "data.bad_images=skip"), seed=0)
-    assert len(splits.train) + len(splits.eval) == 10
+    assert sum(splits.sizes().values()) == 10
     assert "skipping 2 unusable image(s)" in caplog.text
 
 
@@ -167,7 +171,7 @@ def test_a_class_with_no_test_images_is_an_error(tmp_path):
     write_images(tmp_path / "train" / "a", 2)
     write_images(tmp_path / "train" / "b", 2)
     write_images(tmp_path / "test" / "a", 1)
-    with pytest.raises(DataError, match="class\\(es\\) b have training images but none to evaluate on"):
+    with pytest.raises(DataError, match="class\\(es\\) b have training images but none here to evaluate on"):
         load_splits(data_spec("data=imagefolder", f"data.root={tmp_path}"), seed=0)
 
 
@@ -233,7 +237,7 @@ def test_tensor_augment_is_torchvisions_crop_resize_flip_bit_for_bit():
 def test_cached_tensor_path_serves_the_pixels_of_the_uncached_one():
     # The cache holds PIL's decode; torchvision's libjpeg-turbo decodes these photos to the same
     # bytes, so a seed gives the same training batch with or without data.cache.
-    spec = data_spec("data=food101_local", f"data.root={MINI}", "data.per_class=2", "data.eval_per_class=1")
+    spec = data_spec("data=food101_local", f"data.root={MINI}", "data.per_class=2", "data.test_per_class=1")
     processor = ViTImageProcessor(size={"height": 64, "width": 64})
     plain, cached = load_splits(spec, seed=0), load_splits(spec, seed=0)
     plain = attach_transforms(plain, processor, fast_decode=True)

@@ -147,7 +147,7 @@ def test_pending_methods_by_backbones_record_holds_every_job_of_the_grid():
     for config_file in (record / "runs").glob("*/config.yaml"):
         config = OmegaConf.merge(OmegaConf.load(config_file), {"output_dir": "unused"})
         spec = parse_config(config)  # every job's config is valid as committed
-        assert spec.model.pretrained and spec.data.eval_split == "validation"
+        assert spec.model.pretrained and spec.data.test_split == "validation" and spec.data.protocol == "val_test"
         pairs.add((spec.model.name, spec.peft.label))
     models = {"vit_base", "vit_base_in1k", "deit_small", "dinov2_small", "swin_t"}
     methods = {"full", "linear_probe", "bitfit", "lora", "dora", "loha", "lokr", "ia3", "vera", "oft"}

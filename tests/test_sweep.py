@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from peft_food.tracking.record import RunRecord
+from peft_food.tracking.sweep import objective
 from peft_food.training.pipeline import train
 from tests.helpers import TINY, compose_config, read_run, run_files
 
@@ -102,4 +104,7 @@ def test_committed_optuna_sweep_runs_trials(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     records = [RunRecord.load(p) for p in sorted((tmp_path / "sweep").glob("*/metrics.json"))]
     assert len(records) == 2 and all(m.status == "completed" for m in records)
-    assert "Best value" in done.stderr + done.stdout
+    # Optuna maximised what each job returned: its best val accuracy (objective), not a test number.
+    results = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
+    assert results["best_value"] == max(objective(m) for m in records)
+    assert all(objective(m) == m.best_epoch["eval_accuracy"] and m.protocol == "val_test" and m.test for m in records)

@@ -28,13 +28,14 @@ def test_offline_run_logs_params_and_per_epoch_accuracy_to_wandb(tmp_path, offli
     assert wb.summary["total_params"] == record.counts.total_params
     # Flattened resolved config: the dashboard can group and plot by these.
     assert wb.config["peft.r"] == 4 and wb.config["peft.alpha"] == 8 and wb.config["method"] == "lora"
-    # One eval accuracy per epoch, plotted against the epoch.
-    evals = [(h["train/epoch"], h["eval/accuracy"]) for h in wb.history if "eval/accuracy" in h]
+    # One val accuracy per epoch, plotted against the epoch (the split is in the name).
+    evals = [(h["train/epoch"], h["val/accuracy"]) for h in wb.history if "val/accuracy" in h]
     assert evals == [(e["epoch"], e["eval_accuracy"]) for e in record.epochs]
     assert [epoch for epoch, _ in evals] == [1, 2, 3]
     for name in ("accuracy", "top5_accuracy", "macro_f1", "loss"):  # every train.metrics, per epoch
-        assert wb.metrics[f"eval/{name}"].step_metric == "train/epoch"
-        assert sum(f"eval/{name}" in h for h in wb.history) == 3
+        assert wb.metrics[f"val/{name}"].step_metric == "train/epoch"
+        assert sum(f"val/{name}" in h for h in wb.history) == 3
+    assert not any(key.startswith(("eval/", "test/")) for h in wb.history for key in h)  # test: summary only
     assert "offline" in caplog.text and "wandb sync" in caplog.text
 
     # No CUDA here: fp16 falls back to fp32, says so once, and records what ran.
@@ -43,11 +44,15 @@ def test_offline_run_logs_params_and_per_epoch_accuracy_to_wandb(tmp_path, offli
         assert caplog.text.count("needs a CUDA GPU") == 1
 
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
-    assert on_disk["schema"] == 2 and on_disk["status"] == "completed" and on_disk["monitor"] == "eval_accuracy"
+    assert on_disk["schema"] == 3 and on_disk["status"] == "completed" and on_disk["monitor"] == "eval_accuracy"
+    assert on_disk["protocol"] == "val_test" and set(on_disk["test"]) == {"best", "final"}
     assert on_disk["best"]["eval_accuracy"] == max(e["eval_accuracy"] for e in on_disk["epochs"])
     assert on_disk["final"] == on_disk["epochs"][-1]
-    assert wb.summary["best_eval_accuracy"] == record.best == on_disk["best"]["eval_accuracy"]
-    assert on_disk["counts"]["num_eval_samples"] == 4 * 8 and on_disk["counts"]["num_labels"] == 4
+    assert wb.summary["best_val_accuracy"] == record.best == on_disk["best"]["eval_accuracy"]
+    assert wb.summary["test/accuracy"] == on_disk["test"]["best"]["test_accuracy"]
+    assert wb.summary["test_final/accuracy"] == on_disk["test"]["final"]["test_accuracy"]
+    assert on_disk["counts"]["num_eval_samples"] == on_disk["counts"]["num_test_samples"] == 4 * 8
+    assert on_disk["counts"]["num_labels"] == 4
     assert set(on_disk["provenance"]["versions"]) >= {"torch", "transformers", "peft", "datasets", "wandb"}
     assert set(on_disk["provenance"]["git"]) == {"sha", "dirty"}
     assert "run_dir" not in on_disk  # the record lives in its run dir: no machine path in it
@@ -87,20 +92,22 @@ def test_full_run_saves_whole_model(tmp_path):
 
 
 @pytest.mark.slow
-def test_food101_local_trains_and_evaluates_on_the_200_test_photos(tmp_path):
+def test_food101_local_selects_on_val_and_reports_the_200_test_photos(tmp_path):
     if not MINI.is_dir():
         pytest.skip(f"{MINI} not present")
     cfg = compose_config(*TINY_TRAIN, "data=food101_local", f"data.root={MINI}", "logger=none",
                          output_dir=tmp_path)
     record = train(cfg)
-    assert record.counts.num_eval_samples == 200 and record.counts.num_train_samples == 500
+    counts = record.counts
+    assert (counts.num_train_samples, counts.num_eval_samples, counts.num_test_samples) == (450, 50, 200)
     assert record.counts.num_labels == 10
     assert len(record.epochs) == 2
     saved = json.loads((tmp_path / "model" / "adapter_config.json").read_text())
     assert saved["modules_to_save"] == ["classifier"]
-    # Accuracy is a count over exactly the 200 test photos.
-    correct = record.epochs[-1]["eval_accuracy"] * 200
-    assert abs(correct - round(correct)) < 1e-9
+    # Val accuracy is a count over the 50 val photos, test accuracy over exactly the 200 test photos.
+    for value, n in ((record.epochs[-1]["eval_accuracy"], 50), (record.reported("accuracy"), 200),
+                     (record.reported("accuracy", checkpoint="final"), 200)):
+        assert abs(value * n - round(value * n)) < 1e-9
     # Labels come from meta/classes.txt, in its order.
     classes = (MINI / "meta" / "classes.txt").read_text().split()
     assert record.labels == classes
@@ -110,11 +117,13 @@ def test_food101_local_trains_and_evaluates_on_the_200_test_photos(tmp_path):
     assert (card.data.library_name, card.data.pipeline_tag, card.data.datasets) == (
         "peft", "image-classification", ["ethz/food101"])
     [accuracy] = [r for r in card.data.eval_results if r.metric_type == "accuracy"]
-    assert accuracy.metric_value == round(record.best, 6) and accuracy.dataset_split == "test"
+    assert accuracy.metric_value == round(record.test["best"]["test_accuracy"], 6)
+    assert accuracy.dataset_split == "test (meta/test.txt)"
     text = card.text
     assert f"{record.counts.trainable_params:,} of {record.counts.total_params:,}" in text
     assert record.provenance.git["sha"] in text and "Food-101 (Bossard" in text
     assert text.count("\n| 2 | ") == 1 and "r: 16" in text  # per-epoch table, the method's settings
+    assert "test accuracy of the checkpoint with the best val accuracy (450 train / 50 val / 200 test" in text
     assert str(MINI) not in text  # no machine paths in a card meant for the Hub
 
 

@@ -21,7 +21,7 @@ def bench_data(loaded: Splits, spec: RunSpec, bench: BenchSpec, processor: Any, 
     """`stored`: the same splits read through data stores (data.store), built just before."""
     limit = min(bench.images, len(loaded.train) - bench.batch_size)
     kw = dict(batch_size=bench.batch_size, limit=limit, mean=processor.image_mean, std=processor.image_std)
-    eval_kw = {**kw, "limit": min(limit, len(loaded.eval) - 1)}
+    eval_kw = {**kw, "limit": min(limit, len(loaded.val) - 1)}
     ours_kw = dict(uint8=True, fast_decode=spec.data.fast_decode)
     cores = os.cpu_count() or 1
     worker_counts = list(bench.workers) if bench.workers is not None else list(range(cores + 1))
@@ -42,7 +42,7 @@ def bench_data(loaded: Splits, spec: RunSpec, bench: BenchSpec, processor: Any, 
                             "train_img_per_s_per_core": train_rate[f"ours_{w}"] / max(1, min(w, cores))}
                    for w in worker_counts}
     best = max(per_workers, key=lambda w: per_workers[w]["train_img_per_s"])
-    eval_rate = {name: max(data_rate(paths[key][0].eval, workers=workers, **eval_kw) for _ in range(bench.repeats))
+    eval_rate = {name: max(data_rate(paths[key][0].val, workers=workers, **eval_kw) for _ in range(bench.repeats))
                  for name, key, workers in (("seed_recipe", "seed_recipe", 0), ("ours", f"ours_{best}", int(best)),
                                             ("store", "store", 0))}
     single = per_workers["0"]["train_img_per_s"] if "0" in per_workers else None
@@ -59,7 +59,7 @@ def bench_data(loaded: Splits, spec: RunSpec, bench: BenchSpec, processor: Any, 
     decode_s = time.perf_counter() - started
     cached = {"train_img_per_s": max(data_rate(cached_splits.train, workers=0, **kw) for _ in range(bench.repeats)),
               "workers": 0, "decode_once_s": decode_s,
-              "decode_once_img_per_s": (len(loaded.train) + len(loaded.eval)) / decode_s}
+              "decode_once_img_per_s": (len(loaded.train) + len(loaded.val) + len(loaded.test)) / decode_s}
     return {"ours": ours, "seed_recipe": seed, "ours_cached": cached, "ours_pil_decode": pil_decode, "ours_store": store,
             "fast_decode": spec.data.fast_decode, "images_timed": limit, "repeats": bench.repeats,
             "speedup_train_pil_decode_single_core": pil_decode["train_img_per_s"] / seed["train_img_per_s"],
@@ -73,7 +73,8 @@ def bench_data(loaded: Splits, spec: RunSpec, bench: BenchSpec, processor: Any, 
 def store_sizes(stored: Splits) -> dict[str, Any]:
     """Disk per 1,000 images of each form, and the stored train side."""
     out: dict[str, Any] = {"train_side": stored.stores["train"].form.side}
-    for kind, store in stored.stores.items():
+    # One store per form: the val split's eval-form store stands for test's (the same form).
+    for kind, store in (("train", stored.stores["train"]), ("eval", stored.stores["val"])):
         out[f"{kind}_mb_per_1000_images"] = store.nbytes / 2**20 / len(store) * 1000
         out[f"{kind}_build_s"] = store.build_s
     return out

@@ -65,7 +65,7 @@ def bench_train(spec: RunSpec, bench: BenchSpec, *, method_spec, recipe: str, lo
             splits = attach_transforms(stored, processor)
         else:
             splits = attach_transforms(loaded, processor, uint8=ours, fast_decode=ours and spec.data.fast_decode)
-        train_ds, eval_ds = splits.train, splits.eval
+        train_ds, eval_ds = splits.train, splits.val
     else:
         train_ds = SyntheticPixels(n=n, size=size, num_labels=len(labels), uint8=ours)
         eval_ds = SyntheticPixels(n=min(n, 4 * bench.batch_size), size=size, num_labels=len(labels), uint8=ours)

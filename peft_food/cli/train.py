@@ -30,7 +30,7 @@ from peft_food.config import CONF_DIR, ENV, from_env, parse_config
 from peft_food.errors import Interrupted, UserError
 from peft_food.tracking.record import FILE as RECORD_FILE
 from peft_food.tracking.record import RunRecord
-from peft_food.tracking.sweep import is_multirun, job_labels
+from peft_food.tracking.sweep import is_multirun, job_labels, objective
 from peft_food.training.distributed import is_main_process, share_run_dir
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def record_failure(cfg: DictConfig, err: BaseException) -> None:
 def main(cfg: DictConfig) -> float:
     """Hydra edge: label multirun jobs for W&B, run, and turn failures into one line + exit code.
 
-    Returns the monitored metric's best value (what a sweeper such as Optuna optimises). In a
+    Returns the monitored metric's best val value (what a sweeper such as Optuna optimises). In a
     multirun a failed job returns NaN instead of raising, so the remaining jobs still run;
     SweepSummary then lists the failures and exits non-zero."""
     started = job_started()
@@ -96,7 +96,7 @@ def main(cfg: DictConfig) -> float:
         return float("nan")
     if is_main_process():
         print(json.dumps(record.summary()))
-    return record.best
+    return objective(record)
 
 
 def cli() -> None:

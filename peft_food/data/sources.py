@@ -4,23 +4,22 @@ preprocessing: transforms.py; reading files safely: images.py.
 
     peft-food-train data=food101_local data.root=../shared/data/food101-mini
 
-Every source ends as two `datasets.Dataset`s with an `image` column and a ClassLabel `label`
-column, so label names (id2label) always come from the data, never from a hard-coded list. With
+Every source ends as three `datasets.Dataset`s (train, val, test: splits.py carves the ones a
+source lacks) with an `image` column and a ClassLabel `label` column, so label names (id2label) always come from the data, never from a hard-coded list. With
 data.store=true they also get an `index` column into the data stores (store.py) the splits carry.
 """
 
 from __future__ import annotations
 
-import colorsys
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
-import numpy as np
-
+from peft_food.data.columns import image_dataset
 from peft_food.data.images import IMAGE_SUFFIXES, check_images
 from peft_food.data.store import DatasetImages, FileImages, Images, Plan, Store, ensure
+from peft_food.data.synthetic import synthetic_dataset
 from peft_food.errors import DataError, first_line, require
 
 if TYPE_CHECKING:  # datasets is imported when a source is read, not when the command line starts
@@ -38,34 +37,48 @@ class Part:
     stores: dict[str, Store] = field(default_factory=dict)
 
 
+@dataclass
+class Parts:
+    """What a source has: a training pool, and the val and test lists it ships (None: splits.py
+    carves them out of the pool, seeded and class-stratified)."""
+
+    train: Part
+    val: Part | None = None
+    test: Part | None = None
+
+
+def pool_forms(spec: DataSpec, *, has_val: bool, has_test: bool) -> tuple[str, ...]:
+    """The store forms of the training pool: the eval form too where val or test is carved from it."""
+    carved = not has_test or (spec.protocol != "seed" and not has_val)
+    return ("train", "eval") if carved else ("train",)
+
+
 # --- loading -------------------------------------------------------------------------------
 
 
-def _read_hub(spec: DataSpec, seed: int, plan: Plan | None) -> tuple[Part, Part | None]:
-    train, eval_ = _load_hub(hub_id=spec.hub_id, train_split=spec.train_split, eval_split=spec.eval_split)
-    stored = dict(plan=plan, bad_images=spec.bad_images)
-    # A carved eval set comes out of the train split: that part is stored in both forms.
-    train_part = _hub_part(train, split=spec.train_split, hub_id=spec.hub_id,
-                           kinds=("train",) if eval_ is not None else ("train", "eval"), **stored)
-    eval_part = None if eval_ is None else _hub_part(eval_, split=spec.eval_split, hub_id=spec.hub_id,
-                                                     kinds=("eval",), **stored)
-    return train_part, eval_part
+def _read_hub(spec: DataSpec, seed: int, plan: Plan | None) -> Parts:
+    train, test = _load_hub(hub_id=spec.hub_id, train_split=spec.train_split, test_split=spec.test_split)
+    stored = dict(plan=plan, bad_images=spec.bad_images, hub_id=spec.hub_id)
+    pool = _hub_part(train, split=spec.train_split, kinds=pool_forms(spec, has_val=False, has_test=test is not None),
+                     **stored)
+    return Parts(pool, test=None if test is None else _hub_part(test, split=spec.test_split, kinds=("eval",), **stored))
 
 
-def _read_food101_layout(spec: DataSpec, seed: int, plan: Plan | None) -> tuple[Part, Part | None]:
-    return _load_food101_layout(Path(spec.root), bad_images=spec.bad_images, plan=plan)
+def _read_food101_layout(spec: DataSpec, seed: int, plan: Plan | None) -> Parts:
+    return _load_food101_layout(Path(spec.root), spec=spec, plan=plan)
 
 
-def _read_imagefolder(spec: DataSpec, seed: int, plan: Plan | None) -> tuple[Part, Part | None]:
-    return _load_imagefolder(Path(spec.root), bad_images=spec.bad_images, plan=plan)
+def _read_imagefolder(spec: DataSpec, seed: int, plan: Plan | None) -> Parts:
+    return _load_imagefolder(Path(spec.root), spec=spec, plan=plan)
 
 
-def _read_synthetic(spec: DataSpec, seed: int, plan: Plan | None) -> tuple[Part, Part | None]:
-    # Generated balanced already: per_class / eval_per_class are the generated counts. Generated
-    # in memory, so never stored.
+def _read_synthetic(spec: DataSpec, seed: int, plan: Plan | None) -> Parts:
+    # Generated balanced already: per_class / val_per_class / test_per_class are the generated
+    # counts, each split from its own seed. Generated in memory, so never stored.
     make = dict(num_classes=spec.num_classes, image_size=spec.image_size)
-    return (Part(synthetic_dataset(**make, per_class=spec.per_class or 40, seed=seed)),
-            Part(synthetic_dataset(**make, per_class=spec.eval_per_class or 10, seed=seed + 1)))
+    return Parts(Part(synthetic_dataset(**make, per_class=spec.per_class or 40, seed=seed)),
+                 val=Part(synthetic_dataset(**make, per_class=spec.val_per_class or 10, seed=seed + 2)),
+                 test=Part(synthetic_dataset(**make, per_class=spec.test_per_class or 10, seed=seed + 1)))
 
 
 @dataclass(frozen=True)
@@ -78,16 +91,18 @@ class CardData:
 
 
 FOOD101 = "ethz/food101"
+PROTOCOLS = ("val_test", "seed")
 
 
 def _card_hub(data: dict) -> CardData:
-    split = data.get("eval_split") or f"{data.get('test_size')} of {data.get('train_split', 'train')}, seeded"
+    test = data.get("test_split", data.get("eval_split"))  # eval_split: records made before the protocol
+    split = test or f"{data.get('test_size')} of {data.get('train_split', 'train')}, seeded"
     hub_id = data.get("hub_id", FOOD101)
     return CardData(hub_id, f"Food-101 ({hub_id})", split)
 
 
 def _card_food101_layout(data: dict) -> CardData:
-    return CardData(FOOD101, "Food-101 (local copy)", "test")  # meta/test.txt is the eval split
+    return CardData(FOOD101, "Food-101 (local copy)", "test (meta/test.txt)")
 
 
 def _card_imagefolder(data: dict) -> CardData:
@@ -95,19 +110,20 @@ def _card_imagefolder(data: dict) -> CardData:
 
 
 def _card_synthetic(data: dict) -> CardData:
-    return CardData(None, "synthetic images (generated in-process)", "generated eval set")
+    return CardData(None, "synthetic images (generated in-process)", "generated test set")
 
 
 @dataclass(frozen=True)
 class Source:
-    """How one `data.source` is read: (spec, seed, store plan or None) -> (train, eval or None:
-    carve it out), and what a model card says of it (from the run's data config)."""
+    """How one `data.source` is read: (spec, seed, store plan or None) -> its Parts (a training
+    pool, and the val / test lists it ships), and what a model card says of it (from the run's
+    data config)."""
 
-    read: Callable[[DataSpec, int, Plan | None], tuple[Part, Part | None]]
+    read: Callable[[DataSpec, int, Plan | None], Parts]
     card: Callable[[dict], CardData]
     # Reads images from data.root.
     reads_root: bool = False
-    # Generated at the requested sizes: no split or subset afterwards.
+    # Generated at the requested sizes, all three splits: no carving or subset afterwards.
     generated: bool = False
 
 
@@ -127,16 +143,29 @@ class DataSpec:
     source: str = "food101"
     # Directory for food101_local / imagefolder.
     root: Optional[str] = None
+    # How the splits are used (README, Protocol). val_test: the best checkpoint is chosen on val
+    # (carved from the training pool, seeded and class-stratified) and test is reported, once for
+    # that checkpoint and once for the last epoch. seed: the seed recipe's protocol, kept so its
+    # numbers reproduce: one held-out split both picks the best epoch and is reported (records
+    # and tables mark such numbers "selected on the reported split").
+    protocol: str = "val_test"
     # Hub dataset id and splits for source=food101.
     hub_id: str = "ethz/food101"
     train_split: str = "train"
-    # null: carve the eval set out of the training pool with `test_size`, seeded.
-    eval_split: Optional[str] = None
+    # The reported split (Food-101's `validation` is its official 25,250-image test set); null:
+    # carve it out of the training pool with `test_size`, seeded.
+    test_split: Optional[str] = "validation"
+    # Fraction of the training pool held out as test where the source has no test list.
     test_size: float = 0.2
-    # Seeded class-balanced subset: N training images per class (null: all).
+    # The val split (protocol val_test), where the source has none: this fraction (< 1) or count
+    # (>= 1) of the training pool, class-stratified; val_per_class: N per class instead.
+    val_size: float = 0.1
+    val_per_class: Optional[int] = None
+    # Seeded class-balanced subset: N training images per class, after val is carved (null: all;
+    # k: the few-shot protocol).
     per_class: Optional[int] = None
-    # Same for the eval set (null: all).
-    eval_per_class: Optional[int] = None
+    # Same for the test set (null: all).
+    test_per_class: Optional[int] = None
     # Unusable image files (corrupt, not an image, too small) in a local dataset: found before
     # training starts, then `fail` (list them and stop) or `skip` (leave them out, say how many).
     bad_images: str = "fail"
@@ -171,8 +200,11 @@ class DataSpec:
             f"pass data.root=/path/to/images",
         )
         require(self.bad_images in ("fail", "skip"), f"data.bad_images={self.bad_images!r} is invalid: use fail or skip")
+        require(self.protocol in PROTOCOLS,
+                f"data.protocol={self.protocol!r} is unknown: choose one of {', '.join(PROTOCOLS)}")
         require(0.0 < self.test_size < 1.0, f"data.test_size={self.test_size} is invalid: use a fraction in (0, 1)")
-        for key in ("per_class", "eval_per_class"):
+        require(self.val_size > 0, f"data.val_size={self.val_size} is invalid: use a fraction in (0, 1) or a count")
+        for key in ("per_class", "val_per_class", "test_per_class"):
             value = getattr(self, key)
             require(value is None or value > 0, f"data.{key}={value} is invalid: use a positive count or null")
         require(not (self.store and self.cache),
@@ -185,19 +217,32 @@ class DataSpec:
 
 
 
-def _load_hub(*, hub_id: str, train_split: str, eval_split: str | None) -> tuple[Dataset, Dataset | None]:
+# Data keys renamed when the protocol came (records made before it name the reported split eval_).
+RENAMED = {"eval_split": "test_split", "eval_per_class": "test_per_class"}
+
+
+def recorded_data(data: dict) -> dict:
+    """A data config as a record holds it, for this release: one recorded before the protocol
+    existed (eval_split, eval_per_class: one split both picked the best epoch and was reported)
+    is the same data under protocol seed."""
+    if "protocol" in data:
+        return data
+    return {**{RENAMED.get(key, key): value for key, value in data.items()}, "protocol": "seed"}
+
+
+def _load_hub(*, hub_id: str, train_split: str, test_split: str | None) -> tuple[Dataset, Dataset | None]:
     from datasets import load_dataset
 
     try:
         train = load_dataset(hub_id, split=train_split)
-        eval_ = load_dataset(hub_id, split=eval_split) if eval_split else None
+        test = load_dataset(hub_id, split=test_split) if test_split else None
     except Exception as err:  # network, auth or split-name failures all end here
         reason = first_line(err)
         raise DataError(
             f"could not load {hub_id!r} from the Hugging Face Hub ({reason}); offline, use "
             f"data=food101_local data.root=<Food-101 folder>, data=imagefolder or data=synthetic"
         ) from None
-    return train, eval_
+    return train, test
 
 
 def _labelled(paths: list[Path], labels: list[int], names: list[str], *, bad_images: str,
@@ -216,7 +261,7 @@ def _labelled(paths: list[Path], labels: list[int], names: list[str], *, bad_ima
     columns: dict[str, list] = {"image": [str(paths[i]) for i in kept], "label": [labels[i] for i in kept]}
     if plan is not None:
         columns["index"] = kept
-    return Part(_dataset(columns, names=names), stores)
+    return Part(image_dataset(columns, names=names), stores)
 
 
 def _hub_part(ds: Dataset, *, split: str, hub_id: str, plan: Plan | None, kinds: tuple[str, ...],
@@ -248,23 +293,12 @@ def _kept(count: int, bad: dict[int, str], *, describe: Callable[[int], str], ba
     return [i for i in range(count) if i not in bad]
 
 
-def _dataset(columns: dict[str, list], *, names: list[str]) -> Dataset:
-    """An image column and a ClassLabel label column (datasets is imported here, not at the top:
-    the command line reads SOURCES without paying for it), and the stores' `index` where given."""
-    from datasets import ClassLabel, Dataset, Features, Image, Value
-
-    features = {"image": Image(), "label": ClassLabel(names=names)}
-    if "index" in columns:
-        features["index"] = Value("int64")
-    return Dataset.from_dict(columns, features=Features(features))
-
-
-def _require_every_class(train: Dataset, eval_: Dataset, *, where: Path) -> None:
+def _require_every_class(train: Dataset, other: Dataset, *, where: Path) -> None:
     names = train.features["label"].names
-    missing = sorted(set(train["label"]) - set(eval_["label"]))
+    missing = sorted(set(train["label"]) - set(other["label"]))
     if missing:
         raise DataError(f"{where}: class(es) {', '.join(names[i] for i in missing[:5])} have training images but "
-                        f"none to evaluate on: add test images or remove the class")
+                        f"none here to evaluate on: add images for them or remove the class")
 
 
 def _existing_dir(root: Path) -> Path:
@@ -273,7 +307,7 @@ def _existing_dir(root: Path) -> Path:
     return root
 
 
-def _load_food101_layout(root: Path, *, bad_images: str, plan: Plan | None = None) -> tuple[Part, Part]:
+def _load_food101_layout(root: Path, *, spec: DataSpec, plan: Plan | None = None) -> Parts:
     """Food-101's own layout: meta/classes.txt names the labels, meta/{train,test}.txt the images."""
     meta = _existing_dir(root) / "meta"
     for name in ("classes.txt", "train.txt", "test.txt"):
@@ -291,13 +325,14 @@ def _load_food101_layout(root: Path, *, bad_images: str, plan: Plan | None = Non
         missing = [p for p in paths if not p.is_file()]
         if missing:
             raise DataError(f"{meta / list_file} lists {len(missing)} missing image(s), e.g. {missing[0]}")
-        return _labelled(paths, [index[e.split("/")[0]] for e in entries], classes, bad_images=bad_images,
+        return _labelled(paths, [index[e.split("/")[0]] for e in entries], classes, bad_images=spec.bad_images,
                          plan=plan, kinds=kinds, part=f"{root.resolve().name}-{Path(list_file).stem}")
 
-    # Food-101's test list is only ever evaluated, its train list only trained on.
-    train, test = split("train.txt", ("train",)), split("test.txt", ("eval",))
+    # Food-101's test list is only ever evaluated; val (protocol val_test) comes out of train.txt.
+    train = split("train.txt", pool_forms(spec, has_val=False, has_test=True))
+    test = split("test.txt", ("eval",))
     _require_every_class(train.ds, test.ds, where=meta / "test.txt")
-    return train, test
+    return Parts(train, test=test)
 
 
 def _class_images(folder: Path) -> dict[str, list[Path]]:
@@ -313,46 +348,29 @@ def _class_images(folder: Path) -> dict[str, list[Path]]:
     return found
 
 
-def _load_imagefolder(root: Path, *, bad_images: str, plan: Plan | None = None) -> tuple[Part, Part | None]:
-    """`root/<class>/...`, or `root/train/<class>/...` + `root/test/<class>/...`."""
+def _load_imagefolder(root: Path, *, spec: DataSpec, plan: Plan | None = None) -> Parts:
+    """`root/<class>/...`, or `root/train/<class>/...` with `root/val/` and `root/test/` where
+    present (a missing one is carved out of train)."""
     root = _existing_dir(root)
-    has_splits = (root / "train").is_dir() and (root / "test").is_dir()
+    has_splits = (root / "train").is_dir()
     train = _class_images(root / "train" if has_splits else root)
     names = sorted(train)
+    given = {name: _class_images(root / name) for name in ("val", "test") if has_splits and (root / name).is_dir()}
+    if spec.protocol == "seed":
+        given.pop("val", None)  # the seed protocol has no val split
 
     def to_part(found: dict[str, list[Path]], kinds: tuple[str, ...], part: str) -> Part:
         paths = [p for name in names for p in found.get(name, [])]
         labels = [i for i, name in enumerate(names) for _ in found.get(name, [])]
-        return _labelled(paths, labels, names, bad_images=bad_images, plan=plan, kinds=kinds, part=part)
+        return _labelled(paths, labels, names, bad_images=spec.bad_images, plan=plan, kinds=kinds, part=part)
 
-    if not has_splits:  # the eval set is carved out of this pool: stored in both forms
-        return to_part(train, ("train", "eval"), root.resolve().name), None
-    test = _class_images(root / "test")
-    extra = sorted(test.keys() - train.keys())
-    if extra:
-        raise DataError(f"{root / 'test'} has classes with no training images: {', '.join(extra[:5])}")
-    train_part = to_part(train, ("train",), f"{root.resolve().name}-train")
-    test_part = to_part(test, ("eval",), f"{root.resolve().name}-test")
-    _require_every_class(train_part.ds, test_part.ds, where=root / "test")
-    return train_part, test_part
-
-
-def synthetic_dataset(*, num_classes: int, per_class: int, image_size: int, seed: int) -> Dataset:
-    """Class k = a hue plus one of four stripe orientations, with per-image jitter and noise.
-
-    Colour survives crops and flips, so the classes stay learnable under the train augmentations.
-    """
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:image_size, 0:image_size] / image_size
-    images, labels = [], []
-    for label in range(num_classes):
-        base = np.array(colorsys.hsv_to_rgb(label / num_classes, 0.45, 0.75)) * 255
-        angle = np.pi * (label % 4) / 4
-        stripes = np.sin(2 * np.pi * 4 * (xx * np.cos(angle) + yy * np.sin(angle)))
-        for _ in range(per_class):
-            pixels = base + 40 * stripes[..., None] + rng.normal(0, 60, (image_size, image_size, 3))
-            pixels += rng.normal(0, 25, 3)  # per-image colour shift
-            images.append(np.clip(pixels, 0, 255).astype(np.uint8))
-            labels.append(label)
-    return _dataset({"image": images, "label": labels}, names=[f"class_{k}" for k in range(num_classes)])
-
+    kinds = pool_forms(spec, has_val="val" in given, has_test="test" in given)
+    parts = Parts(to_part(train, kinds, f"{root.resolve().name}{'-train' if has_splits else ''}"))
+    for name, found in given.items():
+        extra = sorted(found.keys() - train.keys())
+        if extra:
+            raise DataError(f"{root / name} has classes with no training images: {', '.join(extra[:5])}")
+        part = to_part(found, ("eval",), f"{root.resolve().name}-{name}")
+        _require_every_class(parts.train.ds, part.ds, where=root / name)
+        setattr(parts, name, part)
+    return parts

@@ -1,7 +1,14 @@
-"""The splits a run trains and evaluates on: a source read (sources.py), then the seeded split and
-the class-balanced subsets.
+"""The splits a run uses: a source read (sources.py), then the seeded carving and the
+class-balanced subsets, by the run's protocol (README, Protocol).
 
-    peft-food-train data.train_split=train data.per_class=50 data.eval_split=validation data.eval_per_class=10
+    peft-food-train data.per_class=50 data.val_per_class=10 data.test_per_class=20     # val_test
+    peft-food-train data.protocol=seed data.train_split=train[:5000] data.test_split=null   # the seed's
+
+protocol val_test: train, val (carved from the training pool where the source has none, seeded
+and class-stratified) and test (the source's test list, or carved the same way), pairwise
+disjoint. val picks the checkpoint; test is only reported.
+protocol seed: the seed recipe's two splits, exactly as it made them; its held-out split is both
+`val` and `test` (the same dataset), which the record and every table say.
 """
 
 from __future__ import annotations
@@ -11,42 +18,116 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from peft_food.data.sources import SOURCES, DataSpec
+from peft_food.data.sources import SOURCES, DataSpec, Part, Parts
 from peft_food.data.store import Plan, Store
+from peft_food.errors import DataError
 
 if TYPE_CHECKING:  # datasets is imported when a source is read, not when the command line starts
     from datasets import Dataset
+
+SPLITS = ("train", "val", "test")
+
+
+def selection_split(protocol: str) -> str:
+    """The name a protocol's every-epoch evaluation goes by, in records, W&B and tables: val, or
+    eval under the seed protocol (its held-out split is also the reported one)."""
+    return "eval" if protocol == "seed" else "val"
 
 
 @dataclass
 class Splits:
     train: Dataset
-    eval: Dataset
+    val: Dataset  # evaluated every epoch: picks the best checkpoint
+    test: Dataset  # evaluated at the end and reported (protocol seed: the same dataset as val)
     labels: list[str]
-    # data.store=true: "train" and "eval" -> the data stores the splits' `index` column points into.
+    # data.store=true: split name -> the data store its `index` column points into.
     stores: dict[str, Store] = field(default_factory=dict)
+
+    @property
+    def selects_on_test(self) -> bool:
+        """True under the seed protocol: the split that picks the checkpoint is the reported one."""
+        return self.val is self.test
+
+    def sizes(self) -> dict[str, int]:
+        return {name: len(getattr(self, name)) for name in SPLITS}
 
 
 def load_splits(spec: DataSpec, *, seed: int, plan: Plan | None = None) -> Splits:
-    """Read the source named by `spec`, then apply the seeded split and class-balanced subsets.
+    """Read the source named by `spec`, then carve and subset the splits as its protocol says.
     With a store plan (data.store=true), images are read through data stores, built if missing."""
     source = SOURCES[spec.source]
-    train_part, eval_part = source.read(spec, seed, plan)
-    train, eval_ = train_part.ds, eval_part.ds if eval_part is not None else None
+    parts = source.read(spec, seed, plan)
+    labels = list(parts.train.ds.features["label"].names)
     if source.generated:
-        return Splits(train=train, eval=eval_, labels=list(train.features["label"].names))
-    # A carved eval set reads the train part's eval-form store.
-    stores = {} if plan is None else {"train": train_part.stores["train"],
-                                      "eval": (eval_part or train_part).stores["eval"]}
+        test = parts.test.ds
+        val = test if spec.protocol == "seed" else parts.val.ds
+        return Splits(train=parts.train.ds, val=val, test=test, labels=labels)
+    if spec.protocol == "seed":
+        return _seed_splits(spec, parts, seed=seed, labels=labels, stored=plan is not None)
+    return _val_test_splits(spec, parts, seed=seed, labels=labels, stored=plan is not None)
+
+
+def _eval_store(part: Part | None, pool: Part, stored: bool) -> Store | None:
+    # A split carved out of the pool reads the pool's eval-form store.
+    return (part or pool).stores["eval"] if stored else None
+
+
+def _seed_splits(spec: DataSpec, parts: Parts, *, seed: int, labels: list[str], stored: bool) -> Splits:
+    """The seed recipe's splits, unchanged (its numbers reproduce): subset, then an unstratified
+    seeded hold-out where the source has no test list."""
+    train, test = parts.train.ds, parts.test.ds if parts.test is not None else None
     if spec.per_class is not None:
         train = balanced_subset(train, per_class=spec.per_class, seed=seed)
-    if eval_ is None:
-        # The seed recipe's split: unstratified, seeded, taken after any subsetting.
-        parts = train.train_test_split(test_size=spec.test_size, seed=seed)
-        train, eval_ = parts["train"], parts["test"]
-    elif spec.eval_per_class is not None:
-        eval_ = balanced_subset(eval_, per_class=spec.eval_per_class, seed=seed)
-    return Splits(train=train, eval=eval_, labels=list(train.features["label"].names), stores=stores)
+    if test is None:
+        held = train.train_test_split(test_size=spec.test_size, seed=seed)
+        train, test = held["train"], held["test"]
+    elif spec.test_per_class is not None:
+        test = balanced_subset(test, per_class=spec.test_per_class, seed=seed)
+    stores = {} if not stored else {"train": parts.train.stores["train"],
+                                    "val": _eval_store(parts.test, parts.train, stored)}
+    if stores:
+        stores["test"] = stores["val"]
+    return Splits(train=train, val=test, test=test, labels=labels, stores=stores)
+
+
+def _val_test_splits(spec: DataSpec, parts: Parts, *, seed: int, labels: list[str], stored: bool) -> Splits:
+    pool = parts.train.ds
+    test = parts.test.ds if parts.test is not None else None
+    if test is None:
+        pool, test = carve(pool, fraction=spec.test_size, seed=seed, split="test")
+    val = parts.val.ds if parts.val is not None else None
+    if val is None:
+        pool, val = carve(pool, fraction=spec.val_size, per_class=spec.val_per_class, seed=seed, split="val")
+    train = pool if spec.per_class is None else balanced_subset(pool, per_class=spec.per_class, seed=seed)
+    if spec.test_per_class is not None:
+        test = balanced_subset(test, per_class=spec.test_per_class, seed=seed)
+    stores = {} if not stored else {"train": parts.train.stores["train"],
+                                    "val": _eval_store(parts.val, parts.train, stored),
+                                    "test": _eval_store(parts.test, parts.train, stored)}
+    return Splits(train=train, val=val, test=test, labels=labels, stores=stores)
+
+
+def carve(pool: Dataset, *, fraction: float, seed: int, split: str,
+          per_class: int | None = None) -> tuple[Dataset, Dataset]:
+    """(the rest, the carved split): `per_class` images of every class, or `fraction` of each
+    class's images (a count when >= 1: that share of the pool), at least one and never a
+    class's last image, drawn with `seed`. Both keep the pool's order."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(pool["label"])
+    share = fraction if fraction < 1 else fraction / len(labels)
+    names = pool.features["label"].names
+    carved = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        if len(members) < 2:
+            raise DataError(f"class {names[label]} has {len(members)} training image left, too few to hold one out "
+                            f"as {split} and train on another: add images of it, or give {split} images "
+                            f"(imagefolder: a {split}/ folder)")
+        take = per_class if per_class is not None else max(1, round(share * len(members)))
+        carved.extend(rng.choice(members, size=min(take, len(members) - 1), replace=False))
+    chosen = np.zeros(len(labels), dtype=bool)
+    chosen[carved] = True
+    return pool.select(np.flatnonzero(~chosen)), pool.select(np.flatnonzero(chosen))
 
 
 def balanced_subset(ds: Dataset, *, per_class: int, seed: int) -> Dataset:

@@ -206,11 +206,13 @@ def attach_transforms(splits: Splits, processor: Any, *, uint8: bool = True, cac
     fast_decode=True hands the train transform the undecoded file, for libjpeg-turbo to decode."""
     if splits.stores:
         size, _ = input_sizes(processor)
-        return _attached(splits, {"train": (StoreAugment(splits.stores["train"], size), _position),
-                                  "eval": (StoreEval(splits.stores["eval"]), _position)})
+        chosen = {"train": (StoreAugment(splits.stores["train"], size), _position),
+                  **{name: (StoreEval(splits.stores[name]), _position) for name in _evaluated(splits)}}
+        return _attached(splits, chosen)
     train_tf, eval_tf = build_transforms(processor, uint8=uint8, fast_decode=fast_decode)
     chosen = {}
-    for name, transform in (("train", train_tf), ("eval", eval_tf)):
+    for name in ("train", *_evaluated(splits)):
+        transform = train_tf if name == "train" else eval_tf
         ds = getattr(splits, name)
         if name == "train" and fast_decode and uint8 and not cache and isinstance(ds.features.get("image"), ImageFeature):
             # datasets would decode the whole image before our transform sees it.
@@ -226,6 +228,11 @@ def attach_transforms(splits: Splits, processor: Any, *, uint8: bool = True, cac
     return _attached(splits, chosen)
 
 
+def _evaluated(splits: Splits) -> tuple[str, ...]:
+    # Under the seed protocol val and test are one dataset: attached once, still one after.
+    return ("val",) if splits.selects_on_test else ("val", "test")
+
+
 def _position(i: int) -> int:
     return i  # store transforms take the image's position in the store
 
@@ -237,6 +244,8 @@ def _attached(splits: Splits, chosen: dict[str, tuple[Any, Callable[[int], Any] 
         # By index (cache, store), only the index and label columns are read: no image is decoded.
         attached[name] = ds.with_transform(_apply(transform, by_index),
                                            columns=["index", "label"] if by_index is not None else None)
+    if "test" not in attached:
+        attached["test"] = attached["val"]
     return replace(splits, **attached)
 
 

@@ -42,11 +42,12 @@ def model_card(record: RunRecord, *, library: str, exported: bool) -> ModelCard:
     base = model.get("name_or_path") if model.get("pretrained", True) else None
     hub_dataset, dataset_name, split = _dataset(data)
     names = [key.removeprefix("eval_") for key in (record.epochs[0] if record.epochs else {}) if key != "epoch"]
-    best = record.best_epoch or {}
+    # The model-index reports what the record reports: test, for the checkpoint chosen on val.
+    reported = {name: record.reported(name) for name in names if name != "loss"}
     results = [EvalResult(task_type="image-classification", dataset_type=hub_dataset or data.get("source", "images"),
                           dataset_name=dataset_name, dataset_split=split, metric_type=name, metric_name=name,
-                          metric_value=round(best[f"eval_{name}"], 6))
-               for name in names if name != "loss" and f"eval_{name}" in best]
+                          metric_value=round(value, 6))
+               for name, value in reported.items() if value is not None]
     title = f"{record.method} on {base or model.get('name', 'a random-init backbone')}"
     card_data = ModelCardData(
         library_name="transformers" if exported else library,
@@ -76,13 +77,14 @@ def _body(record: RunRecord, *, title: str, dataset: str, split: str | None, bas
         f"{'' if base else ' (randomly initialised: not a pretrained checkpoint)'}, "
         f"{counts.num_labels if counts else len(record.labels)} classes. {how}", "",
         "## Training", "",
-        f"- Data: {dataset}; {counts.num_train_samples if counts else '?'} training images, "
-        f"{counts.num_eval_samples if counts else '?'} eval images ({split}).",
+        f"- Data: {dataset}; {_sizes(record)}; reported on {split}.",
         f"- Method `{record.method}`: {', '.join(f'{k}={v}' for k, v in settings.items()) or 'no settings'}.",
         f"- Trainable parameters: {counts.trainable_params:,} of {counts.total_params:,} "
         f"({counts.trainable_percent}%)." if counts else "- Trainable parameters: not recorded.",
-        f"- Precision {record.provenance.precision}; the saved model is the best epoch by `{record.monitor}`.", "",
-        "## Eval results per epoch", "", *table, "",
+        f"- Precision {record.provenance.precision}; the saved model is the epoch with the best "
+        f"{record.selected_on} `{record.monitor.removeprefix('eval_')}`.", "",
+        "## Results", "", _results(record), "",
+        f"## {record.selected_on.capitalize()} results per epoch", "", *table, "",
         "## Reproduce", "",
         f"Command: `{record.provenance.command}` at git commit `{git.get('sha')}`"
         f"{' (with uncommitted changes)' if git.get('dirty') else ''}. The resolved config:", "",
@@ -90,6 +92,26 @@ def _body(record: RunRecord, *, title: str, dataset: str, split: str | None, bas
         "## Data licence", "", FOOD101_NOTE if "Food-101" in dataset else "The training images are your own.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _sizes(record: RunRecord) -> str:
+    counts = record.counts
+    if counts is None:
+        return "split sizes not recorded"
+    if record.protocol == "seed":
+        return f"{counts.num_train_samples} training images, {counts.num_eval_samples} held out"
+    return (f"{counts.num_train_samples} training images, {counts.num_eval_samples} val (select the checkpoint), "
+            f"{counts.num_test_samples} test (reported)")
+
+
+def _results(record: RunRecord) -> str:
+    """The reported accuracy, and in words how it was obtained."""
+    best, final = record.reported("accuracy"), record.reported("accuracy", checkpoint="final")
+    if best is None:
+        return "No result recorded."
+    split = "held-out" if record.protocol == "seed" else "test"
+    return (f"{split.capitalize()} accuracy **{best:.4f}** ({record.describe_protocol()}); the last epoch's: "
+            f"{final:.4f}. One run, seed {record.config.get('seed')}.")
 
 
 def write_card(record: RunRecord, model_dir: Path, *, library: str, exported: bool = False) -> None:

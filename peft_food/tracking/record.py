@@ -1,16 +1,22 @@
 """The run record: what `<run dir>/metrics.json` holds, as one type with one reader and one writer.
 
-Schema 2 (`"schema": 2`; files without the key are schema 1, the flat layout before it, and are
-read into the same type, so committed records of either kind reproduce):
+Schema 3 (`"schema": 3`; schema 2 had no protocol or test, schema 1, without the key, was a
+flat layout; both are read into the same type, as the seed protocol, so committed records of
+every kind reproduce):
 
     status        starting | running | completed | failed | interrupted (| damaged: an unreadable file)
     method        the method's label (lora, dora, full, bitfit, ...)
+    protocol      val_test: epochs are evaluated on val, which picks the checkpoint; test is reported.
+                  seed: the seed recipe's, one held-out split both picks and is reported
     monitor       the metric that picks the best checkpoint (eval_accuracy, eval_macro_f1, eval_loss, ...)
-    epochs        one entry per evaluation: epoch, eval_loss and eval_<metric> for each train.metrics
+    epochs        one entry per evaluation of the selection split (val; seed protocol: the reported
+                  split): epoch, eval_loss and eval_<metric> for each train.metrics (Trainer's names)
     best, final   written for reading: the epoch the saved model comes from (best by monitor), the last
+    test          protocol val_test: test_loss and test_<metric> of that best checkpoint ("best") and of
+                  the last epoch ("final"), each measured once, at the end
     labels        class names in label order
     counts        trainable_params, total_params, trainable_percent, num_labels, num_train_samples,
-                  num_eval_samples
+                  num_eval_samples (val), num_test_samples
     efficiency    train_img_per_s, peak_mem_mb, model_size_mb, runtime_s, epoch_wall_s (per epoch), startup_s
     provenance    git (sha, dirty), versions, hardware, command, precision, world_size,
                   effective_batch_size
@@ -30,11 +36,12 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from peft_food.data.splits import selection_split
 from peft_food.errors import UserError, first_line
 from peft_food.evaluation.metrics import METRICS
 from peft_food.files import write_atomic
 
-SCHEMA = 2
+SCHEMA = 3
 FILE = "metrics.json"
 
 
@@ -49,7 +56,8 @@ class Counts:
     trainable_percent: float
     num_labels: int
     num_train_samples: int
-    num_eval_samples: int
+    num_eval_samples: int  # the split evaluated every epoch: val (seed protocol: the reported split)
+    num_test_samples: int | None = None  # None: the seed protocol, or a record made before the protocol
 
 
 @dataclass
@@ -80,8 +88,10 @@ class Provenance:
 class RunRecord:
     status: str = "starting"
     method: str = ""
+    protocol: str = "val_test"
     monitor: str = "eval_accuracy"
     epochs: list[dict[str, float]] = field(default_factory=list)
+    test: dict[str, dict[str, float]] | None = None
     labels: list[str] = field(default_factory=list)
     counts: Counts | None = None
     efficiency: Efficiency = field(default_factory=Efficiency)
@@ -113,14 +123,45 @@ class RunRecord:
     def final(self) -> float | None:
         return self.epochs[-1].get(self.monitor) if self.epochs else None
 
+    @property
+    def selected_on(self) -> str:
+        """The split the epochs were evaluated on, which picked the checkpoint."""
+        return selection_split(self.protocol)
+
+    def reported(self, metric: str, *, checkpoint: str = "best") -> float | None:
+        """The reported value of `metric` (accuracy, loss, ...) for the best or the final checkpoint:
+        test under val_test, the selection split's own value under the seed protocol."""
+        if self.protocol == "seed":
+            epoch = self.best_epoch if checkpoint == "best" else (self.epochs[-1] if self.epochs else None)
+            return (epoch or {}).get(f"eval_{metric}")
+        return ((self.test or {}).get(checkpoint) or {}).get(f"test_{metric}")
+
+    def describe_protocol(self, metric: str = "accuracy") -> str:
+        """The protocol in words, for a table's caption, a card or the end of a run."""
+        watched = self.monitor.removeprefix("eval_")
+        counts = self.counts
+        if self.protocol == "seed":
+            sizes = f" ({counts.num_train_samples} train / {counts.num_eval_samples} held out)" if counts else ""
+            return (f"{metric} on the held-out split of the epoch with the best {watched} on that same split: "
+                    f"selected on the reported split (seed protocol){sizes}")
+        sizes = (f" ({counts.num_train_samples} train / {counts.num_eval_samples} val / {counts.num_test_samples} "
+                 f"test images)") if counts else ""
+        return f"test {metric} of the checkpoint with the best val {watched}{sizes}"
+
     def summary(self) -> dict[str, Any]:
-        """Flat scalars for W&B's run summary and tables: best_/final_<metric>, counts, efficiency."""
+        """Flat scalars for W&B's run summary and tables: best_/final_<split>_<metric> of the epochs
+        (split: val, or eval under the seed protocol), test/<metric> of the selected checkpoint and
+        test_final/<metric> of the last one, counts, efficiency."""
         out: dict[str, Any] = {"status": self.status, "method": self.method, "monitor": self.monitor,
-                               "precision": self.provenance.precision}
+                               "protocol": self.protocol, "precision": self.provenance.precision}
         out.update(asdict(self.counts) if self.counts else {})
         out.update(asdict(self.efficiency))
+        split = self.selected_on
         for prefix, epoch in (("best", self.best_epoch), ("final", self.epochs[-1] if self.epochs else None)):
-            out.update({f"{prefix}_{k}": v for k, v in (epoch or {}).items() if k != "epoch"})
+            out.update({f"{prefix}_{split}_{k.removeprefix('eval_')}": v for k, v in (epoch or {}).items()
+                        if k != "epoch"})
+        for prefix, values in (("test", (self.test or {}).get("best")), ("test_final", (self.test or {}).get("final"))):
+            out.update({f"{prefix}/{k.removeprefix('test_')}": v for k, v in (values or {}).items()})
         return out
 
     # --- files ------------------------------------------------------------------------------
@@ -147,7 +188,10 @@ class RunRecord:
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> "RunRecord":
-        body = dict(body) if body.get("schema", 1) >= 2 else _from_schema_1(body)
+        schema = body.get("schema", 1)
+        body = dict(body) if schema >= 2 else _from_schema_1(body)
+        if schema < 3:  # before the protocol: the one eval split both picked and was reported
+            body["protocol"] = "seed"
         known = {f.name for f in fields(cls)}
         record = cls(**{k: v for k, v in body.items() if k in known})
         record.counts = Counts(**record.counts) if isinstance(record.counts, dict) else record.counts

@@ -73,6 +73,19 @@ def job_records(sweep_dir: Path) -> list[tuple[Path, RunRecord]]:
     return jobs
 
 
+def objective(record: RunRecord) -> float:
+    """What every sweeper optimises: the monitored metric's best value over the epochs, which are
+    evaluated on val (never on test). Optuna gets it as the job's return value; W&B Sweeps read it
+    from the run summary, as `objective_key`."""
+    return record.best
+
+
+def objective_key(record: RunRecord) -> str:
+    """The run-summary key holding `objective` (best_val_accuracy; best_eval_... under the seed
+    protocol): the `metric.name` of a W&B sweep file."""
+    return f"best_{record.selected_on}_{record.monitor.removeprefix('eval_')}"
+
+
 def grid_jobs(hydra_cfg: Any) -> list[tuple[list[str], str]]:
     """(override list, label from the swept keys) of every job the basic sweeper will launch:
     the sweep file's params plus the command line."""

@@ -71,10 +71,10 @@ def wandb_settings(spec: LoggerSpec, *, run_dir: Path, tags: list[str]) -> dict[
 
 
 def start_wandb(*, spec: LoggerSpec, run_dir: Path, config: dict[str, Any], tags: list[str], metrics: list[str],
-                run_id: str | None = None):
+                split: str = "val", run_id: str | None = None):
     """Open this job's own W&B run (its files under `run_dir/wandb` unless WANDB_DIR or
     logger.dir say otherwise), or return None for logger=none. `config` is all the run's W&B
-    config holds. `run_id` of an interrupted run resumes that W&B run instead of forking a new one."""
+    config holds; `split`: what the per-epoch evaluation is named (val/accuracy). `run_id` of an interrupted run resumes that W&B run instead of forking a new one."""
     if not spec.enabled:
         return None
     import wandb
@@ -89,13 +89,13 @@ def start_wandb(*, spec: LoggerSpec, run_dir: Path, config: dict[str, Any], tags
         id=run_id,
         resume="allow" if run_id else None,
     )
-    # Trainer's train/* scalars are plotted against train/global_step, every eval metric per epoch.
+    # Trainer's train/* scalars are plotted against train/global_step, every val metric per epoch.
     # (Exact names take precedence over the "*" rule.)
     run.define_metric("train/global_step")
     run.define_metric("*", step_metric="train/global_step", step_sync=True)
     run.define_metric("train/epoch")
     for name in dict.fromkeys([*metrics, "loss"]):
-        run.define_metric(f"eval/{name}", step_metric="train/epoch")
+        run.define_metric(f"{split}/{name}", step_metric="train/epoch")
     if settings["mode"] == "offline":
         log.warning("W&B: no API key found, logging offline to %s (upload later: wandb sync %s)",
                     run.dir, Path(run.dir).parent)
@@ -104,15 +104,16 @@ def start_wandb(*, spec: LoggerSpec, run_dir: Path, config: dict[str, Any], tags
 
 class WandbMetrics(TrainerCallback):
     """Trainer's logs into this run, named as transformers' WandbCallback names them (train/loss,
-    eval/accuracy, train/global_step), without what that callback also does: merge every
+    train/global_step) but for the per-epoch evaluation, named by its split (val/accuracy; eval/
+    under the seed protocol), without what that callback also does: merge every
     TrainingArguments field and the model config into the run's config (143 keys beside ours,
     `learning_rate` beside `train.lr`), so the run's config stays the resolved Hydra config."""
 
     # Whole-run figures go to the summary, not the history (as WandbCallback does).
     SUMMARY_ONLY = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss", "total_flos")
 
-    def __init__(self, run: Any):
-        self.run = run
+    def __init__(self, run: Any, *, split: str = "val"):
+        self.run, self.split = run, split
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
@@ -121,6 +122,7 @@ class WandbMetrics(TrainerCallback):
 
         self.run.summary.update({k: v for k, v in logs.items() if k in self.SUMMARY_ONLY})
         history = rewrite_logs({k: v for k, v in logs.items() if k not in self.SUMMARY_ONLY})
+        history = {f"{self.split}/{k[5:]}" if k.startswith("eval/") else k: v for k, v in history.items()}
         self.run.log({**history, "train/global_step": state.global_step})
 
 

@@ -21,7 +21,7 @@ from transformers import Trainer, TrainerCallback, set_seed
 from peft_food import progress
 from peft_food.config import RunSpec, parse_config
 from peft_food.data.images import to_rgb
-from peft_food.data.splits import load_splits
+from peft_food.data.splits import Splits, load_splits, selection_split
 from peft_food.data.store import Plan, store_plan
 from peft_food.data.transforms import attach_transforms
 from peft_food.errors import Interrupted
@@ -53,11 +53,13 @@ from peft_food.training.rundir import (
 )
 from peft_food.training.trainer import (
     EpochRecorder,
+    FinalTest,
     build_image_trainer,
     epoch_metrics,
     peak_memory_mb,
     resolve_precision,
     resolve_workers,
+    split_metrics,
     weights_mb,
 )
 
@@ -72,8 +74,9 @@ def train(cfg: DictConfig, *, resume_search: Path | None = None, started: float 
 
 
 def build_trainer(spec: RunSpec, *, run_dir: Path, precision: str, record: RunRecord,
-                  callbacks: list[TrainerCallback]) -> tuple[Trainer, Any]:
-    """Data, model and Trainer, once each; fills the record's labels and counts."""
+                  callbacks: list[TrainerCallback]) -> tuple[Trainer, Any, Splits]:
+    """Data, model and Trainer, once each; fills the record's labels and counts. The
+    Trainer evaluates val every epoch; the returned splits' test is for the end."""
     splits = load_splits(spec.data, seed=spec.seed, plan=data_plan(spec))
     base, processor = load_base(model=spec.model, labels=splits.labels)
     if not spec.model.pretrained and spec.peft.saves_base and is_main_process():
@@ -81,16 +84,18 @@ def build_trainer(spec: RunSpec, *, run_dir: Path, precision: str, record: RunRe
     model = apply_peft(base, peft=spec.peft, model=spec.model)
     record.labels = splits.labels
     record.counts = Counts(**count_parameters(model), num_labels=len(splits.labels),
-                           num_train_samples=len(splits.train), num_eval_samples=len(splits.eval))
+                           num_train_samples=len(splits.train), num_eval_samples=len(splits.val),
+                           num_test_samples=None if splits.selects_on_test else len(splits.test))
     log.info("trainable params: %(trainable_params)s || all params: %(total_params)s "
              "|| trainable%%: %(trainable_percent)s", vars(record.counts))
+    log.info("data: %d classes; protocol %s: %s", len(splits.labels), record.protocol, record.describe_protocol())
     splits = attach_transforms(splits, processor, uint8=spec.data.uint8, cache=spec.data.cache,
                                fast_decode=spec.data.fast_decode)
     trainer = build_image_trainer(model=model, processor=processor, train_dataset=splits.train,
-                                  eval_dataset=splits.eval, train=spec.train, precision=precision,
+                                  eval_dataset=splits.val, train=spec.train, precision=precision,
                                   workers=resolve_workers(spec.train.workers), run_dir=run_dir, seed=spec.seed,
                                   callbacks=callbacks, metrics=spec.train.metrics)
-    return trainer, processor
+    return trainer, processor, splits
 
 
 def data_plan(spec: RunSpec) -> Plan | None:
@@ -121,20 +126,21 @@ def recorded(record: RunRecord, *, path: Path | None, wandb_run: Any) -> Iterato
         finish_wandb(wandb_run, summary=record.summary(), failed=record.status != "completed")
 
 
-def report_results(trainer: Trainer, *, labels: list[str], out_dir: Path | None, wandb_run: Any,
-                   examples: int) -> None:
-    """Per-class results of the model that is saved (the best checkpoint, reloaded at the end):
-    files in the run dir and tables in W&B (results.py). Every rank predicts; the main one writes."""
-    output = trainer.predict(trainer.eval_dataset)
-    if out_dir is None:
-        return
-    results = EvalResults(logits=np.asarray(output.predictions), labels=np.asarray(output.label_ids), names=labels)
-    shown = results.examples(examples)
-    raw = trainer.eval_dataset.with_format(None)  # the images as stored, not the model's tensors
-    images = [to_rgb(raw[i]["image"]) for i in shown]
-    write_results(results, out_dir=out_dir, examples=shown, images=images)
-    if wandb_run is not None:
-        log_results(wandb_run, results, examples=shown, images=images, out_dir=out_dir)
+def report_results(trainer: Trainer, test: Any, *, labels: list[str], out_dir: Path | None, wandb_run: Any,
+                   examples: int, metrics: list[str]) -> dict[str, float]:
+    """The test metrics and per-class results of the model that is saved (the best checkpoint,
+    reloaded at the end): files in the run dir and tables in W&B (results.py). Every rank
+    predicts; the main one writes."""
+    output = trainer.predict(test, metric_key_prefix="test")
+    if out_dir is not None:
+        results = EvalResults(logits=np.asarray(output.predictions), labels=np.asarray(output.label_ids), names=labels)
+        shown = results.examples(examples)
+        raw = test.with_format(None)  # the images as stored, not the model's tensors
+        images = [to_rgb(raw[i]["image"]) for i in shown]
+        write_results(results, out_dir=out_dir, examples=shown, images=images)
+        if wandb_run is not None:
+            log_results(wandb_run, results, examples=shown, images=images, out_dir=out_dir)
+    return split_metrics(output.metrics, prefix="test", metrics=metrics)
 
 
 def run(spec: RunSpec, *, resume_search: Path | None = None, started: float | None = None) -> RunRecord:
@@ -175,7 +181,8 @@ def _train_in(run_dir: Path, spec: RunSpec, *, resumed: bool, started: float) ->
     precision = resolve_precision(spec.train.precision)
     checkpoint = latest_checkpoint(run_dir) if resumed else None
     record = RunRecord(
-        status="running", method=spec.peft.label, monitor=spec.train.monitor_key, config=spec.config,
+        status="running", method=spec.peft.label, protocol=spec.data.protocol, monitor=spec.train.monitor_key,
+        config=spec.config,
         provenance=provenance(precision=precision, world_size=world_size(),
                               effective_batch_size=spec.train.batch_size * spec.train.grad_accum * world_size()),
         resumed_from=[*(previous.resumed_from if previous else []), *([checkpoint.name] if checkpoint else [])],
@@ -186,15 +193,19 @@ def _train_in(run_dir: Path, spec: RunSpec, *, resumed: bool, started: float) ->
     logger = spec.logger if main_process else replace(spec.logger, enabled=False)
     # The run's W&B config: the resolved Hydra config, the method and where the run came from.
     wandb_config = {"method": spec.peft.label, **spec.config, "provenance": asdict(record.provenance)}
+    split = selection_split(spec.data.protocol)
     wandb_run = start_wandb(spec=logger, run_dir=run_dir, config=wandb_config, tags=[spec.peft.label, spec.model.name],
-                            metrics=spec.train.metrics, run_id=previous.wandb_run_id if previous else None)
+                            metrics=spec.train.metrics, split=split, run_id=previous.wandb_run_id if previous else None)
     record.wandb_run_id = wandb_run.id if wandb_run is not None else None
     stopper = StopOnSignal()
     with recorded(record, path=path, wandb_run=wandb_run):
-        trainer, processor = build_trainer(
+        final_test = FinalTest(metrics=spec.train.metrics)
+        trainer, processor, splits = build_trainer(
             spec, run_dir=run_dir, precision=precision, record=record,
             callbacks=[EpochRecorder(record, run_dir / RECORD_FILE, metrics=spec.train.metrics, started=started), stopper,
-                       *([WandbMetrics(wandb_run)] if wandb_run else [])])
+                       *([WandbMetrics(wandb_run, split=split)] if wandb_run else []), final_test])
+        if not splits.selects_on_test:
+            final_test.attach(trainer, splits.test)
         if wandb_run is not None:
             wandb_run.summary.update(vars(record.counts))
         with stopper:
@@ -202,8 +213,11 @@ def _train_in(run_dir: Path, spec: RunSpec, *, resumed: bool, started: float) ->
         if stopper.signum is not None:
             raise Interrupted(stopper.signum, latest_checkpoint(run_dir))
         record.epochs = epoch_metrics(trainer.state.log_history, metrics=spec.train.metrics)
-        report_results(trainer, labels=record.labels, out_dir=run_dir if main_process else None,
-                       wandb_run=wandb_run, examples=spec.logger.examples)
+        best_test = report_results(trainer, splits.test, labels=record.labels, out_dir=run_dir if main_process else None,
+                                   wandb_run=wandb_run, examples=spec.logger.examples, metrics=spec.train.metrics)
+        if not splits.selects_on_test:
+            record.test = {"best": best_test, "final": final_test.result}
+        log.info(result_line(record))
         if main_process:
             save_trained(trainer.model, processor, model_dir=run_dir / "model", peft=spec.peft, labels=record.labels,
                          base=spec.model)
@@ -216,3 +230,16 @@ def _train_in(run_dir: Path, spec: RunSpec, *, resumed: bool, started: float) ->
             log_model(wandb_run, model_dir=run_dir / "model", record=record,
                       base=spec.model.name_or_path or f"{spec.model.name} (random init)")
     return record
+
+
+def result_line(record: RunRecord) -> str:
+    """What the run reports, with how it was obtained: "test accuracy 0.6150 (checkpoint of epoch
+    6, best val accuracy 0.6400; final epoch: 0.6050); test accuracy of the checkpoint with ..."."""
+    best = record.best_epoch or {}
+    watched = record.monitor.removeprefix("eval_")
+    chosen = f"checkpoint of epoch {best.get('epoch', 0):g}, best {record.selected_on} {watched} {record.best:.4f}"
+    final = record.reported("accuracy", checkpoint="final")
+    value = record.reported("accuracy")
+    head = "eval" if record.protocol == "seed" else "test"
+    return (f"{head} accuracy {value:.4f} ({chosen}; final epoch: {final:.4f}); "
+            f"{record.describe_protocol()}") if value is not None and final is not None else "no result"

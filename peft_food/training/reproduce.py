@@ -19,6 +19,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from peft_food.data.sources import recorded_data
 from peft_food.errors import UserError
 from peft_food.tracking.record import FILE as RECORD_FILE
 from peft_food.tracking.record import RunRecord, portable
@@ -39,7 +40,8 @@ ACROSS_VERSIONS = {"eval_accuracy": 0.05, "eval_loss": 0.03}
 NUMERIC_PACKAGES = ("python", "torch", "torchvision", "transformers", "peft", "datasets", "numpy", "pillow")
 # The exact environment the committed records were made in (README, Reproducing).
 LOCK_FILE = "experiments/requirements.lock"
-EXACT_KEYS = ("trainable_params", "total_params", "num_labels", "num_train_samples", "num_eval_samples")
+EXACT_KEYS = ("trainable_params", "total_params", "num_labels", "num_train_samples", "num_eval_samples",
+              "num_test_samples")
 
 
 def tolerance(*, on_gpu: bool, monitor: str, across_versions: bool = False) -> dict[str, float]:
@@ -144,11 +146,26 @@ def compare(name: str, recorded: RunRecord, new: RunRecord, tolerance: dict[str,
     if len(old_epochs) != len(new_epochs):
         diffs.append(f"{name}: {len(old_epochs)} epochs recorded, {len(new_epochs)} now")
     for old, now in zip(old_epochs, new_epochs):
-        for key, tol in tolerance.items():
-            gap = abs(old[key] - now[key])
-            if gap > tol:
-                diffs.append(f"{name}: epoch {old['epoch']:g} {key} recorded {old[key]:.6g}, now {now[key]:.6g} "
-                             f"(|diff| {gap:.3g} > tolerance {tol:g})")
+        diffs += _beyond(f"{name}: epoch {old['epoch']:g}", old, now, tolerance)
+    # Test, once for the selected checkpoint and once for the last epoch, at the same tolerance.
+    test_tolerance = {f"test_{key.removeprefix('eval_')}": tol for key, tol in tolerance.items()}
+    for checkpoint in ("best", "final"):
+        old, now = ((record.test or {}).get(checkpoint) for record in (recorded, new))
+        if (old is None) != (now is None):
+            diffs.append(f"{name}: test of the {checkpoint} checkpoint {'recorded' if old else 'not recorded'}, "
+                         f"{'measured' if now else 'not measured'} now")
+        elif old is not None:
+            diffs += _beyond(f"{name}: {checkpoint} checkpoint", old, now, test_tolerance)
+    return diffs
+
+
+def _beyond(where: str, old: dict[str, float], now: dict[str, float], tolerance: dict[str, float]) -> list[str]:
+    diffs = []
+    for key, tol in tolerance.items():
+        gap = abs(old[key] - now[key])
+        if gap > tol:
+            diffs.append(f"{where} {key} recorded {old[key]:.6g}, now {now[key]:.6g} "
+                         f"(|diff| {gap:.3g} > tolerance {tol:g})")
     return diffs
 
 
@@ -206,6 +223,7 @@ def reproduce(record_dir: Path, *, out_dir: Path, wandb: bool) -> Outcome:
         outcome.other_changes.update(other)
         tol = outcome.across if numeric else meta["tolerance"]
         cfg = OmegaConf.load(run_dir / "config.yaml")
+        cfg.data = recorded_data(OmegaConf.to_container(cfg.data))
         if cfg.data.get("root") and not Path(cfg.data.root).is_absolute():
             cfg.data.root = str((repo_root(record_dir) / cfg.data.root).resolve())
         cfg.output_dir = str(out_dir / run_dir.name)
@@ -216,7 +234,10 @@ def reproduce(record_dir: Path, *, out_dir: Path, wandb: bool) -> Outcome:
         found = compare(run_dir.name, recorded, new, tol)
         values = " ".join(f"{e[new.monitor]:.4f}" for e in new.epochs)
         check = "within the cross-version tolerance" if numeric else "exact check"
-        print(f"{run_dir.name}: {'MATCH' if not found else 'DIFFERS'} ({check})  {new.monitor} per epoch: {values}")
+        reported = new.reported("accuracy")
+        test = f"; {'test' if new.protocol != 'seed' else 'reported'} accuracy {reported:.4f}" if reported is not None else ""
+        print(f"{run_dir.name}: {'MATCH' if not found else 'DIFFERS'} ({check})  {new.selected_on} "
+              f"{new.monitor.removeprefix('eval_')} per epoch: {values}{test}")
         outcome.diffs += found
     return outcome
 

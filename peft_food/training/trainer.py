@@ -97,6 +97,13 @@ def build_image_trainer(*, model: Any, processor: Any, train_dataset: Any, eval_
                         callbacks=callbacks, mean=processor.image_mean, std=processor.image_std)
 
 
+def split_metrics(measured: dict[str, Any], *, prefix: str, metrics: list[str]) -> dict[str, float]:
+    """<prefix>_loss and <prefix>_<name> for each of `metrics`, out of Trainer's evaluate/predict
+    metrics (which also hold runtime and throughput)."""
+    keys = [f"{prefix}_loss", *(f"{prefix}_{name}" for name in metrics if name != "loss")]
+    return {key: measured[key] for key in keys if key in measured}
+
+
 def epoch_metrics(log_history: list[dict[str, Any]], *, metrics: list[str]) -> list[dict[str, Any]]:
     """One entry per evaluation: its epoch, eval_loss and eval_<name> for each of `metrics`."""
     keys = ["eval_loss", *(f"eval_{name}" for name in metrics if name != "loss")]
@@ -105,14 +112,31 @@ def epoch_metrics(log_history: list[dict[str, Any]], *, metrics: list[str]) -> l
 
 
 def epoch_line(record: RunRecord, log_history: list[dict[str, Any]]) -> str:
-    """One line per epoch for train.log: its eval metrics, the last train loss, and img/s."""
+    """One line per epoch for train.log: its val metrics, the last train loss, and img/s."""
     epoch = record.epochs[-1]
     losses = [e["loss"] for e in log_history if "loss" in e]
     walls = record.efficiency.epoch_wall_s
     rate = (record.counts.num_train_samples / walls[-1]) if walls and record.counts else None
     metrics = " ".join(f"{k.removeprefix('eval_')} {v:.4f}" for k, v in epoch.items() if k != "epoch")
-    return (f"epoch {epoch['epoch']:g}: {metrics} | train loss {losses[-1]:.4f}" if losses else
-            f"epoch {epoch['epoch']:g}: {metrics}") + (f" | {rate:.0f} img/s" if rate else "")
+    head = f"epoch {epoch['epoch']:g}: {record.selected_on} {metrics}"
+    return (f"{head} | train loss {losses[-1]:.4f}" if losses else head) + (f" | {rate:.0f} img/s" if rate else "")
+
+
+class FinalTest(TrainerCallback):
+    """Tests the last epoch's model once, right after its val evaluation: at the end of training
+    Trainer loads the best checkpoint over it. Never read during training, so nothing selects on it."""
+
+    def __init__(self, *, metrics: list[str]):
+        self.metrics, self.trainer, self.test = metrics, None, None
+        self.result: dict[str, float] | None = None
+
+    def attach(self, trainer: Trainer, test: Any) -> None:
+        self.trainer, self.test = trainer, test
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        if self.trainer is not None and state.global_step >= state.max_steps:
+            output = self.trainer.predict(self.test, metric_key_prefix="test")
+            self.result = split_metrics(output.metrics, prefix="test", metrics=self.metrics)
 
 
 class EpochRecorder(TrainerCallback):

@@ -1,0 +1,191 @@
+"""The evaluation protocol (README, Protocol): three disjoint splits from every source, the
+checkpoint selected on val only, test reported for that checkpoint and the last epoch, and every
+sweeper's objective a val number."""
+
+import hashlib
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from peft_food.config import parse_config
+from peft_food.data.columns import image_dataset
+from peft_food.data.sources import (
+    SOURCES,
+    Part,
+    Parts,
+    Source,
+    recorded_data,
+    synthetic_dataset,
+)
+from peft_food.data.splits import load_splits
+from peft_food.errors import DataError
+from peft_food.tracking.record import RunRecord
+from peft_food.tracking.sweep import objective, objective_key
+from peft_food.training.pipeline import train
+from tests.helpers import MINI, REPO, TINY_TRAIN, compose_config, read_run, run_files
+
+
+def data_spec(*overrides):
+    return parse_config(compose_config(*TINY_TRAIN, *overrides, output_dir="/tmp/unused")).data
+
+
+def write_unique_images(folder, count, start):
+    """`count` PNGs whose pixels differ from every other image written with another `start`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(start, start + count):
+        Image.fromarray(np.full((8, 8, 3), (i % 251, i // 251, 7), dtype=np.uint8)).save(folder / f"{i}.png")
+    return start + count
+
+
+def paths(ds):
+    return [p["path"] for p in ds.cast_column("image", ds.features["image"].__class__(decode=False))["image"]]
+
+
+def pixels(ds):
+    return [hashlib.sha1(np.asarray(img).tobytes()).hexdigest() for img in ds["image"]]
+
+
+def assert_disjoint(splits, key):
+    ids = {name: key(getattr(splits, name)) for name in ("train", "val", "test")}
+    for name, found in ids.items():
+        assert len(set(found)) == len(found), f"{name} holds an image twice"
+    assert not set(ids["train"]) & set(ids["val"])
+    assert not set(ids["train"]) & set(ids["test"])
+    assert not set(ids["val"]) & set(ids["test"])
+
+
+def per_class(ds):
+    return np.bincount(ds["label"]).tolist()
+
+
+def test_hub_source_draws_val_from_train_and_reports_its_test_split(tmp_path):
+    # A local dataset dir in the Hub's split layout: load_dataset reads it as it reads ethz/food101.
+    start = 0
+    for split, count in (("train", 20), ("validation", 6)):
+        for name in ("apple_pie", "bibimbap", "churros"):
+            start = write_unique_images(tmp_path / split / name, count, start)
+    spec = data_spec("data=food101", f"data.hub_id={tmp_path}", "data.val_size=0.25", "data.per_class=12",
+                     "data.test_per_class=4")
+    splits = load_splits(spec, seed=5)
+    assert per_class(splits.val) == [5] * 3  # 25% of each class's 20, carved before the subset
+    assert per_class(splits.train) == [12] * 3 and per_class(splits.test) == [4] * 3
+    assert_disjoint(splits, pixels)
+    assert not splits.selects_on_test
+
+
+@pytest.mark.skipif(not MINI.is_dir(), reason="shared food101-mini not present")
+def test_food101_local_val_from_train_txt_test_is_test_txt():
+    splits = load_splits(data_spec("data=food101_local", f"data.root={MINI}", "data.val_per_class=10"), seed=42)
+    assert splits.sizes() == {"train": 400, "val": 100, "test": 200}
+    assert per_class(splits.val) == [10] * 10
+    assert_disjoint(splits, paths)
+    test_list = {f"{MINI}/images/{e}.jpg" for e in (MINI / "meta" / "test.txt").read_text().split()}
+    assert set(paths(splits.test)) == test_list
+    again = load_splits(data_spec("data=food101_local", f"data.root={MINI}", "data.val_per_class=10"), seed=42)
+    other = load_splits(data_spec("data=food101_local", f"data.root={MINI}", "data.val_per_class=10"), seed=7)
+    assert paths(again.val) == paths(splits.val) != paths(other.val)  # seeded
+
+
+@pytest.mark.parametrize("layout", ["flat", "train_test", "train_val_test"])
+def test_imagefolder_uses_the_splits_it_has_and_carves_the_rest(tmp_path, layout):
+    start = 0
+    for name in ("gyoza", "ramen"):
+        if layout == "flat":
+            start = write_unique_images(tmp_path / name, 20, start)
+        else:
+            start = write_unique_images(tmp_path / "train" / name, 16, start)
+            start = write_unique_images(tmp_path / "test" / name, 4, start)
+            if layout == "train_val_test":
+                start = write_unique_images(tmp_path / "val" / name, 3, start)
+    splits = load_splits(data_spec("data=imagefolder", f"data.root={tmp_path}", "data.test_size=0.2",
+                                   "data.val_size=0.25"), seed=0)
+    expected = {"flat": {"train": 24, "val": 8, "test": 8},  # per class: 4 of 20 test, 4 of the 16 left val
+                "train_test": {"train": 24, "val": 8, "test": 8},
+                "train_val_test": {"train": 32, "val": 6, "test": 8}}[layout]
+    assert splits.sizes() == expected
+    assert_disjoint(splits, paths)
+    if layout == "train_val_test":
+        assert all("/val/" in p for p in paths(splits.val))
+
+
+def test_synthetic_generates_three_disjoint_splits():
+    splits = load_splits(data_spec("data=synthetic", "data.num_classes=3", "data.per_class=6",
+                                   "data.val_per_class=2", "data.test_per_class=4", "data.image_size=16"), seed=1)
+    assert splits.sizes() == {"train": 18, "val": 6, "test": 12}
+    assert_disjoint(splits, pixels)
+
+
+def test_seed_protocol_keeps_the_seed_split_and_says_it_reports_what_it_selected_on(tmp_path):
+    for name in ("a", "b"):
+        write_unique_images(tmp_path / name, 10, 100 if name == "b" else 0)
+    splits = load_splits(data_spec("data=imagefolder", f"data.root={tmp_path}", "data.protocol=seed",
+                                   "data.test_size=0.2"), seed=3)
+    assert splits.selects_on_test and splits.val is splits.test and len(splits.train) == 16
+
+
+def test_a_class_too_small_to_carve_val_names_the_split_and_the_fix(tmp_path):
+    write_unique_images(tmp_path / "train" / "a", 6, 0)
+    write_unique_images(tmp_path / "train" / "b", 1, 50)
+    write_unique_images(tmp_path / "test" / "a", 1, 60)
+    write_unique_images(tmp_path / "test" / "b", 1, 70)
+    with pytest.raises(DataError, match=r"class b has 1 training image left.*as val.*a val/ folder"):
+        load_splits(data_spec("data=imagefolder", f"data.root={tmp_path}"), seed=0)
+
+
+def _parity(seed, *, flip=False):
+    """Eight synthetic classes labelled by parity (hard for a tiny ViT: its accuracy moves from
+    epoch to epoch); `flip` swaps the two labels."""
+    ds = synthetic_dataset(num_classes=8, per_class=12, image_size=32, seed=seed)
+    return image_dataset({"image": [np.asarray(img) for img in ds["image"]],
+                          "label": [(y % 2) ^ flip for y in ds["label"]]}, names=["even", "odd"])
+
+
+def _flipped(spec, seed, plan):
+    """Test holds val's images with the two labels swapped, so test accuracy is exactly 1 - val
+    accuracy at every epoch: the best val epoch is the worst test epoch."""
+    return Parts(Part(_parity(seed)), val=Part(_parity(seed + 2)), test=Part(_parity(seed + 2, flip=True)))
+
+
+def test_selection_reads_val_only_and_reports_that_checkpoints_test(tmp_path, monkeypatch, offline_wandb):
+    monkeypatch.setitem(SOURCES, "flipped", Source(_flipped, SOURCES["synthetic"].card, generated=True))
+    record = train(compose_config(*TINY_TRAIN, "data=synthetic", "data.source=flipped", "train.epochs=6",
+                                  "train.lr=5e-3", output_dir=tmp_path))
+    val = [e["eval_accuracy"] for e in record.epochs]
+    assert len(set(val)) > 1 and max(val) != val[-1]  # test would pick another epoch; best is not the last
+    best = max(range(len(val)), key=lambda i: (val[i], -i))  # the first of ties, as Trainer keeps it
+    assert record.best_epoch == record.epochs[best] and record.best == val[best]
+    assert record.test["best"]["test_accuracy"] == pytest.approx(1 - val[best], abs=1e-9)
+    assert record.test["final"]["test_accuracy"] == pytest.approx(1 - val[-1], abs=1e-9)
+    assert record.reported("accuracy") == record.test["best"]["test_accuracy"]
+    assert "checkpoint with the best val accuracy" in record.describe_protocol()
+    assert "96 val / 96 test" in record.describe_protocol()
+
+    # Every sweeper's objective is that val number: Optuna's (the job's return value) and W&B
+    # Sweeps' (the summary key the committed sweep files name).
+    assert objective(record) == val[best]
+    summary = read_run(run_files(tmp_path)[0]).summary
+    for sweep_file in sorted((REPO / "experiments" / "wandb_sweeps").glob("*.yaml")):
+        metric = yaml.safe_load(sweep_file.read_text())["metric"]
+        assert metric["name"] == objective_key(record) == "best_val_accuracy"
+        assert summary[metric["name"]] == val[best] and metric["goal"] == "maximize"
+    assert summary["test/accuracy"] == record.test["best"]["test_accuracy"]
+    on_disk = RunRecord.load(tmp_path / "metrics.json")
+    assert on_disk.protocol == "val_test" and on_disk.test == record.test
+
+
+def test_a_record_made_before_the_protocol_reads_and_reruns_as_the_seed_protocol():
+    old = REPO / "experiments" / "mini_rank_alpha_torch2.15" / "runs"
+    run = sorted(old.iterdir())[0]
+    record = RunRecord.load(run / "metrics.json")
+    assert record.protocol == "seed" and record.test is None and record.selected_on == "eval"
+    assert record.reported("accuracy") == record.best_epoch["eval_accuracy"]
+    assert "selected on the reported split" in record.describe_protocol()
+    data = recorded_data(yaml.safe_load((run / "config.yaml").read_text())["data"])
+    assert data["protocol"] == "seed" and "eval_split" not in data and data["test_split"] is None
+    spec = parse_config(compose_config(*TINY_TRAIN, "data=food101_local", f"data.root={MINI}",
+                                       *(f"data.{k}={'null' if v is None else v}" for k, v in data.items()
+                                         if k in ("protocol", "test_split", "test_per_class")),
+                                       output_dir="/tmp/unused"))
+    assert load_splits(spec.data, seed=42).selects_on_test
