@@ -55,12 +55,14 @@ def compose_config(*overrides: str, output_dir: Path | None = None, conf_dir: st
 
 
 
-def eval_logits(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Logits of the saved model on the run's test split, and the labels (loaded from run_dir)."""
+def eval_logits(run_dir: Path, split: str = "val") -> tuple[np.ndarray, np.ndarray]:
+    """Logits of the saved model on one split of the run's data (val: what picked the checkpoint;
+    test: what is reported), and the labels (loaded from run_dir)."""
     trained = load_trained(run_dir)
     splits = load_splits(parse_config(compose_config(*TINY, output_dir=run_dir)).data, seed=42)
     splits = attach_transforms(splits, trained.processor)
-    batch = collate([splits.test[i] for i in range(len(splits.test))])
+    data = getattr(splits, split)
+    batch = collate([data[i] for i in range(len(data))])
     pixels = normalize(batch["pixel_values"], mean=trained.processor.image_mean, std=trained.processor.image_std)
     with torch.inference_mode():
         return trained.model(pixel_values=pixels).logits.numpy(), batch["labels"].numpy()

@@ -12,7 +12,14 @@ import pytest
 from huggingface_hub import ModelCard
 
 from peft_food.config import CONF_DIR, parse_config
-from peft_food.data.sources import SOURCES, CardData, Part, Parts, Source, synthetic_dataset
+from peft_food.data.sources import (
+    SOURCES,
+    CardData,
+    Part,
+    Parts,
+    Source,
+    synthetic_dataset,
+)
 from peft_food.methods import METHODS
 from peft_food.methods.base import register
 from peft_food.methods.partial import PartialSpec

@@ -63,7 +63,8 @@ def test_each_method_saves_what_trained_reloads_exactly_and_exports(method, tmp_
     # Exported: a plain transformers model, no peft wrapper, same predictions, its own card.
     out = export(run_dir, tmp_path / "exported")
     card = ModelCard.load(str(out / "README.md"))
-    assert card.data.library_name == "transformers" and card.data.eval_results[0].metric_value == round(record.best, 6)
+    assert card.data.library_name == "transformers"
+    assert card.data.eval_results[0].metric_value == round(record.reported("accuracy"), 6)
     plain = AutoModelForImageClassification.from_pretrained(str(out)).eval()
     assert not any("lora_" in n or "hada_" in n or "oft_" in n or "vera_" in n for n, _ in plain.named_parameters())
     merged, _ = eval_logits(out)
@@ -150,10 +151,10 @@ def test_compare_tabulates_methods_against_backbones(tmp_path):
     assert {(r["method"], r["model"]) for r in rows} == {
         (m, b) for m in ("linear_probe", "ia3") for b in ("vit_tiny", "swin_tiny")}
     table = method_by_model(rows).splitlines()
-    assert table[0].split() == ["best", "eval_accuracy", "swin_tiny", "vit_tiny"]
-    best = {(r["method"], r["model"]): r["best"] for r in rows}
+    assert table[0].split() == ["test", "accuracy", "swin_tiny", "vit_tiny"]
+    test = {(r["method"], r["model"]): r["test"] for r in rows}  # one setting per cell: its test value
     ia3 = next(line for line in table if line.startswith("ia3")).split()
-    assert ia3[1:] == [f"{best[('ia3', 'swin_tiny')]:.4f}", f"{best[('ia3', 'vit_tiny')]:.4f}"]
+    assert ia3[1:] == [f"{test[('ia3', 'swin_tiny')]:.4f}", f"{test[('ia3', 'vit_tiny')]:.4f}"]
 
 
 @pytest.mark.parametrize("grid", ["+sweep=method_rank", "+sweep=mini_methods", "+sweep=methods_backbones",

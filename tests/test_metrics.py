@@ -59,8 +59,11 @@ def test_the_monitor_picks_the_saved_checkpoint_and_the_per_class_results_are_of
 
     rows = list(csv.DictReader((tmp_path / "per_class.csv").open()))
     assert [r["class"] for r in rows] == record.labels
+    # Per-class results are on test, for that same checkpoint.
     correct = sum(float(r["accuracy"]) * int(r["eval_images"]) for r in rows)
-    assert round(correct) == round(best["eval_accuracy"] * record.counts.num_eval_samples)
+    test_logits, test_labels = eval_logits(tmp_path, "test")
+    assert float((test_logits.argmax(-1) == test_labels).mean()) == record.test["best"]["test_accuracy"]
+    assert round(correct) == round(record.test["best"]["test_accuracy"] * record.counts.num_test_samples)
     confusion = list(csv.reader((tmp_path / "confusion.csv").open()))
     assert confusion[0][1:] == record.labels
-    assert sum(int(c) for row in confusion[1:] for c in row[1:]) == record.counts.num_eval_samples
+    assert sum(int(c) for row in confusion[1:] for c in row[1:]) == record.counts.num_test_samples

@@ -54,8 +54,11 @@ def test_reload_in_a_fresh_process_gives_the_trained_head_accuracy_and_logits(lo
     assert done.returncode == 0, done.stderr[-2000:]
     fresh = np.load(tmp_path / "fresh.npy")
     labels = np.load(tmp_path / "labels.npy")
-    # The saved model is the best epoch's (load_best_model_at_end): same accuracy as recorded then.
+    # The saved model is the best val epoch's (load_best_model_at_end): same val accuracy as then,
+    # and the test accuracy the record reports for it.
     assert float((fresh.argmax(-1) == labels).mean()) == record.best
+    test_logits, test_labels = eval_logits(run_dir, "test")
+    assert float((test_logits.argmax(-1) == test_labels).mean()) == record.test["best"]["test_accuracy"]
 
     # The same load in this process gives the same logits.
     here, _ = eval_logits(run_dir)

@@ -189,3 +189,50 @@ def test_a_record_made_before_the_protocol_reads_and_reruns_as_the_seed_protocol
                                          if k in ("protocol", "test_split", "test_per_class")),
                                        output_dir="/tmp/unused"))
     assert load_splits(spec.data, seed=42).selects_on_test
+
+
+def _row(job, method, params, val, test, setting, model="vit_tiny"):
+    return {"job": job, "status": "completed", "method": method, "model": model, "r": "", "alpha": "",
+            "trainable_params": params, "monitor": "eval_accuracy", "val": val, "test": test, "test_final": test,
+            "protocol": "val_test", "setting": setting}
+
+
+def test_compare_selects_settings_on_val_and_reports_their_test_mean_and_spread():
+    from peft_food.tracking.compare import by_setting, method_by_model, pareto, settings
+
+    rows = [_row("0", "lora", 100, 0.80, 0.60, "a"), _row("1", "lora", 100, 0.70, 0.64, "a"),  # val 0.75, test 0.62
+            _row("2", "ia3", 10, 0.50, 0.90, "b"), _row("3", "ia3", 10, 0.60, 0.80, "b")]     # val 0.55, test 0.85
+    chosen = settings(rows)
+    assert [s["setting"] for s in chosen] == ["a", "b"]  # by val, though b's test is higher
+    assert chosen[0]["test"] == pytest.approx(0.62) and chosen[0]["test_std"] == pytest.approx(0.0283, abs=1e-4)
+    lines = by_setting(rows).splitlines()
+    assert lines[1].split()[:5] == ["a", "2", "0.7500", "+-", "0.0707"] and "0.6200 +- 0.0283" in lines[1]
+    assert "+0.2300 (beyond the noise" in lines[2]
+    # Across two models, each cell reports the test value of its val-selected setting.
+    rows += [_row("4", "lora", 100, 0.9, 0.1, "c", model="swin_tiny"), _row("5", "lora", 100, 0.2, 0.99, "d",
+                                                                            model="swin_tiny")]
+    table = method_by_model(rows).splitlines()
+    assert table[1].split() == ["lora", "0.1000", "0.6200", "+-", "0.0283"]
+    assert pareto([(10, 0.5), (100, 0.4), (100, 0.7), (1000, 0.6), (5, 0.1)]) == [(5, 0.1), (10, 0.5), (100, 0.7)]
+
+
+@pytest.mark.parametrize("name", ["seed_lora", "seed_full"])
+def test_the_seed_recipe_records_keep_its_split_and_say_they_select_on_what_they_report(name):
+    record = REPO / "experiments" / name
+    data = yaml.safe_load((record / "runs" / "run" / "config.yaml").read_text())["data"]
+    assert (data["protocol"], data["train_split"], data["test_split"], data["test_size"]) == (
+        "seed", "train[:5000]", None, 0.2)
+    assert "selected on the reported split" in yaml.safe_load((record / "experiment.yaml").read_text())["description"]
+
+
+def test_vtab1k_shape_draws_a_fixed_budget_then_carves_val_out_of_it(tmp_path):
+    start = 0
+    for name, count in (("a", 300), ("b", 500), ("c", 700)):
+        start = write_unique_images(tmp_path / "train" / name, count, start)
+        start = write_unique_images(tmp_path / "test" / name, 3, start)
+    spec = parse_config(compose_config(*TINY_TRAIN, "experiment=vtab1k", "data=imagefolder", f"data.root={tmp_path}",
+                                       output_dir="/tmp/unused")).data
+    splits = load_splits(spec, seed=0)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (800, 200, 9)
+    assert per_class(splits.val) == [40, 67, 93]  # 200 in proportion to the 300 / 500 / 700 (largest remainders)
+    assert_disjoint(splits, paths)

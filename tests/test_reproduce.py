@@ -55,13 +55,16 @@ def tiny_record(tmp_path):
 
 def test_altered_record_fails_and_shows_the_difference(tiny_record, tmp_path, capsys):
     record_dir, edit = tiny_record
-    true_value = edit(lambda m: None)["epochs"][1]["eval_accuracy"]
+    recorded = edit(lambda m: None)
+    true_value, true_test = recorded["epochs"][1]["eval_accuracy"], recorded["test"]["final"]["test_accuracy"]
     edit(lambda m: m["epochs"][1].update(eval_accuracy=true_value + 0.01))
+    edit(lambda m: m["test"]["final"].update(test_accuracy=true_test - 0.02))  # test is checked too
 
     assert reproduce([str(record_dir), "--out", str(tmp_path / "out")]) == 1
     out = capsys.readouterr().out
-    assert "NOT reproduced (1 difference(s))" in out and "versions: the record's (exact check)" in out
+    assert "NOT reproduced (2 difference(s))" in out and "versions: the record's (exact check)" in out
     assert f"epoch 2 eval_accuracy recorded {true_value + 0.01:.6g}, now {true_value:.6g}" in out
+    assert f"final checkpoint test_accuracy recorded {true_test - 0.02:.6g}, now {true_test:.6g}" in out
 
 
 def test_record_made_under_other_versions_is_checked_within_the_measured_tolerance(tiny_record, tmp_path, capsys):

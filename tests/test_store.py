@@ -110,10 +110,12 @@ def test_eval_images_from_a_store_are_the_jpeg_paths_eval_pixels(tmp_path):
     spec = data_spec("data=food101_local", f"data.root={MINI}")
     stored = attach_transforms(load_splits(spec, seed=0, plan=plan(tmp_path)), PROCESSOR)
     _, eval_tf = build_transforms(PROCESSOR, uint8=True)
-    plain = load_splits(spec, seed=0).eval
-    assert len(stored.eval) == len(plain) == 200
-    for row in range(len(plain)):
-        assert torch.equal(stored.eval[row]["pixel_values"], eval_tf(plain[row]["image"])), f"eval photo {row}"
+    plain = load_splits(spec, seed=0)
+    assert len(stored.test) == len(plain.test) == 200 and len(stored.val) == len(plain.val) == 50
+    for name in ("val", "test"):
+        for row in range(len(getattr(plain, name))):
+            assert torch.equal(getattr(stored, name)[row]["pixel_values"],
+                               eval_tf(getattr(plain, name)[row]["image"])), f"{name} photo {row}"
 
 
 def test_the_store_is_reused_and_a_changed_file_gets_a_new_one(tmp_path, monkeypatch):
@@ -127,7 +129,7 @@ def test_the_store_is_reused_and_a_changed_file_gets_a_new_one(tmp_path, monkeyp
     spec = data_spec("data=imagefolder", f"data.root={tmp_path / 'photos'}", "data.test_size=0.25")
     first = load_splits(spec, seed=0, plan=plan(tmp_path / "stores"))
     built = complete_stores(tmp_path / "stores")
-    assert len(built) == 2  # the pool in both forms: the eval set is carved out of it
+    assert len(built) == 2  # the pool in both forms: val and test are carved out of it
     assert len(opened) == 12  # both forms from one decode of each image
     again = load_splits(spec, seed=0, plan=plan(tmp_path / "stores"))
     assert complete_stores(tmp_path / "stores") == built
@@ -161,14 +163,14 @@ def test_bad_images_are_found_by_the_build_and_not_decoded_again(tmp_path, monke
     monkeypatch.setattr("peft_food.data.sources.check_images", no_decoding)
     skipped = load_splits(replace(spec, bad_images="skip"), seed=0, plan=plan(tmp_path / "stores"))
     assert complete_stores(tmp_path / "stores") == built
-    assert len(skipped.train) + len(skipped.eval) == 8
-    assert not any(path.endswith("9.jpg") for path in file_paths(skipped.train) + file_paths(skipped.eval))
+    assert sum(skipped.sizes().values()) == 8
+    assert not any(path.endswith("9.jpg") for name in ("train", "val", "test") for path in file_paths(getattr(skipped, name)))
 
 
 def test_a_hub_split_is_stored_by_its_fingerprint(tmp_path, monkeypatch):
     """data=food101's own path (load_dataset, parquet, decoded by datasets) on a local parquet
-    folder given as data.hub_id: the split's fingerprint keys its stores, and the eval set carved
-    out of it reads the same split's eval-form store."""
+    folder given as data.hub_id: the split's fingerprint keys its stores, and the val and test sets
+    carved out of it read the same split's eval-form store."""
     from datasets import ClassLabel, Dataset, Features, load_dataset
     from datasets import Image as ImageFeature
 
@@ -183,10 +185,13 @@ def test_a_hub_split_is_stored_by_its_fingerprint(tmp_path, monkeypatch):
                           features=features).to_parquet(tmp_path / "hub" / "train.parquet")
 
     publish(8, seed=0)
-    spec = data_spec("data=food101", f"data.hub_id={tmp_path / 'hub'}", "data.train_split=train", "data.test_size=0.25")
+    spec = data_spec("data=food101", f"data.hub_id={tmp_path / 'hub'}", "data.train_split=train", "data.test_split=null",
+                     "data.test_size=0.25")
     splits = load_splits(spec, seed=0, plan=plan(tmp_path / "stores"))
-    assert sorted([*splits.train["index"], *splits.eval["index"]]) == list(range(8)) and len(splits.eval) == 2
-    train_store, eval_store = splits.stores["train"], splits.stores["eval"]
+    assert sorted([*splits.train["index"], *splits.val["index"], *splits.test["index"]]) == list(range(8))
+    assert len(splits.test) == len(splits.val) == 2
+    train_store, eval_store = splits.stores["train"], splits.stores["test"]
+    assert splits.stores["val"] is eval_store
     assert train_store.path.name.split("-train128-")[0] == eval_store.path.name.split("-eval64-64x64-")[0]
     ds = load_dataset(str(tmp_path / "hub"), split="train")
     _, eval_tf = build_transforms(PROCESSOR, uint8=True)
@@ -194,10 +199,11 @@ def test_a_hub_split_is_stored_by_its_fingerprint(tmp_path, monkeypatch):
         assert np.array_equal(train_store.rows(i), np.asarray(ds[i]["image"].convert("RGB")))
         assert torch.equal(torch.from_numpy(eval_store.rows(i)).permute(2, 0, 1), eval_tf(ds[i]["image"]))
     again = load_splits(spec, seed=0, plan=plan(tmp_path / "stores"))
-    assert {k: v.path for k, v in again.stores.items()} == {"train": train_store.path, "eval": eval_store.path}
-    publish(4, seed=1)  # a new version of the dataset: a new fingerprint, new stores
+    assert {k: v.path for k, v in again.stores.items()} == {"train": train_store.path, "val": eval_store.path,
+                                                            "test": eval_store.path}
+    publish(6, seed=1)  # a new version of the dataset: a new fingerprint, new stores
     changed = load_splits(spec, seed=0, plan=plan(tmp_path / "stores"))
-    assert changed.stores["train"].path != train_store.path and len(changed.stores["train"]) == 4
+    assert changed.stores["train"].path != train_store.path and len(changed.stores["train"]) == 6
     assert len(complete_stores(tmp_path / "stores")) == 4
 
 
@@ -212,7 +218,7 @@ from tests.helpers import compose_config
 spec = parse_config(compose_config("data=imagefolder", "data.root=" + sys.argv[1], output_dir="/tmp/unused")).data
 processor = ViTImageProcessor(size={"height": 64, "width": 64})
 splits = load_splits(spec, seed=0, plan=store_plan(processor, side=None, store_dir=sys.argv[2]))
-print(len(splits.train) + len(splits.eval))
+print(sum(splits.sizes().values()))
 """
 
 
@@ -232,7 +238,7 @@ def test_concurrent_jobs_wait_for_one_build_and_reuse_it(tmp_path):
     # not by where the store lives: a probe build elsewhere tells them).
     probe = load_splits(data_spec("data=imagefolder", f"data.root={tmp_path / 'photos'}"), seed=0,
                         plan=plan(tmp_path / "probe"))
-    names = sorted(store.path.name for store in probe.stores.values())
+    names = sorted({store.path.name for store in probe.stores.values()})  # val and test share the pool's
     held = [os.open(stores / f"{name}.lock", os.O_RDWR | os.O_CREAT) for name in names]
     for fd in held:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -268,7 +274,7 @@ def test_a_killed_build_is_never_read_and_is_cleaned_up(tmp_path):
     spec = data_spec("data=imagefolder", f"data.root={tmp_path / 'photos'}")
     splits = load_splits(spec, seed=0, plan=plan(stores))
     assert not list(stores.glob("*.tmp-*")) and len(complete_stores(stores)) == 2
-    assert len(splits.train) + len(splits.eval) == 800
+    assert sum(splits.sizes().values()) == 800
 
 
 FULL_DISK = """
@@ -301,13 +307,13 @@ def test_training_from_a_store_of_originals_matches_the_jpeg_path_exactly(tmp_pa
     """Same pixels, same draws: the same run, to the last digit (workers=0, fp32, CPU)."""
     from peft_food.training.pipeline import train
 
-    common = [*TINY_TRAIN, "data=food101_local", f"data.root={MINI}", "data.per_class=10", "data.eval_per_class=5",
+    common = [*TINY_TRAIN, "data=food101_local", f"data.root={MINI}", "data.per_class=10", "data.test_per_class=5",
               "logger=none"]
     jpeg = train(compose_config(*common, output_dir=tmp_path / "jpeg"))
     stored = train(compose_config(*common, "data.store=true", f"data.store_dir={tmp_path / 'stores'}",
                                   "data.store_side=4096", output_dir=tmp_path / "store"))
-    assert stored.epochs == jpeg.epochs and len(stored.epochs) == 2
-    assert len(complete_stores(tmp_path / "stores")) == 2
+    assert stored.epochs == jpeg.epochs and len(stored.epochs) == 2 and stored.test == jpeg.test
+    assert len(complete_stores(tmp_path / "stores")) == 3  # train.txt in both forms (val is carved), test.txt
 
 
 @needs_mini
@@ -317,9 +323,10 @@ def test_prepare_builds_what_training_then_opens(tmp_path):
     done = subprocess.run([sys.executable, "-m", "peft_food.cli.prepare", *args], capture_output=True, text=True,
                           cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    lines = done.stdout.strip().splitlines()[-2:]
+    lines = done.stdout.strip().splitlines()[-3:]
     assert lines[0].startswith(f"train: {stores}/food101-mini-train-train64-") and "(500 images" in lines[0]
-    assert lines[1].startswith(f"eval: {stores}/food101-mini-test-eval32-32x32-") and "(200 images" in lines[1]
+    assert lines[1].startswith(f"val: {stores}/food101-mini-train-eval32-32x32-") and "(500 images" in lines[1]
+    assert lines[2].startswith(f"test: {stores}/food101-mini-test-eval32-32x32-") and "(200 images" in lines[2]
     assert os.listdir(tmp_path) == ["stores"]  # no run dir, no log file
     built = complete_stores(stores)
     from peft_food.training.pipeline import data_plan

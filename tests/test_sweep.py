@@ -84,7 +84,9 @@ def test_compare_prints_table_and_writes_csv_and_png(failing_sweep, capsys):
     rows = list(csv.DictReader((tmp_path / "report" / "compare.csv").open()))
     assert [(row["job"], row["status"], row["r"]) for row in rows] == [("0", "failed", "0"), ("1", "completed", "4")]
     completed = RunRecord.load(tmp_path / "sweep" / "1" / "metrics.json")
-    assert rows[1]["monitor"] == "eval_accuracy" and float(rows[1]["best"]) == completed.best
+    assert rows[1]["monitor"] == "eval_accuracy" and float(rows[1]["val"]) == completed.best
+    assert float(rows[1]["test"]) == completed.test["best"]["test_accuracy"] and rows[1]["protocol"] == "val_test"
+    assert any(line.startswith("val: best val accuracy over the epochs (picks the checkpoint); test:") for line in table)
     assert int(rows[1]["trainable_params"]) == completed.counts.trainable_params
     png = (tmp_path / "report" / "compare.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000

@@ -144,15 +144,25 @@ def test_seeds_group_by_setting_and_compare_says_whether_a_gap_is_noise(tmp_path
     assert [r.config["logger.setting"] for r in runs] == ["r=2", "r=2", "r=4", "r=4"]
     assert {r.run.job_type for r in runs} == {"sweep"}
 
-    assert compare([str(tmp_path / "sweep")]) == 0
+    assert compare([str(tmp_path / "sweep"), "--wandb"]) == 0
     out = capsys.readouterr().out
     section = out[out.index("\nsetting "):].strip().splitlines()
-    means = {setting: sum(r.summary["best_eval_accuracy"] for r in pair) / 2
-             for setting, pair in (("r=2", runs[:2]), ("r=4", runs[2:]))}
-    top = max(means, key=means.get)
-    assert section[1].split()[:3] == [top, "2", f"{means[top]:.4f}"]
+    # Selected on val (mean over the seeds), reported on test (mean over the same seeds).
+    val = {setting: sum(r.summary["best_val_accuracy"] for r in pair) / 2
+           for setting, pair in (("r=2", runs[:2]), ("r=4", runs[2:]))}
+    test = {setting: sum(r.summary["test/accuracy"] for r in pair) / 2
+            for setting, pair in (("r=2", runs[:2]), ("r=4", runs[2:]))}
+    top = max(val, key=val.get)
+    assert section[1].split()[:3] == [top, "2", f"{val[top]:.4f}"]
+    assert f"{test[top]:.4f} +- " in section[1]
     assert ("within the noise" in section[2]) or ("beyond the noise" in section[2])
-    assert "classes that differ most between the best run" in out
+    assert "best run by val" in out
+
+    # --wandb: one more run, of job type compare, holding the figure and the table.
+    [compare_run] = [read_run(f) for f in run_files(tmp_path / "sweep")]
+    assert compare_run.run.job_type == "compare" and compare_run.exit_code == 0
+    logged = {key for h in compare_run.history for key in h}
+    assert {"compare", "runs"} <= logged
 
 
 def test_a_sweep_keeps_the_users_wandb_group(tmp_path):

@@ -1,7 +1,9 @@
-"""Compare the jobs of a sweep without W&B: a table, a CSV and a PNG (tracking/compare.py).
+"""Compare the jobs of a sweep without W&B: a table, a CSV and a PNG (tracking/compare.py,
+tracking/plots.py); --wandb logs the PNG and the table to a W&B run too.
 
     peft-food-compare multirun/2026-11-22/10-00-00
     peft-food-compare multirun/2026-11-22/10-00-00 --out reports/   # CSV + PNG elsewhere
+    peft-food-compare experiments/mini_methods/runs --wandb          # and to W&B (offline without a key)
 """
 
 from __future__ import annotations
@@ -12,14 +14,15 @@ from pathlib import Path
 from peft_food.cli import exit_with, one_line_errors
 from peft_food.errors import UserError
 from peft_food.tracking.compare import (
+    COLUMNS,
     by_setting,
     class_gaps,
     collect,
     format_table,
     method_by_model,
-    plot,
     write_csv,
 )
+from peft_food.tracking.plots import plot
 
 
 @one_line_errors("peft-food-compare")
@@ -27,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="peft-food-compare", description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", type=Path, help="a multirun dir (holding 0/, 1/, ...)")
     parser.add_argument("--out", type=Path, default=None, help="where to write compare.csv/.png (default: sweep_dir)")
+    parser.add_argument("--wandb", action="store_true", help="also log the PNG and the table to a W&B run")
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():
         raise UserError(f"{args.sweep_dir} is not a directory: pass a multirun sweep dir")
@@ -42,6 +46,12 @@ def main(argv: list[str] | None = None) -> int:
         if section:
             print(f"\n{section}")
     print(f"\nwrote {out / 'compare.csv'} and {out / 'compare.png'}")
+    if args.wandb:
+        from peft_food.tracking.wandb_run import log_comparison
+
+        run = log_comparison(figure=out / "compare.png", rows=rows, columns=COLUMNS, out_dir=out,
+                             name=f"compare-{args.sweep_dir.resolve().name}")
+        print(f"logged to W&B run {run.id} ({run.settings.mode})")
     return 0
 
 

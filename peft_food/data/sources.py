@@ -161,6 +161,9 @@ class DataSpec:
     # (>= 1) of the training pool, class-stratified; val_per_class: N per class instead.
     val_size: float = 0.1
     val_per_class: Optional[int] = None
+    # A fixed budget: this many (>= 1) or this fraction of the training pool, class-stratified and
+    # seeded, drawn before val is carved out of it (VTAB-1k: 1000 with val_size 200). null: all.
+    train_size: Optional[float] = None
     # Seeded class-balanced subset: N training images per class, after val is carved (null: all;
     # k: the few-shot protocol).
     per_class: Optional[int] = None
@@ -203,7 +206,9 @@ class DataSpec:
         require(self.protocol in PROTOCOLS,
                 f"data.protocol={self.protocol!r} is unknown: choose one of {', '.join(PROTOCOLS)}")
         require(0.0 < self.test_size < 1.0, f"data.test_size={self.test_size} is invalid: use a fraction in (0, 1)")
-        require(self.val_size > 0, f"data.val_size={self.val_size} is invalid: use a fraction in (0, 1) or a count")
+        for key in ("val_size", "train_size"):
+            value = getattr(self, key)
+            require(value is None or value > 0, f"data.{key}={value} is invalid: use a fraction in (0, 1) or a count")
         for key in ("per_class", "val_per_class", "test_per_class"):
             value = getattr(self, key)
             require(value is None or value > 0, f"data.{key}={value} is invalid: use a positive count or null")

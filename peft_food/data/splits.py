@@ -95,6 +95,8 @@ def _val_test_splits(spec: DataSpec, parts: Parts, *, seed: int, labels: list[st
     test = parts.test.ds if parts.test is not None else None
     if test is None:
         pool, test = carve(pool, fraction=spec.test_size, seed=seed, split="test")
+    if spec.train_size is not None:  # a fixed budget (VTAB-1k: 1,000), drawn before val is carved from it
+        _, pool = carve(pool, fraction=spec.train_size, seed=seed, split="train")
     val = parts.val.ds if parts.val is not None else None
     if val is None:
         pool, val = carve(pool, fraction=spec.val_size, per_class=spec.val_per_class, seed=seed, split="val")
@@ -109,25 +111,36 @@ def _val_test_splits(spec: DataSpec, parts: Parts, *, seed: int, labels: list[st
 
 def carve(pool: Dataset, *, fraction: float, seed: int, split: str,
           per_class: int | None = None) -> tuple[Dataset, Dataset]:
-    """(the rest, the carved split): `per_class` images of every class, or `fraction` of each
-    class's images (a count when >= 1: that share of the pool), at least one and never a
-    class's last image, drawn with `seed`. Both keep the pool's order."""
+    """(the rest, the carved split): `per_class` images of every class, or `fraction` of the pool
+    (a count when >= 1) spread over the classes in proportion (largest remainders, so a count is
+    met exactly), at least one and never a class's last image, drawn with `seed`. Both keep the
+    pool's order."""
     rng = np.random.default_rng(seed)
     labels = np.asarray(pool["label"])
-    share = fraction if fraction < 1 else fraction / len(labels)
     names = pool.features["label"].names
-    carved = []
-    for label in np.unique(labels):
-        members = np.flatnonzero(labels == label)
-        if len(members) < 2:
-            raise DataError(f"class {names[label]} has {len(members)} training image left, too few to hold one out "
+    classes, sizes = np.unique(labels, return_counts=True)
+    for label, size in zip(classes, sizes):
+        if size < 2:
+            raise DataError(f"class {names[label]} has {size} training image left, too few to hold one out "
                             f"as {split} and train on another: add images of it, or give {split} images "
                             f"(imagefolder: a {split}/ folder)")
-        take = per_class if per_class is not None else max(1, round(share * len(members)))
-        carved.extend(rng.choice(members, size=min(take, len(members) - 1), replace=False))
+    takes = np.full(len(classes), per_class) if per_class is not None else _shares(sizes, fraction)
+    carved = []
+    for label, size, take in zip(classes, sizes, takes):
+        members = np.flatnonzero(labels == label)
+        carved.extend(rng.choice(members, size=int(min(max(take, 1), size - 1)), replace=False))
     chosen = np.zeros(len(labels), dtype=bool)
     chosen[carved] = True
     return pool.select(np.flatnonzero(~chosen)), pool.select(np.flatnonzero(chosen))
+
+
+def _shares(sizes: np.ndarray, fraction: float) -> np.ndarray:
+    """Per-class counts summing to round(fraction * total) (fraction < 1) or to `fraction` itself."""
+    total = round(fraction * sizes.sum()) if fraction < 1 else round(fraction)
+    quotas = sizes * total / sizes.sum()
+    takes = np.floor(quotas).astype(int)
+    takes[np.argsort(-(quotas - takes), kind="stable")[: total - takes.sum()]] += 1
+    return takes
 
 
 def balanced_subset(ds: Dataset, *, per_class: int, seed: int) -> Dataset:

@@ -63,13 +63,20 @@ def job_labels(*, sweep_name: str | None) -> dict[str, str]:
 
 
 def job_records(sweep_dir: Path) -> list[tuple[Path, RunRecord]]:
-    """(job dir, its record) for every job that has started, in job order. A job dir without
-    metrics.json is `starting`; one whose metrics.json cannot be read is `damaged`."""
+    """(job dir, its record) for every job that has started, in job order: the jobs of a multirun
+    dir (each with .hydra/), or the runs of a committed experiment record (experiments/<name>,
+    each run's config.yaml beside its metrics.json). A job dir without metrics.json is
+    `starting`; one whose metrics.json cannot be read is `damaged`."""
+    if (sweep_dir / "runs").is_dir() and not (sweep_dir / ".hydra").is_dir():
+        sweep_dir = sweep_dir / "runs"
     jobs = []
-    for job_dir in sorted((d for d in sweep_dir.iterdir() if (d / ".hydra").is_dir()),
+    for job_dir in sorted((d for d in sweep_dir.iterdir() if (d / ".hydra").is_dir() or (d / "config.yaml").is_file()),
                           key=lambda d: (not d.name.isdigit(), int(d.name) if d.name.isdigit() else d.name)):
         path = job_dir / RECORD_FILE
-        jobs.append((job_dir, read_or_damaged(path) if path.is_file() else RunRecord(status="starting")))
+        record = read_or_damaged(path) if path.is_file() else RunRecord(status="starting")
+        if not record.config and (job_dir / "config.yaml").is_file():  # a committed record keeps it beside
+            record.config = OmegaConf.to_container(OmegaConf.load(job_dir / "config.yaml"))
+        jobs.append((job_dir, record))
     return jobs
 
 

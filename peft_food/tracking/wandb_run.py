@@ -146,3 +146,18 @@ def finish_wandb(run, *, summary: dict[str, Any], failed: bool) -> None:
         return
     run.summary.update(summary)
     run.finish(exit_code=1 if failed else 0)
+
+
+def log_comparison(*, figure: Path, rows: list[dict[str, Any]], columns: list[str], name: str,
+                   out_dir: Path) -> Any:
+    """One W&B run (job type `compare`) holding a sweep's comparison figure and table, named and
+    placed by the user's WANDB_* variables like every run; offline without an API key."""
+    import wandb
+
+    settings = {**wandb_settings(LoggerSpec(), run_dir=out_dir, tags=["compare"]), "job_type": "compare",
+                "name": name}
+    run = wandb.init(**settings, reinit="finish_previous")
+    run.log({"compare": wandb.Image(str(figure)),
+             "runs": wandb.Table(columns=columns, data=[[str(row[c]) for c in columns] for row in rows])})
+    run.finish()
+    return run

@@ -88,7 +88,8 @@ def build_trainer(spec: RunSpec, *, run_dir: Path, precision: str, record: RunRe
                            num_test_samples=None if splits.selects_on_test else len(splits.test))
     log.info("trainable params: %(trainable_params)s || all params: %(total_params)s "
              "|| trainable%%: %(trainable_percent)s", vars(record.counts))
-    log.info("data: %d classes; protocol %s: %s", len(splits.labels), record.protocol, record.describe_protocol())
+    log.info("protocol %s, %d classes: the run reports the %s", record.protocol, len(splits.labels),
+             record.describe_protocol())
     splits = attach_transforms(splits, processor, uint8=spec.data.uint8, cache=spec.data.cache,
                                fast_decode=spec.data.fast_decode)
     trainer = build_image_trainer(model=model, processor=processor, train_dataset=splits.train,
