@@ -115,3 +115,21 @@ def test_a_built_wheel_installed_elsewhere_trains_and_takes_a_users_config_dir(t
     assert summary["num_labels"] == 3 and summary["status"] == "completed"
     # 2 layers x (q, v) x 2 x 64 x r=16 + a 3-way head of 64 x 3 + 3
     assert summary["trainable_params"] == 2 * 2 * 2 * 64 * 16 + 64 * 3 + 3
+
+
+def test_the_installed_distribution_declares_its_apache_licence_authors_urls_and_classifiers():
+    from importlib import metadata
+
+    meta = metadata.metadata("peft-food")
+    assert meta["License-Expression"] == "Apache-2.0" and meta.get_all("License-File") == ["LICENSE"]
+    assert meta["Author"] == "peft_food developers"
+    urls = dict(url.split(", ", 1) for url in meta.get_all("Project-URL"))
+    assert set(urls) == {"Homepage", "Repository", "Issues"}
+    classifiers = meta.get_all("Classifier")
+    assert "Topic :: Scientific/Engineering :: Image Recognition" in classifiers
+    assert any(c.startswith("Programming Language :: Python :: 3.1") for c in classifiers)
+    # The licence file the metadata names is the Apache 2.0 text (whole: its last section too).
+    [shipped] = [f for f in metadata.distribution("peft-food").files if f.name == "LICENSE"]
+    for text in (shipped.read_text(), (REPO / "LICENSE").read_text()):
+        assert text.split()[:4] == ["Apache", "License", "Version", "2.0,"]
+        assert "END OF TERMS AND CONDITIONS" in text and "http://www.apache.org/licenses/LICENSE-2.0" in text
