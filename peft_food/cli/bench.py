@@ -14,6 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from peft_food.cli import one_line_errors
+from peft_food.cli.help import BENCH, answered_help
 from peft_food.config import CONF_DIR
 
 
@@ -40,5 +41,11 @@ def main(cfg: DictConfig) -> None:
         sys.exit(status)
 
 
+def cli() -> None:
+    """The console script: our own --help (fast, no Hydra internals), everything else to Hydra."""
+    if not answered_help(BENCH):
+        main()
+
+
 if __name__ == "__main__":
-    main()
+    cli()

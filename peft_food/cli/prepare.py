@@ -18,6 +18,7 @@ import hydra
 from omegaconf import DictConfig
 
 from peft_food.cli import one_line_errors
+from peft_food.cli.help import PREPARE, answered_help
 from peft_food.config import CONF_DIR, parse_config
 from peft_food.errors import UserError
 
@@ -51,5 +52,11 @@ def main(cfg: DictConfig) -> None:
         sys.exit(status)
 
 
+def cli() -> None:
+    """The console script: our own --help (fast, no Hydra internals), everything else to Hydra."""
+    if not answered_help(PREPARE):
+        main()
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -25,7 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from peft_food.cli import print_error
-from peft_food.cli.help import print_help
+from peft_food.cli.help import TRAIN, answered_help
 from peft_food.config import CONF_DIR, ENV, from_env, parse_config
 from peft_food.errors import Interrupted, UserError
 from peft_food.tracking.record import FILE as RECORD_FILE
@@ -101,10 +101,8 @@ def main(cfg: DictConfig) -> float:
 
 def cli() -> None:
     """The console script: our own --help (fast, no Hydra internals), everything else to Hydra."""
-    if any(arg in ("--help", "-h") for arg in sys.argv[1:]):
-        print_help("peft-food-train")
-        return
-    main()
+    if not answered_help(TRAIN):
+        main()
 
 
 if __name__ == "__main__":
