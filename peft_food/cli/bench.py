@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from peft_food.cli import one_line_errors
 from peft_food.cli.help import BENCH, answered_help
+from peft_food.cli.preflight import preflight
 from peft_food.config import CONF_DIR
 
 
@@ -41,10 +42,20 @@ def main(cfg: DictConfig) -> None:
         sys.exit(status)
 
 
+@one_line_errors("peft-food-bench")
+def checked() -> int:
+    """Hydra's composition errors and bad values as one line, before anything runs (cli/preflight.py)."""
+    preflight(sys.argv[1:], config_name="bench", prog="peft-food-bench", extra_keys=("bench",))
+    return 0
+
+
 def cli() -> None:
-    """The console script: our own --help (fast, no Hydra internals), everything else to Hydra."""
-    if not answered_help(BENCH):
-        main()
+    """The console script: our own --help (fast, no Hydra internals), then the checks, then Hydra."""
+    if answered_help(BENCH):
+        return
+    if status := checked():
+        sys.exit(status)
+    main()
 
 
 if __name__ == "__main__":

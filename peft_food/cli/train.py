@@ -24,8 +24,9 @@ import psutil
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from peft_food.cli import print_error
+from peft_food.cli import one_line_errors, print_error
 from peft_food.cli.help import TRAIN, answered_help
+from peft_food.cli.preflight import preflight
 from peft_food.config import CONF_DIR, ENV, from_env, parse_config
 from peft_food.errors import Interrupted, UserError
 from peft_food.tracking.record import FILE as RECORD_FILE
@@ -99,10 +100,20 @@ def main(cfg: DictConfig) -> float:
     return record.best
 
 
+@one_line_errors("peft-food-train")
+def checked() -> int:
+    """The command line composed and checked before Hydra makes a run dir (cli/preflight.py)."""
+    preflight(sys.argv[1:], config_name="train", prog="peft-food-train")
+    return 0
+
+
 def cli() -> None:
-    """The console script: our own --help (fast, no Hydra internals), everything else to Hydra."""
-    if not answered_help(TRAIN):
-        main()
+    """The console script: our own --help (fast, no Hydra internals), then the checks, then Hydra."""
+    if answered_help(TRAIN):
+        return
+    if status := checked():
+        sys.exit(status)
+    main()
 
 
 if __name__ == "__main__":
