@@ -110,3 +110,20 @@ def test_a_typo_or_a_missing_prerequisite_is_one_line_before_any_run_dir(tmp_pat
     assert line.startswith("peft-food-train: error: ") and fix in line
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists()
     assert not list(tmp_path.rglob("metrics.json"))
+
+
+@pytest.mark.parametrize("args, fix", [
+    (["peft.r=0"], "peft.r=0 is invalid"),  # refused before Hydra makes the run dir
+    (["data=imagefolder", "data.root=photos", "logger=none"], "data.root='photos' is not a directory"),  # once training has begun
+])
+def test_a_config_error_leaves_no_run_dir(tmp_path, args, fix):
+    (tmp_path / "outputs" / "2026-01-01" / "09-00-00").mkdir(parents=True)  # an earlier run of the project
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "WANDB_MODE", "NETRC")}
+    env["HOME"] = str(tmp_path / "home")
+    done = subprocess.run([sys.executable, "-m", "peft_food", "experiment=quickstart", *args], capture_output=True,
+                          text=True, cwd=tmp_path, env=env, timeout=300)
+    assert done.returncode == 2, done.stderr[-3000:]
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("peft-food-train: error: ") and fix in line
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "outputs").rglob("*")) == [
+        "outputs/2026-01-01", "outputs/2026-01-01/09-00-00"]

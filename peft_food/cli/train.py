@@ -49,12 +49,21 @@ def job_started() -> float:
 
 
 def record_failure(cfg: DictConfig, err: BaseException) -> None:
-    """A job that failed before run() started still leaves a metrics.json saying so, with the
+    """A sweep job that failed before run() started still leaves a metrics.json saying so, with the
     config as composed (unresolved: resolving may be what failed)."""
     path = Path(str(cfg.output_dir)) / RECORD_FILE
     if is_main_process() and path.parent.is_dir() and not path.is_file():
         config = OmegaConf.to_container(cfg, resolve=False)
         RunRecord(status="failed", error=f"{type(err).__name__}: {err}", config=config).write(path)
+
+
+def forget_run_dir(run_dir: Path) -> None:
+    """A single run stopped by a user mistake before it saved anything leaves no run dir behind
+    (the mistake is on stderr). Imported here, not at the top: the pipeline (torch) is loaded by now,
+    and --help must not load it."""
+    from peft_food.training.rundir import discard_failed_start
+
+    discard_failed_start(run_dir)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
@@ -85,9 +94,11 @@ def main(cfg: DictConfig) -> float:
     except UserError as err:
         # A user mistake: one line that names the problem and the fix, no traceback.
         print_error("peft-food-train", err)
-        record_failure(cfg, err)
         if is_multirun():
+            record_failure(cfg, err)  # the sweep's summary lists the failed job from its record
             return float("nan")
+        if is_main_process():
+            forget_run_dir(Path(str(cfg.output_dir)))
         sys.exit(2)
     except Exception as err:
         if not is_multirun():

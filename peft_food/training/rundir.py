@@ -20,6 +20,7 @@ import datetime
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -142,6 +143,28 @@ def discard_stub(stub: Path) -> None:
     """Remove a run dir Hydra made that holds nothing of a run (only .hydra/ and its log)."""
     if stub.is_dir() and all(p.name == ".hydra" or p.suffix == ".log" for p in stub.iterdir()):
         shutil.rmtree(stub, ignore_errors=True)
+
+
+def discard_failed_start(stub: Path) -> bool:
+    """Remove this launch's run dir when its run stopped on a user mistake before training saved
+    anything (no checkpoint, no model, no epoch in its record): a failed metrics.json beside a log
+    is no run, and such dirs would outnumber the real ones (20 of 27 in one afternoon). The date
+    dir Hydra made for it goes too if nothing else is in it. Returns whether it was removed."""
+    if not stub.is_dir() or (stub / "checkpoints").exists() or (stub / "model").exists():
+        return False
+    path = stub / RECORD_FILE
+    try:
+        if path.is_file() and RunRecord.load(path).epochs:
+            return False
+    except (OSError, ValueError, TypeError, KeyError):
+        return False  # a record this code cannot read: not ours to judge
+    shutil.rmtree(stub, ignore_errors=True)
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", stub.parent.name):  # outputs/<date>/ (train.yaml's hydra.run.dir)
+        try:
+            stub.parent.rmdir()  # only if empty: other runs of that day stay
+        except OSError:
+            pass
+    return True
 
 
 class StopOnSignal(TrainerCallback):
