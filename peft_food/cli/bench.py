@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from peft_food.cli import one_line_errors
 from peft_food.cli.help import BENCH, answered_help
+from peft_food.cli.hub import offline_unless_reachable
 from peft_food.cli.preflight import preflight
 from peft_food.config import CONF_DIR
 
@@ -45,7 +46,8 @@ def main(cfg: DictConfig) -> None:
 @one_line_errors("peft-food-bench")
 def checked() -> int:
     """Hydra's composition errors and bad values as one line, before anything runs (cli/preflight.py)."""
-    preflight(sys.argv[1:], config_name="bench", prog="peft-food-bench", extra_keys=("bench",))
+    if preflight(sys.argv[1:], config_name="bench", prog="peft-food-bench", extra_keys=("bench",)):
+        offline_unless_reachable()  # no Hub: fail (or use the cache) at once, not after retries
     return 0
 
 

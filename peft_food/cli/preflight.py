@@ -116,8 +116,10 @@ def check_launcher(cfg: DictConfig) -> None:
                           "hydra/launcher=local (each job in a process here) or drop it (jobs one after another)")
 
 
-def preflight(argv: list[str], *, config_name: str, prog: str, extra_keys: tuple[str, ...] = ()) -> None:
-    """Compose and check this command line; raise ConfigError (one line) on any mistake."""
+def preflight(argv: list[str], *, config_name: str, prog: str, extra_keys: tuple[str, ...] = ()) -> bool:
+    """Compose and check this command line; raise ConfigError (one line) on any mistake. Returns
+    whether it runs something (not --cfg, --info, -sc, --hydra-help)."""
     composed = compose(argv, config_name=config_name)
     if composed is not None:
         check_run(composed[0], multirun=composed[1], prog=prog, extra_keys=extra_keys)
+    return composed is not None

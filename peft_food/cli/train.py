@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from peft_food.cli import one_line_errors, print_error
 from peft_food.cli.help import TRAIN, answered_help
+from peft_food.cli.hub import offline_unless_reachable
 from peft_food.cli.preflight import preflight
 from peft_food.config import CONF_DIR, ENV, from_env, parse_config
 from peft_food.errors import Interrupted, UserError
@@ -114,7 +115,8 @@ def main(cfg: DictConfig) -> float:
 @one_line_errors("peft-food-train")
 def checked() -> int:
     """The command line composed and checked before Hydra makes a run dir (cli/preflight.py)."""
-    preflight(sys.argv[1:], config_name="train", prog="peft-food-train")
+    if preflight(sys.argv[1:], config_name="train", prog="peft-food-train"):
+        offline_unless_reachable()  # no Hub: fail (or use the cache) at once, not after retries
     return 0
 
 

@@ -27,6 +27,9 @@ from peft_food.model.weights import label_maps
 
 log = logging.getLogger(__name__)
 
+# What every Hub model error says to do without a connection (the CLIs go offline at once then: cli/hub.py).
+OFFLINE_FIX = "offline, pass model.name_or_path=<local checkpoint dir> or model.pretrained=false"
+
 def base_config(model: ModelSpec, *, labels: list[str] | None = None) -> PretrainedConfig:
     """The backbone's config: the checkpoint's (a small JSON from the Hub) or the shipped `arch`."""
     if model.pretrained:
@@ -37,10 +40,7 @@ def base_config(model: ModelSpec, *, labels: list[str] | None = None) -> Pretrai
                 raise UserError(f"model.name_or_path={model.name_or_path} is not a transformers checkpoint "
                                 f"({first_line(err)}): point it at the folder holding config.json and "
                                 f"model.safetensors") from None
-            raise UserError(
-                f"could not load model {model.name_or_path!r} ({first_line(err)}); offline, pass "
-                f"model.name_or_path=<local checkpoint dir> or model.pretrained=false"
-            ) from None
+            raise UserError(f"could not load model {model.name_or_path!r} ({first_line(err)}); {OFFLINE_FIX}") from None
     else:
         arch = dict(model.arch)
         config = AutoConfig.for_model(arch.pop("model_type"), **arch)
@@ -64,7 +64,7 @@ def load_processor(model: ModelSpec) -> Any:
     except (OSError, ValueError) as err:
         if not Path(model.name_or_path).is_dir():
             raise UserError(f"could not load the image processor of {model.name_or_path!r} "
-                            f"({first_line(err)})") from None
+                            f"({first_line(err)}); {OFFLINE_FIX}") from None
         # A local checkpoint saved without its processor (e.g. model.save_pretrained alone).
         if model.processor:
             log.warning("%s has no image processor config (preprocessor_config.json): using model.processor (%s)",
@@ -100,7 +100,7 @@ def load_base(*, model: ModelSpec, labels: list[str]) -> tuple[torch.nn.Module, 
         )
     except OSError as err:
         raise UserError(f"could not load the weights of {model.name_or_path!r} ({first_line(err)}); "
-                        f"only .safetensors checkpoints are loaded") from None
+                        f"only .safetensors checkpoints are loaded; {OFFLINE_FIX}") from None
     return base, load_processor(model)
 
 
