@@ -10,13 +10,15 @@ these schemas back, for every entry point that composes it (train, bench, reprod
 
 from __future__ import annotations
 
+import difflib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from peft_food.data.sources import DataSpec
 from peft_food.errors import ConfigError, first_line, require
@@ -26,11 +28,9 @@ from peft_food.model.spec import ModelSpec
 
 CONF_DIR = str(Path(__file__).resolve().parent / "conf")  # package data: there after any pip install
 PRECISIONS = ("fp16", "bf16", "fp32")
-
-
-
-
-
+# Every top-level key of the composed config: the groups, the run-wide keys, a sweep's name. The root
+# is not a schema, so Hydra adds any `+key=value` (`+modle=vit_tiny`) without a word: parse_config refuses it.
+TOP_LEVEL = ("model", "peft", "data", "train", "logger", "seed", "progress", "sweep_name", "output_dir")
 
 @dataclass
 class TrainSpec:
@@ -197,7 +197,11 @@ def register_schemas() -> None:
 register_schemas()
 
 
-def _build(schema: type, node: dict[str, Any]) -> Any:
+def keys_of(schema: type) -> str:
+    return ", ".join(f.name for f in fields(schema))
+
+
+def _build(schema: type, node: dict[str, Any], *, group: str) -> Any:
     # Merging onto the schema rejects unknown keys and wrong types even for configs
     # composed without the schema default (e.g. a user's own YAML file).
     try:
@@ -205,13 +209,26 @@ def _build(schema: type, node: dict[str, Any]) -> Any:
         return OmegaConf.to_object(merged)
     except ConfigError:
         raise
-    except Exception as err:  # omegaconf's ValidationError / ConfigKeyError
+    except (ConfigKeyError, ConfigAttributeError) as err:  # e.g. +peft.rank=8, which Hydra suggests for peft.rank
+        raise ConfigError(f"{group}.{err.key} is not a key of {group} ({schema.__name__}): "
+                          f"its keys are {keys_of(schema)}") from None
+    except Exception as err:  # omegaconf's ValidationError
         raise ConfigError(f"{schema.__name__}: {first_line(err)}") from None
+
+
+def check_top_level(cfg: DictConfig, *, extra: tuple[str, ...] = ()) -> None:
+    """Refuse a top-level key no schema has (a typo such as +modle=vit_tiny would run with it ignored)."""
+    known = (*TOP_LEVEL, *extra)
+    for key in cfg:
+        if key not in known and key != "hydra":
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"{key} is not a config key{hint}: the top-level keys are {', '.join(known)}")
 
 
 def parse_bench(cfg: DictConfig) -> BenchSpec:
     """`bench.*` of peft-food-bench's config, typed and checked."""
-    return _build(BenchSpec, OmegaConf.to_container(cfg.bench, resolve=True))
+    return _build(BenchSpec, OmegaConf.to_container(cfg.bench, resolve=True), group="bench")
 
 
 def resolve(cfg: DictConfig) -> dict[str, Any]:
@@ -222,8 +239,10 @@ def resolve(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"{first_line(err)}: set it on the command line, e.g. data.root=...") from None
 
 
-def parse_config(cfg: DictConfig) -> RunSpec:
-    """Validate the composed config and turn it into typed specs (the only place DictConfig is read)."""
+def parse_config(cfg: DictConfig, *, extra_keys: tuple[str, ...] = ()) -> RunSpec:
+    """Validate the composed config and turn it into typed specs (the only place DictConfig is read).
+    `extra_keys`: top-level sections the caller reads itself (peft-food-bench's `bench`)."""
+    check_top_level(cfg, extra=extra_keys)
     if OmegaConf.is_missing(cfg.get("data", {}), "root"):
         raise ConfigError(f"data.root is missing: data={cfg.data.source} reads images from disk, "
                           f"pass data.root=/path/to/images")
@@ -234,11 +253,11 @@ def parse_config(cfg: DictConfig) -> RunSpec:
         f"peft method {method!r} is unknown: choose one of peft={'|'.join(METHODS)}",
     )
     return RunSpec(
-        model=_build(ModelSpec, tree["model"]),
-        peft=_build(SCHEMAS["peft"][method], tree["peft"]),
-        data=_build(DataSpec, tree["data"]),
-        train=_build(TrainSpec, tree["train"]),
-        logger=_build(LoggerSpec, tree["logger"]),
+        model=_build(ModelSpec, tree["model"], group="model"),
+        peft=_build(SCHEMAS["peft"][method], tree["peft"], group="peft"),
+        data=_build(DataSpec, tree["data"], group="data"),
+        train=_build(TrainSpec, tree["train"], group="train"),
+        logger=_build(LoggerSpec, tree["logger"], group="logger"),
         seed=int(tree["seed"]),
         output_dir=str(tree["output_dir"]),
         progress=tree.get("progress"),

@@ -3,7 +3,8 @@ writes that readers see whole or not at all. Torch-free.
 
 - `FileLock`: flock on a lock file, released by the kernel if its holder dies (no stale locks).
   The data store's build waits for it (other jobs then reuse what the builder wrote); a run dir's
-  lock refuses a second process at once, naming the holder it wrote into the file.
+  lock refuses a second process at once, naming the holder it wrote into the file; `holder_of`
+  asks who holds one without taking it.
 - `write_atomic`: a temp file beside the target, fsync, rename over it (POSIX rename is atomic), with
   the mode the umask gives (mkstemp's 0600 would hide the file from a teammate).
 """
@@ -60,6 +61,24 @@ class FileLock:
                 self.path.unlink(missing_ok=True)
             os.close(self._fd)  # drops the flock
             self._fd = None
+
+
+def holder_of(path: Path) -> str | None:
+    """What the live holder of `path`'s lock wrote into it, or None when nobody holds it (no file,
+    or one a dead process left): asks the kernel without taking the lock or touching the file."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.read(fd, 4096).decode(errors="replace")
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 def write_atomic(path: Path, data: bytes) -> None:

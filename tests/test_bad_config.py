@@ -1,5 +1,7 @@
 """Bad config values fail before any training, with one line that names the problem and the fix."""
 
+import os
+import shutil
 import subprocess
 import sys
 
@@ -72,8 +74,56 @@ def test_cli_prints_one_line_and_no_traceback_for_a_bad_value(tmp_path):
 
 def test_cli_lists_the_options_for_an_unknown_method(tmp_path):
     done = cli("peft=foo", cwd=tmp_path)
-    assert done.returncode != 0
-    assert "Could not find 'peft/foo'" in done.stderr
-    listed = [line.strip() for line in done.stderr.split("Available options in 'peft':")[1].splitlines()]
-    assert {"full", "linear_probe", "bitfit", "lora", "dora", "loha", "lokr", "ia3", "vera", "oft"} <= set(listed)
-    assert "Traceback" not in done.stderr
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("peft-food-train: error: peft=foo is not an option: choose one of ")
+    listed = set(line.split("choose one of ")[1].split(", "))
+    assert {"full", "linear_probe", "bitfit", "lora", "dora", "loha", "lokr", "ia3", "vera", "oft"} <= listed
+
+
+HIDE_SUBMITIT = "import sys; sys.modules['hydra_plugins.hydra_submitit_launcher'] = None; "
+
+
+@pytest.mark.parametrize("args, fix", [
+    (["+modle=vit_tiny"], "modle is not a config key (did you mean model?): the top-level keys are model, peft,"),
+    (["+sweep=lora_rank_alpha"], "+sweep=lora_rank_alpha is a sweep: run it with -m (peft-food-train -m +sweep="),
+    (["peft.rank=8"], "peft.rank is not a key of peft: its keys are method, r, alpha,"),
+    (["+peft.rank=8"], "peft.rank is not a key of peft (LoraSpec): its keys are method, r, alpha,"),
+    (["peft.r=4,8"], "peft.r=4,8 is a sweep: add -m"),
+    (["logger.mode=online"], "run `wandb login`, or pass logger.mode=offline"),
+    (["-m", "hydra/launcher=slurm", "peft.r=4,8"], "there is no srun here: run it on the cluster's login node"),
+    (["-m", "hydra/launcher=slurm", "peft.r=4,8", HIDE_SUBMITIT],
+     "hydra/launcher=slurm needs the submitit launcher plugin: pip install 'peft-food[slurm]'"),
+])
+def test_a_typo_or_a_missing_prerequisite_is_one_line_before_any_run_dir(tmp_path, args, fix):
+    if "hydra/launcher=slurm" in args and shutil.which("srun"):
+        pytest.skip("on a SLURM machine the launcher works")
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "WANDB_MODE", "NETRC")}
+    env["HOME"] = str(tmp_path / "home")  # no ~/.netrc: no W&B key anywhere
+    prelude = "".join(a for a in args if a == HIDE_SUBMITIT)
+    overrides = [a for a in args if a != HIDE_SUBMITIT]
+    command = [sys.executable, "-c", prelude + "import sys; from peft_food.cli.train import cli; sys.argv[0] = 'x'; cli()"]
+    done = subprocess.run([*command, *overrides, "experiment=quickstart"], capture_output=True, text=True,
+                          cwd=tmp_path, env=env, timeout=120)
+    assert done.returncode == 2, done.stderr[-3000:]
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("peft-food-train: error: ") and fix in line
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists()
+    assert not list(tmp_path.rglob("metrics.json"))
+
+
+@pytest.mark.parametrize("args, fix", [
+    (["peft.r=0"], "peft.r=0 is invalid"),  # refused before Hydra makes the run dir
+    (["data=imagefolder", "data.root=photos", "logger=none"], "data.root='photos' is not a directory"),  # once training has begun
+])
+def test_a_config_error_leaves_no_run_dir(tmp_path, args, fix):
+    (tmp_path / "outputs" / "2026-01-01" / "09-00-00").mkdir(parents=True)  # an earlier run of the project
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "WANDB_MODE", "NETRC")}
+    env["HOME"] = str(tmp_path / "home")
+    done = subprocess.run([sys.executable, "-m", "peft_food", "experiment=quickstart", *args], capture_output=True,
+                          text=True, cwd=tmp_path, env=env, timeout=300)
+    assert done.returncode == 2, done.stderr[-3000:]
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("peft-food-train: error: ") and fix in line
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "outputs").rglob("*")) == [
+        "outputs/2026-01-01", "outputs/2026-01-01/09-00-00"]

@@ -115,3 +115,42 @@ def test_a_built_wheel_installed_elsewhere_trains_and_takes_a_users_config_dir(t
     assert summary["num_labels"] == 3 and summary["status"] == "completed"
     # 2 layers x (q, v) x 2 x 64 x r=16 + a 3-way head of 64 x 3 + 3
     assert summary["trainable_params"] == 2 * 2 * 2 * 64 * 16 + 64 * 3 + 3
+
+
+def test_the_installed_distribution_declares_its_apache_licence_authors_urls_and_classifiers():
+    from importlib import metadata
+
+    meta = metadata.metadata("peft-food")
+    assert meta["License-Expression"] == "Apache-2.0" and meta.get_all("License-File") == ["LICENSE"]
+    assert meta["Author"] == "peft_food developers"
+    urls = dict(url.split(", ", 1) for url in meta.get_all("Project-URL"))
+    assert set(urls) == {"Homepage", "Repository", "Issues"}
+    classifiers = meta.get_all("Classifier")
+    assert "Topic :: Scientific/Engineering :: Image Recognition" in classifiers
+    assert any(c.startswith("Programming Language :: Python :: 3.1") for c in classifiers)
+    # The licence file the metadata names is the Apache 2.0 text (whole: its last section too).
+    [shipped] = [f for f in metadata.distribution("peft-food").files if f.name == "LICENSE"]
+    for text in (shipped.read_text(), (REPO / "LICENSE").read_text()):
+        assert text.split()[:4] == ["Apache", "License", "Version", "2.0,"]
+        assert "END OF TERMS AND CONDITIONS" in text and "http://www.apache.org/licenses/LICENSE-2.0" in text
+
+
+@pytest.mark.parametrize("prog, groups, keys", [
+    ("peft-food-prepare", ["model", "data", "experiment"], ["data.root=", "data.store_dir="]),
+    ("peft-food-bench", ["model", "peft", "data", "train", "experiment"], ["bench.sections=", "bench.train_steps="]),
+])
+def test_prepare_and_bench_help_list_their_groups_and_keys_without_internals_or_torch(tmp_path, prog, groups, keys):
+    script = Path(sys.executable).parent / prog  # the installed console script itself
+    done = run(["-X", "importtime", str(script), "--help"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    assert out.startswith(f"{prog}: ") and "schema" not in out and "--hydra-help" in out
+    for group in groups:
+        line = next(line for line in out.splitlines() if line.strip().startswith(f"{group}="))
+        listed = {name.rstrip("*") for name in line.split("=", 1)[1].replace(",", " ").split()}
+        assert listed == {p.stem for p in (REPO / "peft_food" / "conf" / group).glob("*.yaml")}, group
+    assert all(key in out for key in keys)
+    # -X importtime lists every module imported: the help imported no torch stack at all.
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert imported and not imported & {"torch", "transformers", "peft", "datasets"}
+    assert not (tmp_path / "outputs").exists()

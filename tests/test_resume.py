@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from peft_food.tracking.record import RunRecord
 from peft_food.training.pipeline import train
 from peft_food.training.rundir import RunDirLock, latest_checkpoint
@@ -112,3 +114,35 @@ def test_a_live_run_dir_refuses_a_second_process_and_a_dead_holder_does_not_bloc
     assert third.returncode == 0, third.stderr[-2000:]
     resumed = RunRecord.load(run_dir / "metrics.json")
     assert resumed.status == "completed" and resumed.resumed_from == [checkpoint] and len(resumed.epochs) == 4
+
+
+def test_the_same_command_is_refused_while_a_first_copy_trains_even_before_its_first_checkpoint(tmp_path):
+    from peft_food.training.rundir import RunDirInUse, plan_resume
+
+    args = ["experiment=quickstart", "logger=none"]
+    # The first copy: its run dir as Hydra made it (the command's overrides), no checkpoint yet, its
+    # lock held by a live process (this test's, through the real RunDirLock).
+    first_dir = tmp_path / "outputs" / "2026-12-02" / "01-00-00"
+    (first_dir / ".hydra").mkdir(parents=True)
+    (first_dir / ".hydra" / "overrides.yaml").write_text("".join(f"- {a}\n" for a in args))
+    new_dir = tmp_path / "outputs" / "2026-12-02" / "01-05-00"
+    with RunDirLock(first_dir):
+        env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "WANDB_MODE")}
+        second = subprocess.run([sys.executable, "-m", "peft_food", *args], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=300)
+        assert second.returncode == 2, second.stderr[-2000:]
+        [line] = second.stderr.strip().splitlines()
+        assert line.startswith(f"peft-food-train: error: {first_dir} is in use by a running training process")
+        assert f"pid {os.getpid()}" in line and "train.resume=false" in line
+        assert list(tmp_path.glob("outputs/*/*")) == [first_dir]  # no second run dir
+        # train.resume=false is a separate run on purpose; another command is no copy at all.
+        (new_dir / ".hydra").mkdir(parents=True)
+        (new_dir / ".hydra" / "overrides.yaml").write_text("".join(f"- {a}\n" for a in args))
+        assert plan_resume(new_dir, mode=False, search_root=tmp_path / "outputs") is None
+        with pytest.raises(RunDirInUse):
+            plan_resume(new_dir, mode=None, search_root=tmp_path / "outputs")
+        (new_dir / ".hydra" / "overrides.yaml").write_text("- experiment=quickstart\n- peft.r=4\n")
+        assert plan_resume(new_dir, mode=None, search_root=tmp_path / "outputs") is None
+    # The holder let go: the same command starts fresh (nothing to resume) instead of being refused.
+    (new_dir / ".hydra" / "overrides.yaml").write_text("".join(f"- {a}\n" for a in args))
+    assert plan_resume(new_dir, mode=None, search_root=tmp_path / "outputs") is None

@@ -54,7 +54,7 @@ def test_offline_run_logs_params_and_per_epoch_accuracy_to_wandb(tmp_path, offli
     assert on_disk["counts"]["num_eval_samples"] == on_disk["counts"]["num_test_samples"] == 4 * 8
     assert on_disk["counts"]["num_labels"] == 4
     assert set(on_disk["provenance"]["versions"]) >= {"torch", "transformers", "peft", "datasets", "wandb"}
-    assert set(on_disk["provenance"]["git"]) == {"sha", "dirty"}
+    assert set(on_disk["provenance"]["git"]) == {"sha", "dirty", "untracked"}
     assert "run_dir" not in on_disk  # the record lives in its run dir: no machine path in it
 
     # Efficiency, in the record and in W&B: throughput, memory, what ships, time per epoch.

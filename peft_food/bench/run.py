@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 
 def run_bench(cfg: DictConfig, *, out_dir: Path, passed: list[str] = ()) -> dict[str, Any]:
     """`passed`: the command line's model and precision overrides, for the startup section's jobs."""
-    spec = parse_config(cfg)
+    spec = parse_config(cfg, extra_keys=("bench",))
     bench = parse_bench(cfg)
     # The configured method's settings where it is timed, each other method's defaults.
     methods = {name: spec.peft if spec.peft.method == name else METHODS[name]() for name in bench.methods}

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from peft_food.cli import exit_with, one_line_errors
+from peft_food.cli.hub import offline_unless_reachable
 
 
 @one_line_errors("peft-food-export")
@@ -22,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out_dir.exists() and any(args.out_dir.iterdir()):
         print(f"peft-food-export: error: {args.out_dir} exists and is not empty: choose a new folder", file=sys.stderr)
         return 2
+    offline_unless_reachable()  # the base model may come from the Hub: no Hub, no retries
     # torch loads once the arguments parse: --help answers at once.
     import torch
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from peft_food.cli import exit_with, one_line_errors
+from peft_food.cli.hub import offline_unless_reachable
 from peft_food.training.reproduce import (
     explain_versions,
     record,
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         record(args.record, args.record_dir, description=args.description)
         print(f"recorded {args.record} as {args.record_dir}")
         return 0
+    offline_unless_reachable()  # a re-run may load its model or data from the Hub: no Hub, no retries
     out = args.out or Path("outputs/reproduce") / args.record_dir.name / time.strftime("%Y-%m-%d_%H-%M-%S")
     outcome = reproduce(args.record_dir, out_dir=out, wandb=args.wandb)
     versions = "\n".join(f"  {line}" for line in explain_versions(outcome))

@@ -24,8 +24,10 @@ import psutil
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from peft_food.cli import print_error
-from peft_food.cli.help import print_help
+from peft_food.cli import one_line_errors, print_error
+from peft_food.cli.help import TRAIN, answered_help
+from peft_food.cli.hub import offline_unless_reachable
+from peft_food.cli.preflight import preflight
 from peft_food.config import CONF_DIR, ENV, from_env, parse_config
 from peft_food.errors import Interrupted, UserError
 from peft_food.tracking.record import FILE as RECORD_FILE
@@ -48,12 +50,21 @@ def job_started() -> float:
 
 
 def record_failure(cfg: DictConfig, err: BaseException) -> None:
-    """A job that failed before run() started still leaves a metrics.json saying so, with the
+    """A sweep job that failed before run() started still leaves a metrics.json saying so, with the
     config as composed (unresolved: resolving may be what failed)."""
     path = Path(str(cfg.output_dir)) / RECORD_FILE
     if is_main_process() and path.parent.is_dir() and not path.is_file():
         config = OmegaConf.to_container(cfg, resolve=False)
         RunRecord(status="failed", error=f"{type(err).__name__}: {err}", config=config).write(path)
+
+
+def forget_run_dir(run_dir: Path) -> None:
+    """A single run stopped by a user mistake before it saved anything leaves no run dir behind
+    (the mistake is on stderr). Imported here, not at the top: the pipeline (torch) is loaded by now,
+    and --help must not load it."""
+    from peft_food.training.rundir import discard_failed_start
+
+    discard_failed_start(run_dir)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
@@ -84,9 +95,11 @@ def main(cfg: DictConfig) -> float:
     except UserError as err:
         # A user mistake: one line that names the problem and the fix, no traceback.
         print_error("peft-food-train", err)
-        record_failure(cfg, err)
         if is_multirun():
+            record_failure(cfg, err)  # the sweep's summary lists the failed job from its record
             return float("nan")
+        if is_main_process():
+            forget_run_dir(Path(str(cfg.output_dir)))
         sys.exit(2)
     except Exception as err:
         if not is_multirun():
@@ -99,11 +112,20 @@ def main(cfg: DictConfig) -> float:
     return objective(record)
 
 
+@one_line_errors("peft-food-train")
+def checked() -> int:
+    """The command line composed and checked before Hydra makes a run dir (cli/preflight.py)."""
+    if preflight(sys.argv[1:], config_name="train", prog="peft-food-train"):
+        offline_unless_reachable()  # no Hub: fail (or use the cache) at once, not after retries
+    return 0
+
+
 def cli() -> None:
-    """The console script: our own --help (fast, no Hydra internals), everything else to Hydra."""
-    if any(arg in ("--help", "-h") for arg in sys.argv[1:]):
-        print_help("peft-food-train")
+    """The console script: our own --help (fast, no Hydra internals), then the checks, then Hydra."""
+    if answered_help(TRAIN):
         return
+    if status := checked():
+        sys.exit(status)
     main()
 
 

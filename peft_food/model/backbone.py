@@ -8,6 +8,7 @@ the module names a method's target roles resolve to (methods/apply.py is where a
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -26,16 +27,20 @@ from peft_food.model.weights import label_maps
 
 log = logging.getLogger(__name__)
 
+# What every Hub model error says to do without a connection (the CLIs go offline at once then: cli/hub.py).
+OFFLINE_FIX = "offline, pass model.name_or_path=<local checkpoint dir> or model.pretrained=false"
+
 def base_config(model: ModelSpec, *, labels: list[str] | None = None) -> PretrainedConfig:
     """The backbone's config: the checkpoint's (a small JSON from the Hub) or the shipped `arch`."""
     if model.pretrained:
         try:
             config = AutoConfig.from_pretrained(model.name_or_path, trust_remote_code=model.trust_remote_code)
-        except OSError as err:
-            raise UserError(
-                f"could not load model {model.name_or_path!r} ({first_line(err)}); offline, pass "
-                f"model.name_or_path=<local checkpoint dir> or model.pretrained=false"
-            ) from None
+        except (OSError, ValueError) as err:  # ValueError: a directory whose config.json names no model type
+            if Path(model.name_or_path).is_dir():
+                raise UserError(f"model.name_or_path={model.name_or_path} is not a transformers checkpoint "
+                                f"({first_line(err)}): point it at the folder holding config.json and "
+                                f"model.safetensors") from None
+            raise UserError(f"could not load model {model.name_or_path!r} ({first_line(err)}); {OFFLINE_FIX}") from None
     else:
         arch = dict(model.arch)
         config = AutoConfig.for_model(arch.pop("model_type"), **arch)
@@ -53,13 +58,27 @@ def base_config(model: ModelSpec, *, labels: list[str] | None = None) -> Pretrai
 def load_processor(model: ModelSpec) -> Any:
     """The image processor that feeds the backbone: the checkpoint's, or the shipped kwargs."""
     if not model.pretrained:
-        kwargs = dict(model.processor)
-        return getattr(transformers, kwargs.pop("image_processor_type"))(**kwargs)
+        return processor_from(model.processor)
     try:
         return AutoImageProcessor.from_pretrained(model.name_or_path, trust_remote_code=model.trust_remote_code)
-    except OSError as err:
-        raise UserError(f"could not load the image processor of {model.name_or_path!r} "
-                        f"({first_line(err)})") from None
+    except (OSError, ValueError) as err:
+        if not Path(model.name_or_path).is_dir():
+            raise UserError(f"could not load the image processor of {model.name_or_path!r} "
+                            f"({first_line(err)}); {OFFLINE_FIX}") from None
+        # A local checkpoint saved without its processor (e.g. model.save_pretrained alone).
+        if model.processor:
+            log.warning("%s has no image processor config (preprocessor_config.json): using model.processor (%s)",
+                        model.name_or_path, model.processor.get("image_processor_type"))
+            return processor_from(model.processor)
+        raise UserError(f"{model.name_or_path} has no image processor config (preprocessor_config.json): save the "
+                        f"checkpoint's processor there, or give its settings as model.processor (e.g. "
+                        f"model=vit_base model.name_or_path=... supplies ViT-B/16's)") from None
+
+
+def processor_from(kwargs: dict[str, Any]) -> Any:
+    """An image processor from model.processor's kwargs (image_processor_type first)."""
+    kwargs = dict(kwargs)
+    return getattr(transformers, kwargs.pop("image_processor_type"))(**kwargs)
 
 
 def load_base(*, model: ModelSpec, labels: list[str]) -> tuple[torch.nn.Module, Any]:
@@ -81,7 +100,7 @@ def load_base(*, model: ModelSpec, labels: list[str]) -> tuple[torch.nn.Module, 
         )
     except OSError as err:
         raise UserError(f"could not load the weights of {model.name_or_path!r} ({first_line(err)}); "
-                        f"only .safetensors checkpoints are loaded") from None
+                        f"only .safetensors checkpoints are loaded; {OFFLINE_FIX}") from None
     return base, load_processor(model)
 
 

@@ -6,6 +6,7 @@ Torch-free: the command line validates it without importing torch.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 from peft_food.errors import require
@@ -41,6 +42,19 @@ class ModelSpec:
             "set model.pretrained=false to build the architecture with random weights",
         )
         require(
+            not (self.pretrained and looks_local(self.name_or_path)) or Path(self.name_or_path).exists(),
+            f"model.name_or_path={self.name_or_path} does not exist: pass the directory of a saved checkpoint "
+            f"(config.json + model.safetensors), or a Hub id (namespace/name)",
+        )
+        require(
             self.pretrained or "model_type" in self.arch,
             "model.pretrained=false needs model.arch.model_type (e.g. vit) to build the architecture",
         )
+
+
+def looks_local(name_or_path: str | None) -> bool:
+    """A path, not a Hub id (`namespace/name`): transformers would take a missing one for a malformed
+    repo id and answer "Repo id must be in the form ..."."""
+    if not name_or_path:
+        return False
+    return name_or_path.startswith(("/", ".", "~")) or name_or_path.count("/") > 1 or Path(name_or_path).exists()

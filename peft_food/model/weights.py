@@ -35,7 +35,8 @@ def load_model(source: str | Path, *, labels: list[str], trust_remote_code: bool
             trust_remote_code=trust_remote_code,
         )
     except (OSError, ValueError) as err:
-        raise UserError(f"could not load the base model {str(source)!r}: {first_line(err)}") from None
+        raise UserError(f"could not load the base model {str(source)!r}: {first_line(err)}; offline, pass the base "
+                        f"as a local dir (peft-food-predict --base DIR) or have it in the Hugging Face cache") from None
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:

@@ -22,15 +22,22 @@ PACKAGES = ("peft-food", "torch", "torchvision", "transformers", "peft", "datase
 
 
 def git_state(path: Path) -> dict[str, Any]:
-    """Commit and dirty flag of the checkout holding `path` (None outside a git checkout)."""
+    """Commit of the checkout holding `path`, whether its tracked files differ from that commit
+    (`dirty`), and how many untracked files it has (None each outside a git checkout).
+
+    Untracked files do not make a run dirty: the README's own `my_conf/` and `exported/` (and any
+    outputs/ a .gitignore misses) would otherwise mark every later run "with uncommitted changes"
+    though the code that ran is the commit's."""
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True,
                               check=True, timeout=10).stdout.strip()
 
     try:
-        return {"sha": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
+        status = git("status", "--porcelain", "--untracked-files=all").splitlines()
+        untracked = sum(line.startswith("??") for line in status)
+        return {"sha": git("rev-parse", "HEAD"), "dirty": len(status) > untracked, "untracked": untracked}
     except (OSError, subprocess.SubprocessError):
-        return {"sha": None, "dirty": None}
+        return {"sha": None, "dirty": None, "untracked": None}
 
 
 def package_versions() -> dict[str, str | None]:

@@ -10,15 +10,14 @@ config is ours alone. The user's WANDB_* environment is honoured unless the conf
 from __future__ import annotations
 
 import logging
-import netrc
 import os
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from transformers import TrainerCallback
 
 from peft_food.config import DEFAULTS, ENV, LoggerSpec, from_env
+from peft_food.tracking.login import require_login, resolve_mode
 from peft_food.tracking.record import RunRecord
 
 log = logging.getLogger(__name__)
@@ -37,25 +36,6 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
-
-
-def has_wandb_credentials() -> bool:
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
-    try:
-        return netrc.netrc().authenticators(host) is not None
-    except (OSError, netrc.NetrcParseError):
-        return False
-
-
-def resolve_mode(spec: LoggerSpec) -> str:
-    """An explicit logger.mode wins, then WANDB_MODE; otherwise online only with credentials."""
-    if spec.mode:
-        return spec.mode
-    if os.environ.get("WANDB_MODE"):
-        return os.environ["WANDB_MODE"]
-    return "online" if has_wandb_credentials() else "offline"
 
 
 def wandb_settings(spec: LoggerSpec, *, run_dir: Path, tags: list[str]) -> dict[str, Any]:
@@ -77,6 +57,7 @@ def start_wandb(*, spec: LoggerSpec, run_dir: Path, config: dict[str, Any], tags
     config holds; `split`: what the per-epoch evaluation is named (val/accuracy). `run_id` of an interrupted run resumes that W&B run instead of forking a new one."""
     if not spec.enabled:
         return None
+    require_login(spec)  # one line, not wandb's 32 (the CLI asks before the run dir; train(cfg) here)
     import wandb
 
     settings = wandb_settings(spec, run_dir=run_dir, tags=tags)

@@ -4,7 +4,8 @@
     peft-food-train experiment=quickstart           # finds that unfinished run, continues it
 
 `train.resume`: null/auto (continue an unfinished run of the same command if one has a
-checkpoint), true (require one), false (always start fresh).
+checkpoint; refuse while the same command is still training, whatever its epoch), true (require
+one), false (always start fresh, beside a live copy too).
 
 A run holds its dir's lock (`.lock`: an flock, which the kernel drops when the process dies, and
 the holder's host and pid for the message) from start to end, so the same command started while
@@ -20,6 +21,7 @@ import datetime
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -29,7 +31,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from peft_food.errors import UserError
-from peft_food.files import FileLock, LockBusy
+from peft_food.files import FileLock, LockBusy, holder_of
 from peft_food.tracking.record import FILE as RECORD_FILE
 from peft_food.tracking.record import RunRecord
 
@@ -68,10 +70,24 @@ def find_resumable(run_dir: Path, *, search_root: Path | None) -> Path | None:
     return next((d for d in candidates if _overrides(d) == mine and _unfinished(d)), None)
 
 
+def refuse_a_second_copy(run_dir: Path, *, search_root: Path | None) -> None:
+    """A live process training the same command (same overrides) in another run dir, at any epoch
+    (before its first checkpoint too), refuses this launch: one line naming its host and pid."""
+    if search_root is None or not search_root.is_dir():
+        return
+    mine = _overrides(run_dir)
+    for other in sorted(search_root.glob("*/*"), reverse=True):
+        if other != run_dir and other.is_dir() and (holder := holder_of(other / RunDirLock.FILE)) is not None:
+            if _overrides(other) == mine:
+                raise in_use(other, holder)
+
+
 def plan_resume(run_dir: Path, *, mode: bool | None, search_root: Path | None) -> Path | None:
-    """The run dir to continue in, or None to start fresh (mode: None = auto, True, False)."""
+    """The run dir to continue in, or None to start fresh (mode: None = auto, True, False).
+    Unless mode is False (a separate run on purpose), the same command still training elsewhere refuses."""
     if mode is False:
         return None
+    refuse_a_second_copy(run_dir, search_root=search_root)
     found = find_resumable(run_dir, search_root=search_root)
     if found is None and mode is True:
         raise UserError(f"train.resume=true but no unfinished run with a checkpoint was found for this command "
@@ -99,12 +115,16 @@ class RunDirLock:
         try:
             self._lock.__enter__()
         except LockBusy as busy:
-            raise RunDirInUse(f"{self.path.parent} is in use by a running training process ({_describe(busy.holder)}); "
-                              f"wait for it to finish, or start a separate run with train.resume=false") from None
+            raise in_use(self.path.parent, busy.holder) from None
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self._lock.__exit__(*exc)
+
+
+def in_use(run_dir: Path, holder: str) -> RunDirInUse:
+    return RunDirInUse(f"{run_dir} is in use by a running training process ({_describe(holder)}); "
+                       f"wait for it to finish, or start a separate run with train.resume=false")
 
 
 def _describe(holder: str) -> str:
@@ -142,6 +162,28 @@ def discard_stub(stub: Path) -> None:
     """Remove a run dir Hydra made that holds nothing of a run (only .hydra/ and its log)."""
     if stub.is_dir() and all(p.name == ".hydra" or p.suffix == ".log" for p in stub.iterdir()):
         shutil.rmtree(stub, ignore_errors=True)
+
+
+def discard_failed_start(stub: Path) -> bool:
+    """Remove this launch's run dir when its run stopped on a user mistake before training saved
+    anything (no checkpoint, no model, no epoch in its record): a failed metrics.json beside a log
+    is no run, and such dirs would outnumber the real ones (20 of 27 in one afternoon). The date
+    dir Hydra made for it goes too if nothing else is in it. Returns whether it was removed."""
+    if not stub.is_dir() or (stub / "checkpoints").exists() or (stub / "model").exists():
+        return False
+    path = stub / RECORD_FILE
+    try:
+        if path.is_file() and RunRecord.load(path).epochs:
+            return False
+    except (OSError, ValueError, TypeError, KeyError):
+        return False  # a record this code cannot read: not ours to judge
+    shutil.rmtree(stub, ignore_errors=True)
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", stub.parent.name):  # outputs/<date>/ (train.yaml's hydra.run.dir)
+        try:
+            stub.parent.rmdir()  # only if empty: other runs of that day stay
+        except OSError:
+            pass
+    return True
 
 
 class StopOnSignal(TrainerCallback):
