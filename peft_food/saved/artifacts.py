@@ -117,6 +117,6 @@ def load_trained(path: Path, *, base: Path | None = None) -> Trained:
     spec = _read_spec(model_dir)
     peft = spec_of(spec)
     model = peft.load(model_dir, base=_base_loader(model_dir, spec, base_override=base), labels=spec["labels"],
-                      head=spec["base"].get("head", "classifier"))
+                      head=spec["base"].get("head", "classifier"), roles=spec["base"].get("modules"))
     processor = AutoImageProcessor.from_pretrained(str(model_dir))
     return Trained(model=model.eval(), processor=processor, labels=spec["labels"], peft=peft, model_dir=model_dir)
