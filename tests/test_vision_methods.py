@@ -279,3 +279,59 @@ def test_a_key_the_method_lacks_fails_when_composed(override):
     method = {"peft.r=4": "ssf", "peft.prompt=4": "vpt", "peft.widht=8": "adaptformer"}[override]
     with pytest.raises(HydraException, match="Could not override"):
         compose_config(f"peft={method}", override)
+
+
+@pytest.mark.parametrize("overrides", [("peft=ssf",), ("peft=vpt", "peft.deep=true"), ("peft=adaptformer",),
+                                       ("peft=adapter",)], ids=lambda o: " ".join(o))
+def test_each_method_trains_under_fp16_autocast_and_only_its_own_tensors_move(overrides):
+    # The GPU recipe's fp16 (autocast over fp32 weights, loss scaling), on the CPU's fp16 autocast:
+    # the added modules take half-precision activations and hand them on in the model's dtype.
+    _, model = tiny(*overrides)  # eval mode: no dropout, so the loss curve is the optimiser's alone
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    scaler = torch.amp.GradScaler("cpu")
+    pixels, labels = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(2)), torch.arange(8) % 4
+    losses = []
+    for _ in range(4):
+        optimizer.zero_grad()
+        with torch.autocast("cpu", dtype=torch.float16):
+            out = model(pixel_values=pixels, labels=labels)
+        assert out.logits.dtype == torch.float16
+        scaler.scale(out.loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        losses.append(out.loss.item())
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+    for name, p in model.named_parameters():
+        assert p.dtype == torch.float32 and torch.equal(p, before[name]) != p.requires_grad, name
+
+
+def sweep_jobs(*overrides: str) -> list:
+    """The jobs `peft-food-train -m <overrides>` runs, each parsed into its typed specs (as the
+    sweep's own check composes them before the first job), without training any."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import open_dict
+
+    from peft_food.config import CONF_DIR
+    from peft_food.tracking.sweep import check_grid, grid_jobs
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        hydra_cfg = compose(config_name="train", overrides=list(TINY), return_hydra_config=True).hydra
+        with open_dict(hydra_cfg):  # the command line's overrides, as Hydra's multirun records them
+            hydra_cfg.overrides.task = [*TINY, *overrides]
+        check_grid(hydra_cfg)
+        return [parse_config(compose(config_name="train", overrides=[*job, "output_dir=/x"]))
+                for job, _ in grid_jobs(hydra_cfg)]
+
+
+def test_methods_that_share_a_key_sweep_together_and_one_that_lacks_it_stops_the_sweep(capsys):
+    specs = sweep_jobs("peft=adaptformer,adapter", "peft.width=2,4")
+    assert sorted((s.peft.method, s.peft.width) for s in specs) == [
+        ("adapter", 2), ("adapter", 4), ("adaptformer", 2), ("adaptformer", 4)]
+    with pytest.raises(SystemExit) as stopped:
+        sweep_jobs("peft=adaptformer,ssf", "peft.width=2,4")
+    assert stopped.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "sweep job `peft=ssf peft.width=2` is not a valid config" in line and "no job was run" in line

@@ -5,6 +5,8 @@
       (what the method saved)     adapters (lora, dora, loha, lokr, ia3, vera, oft):
                                     adapter_config.json + adapter_model.safetensors (adapter + head)
                                   linear_probe, bitfit: trained.safetensors (the head, the biases)
+                                  vpt, ssf, adaptformer, adapter: trained.safetensors (their
+                                    added modules + the head, attached again on reload)
                                   full: config.json + model.safetensors
       preprocessor_config.json    the checkpoint's image processor
       base/                       only for a random-init base (model.pretrained=false), not for full
