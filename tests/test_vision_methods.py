@@ -99,8 +99,12 @@ ZERO_INIT = [("peft=ssf",), ("peft=adaptformer",), ("peft=adapter", "peft.placem
              ("peft=adapter", "peft.placement=pfeiffer")]
 
 
-@pytest.mark.parametrize("model", ["vit_tiny", "dinov2_tiny"])
-@pytest.mark.parametrize("overrides", ZERO_INIT, ids=lambda o: " ".join(o))
+# Swin's blocks return (hidden states, attention weights): the hooks must take tuples too.
+IDENTITY_CASES = [(o, m) for o in ZERO_INIT for m in ("vit_tiny", "dinov2_tiny")] + [
+    (("peft=adaptformer",), "swin_tiny"), (("peft=adapter",), "swin_tiny")]
+
+
+@pytest.mark.parametrize("overrides, model", IDENTITY_CASES, ids=lambda o: " ".join(o) if isinstance(o, tuple) else o)
 def test_untrained_method_gives_the_base_models_logits_exactly_and_its_modules_are_live(overrides, model):
     base, adapted = tiny(*overrides, model=model)
     assert torch.equal(logits(adapted), logits(base))  # scale 1 / shift 0; zero up-projections
@@ -143,34 +147,34 @@ def test_exactly_the_parameters_the_method_names_train_and_the_base_is_untouched
         assert torch.equal(params[name], param) and params[name].requires_grad == name.startswith("classifier.")
 
 
-def sequence_lengths(model: torch.nn.Module, layers: torch.nn.ModuleList) -> tuple[list[torch.Tensor], torch.Tensor]:
+def sequence_lengths(model: torch.nn.Module) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Each layer's input hidden states and the final norm's output, from one forward pass."""
-    seen = []
-    hooks = [layer.register_forward_pre_hook(lambda m, args: seen.append(args[0])) for layer in layers]
-    final = []
-    hooks.append(model.vit.layernorm.register_forward_hook(lambda m, args, out: final.append(out)))
+    seen, final = [], []
+    hooks = [layer.register_forward_pre_hook(lambda m, args: seen.append(args[0])) for layer in model.base_model.layers]
+    hooks.append(model.base_model.layernorm.register_forward_hook(lambda m, args, out: final.append(out)))
     logits(model)
     for hook in hooks:
         hook.remove()
     return seen, final[0]
 
 
+@pytest.mark.parametrize("model, tokens", [("vit_tiny", 1), ("deit_tiny", 2)])  # DeiT: [CLS] + distillation
 @pytest.mark.parametrize("deep", [False, True])
-def test_vpt_grows_the_sequence_by_the_prompts_at_every_layer_and_deep_replaces_them(deep):
+def test_vpt_grows_the_sequence_by_the_prompts_at_every_layer_and_deep_replaces_them(deep, model, tokens):
     p, patches = 3, (32 // 4) ** 2
-    base, adapted = tiny("peft=vpt", f"peft.prompts={p}", f"peft.deep={str(deep).lower()}")
-    inputs, out = sequence_lengths(adapted, adapted.vit.layers)
-    assert [h.shape[1] for h in inputs] == [1 + p + patches] * 4
-    assert out.shape[1] == 1 + patches  # the head sees [CLS] + patches only
-    prompts = adapted.vit.embeddings.vpt.prompts
+    base, adapted = tiny("peft=vpt", f"peft.prompts={p}", f"peft.deep={str(deep).lower()}", model=model)
+    inputs, out = sequence_lengths(adapted)
+    assert [h.shape[1] for h in inputs] == [tokens + p + patches] * 4
+    assert out.shape[1] == tokens + patches  # the head sees the base's tokens, in the base's places
+    prompts = adapted.base_model.embeddings.vpt.prompts
     assert torch.equal(inputs[0][:, 1:1 + p], prompts.expand(4, -1, -1))  # right after [CLS], at the input
     for i in range(1, 4):
         at_layer = inputs[i][:, 1:1 + p]
         if deep:  # this layer's own set replaced what layer i-1 made of the previous one
-            assert torch.equal(at_layer, adapted.vit.layers[i].vpt.prompts.expand(4, -1, -1))
+            assert torch.equal(at_layer, adapted.base_model.layers[i].vpt.prompts.expand(4, -1, -1))
         else:  # shallow: the input prompts, as the previous layers transformed them
             assert not torch.allclose(at_layer, prompts.expand(4, -1, -1))
-    base_inputs, _ = sequence_lengths(base, base.vit.layers)
+    base_inputs, _ = sequence_lengths(base)
     assert torch.equal(inputs[0][:, 1 + p:], base_inputs[0][:, 1:])  # [CLS] and patches as the base embeds them
     assert not torch.allclose(logits(adapted), logits(base))  # the prompts reach [CLS]
 
@@ -260,6 +264,7 @@ def check_ssf_export(run_dir, out_dir, *, expected, labels, image):
     (["peft=adapter", "peft.width=0"], "peft.width=0 is invalid: width of peft=adapter must be positive"),
     (["peft=adaptformer", "peft.width=0"], "peft.width=0 is invalid: width of peft=adaptformer must be positive"),
     (["peft=adapter", "peft.placement=middle"], "peft.placement='middle' is invalid: use houlsby or pfeiffer"),
+    (["peft=adaptformer", "peft.scale=0"], "peft.scale=0.0 is invalid: the branch's output scale s must be positive"),
     (["peft=vpt", "model=swin_tiny"], "peft=vpt supports ViT, DeiT, DINOv2 backbones"),
 ])
 def test_bad_input_fails_with_one_line_before_any_data_is_read(overrides, message, tmp_path):

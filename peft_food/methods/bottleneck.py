@@ -93,7 +93,8 @@ class AdaptFormerSpec(AddedSpec):
     def __post_init__(self) -> None:
         require_method(self, "adaptformer")
         require_positive(self, "width")
-        require_positive(self, "scale")
+        require(self.scale > 0, f"peft.scale={self.scale} is invalid: the branch's output scale s must be positive "
+                                f"(AdaptFormer's is 0.1)")
         require_fraction(self.dropout, "dropout")
 
     def attach(self, base: torch.nn.Module, *, resolve: Resolve, head: str) -> None:

@@ -7,7 +7,8 @@ attention out, norm2, fc1, fc2) + 1,536 (final norm) = 205,824, + 77,669 for a 1
     peft-food-export outputs/<date>/<time> exported/food-vit-ssf   # folded: a plain transformers model
 
 A scale and shift after a linear map fold into it (W' = diag(s) W, b' = s * b + t), so an SSF run
-exports as the unchanged architecture with new weights.
+exports as the unchanged architecture with new weights. A layer without a bias has nowhere to
+take the shift (Swin's patch-merging reduction): such a run trains and predicts, but does not export.
 """
 
 from __future__ import annotations
