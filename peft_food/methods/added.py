@@ -14,8 +14,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-import torch
-
 from peft_food.errors import UserError
 from peft_food.methods.base import BaseLoader, Method, Resolve, require_fit
 from peft_food.methods.partial import TRAINED_WEIGHTS
@@ -24,12 +22,10 @@ from peft_food.methods.partial import TRAINED_WEIGHTS
 class AddedSpec(Method):
     """A frozen base with new trainable modules of the method's (and the head)."""
 
-    # Child-module name every added module is registered under: its parameters' names contain it.
-    child: ClassVar[str]
     # Why the method cannot fold into the base weights (None: it can, see `merge`).
     unfoldable: ClassVar[str | None] = None
 
-    def attach(self, base: torch.nn.Module, *, resolve: Resolve, head: str) -> None:
+    def attach(self, base: Any, *, resolve: Resolve, head: str) -> None:
         """Add this method's modules (trainable, freshly initialised) and their hooks to `base`."""
         raise NotImplementedError
 

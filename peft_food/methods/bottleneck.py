@@ -17,8 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import torch
-
 from peft_food.errors import require
 from peft_food.methods.added import AddedSpec
 from peft_food.methods.base import (
@@ -28,50 +26,11 @@ from peft_food.methods.base import (
     require_method,
     require_positive,
 )
-from peft_food.methods.layout import blocks, hidden_of, mlp_norm, output_with
 
-ACTIVATIONS = {"relu": torch.nn.ReLU, "gelu": torch.nn.GELU, "swish": torch.nn.SiLU}
+# peft.activation -> the torch.nn activation an adapter's bottleneck uses.
+ACTIVATIONS = {"relu": "ReLU", "gelu": "GELU", "swish": "SiLU"}
 # Which sublayer outputs an adapter follows (module roles, resolved per backbone).
 PLACEMENTS = {"houlsby": ["attn_out", "mlp_out"], "pfeiffer": ["mlp_out"]}
-
-
-class Bottleneck(torch.nn.Module):
-    """scale * up(dropout(act(down(x)))), up zero-initialised; its methods are the hooks that use it."""
-
-    def __init__(self, *, dim: int, width: int, activation: str, dropout: float, scale: float) -> None:
-        super().__init__()
-        self.down = torch.nn.Linear(dim, width)  # Linear's own (kaiming-uniform) init
-        self.up = torch.nn.Linear(width, dim)
-        torch.nn.init.zeros_(self.down.bias)
-        torch.nn.init.zeros_(self.up.weight)  # the branch adds exactly nothing until it trains
-        torch.nn.init.zeros_(self.up.bias)
-        self.act = ACTIVATIONS[activation]()
-        self.dropout = torch.nn.Dropout(dropout)
-        self.scale = scale
-        self.pending: torch.Tensor | None = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.scale * self.up(self.dropout(self.act(self.down(x))))
-
-    def residual(self, module: torch.nn.Module, args: Any, output: Any) -> Any:
-        """A host's forward hook (adapter): out + bottleneck(out)."""
-        hidden = hidden_of(output)
-        return output_with(output, hidden + self(hidden))
-
-    def branch(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
-        """The pre-MLP norm's forward hook (AdaptFormer): the branch reads the norm's input."""
-        self.pending = self(args[0])
-
-    def add(self, module: torch.nn.Module, args: Any, output: Any) -> Any:
-        """The block's forward hook (AdaptFormer): block output + the branch, x + MLP(LN(x)) + s f(x)."""
-        pending, self.pending = self.pending, None
-        return output_with(output, hidden_of(output) + pending)
-
-
-def host_names(model: torch.nn.Module, *, short: list[str], head: str) -> list[str]:
-    """Full names of the modules whose last name component is one of `short`, outside the head."""
-    return [name for name, _ in model.named_modules()
-            if name.rsplit(".", 1)[-1] in short and name != head and not name.startswith(f"{head}.")]
 
 
 @register
@@ -87,7 +46,6 @@ class AdaptFormerSpec(AddedSpec):
     # Dropout between the activation and the up-projection while training (AdaptFormer's 0.1).
     dropout: float = 0.1
     recommended_lr: float = 5e-3
-    child: ClassVar[str] = "adaptformer"
     unfoldable: ClassVar[str] = "its ReLU bottleneck beside the MLP is not linear, so no weight of the base can hold it"
 
     def __post_init__(self) -> None:
@@ -97,13 +55,11 @@ class AdaptFormerSpec(AddedSpec):
                                 f"(AdaptFormer's is 0.1)")
         require_fraction(self.dropout, "dropout")
 
-    def attach(self, base: torch.nn.Module, *, resolve: Resolve, head: str) -> None:
-        for block in blocks(base, mlp_in=resolve(["mlp_in"])[0]):
-            norm = mlp_norm(block)
-            block.adaptformer = Bottleneck(dim=norm.normalized_shape[-1], width=self.width, activation="relu",
-                                           dropout=self.dropout, scale=self.scale)
-            norm.register_forward_hook(block.adaptformer.branch)
-            block.register_forward_hook(block.adaptformer.add)
+    def attach(self, base: Any, *, resolve: Resolve, head: str) -> None:
+        from peft_food.methods.hooks import attach_adaptformer
+
+        attach_adaptformer(base, width=self.width, scale=self.scale, dropout=self.dropout,
+                           mlp_in=resolve(["mlp_in"])[0])
 
 
 @register
@@ -120,7 +76,6 @@ class BottleneckAdapterSpec(AddedSpec):
     activation: str = "relu"
     dropout: float = 0.0
     recommended_lr: float = 5e-3
-    child: ClassVar[str] = "adapter"
     unfoldable: ClassVar[str] = "its bottleneck after each sublayer is not linear, so no weight of the base can hold it"
 
     def __post_init__(self) -> None:
@@ -132,9 +87,8 @@ class BottleneckAdapterSpec(AddedSpec):
                                                 f"{', '.join(ACTIVATIONS)}")
         require_fraction(self.dropout, "dropout")
 
-    def attach(self, base: torch.nn.Module, *, resolve: Resolve, head: str) -> None:
-        for name in host_names(base, short=resolve(PLACEMENTS[self.placement]), head=head):
-            host = base.get_submodule(name)
-            host.adapter = Bottleneck(dim=host.out_features, width=self.width, activation=self.activation,
-                                      dropout=self.dropout, scale=1.0)
-            host.register_forward_hook(host.adapter.residual)
+    def attach(self, base: Any, *, resolve: Resolve, head: str) -> None:
+        from peft_food.methods.hooks import attach_adapters
+
+        attach_adapters(base, after=resolve(PLACEMENTS[self.placement]), width=self.width,
+                        activation=ACTIVATIONS[self.activation], dropout=self.dropout, head=head)
