@@ -22,9 +22,10 @@ Four families share that behaviour, one module each:
   those tensors alone are saved (`trained.safetensors`) and put back onto the base on reload.
 - `AdapterSpec` (lora/dora, loha, lokr, ia3, vera, oft): peft's own adapter, with the classifier
   head trainable and saved beside it (modules_to_save).
-- `AddedSpec` (vpt, ssf, adaptformer, adapter; `added.py`, one module per method): modules of
-  the method's own attached to transformers' model by forward hooks (`layout.py` finds where);
-  they and the head are saved (`trained.safetensors`) and attached again on reload.
+- `AddedSpec` (vpt, ssf, adaptformer, adapter; `added.py`, one spec module per method): modules
+  of the method's own (`hooks.py`) attached to transformers' model and run by forward hooks
+  (`layout.py` finds where); they and the head are saved (`trained.safetensors`) and attached
+  again on reload.
 
 `target_modules` names module *roles* (query, key, value, attn_out, mlp_in, mlp_out) that each
 backbone's `model.modules` maps to its own Linear names, so one method config works on ViT,

@@ -2,6 +2,8 @@
 embeddings, transformer blocks, final norm, and each block's norm before the MLP. Found on the
 model itself (transformers >= 5.9: `vit.layers.N`, `deit.layers.N`, `dinov2.encoder.layer.N`,
 `swin.encoder.layers.S.blocks.N`), never by copying its forward.
+
+    peft-food-train peft=adaptformer model=dinov2_small    # blocks(): dinov2.encoder.layer.N, mlp_norm(): norm2
 """
 
 from __future__ import annotations
