@@ -5,19 +5,27 @@
     peft-food-train peft=ia3                            # IA3 on key/value/mlp_out
     peft-food-train peft=bitfit                         # every bias term + the head
     peft-food-train peft=linear_probe                   # only the classifier head trains
+    peft-food-train peft=vpt peft.prompts=10            # VPT (peft.deep=true: prompts at every layer)
+    peft-food-train peft=ssf                            # a scale and shift after every layer
+    peft-food-train peft=adaptformer peft.width=8       # a bottleneck beside every MLP
+    peft-food-train peft=adapter peft.placement=pfeiffer  # bottleneck adapters (or houlsby)
     peft-food-train -m peft=lora,dora,loha peft.r=4,16  # methods x ranks in one sweep
 
 Each spec holds only the keys its method understands (Hydra rejects the rest, e.g. `peft=ia3
 peft.r=4`) and checks their values in `__post_init__`. It also says how the method prepares a
 base (`prepare`), what it saves (`save`), how it is read back (`load`) and how it folds into a
 plain model (`merge`); the rest of the package asks the spec and never branches on a method name.
-Three families share that behaviour, one module each:
+Four families share that behaviour, one module each:
 
 - `FullSpec`: every parameter trains; the whole model is saved.
 - `PartialSpec` (linear_probe, bitfit): a chosen subset of the base's own parameters trains;
   those tensors alone are saved (`trained.safetensors`) and put back onto the base on reload.
 - `AdapterSpec` (lora/dora, loha, lokr, ia3, vera, oft): peft's own adapter, with the classifier
   head trainable and saved beside it (modules_to_save).
+- `AddedSpec` (vpt, ssf, adaptformer, adapter; `added.py`, one spec module per method): modules
+  of the method's own (`hooks.py`) attached to transformers' model and run by forward hooks
+  (`layout.py` finds where); they and the head are saved (`trained.safetensors`) and attached
+  again on reload.
 
 `target_modules` names module *roles* (query, key, value, attn_out, mlp_in, mlp_out) that each
 backbone's `model.modules` maps to its own Linear names, so one method config works on ViT,
@@ -31,7 +39,7 @@ from dataclasses import fields
 from typing import Any
 
 # Importing the families fills METHODS (each class registers itself), in this order.
-from peft_food.methods import adapters, full, partial  # noqa: F401
+from peft_food.methods import adapters, bottleneck, full, partial, ssf, vpt  # noqa: F401
 from peft_food.methods.adapters import LoraSpec
 from peft_food.methods.base import METHODS, BaseLoader, Method, PeftSpec
 

@@ -54,7 +54,8 @@ class AdapterSpec(Method):
     def save(self, model: Any, *, model_dir: Path, head: str) -> None:
         model.save_pretrained(str(model_dir))
 
-    def load(self, model_dir: Path, *, base: BaseLoader, labels: list[str], head: str) -> Any:
+    def load(self, model_dir: Path, *, base: BaseLoader, labels: list[str], head: str,
+             roles: dict[str, str] | None = None) -> Any:
         import torch
         from peft import PeftModel
 

@@ -89,8 +89,10 @@ class Method:
         """Write only what trained into `model_dir`."""
         raise NotImplementedError
 
-    def load(self, model_dir: Path, *, base: BaseLoader, labels: list[str], head: str) -> Any:
-        """Read back what `save` wrote; `base(saved_head)` loads the frozen base it goes onto."""
+    def load(self, model_dir: Path, *, base: BaseLoader, labels: list[str], head: str,
+             roles: dict[str, str] | None = None) -> Any:
+        """Read back what `save` wrote; `base(saved_head)` loads the frozen base it goes onto, and
+        `roles` are its module roles (model.modules) for methods that find layers by role."""
         raise NotImplementedError
 
     def merge(self, model: Any) -> Any:

@@ -33,7 +33,8 @@ class FullSpec(Method):
     def save(self, model: Any, *, model_dir: Path, head: str) -> None:
         model.save_pretrained(str(model_dir))
 
-    def load(self, model_dir: Path, *, base: BaseLoader, labels: list[str], head: str) -> Any:
+    def load(self, model_dir: Path, *, base: BaseLoader, labels: list[str], head: str,
+             roles: dict[str, str] | None = None) -> Any:
         from peft_food.model.weights import load_model
 
         return load_model(model_dir, labels=labels)

@@ -5,6 +5,8 @@
       (what the method saved)     adapters (lora, dora, loha, lokr, ia3, vera, oft):
                                     adapter_config.json + adapter_model.safetensors (adapter + head)
                                   linear_probe, bitfit: trained.safetensors (the head, the biases)
+                                  vpt, ssf, adaptformer, adapter: trained.safetensors (their
+                                    added modules + the head, attached again on reload)
                                   full: config.json + model.safetensors
       preprocessor_config.json    the checkpoint's image processor
       base/                       only for a random-init base (model.pretrained=false), not for full
@@ -123,6 +125,6 @@ def load_trained(path: Path, *, base: Path | None = None) -> Trained:
     spec = _read_spec(model_dir)
     peft = spec_of(spec)
     model = peft.load(model_dir, base=_base_loader(model_dir, spec, base_override=base), labels=spec["labels"],
-                      head=spec["base"].get("head", "classifier"))
+                      head=spec["base"].get("head", "classifier"), roles=spec["base"].get("modules"))
     processor = AutoImageProcessor.from_pretrained(str(model_dir))
     return Trained(model=model.eval(), processor=processor, labels=spec["labels"], peft=peft, model_dir=model_dir)

@@ -5,8 +5,11 @@
 
 Each method's spec merges its own run (methods/ `merge`): every adapter (LoRA, DoRA, LoHa, LoKr,
 IA3, VeRA, OFT) folds its update into the base weights with peft's merge_and_unload and the trained
-head replaces the base's; full, linear-probe and BitFit runs already are plain models. The result
-is saved as safetensors with its image processor and id2label, so every method exports alike.
+head replaces the base's; SSF folds its scales and shifts into the layers they follow; full,
+linear-probe and BitFit runs already are plain models. The result is saved as safetensors with its
+image processor and id2label, so every such method exports alike. VPT, AdaptFormer and the
+bottleneck adapters change the forward pass and do not fold: their `merge` stops with one line
+pointing at peft-food-predict, which reloads them exactly.
 """
 
 from __future__ import annotations

@@ -1,0 +1,66 @@
+"""Methods that add modules of their own to a frozen transformers model (VPT, SSF, AdaptFormer,
+bottleneck adapters), attached as child modules and run through forward hooks, so the model's own
+code and parameter names stay as transformers wrote them.
+
+    peft-food-train peft=ssf
+    peft-food-predict outputs/<date>/<time> photo.jpg      # reloads base + added modules exactly
+
+What trains (the added modules and the head) is saved as `trained.safetensors`, by parameter name;
+a reload attaches the same modules to the frozen base and loads those tensors back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from peft_food.errors import UserError
+from peft_food.methods.base import BaseLoader, Method, Resolve, require_fit
+from peft_food.methods.partial import TRAINED_WEIGHTS
+
+
+class AddedSpec(Method):
+    """A frozen base with new trainable modules of the method's (and the head)."""
+
+    # Why the method cannot fold into the base weights (None: it can, see `merge`).
+    unfoldable: ClassVar[str | None] = None
+
+    def attach(self, base: Any, *, resolve: Resolve, head: str) -> None:
+        """Add this method's modules (trainable, freshly initialised) and their hooks to `base`."""
+        raise NotImplementedError
+
+    def prepare(self, base: Any, *, resolve: Resolve, head: str) -> Any:
+        for param in base.parameters():
+            param.requires_grad_(False)
+        self.attach(base, resolve=resolve, head=head)  # new parameters train by default
+        for param in base.get_submodule(head).parameters():
+            param.requires_grad_(True)
+        return base
+
+    def save(self, model: Any, *, model_dir: Path, head: str) -> None:
+        from peft_food.model.weights import save_tensors
+
+        save_tensors({n: p for n, p in model.named_parameters() if p.requires_grad}, model_dir / TRAINED_WEIGHTS)
+
+    def load(self, model_dir: Path, *, base: BaseLoader, labels: list[str], head: str,
+             roles: dict[str, str] | None = None) -> Any:
+        from peft_food.model.backbone import resolve_target_modules
+        from peft_food.model.weights import check_loaded, read_tensors
+
+        saved = read_tensors(model_dir / TRAINED_WEIGHTS)
+        model = base({k: v for k, v in saved.items() if k.startswith(f"{head}.")})
+        model = self.prepare(model, head=head, resolve=lambda requested: resolve_target_modules(
+            model, requested=requested, head=head, roles=roles))
+        expected = {n for n, p in model.named_parameters() if p.requires_grad}
+        require_fit(set(saved) == expected, f"saved {sorted(set(saved) - expected)[:3]}, the base has "
+                                            f"{sorted(expected - set(saved))[:3]} instead")
+        try:
+            model.load_state_dict(saved, strict=False)
+        except RuntimeError as err:
+            require_fit(False, str(err).splitlines()[-1].strip())
+        check_loaded(model, saved)
+        return model
+
+    def merge(self, model: Any) -> Any:
+        raise UserError(f"peft={self.method} cannot be exported as a plain transformers model: {self.unfoldable}; "
+                        f"predict with `peft-food-predict <run dir> photo.jpg`, which reloads it exactly")

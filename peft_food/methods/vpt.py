@@ -1,0 +1,62 @@
+"""VPT (Jia et al., 2022, "Visual Prompt Tuning"): p learned prompt tokens inserted after [CLS];
+shallow: once, at the input; deep: a fresh set replacing the previous layer's prompts before every
+layer. Trained with the head. On ViT-B/16: shallow p x 768, deep p x 768 x 12 (+ 77,669 head).
+
+    peft-food-train peft=vpt peft.prompts=10              # VPT-shallow
+    peft-food-train peft=vpt peft.prompts=10 peft.deep=true
+
+The prompts leave the sequence after the backbone's final norm, so every head reads what it read
+without them: [CLS] (ViT, DeiT: its distillation token is back in place), or [CLS] + the patch
+mean (DINOv2: prompts never enter the mean). Initialised as in the paper: uniform(-v, v) with
+v = sqrt(6 / (3 * patch_area + dim)). Swin has no global token sequence to prompt: refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from peft_food.errors import require
+from peft_food.methods.added import AddedSpec
+from peft_food.methods.base import (
+    Resolve,
+    register,
+    require_fraction,
+    require_method,
+    require_positive,
+)
+
+# model_type -> the backbones whose embeddings give [CLS] first, then the other tokens.
+SUPPORTED = {"vit": "ViT", "deit": "DeiT", "dinov2": "DINOv2"}
+
+
+@register
+@dataclass
+class VptSpec(AddedSpec):
+    """Prompt tokens after [CLS]: at the input (shallow) or replaced before every layer (deep)."""
+
+    method: str = "vpt"
+    # Prompt tokens per set: the sequence grows by this many (197 -> 207 on ViT-B/16 at 10).
+    prompts: int = 10
+    # false: one set at the input (p x dim); true: one set per layer (p x dim x layers).
+    deep: bool = False
+    # Dropout on the prompt tokens while training.
+    dropout: float = 0.1
+    # Randomly initialised tokens in a frozen model take a larger step than LoRA's.
+    recommended_lr: float = 1e-2
+    unfoldable: ClassVar[str] = "its prompt tokens lengthen the sequence, which no weight of the base can hold"
+
+    def __post_init__(self) -> None:
+        require_method(self, "vpt")
+        require_positive(self, "prompts")
+        require_fraction(self.dropout, "dropout")
+
+    def attach(self, base: Any, *, resolve: Resolve, head: str) -> None:
+        kind = base.config.model_type
+        require(kind in SUPPORTED, f"peft=vpt supports {', '.join(SUPPORTED.values())} backbones "
+                                   f"(model=vit_base, deit_small, dinov2_small or their toys), not {kind}: "
+                                   f"choose one of those or another method (e.g. peft=lora) for {kind}")
+        from peft_food.methods.hooks import attach_prompts
+
+        attach_prompts(base, tokens=self.prompts, deep=self.deep, dropout=self.dropout,
+                       mlp_in=resolve(["mlp_in"])[0])
