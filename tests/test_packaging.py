@@ -70,7 +70,7 @@ defaults:
   - override /model: my_vit
   - override /data: synthetic
 
-data: {num_classes: 3, per_class: 8, eval_per_class: 4, image_size: 32}
+data: {num_classes: 3, per_class: 8, val_per_class: 4, test_per_class: 4, image_size: 32}
 train: {epochs: 1, batch_size: 8, grad_accum: 1, precision: fp32, workers: 0}
 logger: {enabled: false}
 """

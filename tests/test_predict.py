@@ -148,7 +148,7 @@ def test_model_dir_errors_are_one_line(lora_run, full_run, tmp_path, capsys):
 
     other_labels = tmp_path / "three_labels"
     train(compose_config(*TINY_TRAIN, "data=synthetic", "data.num_classes=3", "data.per_class=4",
-                         "data.eval_per_class=2", "peft=full", "logger=none", "train.epochs=1",
+                         "data.val_per_class=2", "data.test_per_class=2", "peft=full", "logger=none", "train.epochs=1",
                          output_dir=other_labels))
     assert predict([str(run_dir), str(image), "--base", str(other_labels)]) == 2
     assert "trained for 4 labels but the base" in capsys.readouterr().err

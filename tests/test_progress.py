@@ -46,5 +46,5 @@ def test_train_log_has_one_line_per_epoch(tmp_path, photos):
     [log] = tmp_path.glob("outputs/*/*/train.log")
     lines = [line for line in log.read_text().splitlines() if re.search(r"\] - epoch \d+:", line)]
     assert len(lines) == 3
-    assert re.search(r"epoch 3: loss \d\.\d{4} accuracy \d\.\d{4} top5_accuracy 1\.0000 macro_f1 \d\.\d{4} "
+    assert re.search(r"epoch 3: val loss \d\.\d{4} accuracy \d\.\d{4} top5_accuracy 1\.0000 macro_f1 \d\.\d{4} "
                      r"\| train loss \d\.\d{4} \| \d+ img/s$", lines[-1]), lines[-1]

@@ -50,7 +50,9 @@ def test_readme_data_store_commands_build_once_then_reuse(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     stores = sorted((tmp_path / "cache" / "stores").glob("food101-mini-*[0-9a-f]"))
-    assert [s.name.split("-")[2] for s in stores] == ["test", "train"] and "built the data store" in done.stdout
+    # train.txt in the train form and in the eval form (val is carved out of it), test.txt in the eval form.
+    assert [s.name.split("-")[2:4] for s in stores] == [["test", "eval32"], ["train", "eval32"], ["train", "train64"]]
+    assert "built the data store" in done.stdout
     [train] = [c for c in readme_commands("peft-food-train") if "food101_mini" in c and "data.store=true" in c]
     done = subprocess.run([str(bin_dir / "peft-food-train"), *train.split()[1:], "train.epochs=1",
                            f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO, env=env, capture_output=True, text=True,

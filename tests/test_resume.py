@@ -17,7 +17,7 @@ from peft_food.training.rundir import RunDirLock, latest_checkpoint
 from tests.helpers import TINY_TRAIN, compose_config, read_run, run_files
 
 # 256 images / batch 16 = 16 steps per epoch, 4 epochs: long enough to be killed mid-way.
-ARGS = [*TINY_TRAIN, "data=synthetic", "data.num_classes=4", "data.per_class=64", "data.eval_per_class=8",
+ARGS = [*TINY_TRAIN, "data=synthetic", "data.num_classes=4", "data.per_class=64", "data.val_per_class=8", "data.test_per_class=8",
         "data.image_size=32", "train.epochs=4"]
 
 

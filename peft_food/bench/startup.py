@@ -63,7 +63,7 @@ def bench_startup(spec: RunSpec, bench: BenchSpec, processor: Any, *, out_dir: P
     stores = out_dir / "stores"
     common = [*passed, "train.epochs=1", "train.max_steps=1", f"train.batch_size={bench.batch_size}",
               "train.grad_accum=1", "logger=none", "progress=false"]
-    local = ["data=food101_local", f"data.root={folder}", "data.eval_per_class=1", f"data.store_dir={stores}"]
+    local = ["data=food101_local", f"data.root={folder}", "data.val_per_class=1", "data.test_per_class=1", f"data.store_dir={stores}"]
     jobs = {"jpeg": [*local, "data.store=false"], "store_first": [*local, "data.store=true"],
             "store_second": [*local, "data.store=true"], "no_data": ["data=synthetic"]}
     startup = {}
