@@ -240,6 +240,9 @@ def test_each_method_trains_saves_what_trained_reloads_exactly_predicts_and_expo
         assert line.startswith(f"peft-food-export: error: peft={method} cannot be exported as a plain transformers "
                                f"model: ") and "peft-food-predict <run dir>" in line
         assert not (tmp_path / "exported" / "model.safetensors").exists()
+        # The run's model card says so too, instead of offering the export.
+        card = (run_dir / "model" / "README.md").read_text()
+        assert "does not export as a plain model" in card and "peft-food-export" not in card.split("## Training")[0]
 
 
 def check_ssf_export(run_dir, out_dir, *, expected, labels, image):

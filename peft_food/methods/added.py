@@ -22,9 +22,6 @@ from peft_food.methods.partial import TRAINED_WEIGHTS
 class AddedSpec(Method):
     """A frozen base with new trainable modules of the method's (and the head)."""
 
-    # Why the method cannot fold into the base weights (None: it can, see `merge`).
-    unfoldable: ClassVar[str | None] = None
-
     def attach(self, base: Any, *, resolve: Resolve, head: str) -> None:
         """Add this method's modules (trainable, freshly initialised) and their hooks to `base`."""
         raise NotImplementedError

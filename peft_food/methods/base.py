@@ -69,6 +69,9 @@ class Method:
     saves_whole_model: ClassVar[bool] = False
     # The library that reads what it saves (the model card's library_name).
     library: ClassVar[str] = "peft-food"
+    # Why the method cannot fold into the base weights (None: it can, see `merge`): what
+    # peft-food-export and the model card say of it.
+    unfoldable: ClassVar[str | None] = None
 
     @property
     def saves_base(self) -> bool:

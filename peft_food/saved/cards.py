@@ -34,9 +34,10 @@ def _dataset(data: dict[str, Any]) -> tuple[str | None, str, str | None]:
     return card.hub_id, card.name, card.split
 
 
-def model_card(record: RunRecord, *, library: str, exported: bool) -> ModelCard:
+def model_card(record: RunRecord, *, library: str, exported: bool, unfoldable: str | None = None) -> ModelCard:
     """The card of a finished run: for its model/ dir (`library`: what reads what the method
-    saved) or for its export (a plain transformers model)."""
+    saved; `unfoldable`: why it cannot be exported, None where it can) or for its export (a plain
+    transformers model)."""
     config = record.config
     model, data = config.get("model", {}), config.get("data", {})
     base = model.get("name_or_path") if model.get("pretrained", True) else None
@@ -55,10 +56,11 @@ def model_card(record: RunRecord, *, library: str, exported: bool) -> ModelCard:
         metrics=[n for n in names if n != "loss"], tags=["image-classification", "peft-food", record.method],
         model_name=title, eval_results=results or None,
     )
-    return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{_body(record, title=title, dataset=dataset_name, split=split, base=base, exported=exported)}")
+    return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{_body(record, title=title, dataset=dataset_name, split=split, base=base, exported=exported, unfoldable=unfoldable)}")
 
 
-def _body(record: RunRecord, *, title: str, dataset: str, split: str | None, base: str | None, exported: bool) -> str:
+def _body(record: RunRecord, *, title: str, dataset: str, split: str | None, base: str | None, exported: bool,
+          unfoldable: str | None) -> str:
     config = record.config
     counts = record.counts
     settings = {k: v for k, v in config.get("peft", {}).items() if k not in ("method", "recommended_lr")}
@@ -67,9 +69,10 @@ def _body(record: RunRecord, *, title: str, dataset: str, split: str | None, bas
     table = ["| epoch | " + " | ".join(columns) + " |", "| --- |" + " --- |" * len(columns)]
     table += [f"| {e['epoch']:g} | " + " | ".join(f"{e[c]:.4f}" for c in columns) + " |" for e in epochs]
     git = record.provenance.git or {}
-    how = ("A plain transformers model: the adapter is merged into the base weights (no peft needed)."
-           if exported else "Load it with `peft-food-predict <this dir> photo.jpg`, or export a merged model with "
-           "`peft-food-export <this dir> out/`.")
+    load = "Load it with `peft-food-predict <this dir> photo.jpg`"
+    how = ("A plain transformers model: the adapter is merged into the base weights (no peft needed)." if exported
+           else f"{load} (it does not export as a plain model: {unfoldable})." if unfoldable
+           else f"{load}, or export a merged model with `peft-food-export <this dir> out/`.")
     lines = [
         f"# {title}", "",
         f"Fine-tuned for image classification with peft_food: "
@@ -114,5 +117,6 @@ def _results(record: RunRecord) -> str:
             f"{final:.4f}. One run, seed {record.config.get('seed')}.")
 
 
-def write_card(record: RunRecord, model_dir: Path, *, library: str, exported: bool = False) -> None:
-    model_card(record, library=library, exported=exported).save(str(model_dir / "README.md"))
+def write_card(record: RunRecord, model_dir: Path, *, library: str, exported: bool = False,
+               unfoldable: str | None = None) -> None:
+    model_card(record, library=library, exported=exported, unfoldable=unfoldable).save(str(model_dir / "README.md"))

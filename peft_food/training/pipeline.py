@@ -222,7 +222,8 @@ def _train_in(run_dir: Path, spec: RunSpec, *, resumed: bool, started: float) ->
         if main_process:
             save_trained(trainer.model, processor, model_dir=run_dir / "model", peft=spec.peft, labels=record.labels,
                          base=spec.model)
-            write_card(record, run_dir / "model", library=spec.peft.library)  # over peft's placeholder card
+            write_card(record, run_dir / "model", library=spec.peft.library,  # over peft's placeholder card
+                       unfoldable=spec.peft.unfoldable)
         record.efficiency = replace(record.efficiency, train_img_per_s=round(output.metrics["train_samples_per_second"], 2),
                                     peak_mem_mb=peak_memory_mb(),
                                     model_size_mb=weights_mb(run_dir / "model") if main_process else None)
