@@ -12,7 +12,7 @@ a reload attaches the same modules to the frozen base and loads those tensors ba
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from peft_food.errors import UserError
 from peft_food.methods.base import BaseLoader, Method, Resolve, require_fit
