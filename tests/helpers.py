@@ -72,6 +72,29 @@ def eval_logits(run_dir: Path, split: str = "val") -> tuple[np.ndarray, np.ndarr
 
 
 
+def check_fp16_autocast_training(model: Any, *, steps: int, pixels: torch.Tensor, labels: torch.Tensor) -> None:
+    """The GPU recipe's fp16 (autocast over fp32 weights, loss scaling) on the CPU's fp16 autocast:
+    the logits come out in half precision, the loss falls, every trainable tensor moves (scaling
+    must keep tiny gradients from underflowing) and the frozen ones and the fp32 masters stay."""
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    scaler = torch.amp.GradScaler("cpu")
+    losses = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        with torch.autocast("cpu", dtype=torch.float16):
+            out = model(pixel_values=pixels, labels=labels)
+        assert out.logits.dtype == torch.float16  # autocast really ran the model in half precision
+        scaler.scale(out.loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        losses.append(out.loss.item())
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+    for name, p in model.named_parameters():
+        assert p.dtype == torch.float32, name  # master weights stay fp32
+        assert torch.equal(p, before[name]) != p.requires_grad, name  # trained moved, frozen did not
+
+
 BLOCK = 32 * 1024
 HEADER = 7
 

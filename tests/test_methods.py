@@ -19,7 +19,7 @@ from peft_food.model.backbone import load_base
 from peft_food.saved.export import export
 from peft_food.tracking.compare import collect, method_by_model
 from peft_food.training.pipeline import train
-from tests.helpers import TINY, compose_config
+from tests.helpers import TINY, check_fp16_autocast_training, compose_config
 from tests.test_predict import eval_logits
 
 # peft's name for each adapter method, as written in adapter_config.json.
@@ -188,21 +188,4 @@ def test_every_method_trains_under_fp16_autocast_with_loss_scaling(method):
     base, _ = load_base(model=spec.model, labels=["a", "b", "c", "d"])
     model = apply_peft(base, peft=spec.peft, model=spec.model)
     torch.manual_seed(0)
-    pixels, labels = torch.randn(8, 3, 32, 32), torch.arange(8) % 4
-    before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    scaler = torch.amp.GradScaler("cpu")
-    losses = []
-    for _ in range(8):
-        optimizer.zero_grad()
-        with torch.autocast("cpu", dtype=torch.float16):
-            out = model(pixel_values=pixels, labels=labels)
-        assert out.logits.dtype == torch.float16  # autocast really ran the model in half precision
-        scaler.scale(out.loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        losses.append(out.loss.item())
-    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
-    for name, p in model.named_parameters():
-        assert p.dtype == torch.float32, name  # master weights stay fp32
-        assert torch.equal(p, before[name]) != p.requires_grad, name  # trained moved, frozen did not
+    check_fp16_autocast_training(model, steps=8, pixels=torch.randn(8, 3, 32, 32), labels=torch.arange(8) % 4)

@@ -21,7 +21,12 @@ from peft_food.model.backbone import base_config, load_base
 from peft_food.saved.artifacts import load_trained
 from peft_food.saved.export import export
 from peft_food.training.pipeline import train
-from tests.helpers import TINY, compose_config, eval_logits
+from tests.helpers import (
+    TINY,
+    check_fp16_autocast_training,
+    compose_config,
+    eval_logits,
+)
 
 # ViT-B/16: width, MLP width, layers; the 101-way head trains with every method.
 D, MLP, LAYERS = 768, 3072, 12
@@ -294,23 +299,8 @@ def test_each_method_trains_under_fp16_autocast_and_only_its_own_tensors_move(ov
     # The GPU recipe's fp16 (autocast over fp32 weights, loss scaling), on the CPU's fp16 autocast:
     # the added modules take half-precision activations and hand them on in the model's dtype.
     _, model = tiny(*overrides)  # eval mode: no dropout, so the loss curve is the optimiser's alone
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    scaler = torch.amp.GradScaler("cpu")
     pixels, labels = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(2)), torch.arange(8) % 4
-    losses = []
-    for _ in range(4):
-        optimizer.zero_grad()
-        with torch.autocast("cpu", dtype=torch.float16):
-            out = model(pixel_values=pixels, labels=labels)
-        assert out.logits.dtype == torch.float16
-        scaler.scale(out.loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        losses.append(out.loss.item())
-    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
-    for name, p in model.named_parameters():
-        assert p.dtype == torch.float32 and torch.equal(p, before[name]) != p.requires_grad, name
+    check_fp16_autocast_training(model, steps=4, pixels=pixels, labels=labels)
 
 
 def sweep_jobs(*overrides: str) -> list:
