@@ -24,7 +24,15 @@ from peft_food.errors import DataError
 from peft_food.tracking.record import RunRecord
 from peft_food.tracking.sweep import objective, objective_key
 from peft_food.training.pipeline import train
-from tests.helpers import MINI, REPO, TINY_TRAIN, compose_config, read_run, run_files
+from tests.helpers import (
+    MINI,
+    REPO,
+    TINY_TRAIN,
+    compose_config,
+    eval_logits,
+    read_run,
+    run_files,
+)
 
 
 def data_spec(*overrides):
@@ -236,3 +244,30 @@ def test_vtab1k_shape_draws_a_fixed_budget_then_carves_val_out_of_it(tmp_path):
     assert (len(splits.train), len(splits.val), len(splits.test)) == (800, 200, 9)
     assert per_class(splits.val) == [40, 67, 93]  # 200 in proportion to the 300 / 500 / 700 (largest remainders)
     assert_disjoint(splits, paths)
+
+
+def test_retrain_trains_on_train_plus_val_selects_nothing_and_tests_the_last_epoch(tmp_path):
+    record = train(compose_config(*TINY_TRAIN, "data=synthetic", "data.num_classes=4", "data.per_class=16",
+                                  "data.val_per_class=8", "data.test_per_class=8", "data.image_size=32",
+                                  "data.protocol=retrain", "logger=none", output_dir=tmp_path))
+    assert record.epochs == [] and record.best is None and set(record.test) == {"final"}
+    assert (record.counts.num_train_samples, record.counts.num_eval_samples, record.counts.num_test_samples) == (
+        64 + 32, 0, 32)
+    # The saved model is the last epoch's, and the record reports its test accuracy.
+    logits, labels = eval_logits(tmp_path, "test")
+    assert float((logits.argmax(-1) == labels).mean()) == record.reported("accuracy") == record.test["final"][
+        "test_accuracy"]
+    assert "nothing selected" in record.describe_protocol()
+    assert "nothing selected" in (tmp_path / "model" / "README.md").read_text()
+
+
+def test_vtab1k_retrain_trains_on_the_same_thousand_vtab1k_split(tmp_path):
+    start = 0
+    for name, count in (("a", 600), ("b", 900)):
+        start = write_unique_images(tmp_path / "train" / name, count, start)
+        start = write_unique_images(tmp_path / "test" / name, 2, start)
+    common = ["data=imagefolder", f"data.root={tmp_path}"]
+    tune = load_splits(data_spec("experiment=vtab1k", *common), seed=0)
+    final = load_splits(data_spec("experiment=vtab1k_retrain", *common), seed=0)
+    assert final.val is None and len(final.train) == 1000
+    assert sorted(paths(final.train)) == sorted(paths(tune.train) + paths(tune.val))

@@ -15,11 +15,13 @@ from tests.helpers import REPO
 
 
 def test_a_schema_1_record_reads_into_the_same_type():
-    record = RunRecord.load(REPO / "experiments" / "quickstart" / "runs" / "run" / "metrics.json")
-    assert record.status == "completed" and record.monitor == "eval_accuracy"
-    assert record.counts.trainable_params == 17_034 and record.counts.num_eval_samples == 100
-    assert record.best == 0.7 and record.best_epoch["epoch"] == 4 and record.final == 0.63
-    assert record.provenance.hardware["device"] == "cpu" and record.efficiency.model_size_mb == 0.067
+    # mini_rank_alpha_torch2.15 was recorded in schema 1 (flat), before the protocol.
+    record = RunRecord.load(REPO / "experiments" / "mini_rank_alpha_torch2.15" / "runs" / "r4_alpha32" / "metrics.json")
+    assert record.status == "completed" and record.monitor == "eval_accuracy" and record.protocol == "seed"
+    assert record.counts.trainable_params == 4_746 and record.counts.num_eval_samples == 200
+    assert record.counts.num_test_samples is None and record.test is None
+    assert record.best == 0.175 and record.best_epoch["epoch"] == 7 and record.final == 0.17
+    assert record.provenance.hardware["device"] == "cpu" and record.efficiency.model_size_mb == 0.02
 
 
 def test_committed_records_carry_no_machine_paths():
@@ -76,7 +78,7 @@ def test_compare_shows_every_other_job_beside_a_damaged_one(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert [line.split()[:2] for line in out[1:4]] == [["0", "completed"], ["1", "damaged"], ["2", "failed"]]
     rows = list(csv.DictReader((tmp_path / "sweep" / "compare.csv").open()))
-    assert [(r["job"], r["status"], r["best"]) for r in rows] == [("0", "completed", "0.5"), ("1", "damaged", ""),
+    assert [(r["job"], r["status"], r["val"]) for r in rows] == [("0", "completed", "0.5"), ("1", "damaged", ""),
                                                                   ("2", "failed", "")]
     assert any(line.startswith("job 1 damaged: ") and "metrics.json is damaged" in line for line in out)
     assert "Traceback" not in "\n".join(out)

@@ -9,6 +9,7 @@ and class-stratified) and test (the source's test list, or carved the same way),
 disjoint. val picks the checkpoint; test is only reported.
 protocol seed: the seed recipe's two splits, exactly as it made them; its held-out split is both
 `val` and `test` (the same dataset), which the record and every table say.
+protocol retrain: val_test's splits with val trained on too (`val` is None): nothing is selected.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def selection_split(protocol: str) -> str:
 @dataclass
 class Splits:
     train: Dataset
-    val: Dataset  # evaluated every epoch: picks the best checkpoint
+    val: Dataset | None  # evaluated every epoch: picks the best checkpoint (None: protocol retrain)
     test: Dataset  # evaluated at the end and reported (protocol seed: the same dataset as val)
     labels: list[str]
     # data.store=true: split name -> the data store its `index` column points into.
@@ -49,7 +50,7 @@ class Splits:
         return self.val is self.test
 
     def sizes(self) -> dict[str, int]:
-        return {name: len(getattr(self, name)) for name in SPLITS}
+        return {name: len(getattr(self, name) or []) for name in SPLITS}
 
 
 def load_splits(spec: DataSpec, *, seed: int, plan: Plan | None = None) -> Splits:
@@ -60,6 +61,8 @@ def load_splits(spec: DataSpec, *, seed: int, plan: Plan | None = None) -> Split
     labels = list(parts.train.ds.features["label"].names)
     if source.generated:
         test = parts.test.ds
+        if spec.protocol == "retrain":
+            return _retrain(parts.train.ds, parts.val.ds, test=test, labels=labels, stores={}, val_given=True)
         val = test if spec.protocol == "seed" else parts.val.ds
         return Splits(train=parts.train.ds, val=val, test=test, labels=labels)
     if spec.protocol == "seed":
@@ -106,7 +109,21 @@ def _val_test_splits(spec: DataSpec, parts: Parts, *, seed: int, labels: list[st
     stores = {} if not stored else {"train": parts.train.stores["train"],
                                     "val": _eval_store(parts.val, parts.train, stored),
                                     "test": _eval_store(parts.test, parts.train, stored)}
+    if spec.protocol == "retrain":
+        return _retrain(train, val, test=test, labels=labels, stores=stores, val_given=parts.val is not None)
     return Splits(train=train, val=val, test=test, labels=labels, stores=stores)
+
+
+def _retrain(train: Dataset, val: Dataset, *, test: Dataset, labels: list[str], stores: dict[str, Store],
+             val_given: bool) -> Splits:
+    """Train on train + val: the images val_test would have selected on, now trained on."""
+    from datasets import concatenate_datasets
+
+    if stores and val_given:  # a val/ list's images are in an eval-form store only: none to augment
+        raise DataError("data.protocol=retrain trains on val, but this source's val images are stored for "
+                        "evaluation only: set data.store=false, or move them into train/")
+    stores = {name: store for name, store in stores.items() if name != "val"}
+    return Splits(train=concatenate_datasets([train, val]), val=None, test=test, labels=labels, stores=stores)
 
 
 def carve(pool: Dataset, *, fraction: float, seed: int, split: str,

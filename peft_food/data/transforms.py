@@ -229,8 +229,11 @@ def attach_transforms(splits: Splits, processor: Any, *, uint8: bool = True, cac
 
 
 def _evaluated(splits: Splits) -> tuple[str, ...]:
-    # Under the seed protocol val and test are one dataset: attached once, still one after.
-    return ("val",) if splits.selects_on_test else ("val", "test")
+    # Under the seed protocol val and test are one dataset: attached once, still one after;
+    # protocol retrain has no val.
+    if splits.selects_on_test:
+        return ("val",)
+    return ("test",) if splits.val is None else ("val", "test")
 
 
 def _position(i: int) -> int:

@@ -42,7 +42,8 @@ def model_card(record: RunRecord, *, library: str, exported: bool, unfoldable: s
     model, data = config.get("model", {}), config.get("data", {})
     base = model.get("name_or_path") if model.get("pretrained", True) else None
     hub_dataset, dataset_name, split = _dataset(data)
-    names = [key.removeprefix("eval_") for key in (record.epochs[0] if record.epochs else {}) if key != "epoch"]
+    measured = record.epochs[0] if record.epochs else ((record.test or {}).get("final") or {})  # retrain: test only
+    names = [key.split("_", 1)[1] for key in measured if key != "epoch"]
     # The model-index reports what the record reports: test, for the checkpoint chosen on val.
     reported = {name: record.reported(name) for name in names if name != "loss"}
     results = [EvalResult(task_type="image-classification", dataset_type=hub_dataset or data.get("source", "images"),
@@ -84,8 +85,7 @@ def _body(record: RunRecord, *, title: str, dataset: str, split: str | None, bas
         f"- Method `{record.method}`: {', '.join(f'{k}={v}' for k, v in settings.items()) or 'no settings'}.",
         f"- Trainable parameters: {counts.trainable_params:,} of {counts.total_params:,} "
         f"({counts.trainable_percent}%)." if counts else "- Trainable parameters: not recorded.",
-        f"- Precision {record.provenance.precision}; the saved model is the epoch with the best "
-        f"{record.selected_on} `{record.monitor.removeprefix('eval_')}`.", "",
+        f"- Precision {record.provenance.precision}; {_saved(record)}.", "",
         "## Results", "", _results(record), "",
         f"## {record.selected_on.capitalize()} results per epoch", "", *table, "",
         "## Reproduce", "",
@@ -97,12 +97,20 @@ def _body(record: RunRecord, *, title: str, dataset: str, split: str | None, bas
     return "\n".join(lines) + "\n"
 
 
+def _saved(record: RunRecord) -> str:
+    if record.protocol == "retrain":
+        return "the saved model is the last epoch's (trained on train + val: nothing selected)"
+    return f"the saved model is the epoch with the best {record.selected_on} `{record.monitor.removeprefix('eval_')}`"
+
+
 def _sizes(record: RunRecord) -> str:
     counts = record.counts
     if counts is None:
         return "split sizes not recorded"
     if record.protocol == "seed":
         return f"{counts.num_train_samples} training images, {counts.num_eval_samples} held out"
+    if record.protocol == "retrain":
+        return f"{counts.num_train_samples} training images (train + val), {counts.num_test_samples} test (reported)"
     return (f"{counts.num_train_samples} training images, {counts.num_eval_samples} val (select the checkpoint), "
             f"{counts.num_test_samples} test (reported)")
 
@@ -113,8 +121,9 @@ def _results(record: RunRecord) -> str:
     if best is None:
         return "No result recorded."
     split = "held-out" if record.protocol == "seed" else "test"
-    return (f"{split.capitalize()} accuracy **{best:.4f}** ({record.describe_protocol()}); the last epoch's: "
-            f"{final:.4f}. One run, seed {record.config.get('seed')}.")
+    last = "" if record.protocol == "retrain" else f"; the last epoch's: {final:.4f}"
+    return (f"{split.capitalize()} accuracy **{best:.4f}** ({record.describe_protocol()}){last}. "
+            f"One run, seed {record.config.get('seed')}.")
 
 
 def write_card(record: RunRecord, model_dir: Path, *, library: str, exported: bool = False,

@@ -68,7 +68,8 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
 
 
 def finished(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in rows if r["val"] != "" and r["test"] != ""]
+    """Rows with a reported value (protocol retrain rows have no val: nothing was selected)."""
+    return [r for r in rows if r["test"] != ""]
 
 
 def caption(rows: list[dict[str, Any]]) -> str:
@@ -108,12 +109,13 @@ def settings(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         groups.setdefault(row["setting"] or f"job {row['job']}", []).append(row)
     out = []
     for name, members in groups.items():
-        vals, tests = [float(r["val"]) for r in members], [float(r["test"]) for r in members]
+        vals = [float(r["val"]) if r["val"] != "" else math.nan for r in members]
+        tests = [float(r["test"]) for r in members]
         out.append({**{k: members[0][k] for k in ("method", "model", "r", "alpha", "trainable_params", "monitor")},
                     "setting": name, "n": len(members), "val": statistics.fmean(vals), "test": statistics.fmean(tests),
                     "val_std": statistics.stdev(vals) if len(vals) > 1 else math.nan,
                     "test_std": statistics.stdev(tests) if len(tests) > 1 else math.nan})
-    return sorted(out, key=lambda s: -s["val"])
+    return sorted(out, key=lambda s: math.inf if math.isnan(s["val"]) else -s["val"])  # no val (retrain) last
 
 
 def _mean_std(mean: float, std: float) -> str:
@@ -169,6 +171,9 @@ def by_setting(rows: list[dict[str, Any]]) -> str:
 def class_gaps(sweep_dir: Path, rows: list[dict[str, Any]], *, top: int = 10) -> str:
     """The classes whose test accuracy differs most between the best and the worst run by val."""
     done = [r for r in finished(rows) if (sweep_dir / r["job"] / "per_class.csv").is_file()]
+    if len(done) < 2:
+        return ""
+    done = [r for r in done if r["val"] != ""]
     if len(done) < 2:
         return ""
     best, worst = max(done, key=lambda r: r["val"]), min(done, key=lambda r: r["val"])

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +134,8 @@ class RunRecord:
         if self.protocol == "seed":
             epoch = self.best_epoch if checkpoint == "best" else (self.epochs[-1] if self.epochs else None)
             return (epoch or {}).get(f"eval_{metric}")
+        if self.protocol == "retrain":  # nothing was selected: the last epoch is the model
+            checkpoint = "final"
         return ((self.test or {}).get(checkpoint) or {}).get(f"test_{metric}")
 
     def describe_protocol(self, metric: str = "accuracy") -> str:
@@ -144,6 +146,9 @@ class RunRecord:
             sizes = f" ({counts.num_train_samples} train / {counts.num_eval_samples} held out)" if counts else ""
             return (f"{metric} on the held-out split of the epoch with the best {watched} on that same split: "
                     f"selected on the reported split (seed protocol){sizes}")
+        if self.protocol == "retrain":
+            sizes = f" ({counts.num_train_samples} train + val / {counts.num_test_samples} test images)" if counts else ""
+            return f"test {metric} of the last epoch, trained on train + val: nothing selected{sizes}"
         sizes = (f" ({counts.num_train_samples} train / {counts.num_eval_samples} val / {counts.num_test_samples} "
                  f"test images)") if counts else ""
         return f"test {metric} of the checkpoint with the best val {watched}{sizes}"
@@ -160,7 +165,8 @@ class RunRecord:
         for prefix, epoch in (("best", self.best_epoch), ("final", self.epochs[-1] if self.epochs else None)):
             out.update({f"{prefix}_{split}_{k.removeprefix('eval_')}": v for k, v in (epoch or {}).items()
                         if k != "epoch"})
-        for prefix, values in (("test", (self.test or {}).get("best")), ("test_final", (self.test or {}).get("final"))):
+        tested = self.test or {}
+        for prefix, values in (("test", tested.get("best", tested.get("final"))), ("test_final", tested.get("final"))):
             out.update({f"{prefix}/{k.removeprefix('test_')}": v for k, v in (values or {}).items()})
         return out
 
@@ -200,6 +206,10 @@ class RunRecord:
         return record
 
 
+def _required(cls: type) -> list[str]:
+    return [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+
+
 def _from_schema_1(flat: dict[str, Any]) -> dict[str, Any]:
     """Schema 1 kept every key at the top level and monitored eval accuracy."""
     def take(cls: type) -> dict[str, Any]:
@@ -208,7 +218,7 @@ def _from_schema_1(flat: dict[str, Any]) -> dict[str, Any]:
     counts = take(Counts)
     return {**{k: flat[k] for k in ("status", "method", "epochs", "labels", "config", "error", "resumed_from",
                                      "wandb_run_id") if k in flat},
-            "monitor": "eval_accuracy", "counts": counts if len(counts) == len(fields(Counts)) else None,
+            "monitor": "eval_accuracy", "counts": counts if len(counts) >= len(_required(Counts)) else None,
             "efficiency": take(Efficiency), "provenance": take(Provenance)}
 
 

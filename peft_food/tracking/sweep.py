@@ -84,7 +84,7 @@ def objective(record: RunRecord) -> float:
     """What every sweeper optimises: the monitored metric's best value over the epochs, which are
     evaluated on val (never on test). Optuna gets it as the job's return value; W&B Sweeps read it
     from the run summary, as `objective_key`."""
-    return record.best
+    return float("nan") if record.best is None else record.best  # nan: nothing to optimise (retrain)
 
 
 def objective_key(record: RunRecord) -> str:

@@ -52,6 +52,7 @@ from peft_food.training.rundir import (
     plan_resume,
 )
 from peft_food.training.trainer import (
+    NO_SELECTION,
     EpochRecorder,
     FinalTest,
     build_image_trainer,
@@ -84,7 +85,7 @@ def build_trainer(spec: RunSpec, *, run_dir: Path, precision: str, record: RunRe
     model = apply_peft(base, peft=spec.peft, model=spec.model)
     record.labels = splits.labels
     record.counts = Counts(**count_parameters(model), num_labels=len(splits.labels),
-                           num_train_samples=len(splits.train), num_eval_samples=len(splits.val),
+                           num_train_samples=len(splits.train), num_eval_samples=len(splits.val or []),
                            num_test_samples=None if splits.selects_on_test else len(splits.test))
     log.info("trainable params: %(trainable_params)s || all params: %(total_params)s "
              "|| trainable%%: %(trainable_percent)s", vars(record.counts))
@@ -95,7 +96,8 @@ def build_trainer(spec: RunSpec, *, run_dir: Path, precision: str, record: RunRe
     trainer = build_image_trainer(model=model, processor=processor, train_dataset=splits.train,
                                   eval_dataset=splits.val, train=spec.train, precision=precision,
                                   workers=resolve_workers(spec.train.workers), run_dir=run_dir, seed=spec.seed,
-                                  callbacks=callbacks, metrics=spec.train.metrics)
+                                  callbacks=callbacks, metrics=spec.train.metrics,
+                                  **(NO_SELECTION if splits.val is None else {}))
     return trainer, processor, splits
 
 
@@ -205,7 +207,7 @@ def _train_in(run_dir: Path, spec: RunSpec, *, resumed: bool, started: float) ->
             spec, run_dir=run_dir, precision=precision, record=record,
             callbacks=[EpochRecorder(record, run_dir / RECORD_FILE, metrics=spec.train.metrics, started=started), stopper,
                        *([WandbMetrics(wandb_run, split=split)] if wandb_run else []), final_test])
-        if not splits.selects_on_test:
+        if splits.val is not None and not splits.selects_on_test:
             final_test.attach(trainer, splits.test)
         if wandb_run is not None:
             wandb_run.summary.update(vars(record.counts))
@@ -216,7 +218,9 @@ def _train_in(run_dir: Path, spec: RunSpec, *, resumed: bool, started: float) ->
         record.epochs = epoch_metrics(trainer.state.log_history, metrics=spec.train.metrics)
         best_test = report_results(trainer, splits.test, labels=record.labels, out_dir=run_dir if main_process else None,
                                    wandb_run=wandb_run, examples=spec.logger.examples, metrics=spec.train.metrics)
-        if not splits.selects_on_test:
+        if splits.val is None:  # protocol retrain: the model is the last epoch's, nothing was selected
+            record.test = {"final": best_test}
+        elif not splits.selects_on_test:
             record.test = {"best": best_test, "final": final_test.result}
         log.info(result_line(record))
         if main_process:
@@ -237,6 +241,9 @@ def _train_in(run_dir: Path, spec: RunSpec, *, resumed: bool, started: float) ->
 def result_line(record: RunRecord) -> str:
     """What the run reports, with how it was obtained: "test accuracy 0.6150 (checkpoint of epoch
     6, best val accuracy 0.6400; final epoch: 0.6050); test accuracy of the checkpoint with ..."."""
+    if record.protocol == "retrain":
+        value = record.reported("accuracy")
+        return f"test accuracy {value:.4f}; {record.describe_protocol()}" if value is not None else "no result"
     best = record.best_epoch or {}
     watched = record.monitor.removeprefix("eval_")
     chosen = f"checkpoint of epoch {best.get('epoch', 0):g}, best {record.selected_on} {watched} {record.best:.4f}"

@@ -24,6 +24,11 @@ from peft_food.tracking.record import RunRecord
 log = logging.getLogger(__name__)
 
 
+# Trainer's settings without a val split (protocol retrain): no evaluation, so nothing to select;
+# the last epoch is the model (checkpoints stay, for resuming).
+NO_SELECTION = dict(eval_strategy="no", load_best_model_at_end=False, metric_for_best_model=None)
+
+
 def resolve_precision(requested: str) -> str:
     """fp16/bf16 autocast needs CUDA; elsewhere train in fp32 and say so once."""
     if requested != "fp32" and not torch.cuda.is_available():
@@ -157,6 +162,12 @@ class EpochRecorder(TrainerCallback):
 
     def on_epoch_end(self, args, state, control, **kwargs):
         self.record.efficiency.epoch_wall_s.append(round(time.perf_counter() - self._started, 2))
+        if args.eval_strategy == "no" and state.is_world_process_zero:  # no val: the epoch's line is its training
+            self.record.write(self.path)
+            losses = [e["loss"] for e in state.log_history if "loss" in e]
+            rate = self.record.counts.num_train_samples / self.record.efficiency.epoch_wall_s[-1]
+            log.info(f"epoch {state.epoch:g}: no val (nothing selected)"
+                     f"{f' | train loss {losses[-1]:.4f}' if losses else ''} | {rate:.0f} img/s")
 
     def on_evaluate(self, args, state, control, **kwargs):
         self.record.epochs = epoch_metrics(state.log_history, metrics=self.metrics)
