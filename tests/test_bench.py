@@ -69,9 +69,9 @@ def test_bench_startup_times_real_jobs_and_reads_flat(tmp_path):
             if not name.startswith("multirun")}
     assert logs["store_first"].count("built the data store") == 2  # train.txt and test.txt, once each
     assert "built the data store" not in logs["store_second"] + logs["jpeg"]
-    for name in ("jpeg", "store_first", "store_second"):  # 400 images: 300 train, 10 x 1 test
-        record = json.loads((tmp_path / "startup" / name / "metrics.json").read_text())
-        assert (record["counts"]["num_train_samples"], record["counts"]["num_eval_samples"]) == (300, 10)
+    for name in ("jpeg", "store_first", "store_second"):  # 400 images: 300 in train.txt (10 x 1 of them val), 10 x 1 test
+        counts = json.loads((tmp_path / "startup" / name / "metrics.json").read_text())["counts"]
+        assert (counts["num_train_samples"], counts["num_eval_samples"], counts["num_test_samples"]) == (290, 10, 10)
     rss = startup["rss"]
     assert rss["large_store"]["images"] == 300 and rss["small_store"]["images"] == 500
     assert not (tmp_path / "startup_data").exists() and not (tmp_path / "stores").exists()
