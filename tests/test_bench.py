@@ -67,7 +67,7 @@ def test_bench_startup_times_real_jobs_and_reads_flat(tmp_path):
     assert startup["second_over_first"] == startup["startup_s"]["store_second"] / startup["startup_s"]["store_first"]
     logs = {name: (tmp_path / "startup" / name / "train.log").read_text() for name in startup["startup_s"]
             if not name.startswith("multirun")}
-    assert logs["store_first"].count("built the data store") == 2  # train.txt and test.txt, once each
+    assert logs["store_first"].count("built the data store") == 3  # train.txt in both forms (val), test.txt
     assert "built the data store" not in logs["store_second"] + logs["jpeg"]
     for name in ("jpeg", "store_first", "store_second"):  # 400 images: 300 in train.txt (10 x 1 of them val), 10 x 1 test
         counts = json.loads((tmp_path / "startup" / name / "metrics.json").read_text())["counts"]
