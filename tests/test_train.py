@@ -114,8 +114,9 @@ def test_food101_local_selects_on_val_and_reports_the_200_test_photos(tmp_path):
 
     # The model card: Hub metadata a model page needs, and what the run was.
     card = ModelCard.load(str(tmp_path / "model" / "README.md"))
+    # A local folder in Food-101's layout (here 10 classes) is not the Hub's ethz/food101: no claim.
     assert (card.data.library_name, card.data.pipeline_tag, card.data.datasets) == (
-        "peft", "image-classification", ["ethz/food101"])
+        "peft", "image-classification", None)
     [accuracy] = [r for r in card.data.eval_results if r.metric_type == "accuracy"]
     assert accuracy.metric_value == round(record.test["best"]["test_accuracy"], 6)
     assert accuracy.dataset_split == "test (meta/test.txt)"
