@@ -67,3 +67,17 @@ def test_the_monitor_picks_the_saved_checkpoint_and_the_per_class_results_are_of
     confusion = list(csv.reader((tmp_path / "confusion.csv").open()))
     assert confusion[0][1:] == record.labels
     assert sum(int(c) for row in confusion[1:] for c in row[1:]) == record.counts.num_test_samples
+
+
+def test_the_examples_shown_spread_their_correct_half_over_the_classes():
+    from peft_food.evaluation.results import EvalResults
+
+    labels = np.repeat(np.arange(4), 10)  # a test list sorted by class, as Food-101's test.txt is
+    logits = np.eye(4)[labels] * 5.0
+    logits[[0, 11], :] = np.eye(4)[[3, 0]] * 9.0  # two confident mistakes
+    results = EvalResults(logits=logits, labels=labels, names=["a", "b", "c", "d"])
+    shown = results.examples(8)
+    assert shown[:2] == [0, 11]  # mistakes first, most confident first
+    correct = shown[2:]
+    assert sorted({int(labels[i]) for i in correct}) == [0, 1, 2, 3]  # every class, not six of class a
+    assert all(results.predictions[i] == labels[i] for i in correct)

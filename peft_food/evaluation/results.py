@@ -45,12 +45,13 @@ class EvalResults:
         return confusion_matrix(self.predictions, self.labels, num_labels=len(self.names))
 
     def examples(self, n: int) -> list[int]:
-        """Eval indices to show: the most confident mistakes (up to half of `n`), then correct ones."""
+        """Indices to show: the most confident mistakes (up to half of `n`), then correct ones taken
+        a class at a time (test lists are often sorted by class: the first ones would be one class)."""
         wrong = np.flatnonzero(self.predictions != self.labels)
         wrong = wrong[np.argsort(-self.confidence[wrong], kind="stable")]
         right = np.flatnonzero(self.predictions == self.labels)
         take_wrong = min(len(wrong), max(n - len(right), n // 2 if len(right) else n))
-        return [int(i) for i in [*wrong[:take_wrong], *right[: n - take_wrong]]]
+        return [int(i) for i in [*wrong[:take_wrong], *_by_class(right, self.labels)[: n - take_wrong]]]
 
     def top_confusions(self, k: int = 20) -> list[tuple[str, str, int]]:
         """(true, predicted, count) of the `k` most frequent mistakes."""
@@ -64,6 +65,15 @@ class EvalResults:
         return [{"index": i, "true": self.names[self.labels[i]], "predicted": self.names[self.predictions[i]],
                  "confidence": round(float(self.confidence[i]), 4), "correct": bool(self.predictions[i] == self.labels[i])}
                 for i in indices]
+
+
+def _by_class(indices: np.ndarray, labels: np.ndarray) -> list[int]:
+    """`indices` reordered round-robin over their classes: the first of each class, then the second, ..."""
+    rank = np.zeros(len(indices), dtype=int)
+    for label in np.unique(labels[indices]):
+        members = labels[indices] == label
+        rank[members] = np.arange(members.sum())
+    return [int(i) for i in indices[np.lexsort((labels[indices], rank))]]
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
