@@ -160,3 +160,14 @@ def test_pretrained_from_a_local_directory_loads_its_weights_and_refuses_pickle(
     with pytest.raises(UserError, match="only .safetensors checkpoints are loaded"):
         train(compose_config(*TINY, "logger=none", "model.pretrained=true", f"model.name_or_path={pickled}",
                              output_dir=tmp_path / "run2"))
+
+
+def test_train_img_per_s_is_one_figure_in_the_record_and_the_epoch_log(tmp_path, caplog):
+    # Capped at one step, the epoch trained 16 images, not the split's 64: the rate counts those.
+    with caplog.at_level(logging.INFO):
+        record = train(compose_config(*TINY, "train.max_steps=1", "logger=none", output_dir=tmp_path))
+    efficiency = record.efficiency
+    assert efficiency.epoch_images == [16] and len(efficiency.epoch_wall_s) == 1
+    assert efficiency.train_img_per_s == round(16 / efficiency.epoch_wall_s[0], 2)
+    [line] = [m for m in caplog.messages if m.startswith("epoch ") and "img/s" in m]  # epoch 0.25: a quarter
+    assert line.endswith(f"| {efficiency.train_img_per_s:.0f} img/s")

@@ -17,7 +17,9 @@ every kind reproduce):
     labels        class names in label order
     counts        trainable_params, total_params, trainable_percent, num_labels, num_train_samples,
                   num_eval_samples (val), num_test_samples
-    efficiency    train_img_per_s, peak_mem_mb, model_size_mb, runtime_s, epoch_wall_s (per epoch), startup_s
+    efficiency    train_img_per_s (images trained per second of training: evaluation, checkpoints and
+                  start-up excluded; the epoch log's img/s is the same per epoch), peak_mem_mb,
+                  model_size_mb, runtime_s, epoch_wall_s and epoch_images (per epoch), startup_s
     provenance    git (sha, dirty), versions, hardware, command, precision, world_size,
                   effective_batch_size
     config        the resolved Hydra config that ran
@@ -67,10 +69,19 @@ class Efficiency:
     model_size_mb: float | None = None
     runtime_s: float | None = None
     epoch_wall_s: list[float] = field(default_factory=list)
+    # Images trained in each epoch (a capped run's one epoch: its steps' images, not the dataset's).
+    epoch_images: list[int] = field(default_factory=list)
     # Seconds from the job's start to its first training step: data (screening, or opening the data
     # stores), model, and for a process's first job its imports too (later jobs of a multirun share
     # the process). What a sweep job waits before it trains.
     startup_s: float | None = None
+
+    def img_per_s(self, epoch: int | None = None) -> float | None:
+        """Images trained per second of training, over one epoch (an index) or the whole run:
+        the one definition of train_img_per_s and of the epoch log's img/s."""
+        images = self.epoch_images if epoch is None else self.epoch_images[epoch:][:1]
+        walls = self.epoch_wall_s if epoch is None else self.epoch_wall_s[epoch:][:1]
+        return round(sum(images) / sum(walls), 2) if images and sum(walls) > 0 else None
 
 
 @dataclass

@@ -212,7 +212,7 @@ def _train_in(run_dir: Path, spec: RunSpec, *, resumed: bool, started: float) ->
         if wandb_run is not None:
             wandb_run.summary.update(vars(record.counts))
         with stopper:
-            output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         if stopper.signum is not None:
             raise Interrupted(stopper.signum, latest_checkpoint(run_dir))
         record.epochs = epoch_metrics(trainer.state.log_history, metrics=spec.train.metrics)
@@ -228,7 +228,7 @@ def _train_in(run_dir: Path, spec: RunSpec, *, resumed: bool, started: float) ->
                          base=spec.model)
             write_card(record, run_dir / "model", library=spec.peft.library,  # over peft's placeholder card
                        unfoldable=spec.peft.unfoldable)
-        record.efficiency = replace(record.efficiency, train_img_per_s=round(output.metrics["train_samples_per_second"], 2),
+        record.efficiency = replace(record.efficiency, train_img_per_s=record.efficiency.img_per_s(),
                                     peak_mem_mb=peak_memory_mb(),
                                     model_size_mb=weights_mb(run_dir / "model") if main_process else None)
         wants_model = spec.logger.log_model if spec.logger.log_model is not None else not spec.peft.saves_whole_model

@@ -120,8 +120,7 @@ def epoch_line(record: RunRecord, log_history: list[dict[str, Any]]) -> str:
     """One line per epoch for train.log: its val metrics, the last train loss, and img/s."""
     epoch = record.epochs[-1]
     losses = [e["loss"] for e in log_history if "loss" in e]
-    walls = record.efficiency.epoch_wall_s
-    rate = (record.counts.num_train_samples / walls[-1]) if walls and record.counts else None
+    rate = record.efficiency.img_per_s(-1)
     metrics = " ".join(f"{k.removeprefix('eval_')} {v:.4f}" for k, v in epoch.items() if k != "epoch")
     head = f"epoch {epoch['epoch']:g}: {record.selected_on} {metrics}"
     return (f"{head} | train loss {losses[-1]:.4f}" if losses else head) + (f" | {rate:.0f} img/s" if rate else "")
@@ -158,16 +157,19 @@ class EpochRecorder(TrainerCallback):
             self.record.efficiency.startup_s = round(time.time() - self.job_started, 2)
 
     def on_epoch_begin(self, args, state, control, **kwargs):
-        self._started = time.perf_counter()
+        self._started, self._step = time.perf_counter(), state.global_step
 
     def on_epoch_end(self, args, state, control, **kwargs):
-        self.record.efficiency.epoch_wall_s.append(round(time.perf_counter() - self._started, 2))
+        efficiency = self.record.efficiency
+        efficiency.epoch_wall_s.append(round(time.perf_counter() - self._started, 2))
+        # Optimizer steps x effective batch, capped at the split (the last batch of an epoch is short).
+        batch = args.train_batch_size * args.gradient_accumulation_steps * args.world_size
+        efficiency.epoch_images.append(min((state.global_step - self._step) * batch, self.record.counts.num_train_samples))
         if args.eval_strategy == "no" and state.is_world_process_zero:  # no val: the epoch's line is its training
             self.record.write(self.path)
             losses = [e["loss"] for e in state.log_history if "loss" in e]
-            rate = self.record.counts.num_train_samples / self.record.efficiency.epoch_wall_s[-1]
             log.info(f"epoch {state.epoch:g}: no val (nothing selected)"
-                     f"{f' | train loss {losses[-1]:.4f}' if losses else ''} | {rate:.0f} img/s")
+                     f"{f' | train loss {losses[-1]:.4f}' if losses else ''} | {efficiency.img_per_s(-1):.0f} img/s")
 
     def on_evaluate(self, args, state, control, **kwargs):
         self.record.epochs = epoch_metrics(state.log_history, metrics=self.metrics)
