@@ -90,3 +90,17 @@ def test_resuming_over_a_damaged_record_is_a_one_line_error(tmp_path):
     with pytest.raises(DamagedRecord, match="metrics.json is damaged"):
         plan_resume(tmp_path, mode=None, search_root=None)
     assert plan_resume(tmp_path, mode=False, search_root=None) is None  # train.resume=false still starts
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640)])
+def test_the_record_is_written_with_the_mode_the_umask_gives(tmp_path, umask, mode):
+    # A teammate on a shared cluster reads metrics.json as they read every other file of the run
+    # (a temp file from mkstemp alone would be 0600).
+    import os
+
+    previous = os.umask(umask)
+    try:
+        RunRecord(status="completed").write(tmp_path / "metrics.json")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == mode
