@@ -54,13 +54,14 @@ from peft_food.training.rundir import (
 from peft_food.training.trainer import (
     NO_SELECTION,
     EpochRecorder,
-    FinalTest,
     build_image_trainer,
     epoch_metrics,
+    load_best,
     peak_memory_mb,
     resolve_precision,
     resolve_workers,
     split_metrics,
+    test_metrics,
     weights_mb,
 )
 
@@ -202,13 +203,10 @@ def _train_in(run_dir: Path, spec: RunSpec, *, resumed: bool, started: float) ->
     record.wandb_run_id = wandb_run.id if wandb_run is not None else None
     stopper = StopOnSignal()
     with recorded(record, path=path, wandb_run=wandb_run):
-        final_test = FinalTest(metrics=spec.train.metrics)
         trainer, processor, splits = build_trainer(
             spec, run_dir=run_dir, precision=precision, record=record,
             callbacks=[EpochRecorder(record, run_dir / RECORD_FILE, metrics=spec.train.metrics, started=started), stopper,
-                       *([WandbMetrics(wandb_run, split=split)] if wandb_run else []), final_test])
-        if splits.val is not None and not splits.selects_on_test:
-            final_test.attach(trainer, splits.test)
+                       *([WandbMetrics(wandb_run, split=split)] if wandb_run else [])])
         if wandb_run is not None:
             wandb_run.summary.update(vars(record.counts))
         with stopper:
@@ -216,12 +214,17 @@ def _train_in(run_dir: Path, spec: RunSpec, *, resumed: bool, started: float) ->
         if stopper.signum is not None:
             raise Interrupted(stopper.signum, latest_checkpoint(run_dir))
         record.epochs = epoch_metrics(trainer.state.log_history, metrics=spec.train.metrics)
+        final_test = None
+        if splits.val is not None:  # the last epoch's model is in hand: test it, then load the selected one
+            if not splits.selects_on_test:
+                final_test = test_metrics(trainer, splits.test, metrics=spec.train.metrics)
+            load_best(trainer)
         best_test = report_results(trainer, splits.test, labels=record.labels, out_dir=run_dir if main_process else None,
                                    wandb_run=wandb_run, examples=spec.logger.examples, metrics=spec.train.metrics)
         if splits.val is None:  # protocol retrain: the model is the last epoch's, nothing was selected
             record.test = {"final": best_test}
         elif not splits.selects_on_test:
-            record.test = {"best": best_test, "final": final_test.result}
+            record.test = {"best": best_test, "final": final_test}
         log.info(result_line(record))
         if main_process:
             save_trained(trainer.model, processor, model_dir=run_dir / "model", peft=spec.peft, labels=record.labels,

@@ -69,7 +69,9 @@ def training_arguments(*, train: TrainSpec, precision: str, workers: int, run_di
         eval_strategy="epoch",
         save_strategy="epoch",
         save_total_limit=2,  # the best and the latest checkpoint
-        load_best_model_at_end=True,
+        # The best checkpoint is loaded after training (load_best), once the last epoch's model has
+        # been tested: inside the loop, a test pass would leave a persistent worker behind.
+        load_best_model_at_end=False,
         metric_for_best_model=train.monitor_key,
         greater_is_better=METRICS[train.monitor].higher_is_better,
         logging_steps=train.logging_steps,
@@ -126,21 +128,17 @@ def epoch_line(record: RunRecord, log_history: list[dict[str, Any]]) -> str:
     return (f"{head} | train loss {losses[-1]:.4f}" if losses else head) + (f" | {rate:.0f} img/s" if rate else "")
 
 
-class FinalTest(TrainerCallback):
-    """Tests the last epoch's model once, right after its val evaluation: at the end of training
-    Trainer loads the best checkpoint over it. Never read during training, so nothing selects on it."""
+def test_metrics(trainer: Trainer, test: Any, *, metrics: list[str]) -> dict[str, float]:
+    """One pass over test with the model in hand (after training: nothing selects on it)."""
+    return split_metrics(trainer.predict(test, metric_key_prefix="test").metrics, prefix="test", metrics=metrics)
 
-    def __init__(self, *, metrics: list[str]):
-        self.metrics, self.trainer, self.test = metrics, None, None
-        self.result: dict[str, float] | None = None
 
-    def attach(self, trainer: Trainer, test: Any) -> None:
-        self.trainer, self.test = trainer, test
-
-    def on_evaluate(self, args, state, control, **kwargs):
-        if self.trainer is not None and state.global_step >= state.max_steps:
-            output = self.trainer.predict(self.test, metric_key_prefix="test")
-            self.result = split_metrics(output.metrics, prefix="test", metrics=self.metrics)
+def load_best(trainer: Trainer) -> None:
+    """The checkpoint with the best val monitor into the model, as load_best_model_at_end would at
+    the end of train() (Trainer tracks and keeps that checkpoint whenever metric_for_best_model is
+    set); a run with one checkpoint keeps the model it ends with."""
+    if trainer.state.best_model_checkpoint is not None:
+        trainer._load_best_model()  # Trainer's own loader: adapters, partial and full models alike
 
 
 class EpochRecorder(TrainerCallback):
