@@ -14,6 +14,8 @@ import importlib.util
 import os
 import re
 import shutil
+import sys
+from typing import Any, Callable
 
 from hydra._internal.hydra import Hydra
 from hydra._internal.utils import create_automatic_config_search_path, get_args_parser
@@ -23,6 +25,9 @@ from hydra.errors import HydraException, MissingConfigException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from peft_food.cli import one_line_errors
+from peft_food.cli.help import Command, answered_help
+from peft_food.cli.hub import offline_unless_reachable
 from peft_food.config import CONF_DIR, LoggerSpec, check_top_level, parse_config
 from peft_food.errors import ConfigError, first_line
 from peft_food.tracking.login import require_login
@@ -123,3 +128,21 @@ def preflight(argv: list[str], *, config_name: str, prog: str, extra_keys: tuple
     if composed is not None:
         check_run(composed[0], multirun=composed[1], prog=prog, extra_keys=extra_keys)
     return composed is not None
+
+
+def console_script(main: Callable[[], Any], *, command: Command, config_name: str,
+                   extra_keys: tuple[str, ...] = ()) -> None:
+    """A Hydra command's console script: our own --help (fast, no Hydra internals), then the command
+    line checked (one line, exit 2, before any run dir), the Hub probed once, then Hydra's `main`."""
+    if answered_help(command):
+        return
+
+    @one_line_errors(command.prog)
+    def checked() -> int:
+        if preflight(sys.argv[1:], config_name=config_name, prog=command.prog, extra_keys=extra_keys):
+            offline_unless_reachable()  # no Hub: fail (or use the cache) at once, not after retries
+        return 0
+
+    if status := checked():
+        sys.exit(status)
+    main()

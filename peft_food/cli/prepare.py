@@ -18,9 +18,8 @@ import hydra
 from omegaconf import DictConfig
 
 from peft_food.cli import one_line_errors
-from peft_food.cli.help import PREPARE, answered_help
-from peft_food.cli.hub import offline_unless_reachable
-from peft_food.cli.preflight import preflight
+from peft_food.cli.help import PREPARE
+from peft_food.cli.preflight import console_script
 from peft_food.config import CONF_DIR, parse_config
 from peft_food.errors import UserError
 
@@ -54,21 +53,9 @@ def main(cfg: DictConfig) -> None:
         sys.exit(status)
 
 
-@one_line_errors("peft-food-prepare")
-def checked() -> int:
-    """Hydra's composition errors and bad values as one line, before anything runs (cli/preflight.py)."""
-    if preflight(sys.argv[1:], config_name="prepare", prog="peft-food-prepare"):
-        offline_unless_reachable()  # no Hub: fail (or use the cache) at once, not after retries
-    return 0
-
-
 def cli() -> None:
-    """The console script: our own --help (fast, no Hydra internals), then the checks, then Hydra."""
-    if answered_help(PREPARE):
-        return
-    if status := checked():
-        sys.exit(status)
-    main()
+    """The console script (cli/preflight.py: --help, the checks, then Hydra)."""
+    console_script(main, command=PREPARE, config_name="prepare")
 
 
 if __name__ == "__main__":

@@ -24,10 +24,9 @@ import psutil
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from peft_food.cli import one_line_errors, print_error
-from peft_food.cli.help import TRAIN, answered_help
-from peft_food.cli.hub import offline_unless_reachable
-from peft_food.cli.preflight import preflight
+from peft_food.cli import print_error
+from peft_food.cli.help import TRAIN
+from peft_food.cli.preflight import console_script
 from peft_food.config import CONF_DIR, ENV, from_env, parse_config
 from peft_food.errors import Interrupted, UserError
 from peft_food.tracking.record import FILE as RECORD_FILE
@@ -112,21 +111,9 @@ def main(cfg: DictConfig) -> float:
     return objective(record)
 
 
-@one_line_errors("peft-food-train")
-def checked() -> int:
-    """The command line composed and checked before Hydra makes a run dir (cli/preflight.py)."""
-    if preflight(sys.argv[1:], config_name="train", prog="peft-food-train"):
-        offline_unless_reachable()  # no Hub: fail (or use the cache) at once, not after retries
-    return 0
-
-
 def cli() -> None:
-    """The console script: our own --help (fast, no Hydra internals), then the checks, then Hydra."""
-    if answered_help(TRAIN):
-        return
-    if status := checked():
-        sys.exit(status)
-    main()
+    """The console script (cli/preflight.py: --help, the checks, then Hydra)."""
+    console_script(main, command=TRAIN, config_name="train")
 
 
 if __name__ == "__main__":
