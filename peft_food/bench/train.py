@@ -22,6 +22,7 @@ from peft_food.methods import PeftSpec
 from peft_food.methods.apply import apply_peft
 from peft_food.model.backbone import load_base
 from peft_food.training.trainer import (
+    NO_SELECTION,
     build_image_trainer,
     resolve_precision,
     resolve_workers,
@@ -74,10 +75,10 @@ def bench_train(spec: RunSpec, bench: BenchSpec, *, method_spec, recipe: str, lo
     precision = resolve_precision(spec.train.precision)
     workers = resolve_workers(spec.train.workers) if ours and loaded else 0
     timer = StepTimer(bench.warmup_steps)
-    # Training's own Trainer, with what the bench changes: no checkpoints or per-epoch evaluation, and
-    # for the seed recipe its unfused AdamW (ours keeps training's default, fused where torch has it).
-    overrides = dict(save_strategy="no", eval_strategy="no", load_best_model_at_end=False,
-                     **({} if ours else {"optim": "adamw_torch"}))
+    # Training's own Trainer, with what the bench changes: no checkpoints, no per-epoch evaluation
+    # (NO_SELECTION, as protocol retrain), and for the seed recipe its unfused AdamW (ours keeps
+    # training's default, fused where torch has it).
+    overrides = dict(NO_SELECTION, save_strategy="no", **({} if ours else {"optim": "adamw_torch"}))
     trainer = build_image_trainer(model=model, processor=processor, train_dataset=train_ds, eval_dataset=eval_ds,
                                   train=train_spec, precision=precision, workers=workers, run_dir=out_dir,
                                   seed=spec.seed, callbacks=[timer], metrics=None, **overrides)

@@ -70,9 +70,9 @@ def load_splits(spec: DataSpec, *, seed: int, plan: Plan | None = None) -> Split
     return _val_test_splits(spec, parts, seed=seed, labels=labels, stored=plan is not None)
 
 
-def _eval_store(part: Part | None, pool: Part, stored: bool) -> Store | None:
+def _eval_store(part: Part | None, pool: Part) -> Store:
     # A split carved out of the pool reads the pool's eval-form store.
-    return (part or pool).stores["eval"] if stored else None
+    return (part or pool).stores["eval"]
 
 
 def _seed_splits(spec: DataSpec, parts: Parts, *, seed: int, labels: list[str], stored: bool) -> Splits:
@@ -87,7 +87,7 @@ def _seed_splits(spec: DataSpec, parts: Parts, *, seed: int, labels: list[str], 
     elif spec.test_per_class is not None:
         test = balanced_subset(test, per_class=spec.test_per_class, seed=seed)
     stores = {} if not stored else {"train": parts.train.stores["train"],
-                                    "val": _eval_store(parts.test, parts.train, stored)}
+                                    "val": _eval_store(parts.test, parts.train)}
     if stores:
         stores["test"] = stores["val"]
     return Splits(train=train, val=test, test=test, labels=labels, stores=stores)
@@ -107,8 +107,8 @@ def _val_test_splits(spec: DataSpec, parts: Parts, *, seed: int, labels: list[st
     if spec.test_per_class is not None:
         test = balanced_subset(test, per_class=spec.test_per_class, seed=seed)
     stores = {} if not stored else {"train": parts.train.stores["train"],
-                                    "val": _eval_store(parts.val, parts.train, stored),
-                                    "test": _eval_store(parts.test, parts.train, stored)}
+                                    "val": _eval_store(parts.val, parts.train),
+                                    "test": _eval_store(parts.test, parts.train)}
     if spec.protocol == "retrain":
         return _retrain(train, val, test=test, labels=labels, stores=stores, val_given=parts.val is not None)
     return Splits(train=train, val=val, test=test, labels=labels, stores=stores)
