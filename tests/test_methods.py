@@ -158,6 +158,7 @@ def test_compare_tabulates_methods_against_backbones(tmp_path):
 
 
 @pytest.mark.parametrize("grid", ["+sweep=method_rank", "+sweep=mini_methods", "+sweep=methods_backbones",
+                                  "+sweep=mini_vpt", "+sweep=methods_backbones_vpt",
                                   "+sweep=lora_rank_alpha", "+sweep=mini_rank_alpha", "+sweep=full_vs_lora"])
 def test_every_job_of_each_committed_grid_composes_and_validates(grid):
     from hydra import compose, initialize_config_dir
@@ -171,7 +172,8 @@ def test_every_job_of_each_committed_grid_composes_and_validates(grid):
         hydra_cfg = compose(config_name="train", overrides=[grid, "data.root=/data"], return_hydra_config=True).hydra
         jobs = grid_jobs(hydra_cfg)
         specs = [parse_config(compose(config_name="train", overrides=[*job, "output_dir=/x"])) for job, _ in jobs]
-    sizes = {"+sweep=method_rank": 12, "+sweep=mini_methods": 40, "+sweep=methods_backbones": 50,
+    sizes = {"+sweep=method_rank": 12, "+sweep=mini_methods": 52, "+sweep=methods_backbones": 65,
+             "+sweep=mini_vpt": 6, "+sweep=methods_backbones_vpt": 8,
              "+sweep=lora_rank_alpha": 12, "+sweep=mini_rank_alpha": 4, "+sweep=full_vs_lora": 2}
     assert len(specs) == sizes[grid]
     # Every job is a distinct configuration.

@@ -141,11 +141,12 @@ def test_committed_methods_by_backbones_record_reproduces_one_run_per_backbone(t
     assert capsys.readouterr().out.count("MATCH") == 4
 
 
-def test_pending_methods_by_backbones_record_holds_every_job_of_the_grid():
-    record = REPO / "experiments" / "methods_backbones"
+@pytest.mark.parametrize("name", ["methods_backbones", "methods_backbones_vpt"])
+def test_pending_methods_by_backbones_record_holds_every_job_of_the_grid(name):
+    record = REPO / "experiments" / name
     meta = OmegaConf.load(record / "experiment.yaml")
     assert meta.status == "awaiting a run on GPU"
-    assert meta.command == "peft-food-train -m +sweep=methods_backbones"
+    assert meta.command == f"peft-food-train -m +sweep={name}"
     pairs = set()
     for config_file in (record / "runs").glob("*/config.yaml"):
         config = OmegaConf.merge(OmegaConf.load(config_file), {"output_dir": "unused"})
@@ -153,5 +154,8 @@ def test_pending_methods_by_backbones_record_holds_every_job_of_the_grid():
         assert spec.model.pretrained and spec.data.test_split == "validation" and spec.data.protocol == "val_test"
         pairs.add((spec.model.name, spec.peft.label))
     models = {"vit_base", "vit_base_in1k", "deit_small", "dinov2_small", "swin_t"}
-    methods = {"full", "linear_probe", "bitfit", "lora", "dora", "loha", "lokr", "ia3", "vera", "oft"}
+    methods = {"full", "linear_probe", "bitfit", "lora", "dora", "loha", "lokr", "ia3", "vera", "oft",
+               "ssf", "adaptformer", "adapter"}
+    if name.endswith("_vpt"):  # VPT prompts every backbone but Swin, shallow and deep
+        models, methods = models - {"swin_t"}, {"vpt", "vpt_deep"}
     assert pairs == {(m, p) for m in models for p in methods}

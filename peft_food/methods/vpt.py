@@ -51,6 +51,12 @@ class VptSpec(AddedSpec):
         require_positive(self, "prompts")
         require_fraction(self.dropout, "dropout")
 
+    @property
+    def label(self) -> str:
+        """`vpt_deep` for deep prompts, so tables, tags and compare's cells tell the two variants apart
+        (papers report VPT-shallow and VPT-deep as two methods)."""
+        return "vpt_deep" if self.deep else "vpt"
+
     def attach(self, base: Any, *, resolve: Resolve, head: str) -> None:
         kind = base.config.model_type
         require(kind in SUPPORTED, f"peft=vpt supports {', '.join(SUPPORTED.values())} backbones "
