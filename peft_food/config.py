@@ -145,8 +145,8 @@ class BenchSpec:
     startup_images: int = 10_000
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.sections) - {"data", "train", "startup"})
-        require(not unknown, f"bench.sections has unknown {unknown}: use data, train and/or startup")
+        unknown = sorted(set(self.sections) - {"data", "train", "methods", "startup"})
+        require(not unknown, f"bench.sections has unknown {unknown}: use data, train, methods and/or startup")
         unknown = sorted(set(self.methods) - set(METHODS))
         require(not unknown, f"bench.methods has unknown {unknown}: choose from {', '.join(METHODS)}")
         unknown = sorted(set(self.inputs) - {"synthetic", "real"})

@@ -87,3 +87,22 @@ def test_bench_trains_at_the_models_input_size_where_the_processor_crops(tmp_pat
     pair = json.loads((tmp_path / "bench.json").read_text())["train"]["lora"]["synthetic"]
     assert pair["ours"]["input_size"] == pair["seed_recipe"]["input_size"] == [32, 32]
     assert all(pair[r]["eval_loss"] is not None for r in ("ours", "seed_recipe"))
+
+
+@pytest.mark.slow
+def test_bench_methods_section_trains_each_method_in_its_own_process(tmp_path):
+    """bench.sections=[methods]: each method's step time and training memory, each in a fresh process,
+    with the configured method's own settings (VPT-deep here), and each against full fine-tuning."""
+    done = bench_on_mini(tmp_path, "peft=vpt", "peft.deep=true", "peft.prompts=4", "bench.sections=[methods]",
+                         "bench.methods=[full,vpt]", "bench.warmup_steps=1", "bench.train_steps=1",
+                         "bench.batch_size=8", "bench.repeats=1")
+    methods = json.loads((tmp_path / "bench.json").read_text())["methods"]
+    assert methods["against"] == "full" and methods["input"] == "synthetic" and methods["repeats"] == 1
+    full, vpt = methods["by_method"]["full"], methods["by_method"]["vpt"]
+    # vit_tiny (4 layers, width 64) with the synthetic pixels' 101 labels: full trains all 147,941;
+    # VPT-deep 4 prompts per layer (4 x 4 x 64) and the 101-way head (64 x 101 + 101).
+    assert full["trainable_params"] == 147_941 and vpt["trainable_params"] == 4 * 4 * 64 + 64 * 101 + 101
+    assert vpt["label"] == "vpt_deep" and full["step_over_full"] == 1.0
+    assert vpt["train_mem_over_full"] == vpt["train_mem_mb"] / full["train_mem_mb"]
+    assert all(row["train_mem_mb"] > 0 and row["peak_mem_mb"] > row["train_mem_mb"] for row in (full, vpt))
+    assert "methods (synthetic pixels, a process each, best of 1)" in done.stdout and "vpt_deep" in done.stdout

@@ -53,6 +53,15 @@ def table(result: dict[str, Any]) -> str:
                 lines.append(f"  {method:<5}{source:<10}{recipe:<12}{r['img_per_s']:>7.1f}{r['step_s'] * 1000:>10.1f}"
                              f"{r['peak_mem_mb']:>9.0f}{r['eval_img_per_s']:>12.1f}")
             lines.append(f"  {method:<5}{source:<10}speed-up {by_recipe['speedup']:.2f}x")
+    if "methods" in result:
+        m = result["methods"]
+        against = m["against"]
+        lines.append(f"methods ({m['input']} pixels, a process each, best of {m['repeats']}){'':<4}trainable   step ms"
+                     f"  train MB  peak MB" + (f"  time / {against}  memory / {against}" if against else ""))
+        for row in m["by_method"].values():
+            ratios = (f"{row['step_over_full']:>11.2f}{row['train_mem_over_full']:>14.2f}" if against else "")
+            lines.append(f"  {row['label']:<44}{row['trainable_params']:>11,}{row['step_s'] * 1000:>10.1f}"
+                         f"{row['train_mem_mb']:>10.0f}{row['peak_mem_mb']:>9.0f}{ratios}")
     for d in result.get("dropout", {}).values():
         lines.append(f"  {d['method']} dropout {d['dropout']} vs 0 ({d['input']}): {d['img_per_s']:.1f} vs {d['img_per_s_without']:.1f} "
                      f"img/s ({d['time_cost']:+.1%} time), peak {d['peak_mem_mb']:.0f} vs {d['peak_mem_mb_without']:.0f} MB "

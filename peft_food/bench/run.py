@@ -37,6 +37,7 @@ from omegaconf import DictConfig
 
 from peft_food.bench.data import bench_data, load_stored
 from peft_food.bench.startup import bench_startup
+from peft_food.bench.methods import bench_methods
 from peft_food.bench.train import bench_all_train
 from peft_food.config import parse_bench, parse_config
 from peft_food.data.splits import load_splits
@@ -76,6 +77,8 @@ def run_bench(cfg: DictConfig, *, out_dir: Path, passed: list[str] = ()) -> dict
         if "train" in bench.sections:
             result.update(bench_all_train(spec, bench, methods=methods, loaded=loaded,
                                           stored=stored if spec.data.store else None, out_dir=out_dir))
+        if "methods" in bench.sections:
+            result["methods"] = bench_methods(spec, bench, methods=methods, out_dir=out_dir)
         if "startup" in bench.sections:
             result["startup"] = bench_startup(spec, bench, processor, out_dir=out_dir, passed=list(passed))
     finally:

@@ -20,7 +20,7 @@ from peft_food.data.splits import Splits
 from peft_food.data.transforms import attach_transforms
 from peft_food.methods import PeftSpec
 from peft_food.methods.apply import apply_peft
-from peft_food.model.backbone import load_base
+from peft_food.model.backbone import count_parameters, load_base
 from peft_food.training.trainer import (
     NO_SELECTION,
     build_image_trainer,
@@ -85,14 +85,20 @@ def bench_train(spec: RunSpec, bench: BenchSpec, *, method_spec, recipe: str, lo
     args = trainer.args
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated() if torch.cuda.is_available() else None
     with PeakRSS() as rss:
         trainer.train()
-    peak_mb = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else rss.peak / 2**20
+    if torch.cuda.is_available():
+        peak, start = torch.cuda.max_memory_allocated(), before
+    else:
+        peak, start = rss.peak, rss.start
+    peak_mb, train_mem_mb = peak / 2**20, (peak - start) / 2**20  # the latter: what training added to the loaded model
     started = time.perf_counter()
     evaluated = trainer.evaluate()
     eval_n = len(eval_ds)
     step_s = sum(timer.times) / len(timer.times)
-    return {"img_per_s": bench.batch_size / step_s, "step_s": step_s, "peak_mem_mb": peak_mb,
+    return {"img_per_s": bench.batch_size / step_s, "step_s": step_s, "peak_mem_mb": peak_mb, "train_mem_mb": train_mem_mb,
+            "trainable_params": count_parameters(model)["trainable_params"],
             "eval_img_per_s": eval_n / (time.perf_counter() - started), "precision": precision,
             "attention": model_spec.attn_implementation, "optim": args.optim, "workers": workers,
             "compile": args.torch_compile, "input_size": list(size), "eval_loss": evaluated.get("eval_loss"),
