@@ -84,6 +84,19 @@ def test_compare_shows_every_other_job_beside_a_damaged_one(tmp_path, capsys):
     assert "Traceback" not in "\n".join(out)
 
 
+def test_compare_reads_several_sweeps_as_one_table_naming_each_job_by_its_sweep(tmp_path, capsys):
+    sweep_with_a_damaged_job(tmp_path / "first")
+    sweep_with_a_damaged_job(tmp_path / "second")
+    assert compare([str(tmp_path / "first"), str(tmp_path / "second"), "--out", str(tmp_path / "both")]) == 0
+    rows = list(csv.DictReader((tmp_path / "both" / "compare.csv").open()))
+    # Both sweeps' 0/, 1/, 2/ stay apart: each job is named by its sweep.
+    assert [(r["job"], r["status"]) for r in rows] == [
+        (f"{sweep}/{job}", status) for sweep in ("first", "second")
+        for job, status in (("0", "completed"), ("1", "damaged"), ("2", "failed"))]
+    assert not (tmp_path / "first" / "compare.csv").exists()  # --out: written there only
+    assert "wrote " + str(tmp_path / "both" / "compare.csv") in capsys.readouterr().out
+
+
 def test_resuming_over_a_damaged_record_is_a_one_line_error(tmp_path):
     (tmp_path / "checkpoints" / "checkpoint-8").mkdir(parents=True)
     (tmp_path / "metrics.json").write_text("{")

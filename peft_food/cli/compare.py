@@ -4,6 +4,7 @@ tracking/plots.py); --wandb logs the PNG and the table to a W&B run too.
     peft-food-compare multirun/2026-11-22/10-00-00
     peft-food-compare multirun/2026-11-22/10-00-00 --out reports/   # CSV + PNG elsewhere
     peft-food-compare experiments/mini_methods/runs --wandb          # and to W&B (offline without a key)
+    peft-food-compare experiments/mini_methods experiments/mini_vpt  # several sweeps as one table
 """
 
 from __future__ import annotations
@@ -28,21 +29,26 @@ from peft_food.tracking.plots import plot
 @one_line_errors("peft-food-compare")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="peft-food-compare", description=__doc__.splitlines()[0])
-    parser.add_argument("sweep_dir", type=Path, help="a multirun dir (holding 0/, 1/, ...)")
-    parser.add_argument("--out", type=Path, default=None, help="where to write compare.csv/.png (default: sweep_dir)")
+    parser.add_argument("sweep_dirs", type=Path, nargs="+", metavar="sweep_dir",
+                        help="a multirun dir (holding 0/, 1/, ...) or a committed record; several are compared as one")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where to write compare.csv/.png (default: the first sweep_dir)")
     parser.add_argument("--wandb", action="store_true", help="also log the PNG and the table to a W&B run")
     args = parser.parse_args(argv)
-    if not args.sweep_dir.is_dir():
-        raise UserError(f"{args.sweep_dir} is not a directory: pass a multirun sweep dir")
-    rows = collect(args.sweep_dir)
+    for sweep_dir in args.sweep_dirs:
+        if not sweep_dir.is_dir():
+            raise UserError(f"{sweep_dir} is not a directory: pass a multirun sweep dir")
+    rows = collect(*args.sweep_dirs)
     if not rows:
-        raise UserError(f"no jobs in {args.sweep_dir}: expected job dirs with .hydra/ (e.g. multirun/<date>/<time>)")
-    out = args.out or args.sweep_dir
+        raise UserError(f"no jobs in {' '.join(map(str, args.sweep_dirs))}: expected job dirs with .hydra/ "
+                        f"(e.g. multirun/<date>/<time>)")
+    out = args.out or args.sweep_dirs[0]
     out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out / "compare.csv")
-    plot(rows, out / "compare.png", title=str(args.sweep_dir))
+    title = " + ".join(map(str, args.sweep_dirs))
+    plot(rows, out / "compare.png", title=title)
     print(format_table(rows))
-    for section in (method_by_model(rows), by_setting(rows), class_gaps(args.sweep_dir, rows)):
+    for section in (method_by_model(rows), by_setting(rows), class_gaps(rows)):
         if section:
             print(f"\n{section}")
     print(f"\nwrote {out / 'compare.csv'} and {out / 'compare.png'}")
@@ -50,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         from peft_food.tracking.wandb_run import log_comparison
 
         run = log_comparison(figure=out / "compare.png", rows=rows, columns=COLUMNS, out_dir=out,
-                             name=f"compare-{args.sweep_dir.resolve().name}")
+                             name=f"compare-{'+'.join(d.resolve().name for d in args.sweep_dirs)}")
         print(f"logged to W&B run {run.id} ({run.settings.mode})")
     return 0
 

@@ -2,6 +2,7 @@
 
     peft-food-compare multirun/2026-11-22/10-00-00
     peft-food-compare multirun/2026-11-22/10-00-00 --out reports/   # CSV + PNG elsewhere
+    peft-food-compare experiments/mini_methods experiments/mini_vpt  # several sweeps as one table
 
 Every choice is made on val and every reported number is test (README, Protocol): per job, `val`
 is the monitored metric's best value over the epochs (on val, it picked the checkpoint) and
@@ -63,8 +64,12 @@ def job_row(job: str, record: RunRecord) -> dict[str, Any]:
     }
 
 
-def collect(sweep_dir: Path) -> list[dict[str, Any]]:
-    return [job_row(job_dir.name, record) for job_dir, record in job_records(sweep_dir)]
+def collect(*sweep_dirs: Path) -> list[dict[str, Any]]:
+    """A row per job of each sweep (or committed record). With several, a job is named
+    `<sweep>/<job>`, so two multiruns' `0/` stay apart; `dir` keeps where its files are."""
+    return [{**job_row(f"{sweep_dir.name}/{job_dir.name}" if len(sweep_dirs) > 1 else job_dir.name, record),
+             "dir": job_dir}
+            for sweep_dir in sweep_dirs for job_dir, record in job_records(sweep_dir)]
 
 
 def finished(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -168,9 +173,9 @@ def by_setting(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def class_gaps(sweep_dir: Path, rows: list[dict[str, Any]], *, top: int = 10) -> str:
+def class_gaps(rows: list[dict[str, Any]], *, top: int = 10) -> str:
     """The classes whose test accuracy differs most between the best and the worst run by val."""
-    done = [r for r in finished(rows) if (sweep_dir / r["job"] / "per_class.csv").is_file()]
+    done = [r for r in finished(rows) if (r["dir"] / "per_class.csv").is_file()]
     if len(done) < 2:
         return ""
     done = [r for r in done if r["val"] != ""]
@@ -178,11 +183,11 @@ def class_gaps(sweep_dir: Path, rows: list[dict[str, Any]], *, top: int = 10) ->
         return ""
     best, worst = max(done, key=lambda r: r["val"]), min(done, key=lambda r: r["val"])
 
-    def accuracy(job: str) -> dict[str, float]:
-        with (sweep_dir / job / "per_class.csv").open() as f:
+    def accuracy(row: dict[str, Any]) -> dict[str, float]:
+        with (row["dir"] / "per_class.csv").open() as f:
             return {r["class"]: float(r["accuracy"]) for r in csv.DictReader(f) if r["accuracy"]}
 
-    high, low = accuracy(best["job"]), accuracy(worst["job"])
+    high, low = accuracy(best), accuracy(worst)
     gaps = sorted(((c, high[c] - low[c]) for c in high.keys() & low.keys() if high[c] != low[c]),
                   key=lambda g: (-abs(g[1]), g[0]))
     lines = [f"test accuracy per class, best run by val (job {best['job']}) vs worst (job {worst['job']}):"]
