@@ -39,7 +39,7 @@ from dataclasses import fields
 from typing import Any
 
 # Importing the families fills METHODS (each class registers itself), in this order.
-from peft_food.methods import adapters, bottleneck, full, partial, ssf, vpt  # noqa: F401
+from peft_food.methods import adapters, bottleneck, full, generic, partial, ssf, tuners, vpt  # noqa: F401
 from peft_food.methods.adapters import LoraSpec
 from peft_food.methods.base import METHODS, BaseLoader, Method, PeftSpec
 
