@@ -124,6 +124,8 @@ class LoraSpec(AdapterSpec):
         require(init in LORA_INITS or re.fullmatch(r"pissa_niter_\d+", init) is not None,
                 f"peft.init_lora_weights={init} is invalid: choose one of {', '.join(LORA_INITS)} or "
                 f"pissa_niter_<N> ({NOT_OFFLINE})")
+        require(not (self.residual and self.use_dora), f"peft.init_lora_weights={init} with peft.use_dora=true "
+                f"is not supported: a saved DoRA magnitude cannot be moved off the residual base; drop one")
         require(init != "orthogonal" or self.r % 2 == 0,
                 f"peft.r={self.r} is invalid with init_lora_weights=orthogonal: use an even rank")
 
@@ -160,15 +162,20 @@ class LoraSpec(AdapterSpec):
         initial = getattr(model, INITIAL, None)
         if initial is None:
             return super().save(model, model_dir=model_dir, head=head)
-        from peft_food.model.weights import ADAPTER_WEIGHTS, save_tensors
+        from peft import get_peft_model_state_dict
+
+        from peft_food.model.weights import ADAPTER_WEIGHTS, read_tensors, save_tensors
 
         # The base is saved (or on the Hub) as it was, not as the residual PiSSA/OLoRA trained on:
-        # peft rewrites the adapter as a plain LoRA of rank 2r against the original weights.
+        # peft rewrites the adapter as a plain LoRA of rank 2r against the original weights...
         with tempfile.TemporaryDirectory() as scratch:
             start = Path(scratch) / "initial"
             start.mkdir()
             save_tensors(initial, start / ADAPTER_WEIGHTS)
             model.save_pretrained(str(model_dir), path_initial_model_for_weight_conversion=str(start))
+        # ...and keeps only A and B (lora/model.py subtract_mutated_init): put the trained head back.
+        others = {k: v for k, v in get_peft_model_state_dict(model).items() if ".lora_A." not in k and ".lora_B." not in k}
+        save_tensors({**read_tensors(model_dir / ADAPTER_WEIGHTS), **others}, model_dir / ADAPTER_WEIGHTS)
 
 
 @register
