@@ -174,3 +174,43 @@ def test_real_backbones_build_offline_at_their_published_size(model):
     head = sum(p.numel() for p in built.get_submodule(spec.model.head).parameters())
     backbone = sum(p.numel() for p in built.parameters()) - head
     assert backbone / 1e6 == pytest.approx(PUBLISHED_M[model], rel=0.02)
+
+
+# peft's other tuners (methods/tuners.py), each from its own definition on ViT-B q/v (24 targets, 768 x 768).
+def test_boft_trains_every_block_whole_and_a_scale_per_output(vit_b):
+    got, _ = counts(vit_b, "peft=boft", "peft.block_size=8")
+    # One butterfly factor: 768 / b blocks of b x b (stored whole), + a 768-long output scale.
+    assert got["trainable_params"] == QV_LAYERS * ((D // 8) * 8 * 8 + D) + HEAD
+
+
+def test_ln_tuning_trains_every_layernorm_and_nothing_else(vit_b):
+    got, model = counts(vit_b, "peft=ln_tuning")
+    # Two LayerNorms per block and the final one, each a 768 scale and a 768 shift.
+    assert got["trainable_params"] == (2 * 12 + 1) * 2 * D + HEAD == 38_400 + HEAD
+    trained = {n.split(".ln_tuning_layers")[0].rsplit(".", 1)[-1] for n, p in model.named_parameters()
+               if p.requires_grad and "classifier" not in n}
+    assert trained == {"layernorm_before", "layernorm_after", "layernorm"}
+
+
+@pytest.mark.parametrize("n", [1000, 3000])
+def test_fourierft_trains_n_spectral_coefficients_per_target(vit_b, n):
+    got, _ = counts(vit_b, "peft=fourierft", f"peft.n_frequency={n}")
+    assert got["trainable_params"] == QV_LAYERS * n + HEAD
+
+
+@pytest.mark.parametrize("r", [2, 8])
+def test_hra_trains_r_householder_vectors_of_the_input_width(vit_b, r):
+    got, _ = counts(vit_b, "peft=hra", f"peft.r={r}")
+    assert got["trainable_params"] == QV_LAYERS * D * r + HEAD
+
+
+def test_adalora_trains_p_e_q_at_the_initial_rank(vit_b):
+    got, _ = counts(vit_b, "peft=adalora", "peft.init_r=12", "peft.target_r=4")
+    # P (12 x 768), E (12), Q (768 x 12) per target; pruning masks ranks, it does not remove them.
+    assert got["trainable_params"] == QV_LAYERS * 12 * (D + D + 1) + HEAD == 442_656 + HEAD
+
+
+def test_a_tuner_given_as_config_counts_as_its_own_definition(vit_b):
+    # C3A: one circular-convolution kernel per (768 / b)^2 block pair -> 768 * 768 / b per target.
+    got, model = counts(vit_b, "peft=peft_config", "peft.config={peft_type: C3A, block_size: 64}")
+    assert got["trainable_params"] == QV_LAYERS * D * D // 64 + HEAD

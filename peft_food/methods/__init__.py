@@ -9,6 +9,9 @@
     peft-food-train peft=ssf                            # a scale and shift after every layer
     peft-food-train peft=adaptformer peft.width=8       # a bottleneck beside every MLP
     peft-food-train peft=adapter peft.placement=pfeiffer  # bottleneck adapters (or houlsby)
+    peft-food-train peft=adalora                        # LoRA whose ranks are pruned while it trains
+    peft-food-train peft=lora peft.init_lora_weights=pissa  # LoRA started at each weight's top singular part
+    peft-food-train peft=peft_config 'peft.config={peft_type: C3A, block_size: 64}'  # any other peft tuner
     peft-food-train -m peft=lora,dora,loha peft.r=4,16  # methods x ranks in one sweep
 
 Each spec holds only the keys its method understands (Hydra rejects the rest, e.g. `peft=ia3
@@ -20,8 +23,10 @@ Four families share that behaviour, one module each:
 - `FullSpec`: every parameter trains; the whole model is saved.
 - `PartialSpec` (linear_probe, bitfit): a chosen subset of the base's own parameters trains;
   those tensors alone are saved (`trained.safetensors`) and put back onto the base on reload.
-- `AdapterSpec` (lora/dora, loha, lokr, ia3, vera, oft): peft's own adapter, with the classifier
-  head trainable and saved beside it (modules_to_save).
+- `AdapterSpec` (lora/dora, loha, lokr, ia3, vera, oft; boft, ln_tuning, fourierft, hra, adalora in
+  `tuners.py`; any other peft tuner as data, `peft=peft_config`, in `generic.py`): peft's own adapter,
+  with the classifier head trainable and saved beside it (modules_to_save). A method may add Trainer
+  callbacks (`callbacks`): AdaLoRA's rank budget is updated after every optimizer step.
 - `AddedSpec` (vpt, ssf, adaptformer, adapter; `added.py`, one spec module per method): modules
   of the method's own (`hooks.py`) attached to transformers' model and run by forward hooks
   (`layout.py` finds where); they and the head are saved (`trained.safetensors`) and attached
@@ -39,7 +44,7 @@ from dataclasses import fields
 from typing import Any
 
 # Importing the families fills METHODS (each class registers itself), in this order.
-from peft_food.methods import adapters, bottleneck, full, partial, ssf, vpt  # noqa: F401
+from peft_food.methods import adapters, bottleneck, full, generic, partial, ssf, tuners, vpt  # noqa: F401
 from peft_food.methods.adapters import LoraSpec
 from peft_food.methods.base import METHODS, BaseLoader, Method, PeftSpec
 

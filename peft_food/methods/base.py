@@ -102,6 +102,10 @@ class Method:
         """A plain transformers model with the trained weights in place (what export saves)."""
         return model
 
+    def callbacks(self) -> list[Any]:
+        """Trainer callbacks the method owns (AdaLoRA's per-step rank budget); most need none."""
+        return []
+
 
 # The type every method's spec has (annotations say PeftSpec: a method's settings).
 PeftSpec = Method

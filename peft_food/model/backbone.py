@@ -114,6 +114,17 @@ def linear_module_names(model: torch.nn.Module, *, exclude: str) -> list[str]:
     return sorted(names)
 
 
+def norm_module_names(model: torch.nn.Module, *, exclude: str) -> list[str]:
+    """Short names of the LayerNorms outside the head, found by type: every shipped backbone
+    (ViT, DeiT, DINOv2, Swin) uses torch's own LayerNorm, whatever it names them."""
+    names = {
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.LayerNorm) and not name.startswith(exclude) and f".{exclude}" not in name
+    }
+    return sorted(names)
+
+
 def head_module(model: torch.nn.Module, *, head: str) -> torch.nn.Module:
     try:
         return model.get_submodule(head)

@@ -206,7 +206,8 @@ def _train_in(run_dir: Path, spec: RunSpec, *, resumed: bool, started: float) ->
         trainer, processor, splits = build_trainer(
             spec, run_dir=run_dir, precision=precision, record=record,
             callbacks=[EpochRecorder(record, run_dir / RECORD_FILE, metrics=spec.train.metrics, started=started), stopper,
-                       *([WandbMetrics(wandb_run, split=split)] if wandb_run else [])])
+                       *([WandbMetrics(wandb_run, split=split)] if wandb_run else []),
+                       *spec.peft.callbacks()])  # e.g. AdaLoRA's rank budget, updated every step
         if wandb_run is not None:
             wandb_run.summary.update(vars(record.counts))
         with stopper:
