@@ -214,3 +214,34 @@ def test_a_tuner_given_as_config_counts_as_its_own_definition(vit_b):
     # C3A: one circular-convolution kernel per (768 / b)^2 block pair -> 768 * 768 / b per target.
     got, model = counts(vit_b, "peft=peft_config", "peft.config={peft_type: C3A, block_size: 64}")
     assert got["trainable_params"] == QV_LAYERS * D * D // 64 + HEAD
+
+
+def test_readme_methods_table_gives_each_methods_count_at_its_shipped_defaults():
+    """README's methods table, "with the 101-class head" column: what `peft=<name>` trains on ViT-B/16
+    at its YAML's defaults (the first figure where a row gives two variants, e.g. VPT shallow; deep),
+    counted on a meta-device skeleton. Rows that need settings of their own (`peft_config`,
+    `lora peft....`) are checked above."""
+    from pathlib import Path
+
+    import torch
+    from transformers import AutoModelForImageClassification
+
+    from peft_food.config import CONF_DIR
+    from peft_food.model.backbone import base_config
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = readme[readme.index("| `peft=` | what trains |"):].split("\n\n", 1)[0].splitlines()[2:]
+    stated, got = {}, {}
+    for row in table:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        name = cells[0].split("`")[1]
+        if " " in name or name == "peft_config":
+            continue
+        stated[name] = int(cells[4].split(";")[0].replace(",", ""))
+        spec = parse_config(compose_config("model=vit_base", "model.pretrained=false", f"peft={name}", output_dir="/x"))
+        with torch.device("meta"):
+            skeleton = AutoModelForImageClassification.from_config(base_config(spec.model, labels=LABELS))
+            got[name] = count_parameters(apply_peft(skeleton, peft=spec.peft, model=spec.model))["trainable_params"]
+    assert stated == got
+    # Every method with a YAML of its own has its row (peft_config's count is its tuner's).
+    assert set(stated) == {p.stem for p in (Path(CONF_DIR) / "peft").glob("*.yaml")} - {"peft_config"}
