@@ -45,12 +45,12 @@ from peft_food.training.distributed import is_main_process, world_size
 from peft_food.training.rundir import (
     RunDirInUse,
     RunDirLock,
-    StopOnSignal,
     adopt_stub,
     discard_stub,
     latest_checkpoint,
     plan_resume,
 )
+from peft_food.training.signals import StopOnSignal
 from peft_food.training.trainer import (
     NO_SELECTION,
     EpochRecorder,

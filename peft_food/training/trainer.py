@@ -20,6 +20,7 @@ from peft_food.config import TrainSpec
 from peft_food.data.transforms import collate, normalize
 from peft_food.evaluation.metrics import METRICS, Evaluator
 from peft_food.tracking.record import RunRecord
+from peft_food.training.signals import workers_leave_signals
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +211,13 @@ class ImageTrainer(Trainer):
         model.save_pretrained(output_dir, state_dict=state_dict, is_main_process=self.args.should_save,
                               save_original_format=False)
         torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+
+    def _get_dataloader(self, *args, **kwargs):
+        # Workers leave the stop signals to this process (signals.py), after Trainer's own seed_worker.
+        loader = super()._get_dataloader(*args, **kwargs)
+        iterated = getattr(loader, "base_dataloader", loader)  # accelerate's wrapper iterates the loader inside
+        iterated.worker_init_fn = workers_leave_signals(iterated.worker_init_fn)
+        return loader
 
     def _prepare_inputs(self, inputs):
         inputs = super()._prepare_inputs(inputs)
