@@ -4,9 +4,11 @@ submitit launcher (the SLURM code path, run locally)."""
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from peft_food.tracking.record import RunRecord
 from peft_food.training.pipeline import train
@@ -43,14 +45,41 @@ def test_torchrun_two_processes_make_one_run_with_the_whole_eval_set(tmp_path):
 @pytest.mark.slow
 def test_submitit_launcher_runs_each_sweep_job_in_its_own_process(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    # Each job gets its share of the cores: one (cpus_per_task), not all of them as torch would take.
     done = subprocess.run([sys.executable, "-m", "peft_food", "-m", "hydra/launcher=local", *TINY,
-                           "logger=none", "train.epochs=1", "peft.r=2,4", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+                           "logger=none", "train.epochs=1", "peft.r=2,4", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                           "hydra.launcher.cpus_per_task=1"],
                           cwd=tmp_path, env=clean_env(tmp_path), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     records = [RunRecord.load(tmp_path / "sweep" / str(i) / "metrics.json") for i in (0, 1)]
     assert [m.status for m in records] == ["completed", "completed"]
     assert [m.config["peft"]["r"] for m in records] == [2, 4]
+    assert [m.provenance.hardware["torch_threads"] for m in records] == [1, 1]
+    slots = os.cpu_count()  # one core per job: as many jobs at once as cores
+    for i in (0, 1):
+        assert f"with 1 of {slots} cores" in (tmp_path / "sweep" / str(i) / "train.log").read_text()
     assert (tmp_path / "sweep" / ".submitit").is_dir()  # went through submitit, not the basic launcher
+
+
+def test_local_jobs_share_the_cores_and_wait_for_a_slot(tmp_path):
+    from peft_food.training.cores import Share, job_slot, local_share
+
+    assert local_share(cpus_per_task=2, cores=16) == Share(threads=2, slots=8)
+    assert local_share(cpus_per_task=4, cores=2) == Share(threads=2, slots=1)  # never more than the machine
+    assert local_share(cpus_per_task=None, cores=8) == Share(threads=8, slots=1)
+    # One slot: a second job (another process) waits until the first one's training ends.
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\n"
+                               "from peft_food.training.cores import Share, job_slot\n"
+                               f"with job_slot(__import__('pathlib').Path({str(tmp_path)!r}), share=Share(1, 1)):\n"
+                               "    print('in', flush=True); time.sleep(3)"], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "in\n"
+    threads, started = torch.get_num_threads(), time.monotonic()
+    with job_slot(tmp_path, share=Share(threads=1, slots=1), poll_s=0.05):
+        waited = time.monotonic() - started
+        assert torch.get_num_threads() == 1
+    torch.set_num_threads(threads)  # this test process's own, for the tests after it
+    holder.wait(timeout=30)
+    assert waited > 1.5  # it waited for the holder's sleep to end
 
 
 def test_slurm_launcher_config_composes_for_a_gpu_partition():

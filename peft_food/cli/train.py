@@ -15,9 +15,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
+from typing import Iterator
 
 import hydra
 import psutil
@@ -27,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from peft_food.cli import print_error
 from peft_food.cli.help import TRAIN
 from peft_food.cli.preflight import console_script
-from peft_food.config import CONF_DIR, ENV, from_env, parse_config
+from peft_food.config import CONF_DIR, ENV, RunSpec, from_env, parse_config
 from peft_food.errors import Interrupted, UserError
 from peft_food.tracking.record import FILE as RECORD_FILE
 from peft_food.tracking.record import RunRecord
@@ -66,6 +70,25 @@ def forget_run_dir(run_dir: Path) -> None:
     discard_failed_start(run_dir)
 
 
+@contextmanager
+def local_share(spec: RunSpec) -> Iterator[RunSpec]:
+    """Under hydra/launcher=local (submitit's local executor, every job at once), the job's share of
+    the cores: hydra.launcher.cpus_per_task threads and workers, and a slot among the jobs that fit
+    (training/cores.py). Other launchers: the spec as it is."""
+    hydra_cfg = HydraConfig.get()
+    if not str(hydra_cfg.launcher.get("_target_", "")).endswith(".LocalLauncher"):
+        yield spec
+        return
+    from peft_food.training.cores import default_workers, job_slot
+    from peft_food.training.cores import local_share as share_of
+
+    share = share_of(cpus_per_task=hydra_cfg.launcher.get("cpus_per_task"), cores=os.cpu_count() or 1)
+    if spec.train.workers is None:
+        spec = replace(spec, train=replace(spec.train, workers=default_workers(share.threads)))
+    with job_slot(Path(hydra_cfg.sweep.dir) / ".submitit" / "slots", share=share):
+        yield spec
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float:
     """Hydra edge: label multirun jobs for W&B, run, and turn failures into one line + exit code.
@@ -87,7 +110,8 @@ def main(cfg: DictConfig) -> float:
             run,  # torch, transformers and peft load only now
         )
 
-        record = run(spec, resume_search=search, started=started)
+        with local_share(spec) as spec:
+            record = run(spec, resume_search=search, started=started)
     except Interrupted as err:
         print(f"peft-food-train: {err}", file=sys.stderr)
         sys.exit(128 + err.signum)

@@ -56,6 +56,7 @@ def hardware() -> dict[str, Any]:
         "device": torch.cuda.get_device_name(0) if cuda else "cpu",
         "gpu_count": torch.cuda.device_count() if cuda else 0,
         "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),  # a local sweep job's share of the cores (training/cores.py)
         "platform": platform.platform(),
     }
 

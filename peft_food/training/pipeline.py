@@ -45,12 +45,12 @@ from peft_food.training.distributed import is_main_process, world_size
 from peft_food.training.rundir import (
     RunDirInUse,
     RunDirLock,
-    StopOnSignal,
     adopt_stub,
     discard_stub,
     latest_checkpoint,
     plan_resume,
 )
+from peft_food.training.signals import StopOnSignal
 from peft_food.training.trainer import (
     NO_SELECTION,
     EpochRecorder,
@@ -90,8 +90,8 @@ def build_trainer(spec: RunSpec, *, run_dir: Path, precision: str, record: RunRe
                            num_test_samples=None if splits.selects_on_test else len(splits.test))
     log.info("trainable params: %(trainable_params)s || all params: %(total_params)s "
              "|| trainable%%: %(trainable_percent)s", vars(record.counts))
-    log.info("protocol %s, %d classes: the run reports the %s", record.protocol, len(splits.labels),
-             record.describe_protocol())
+    log.info("protocol %s, %d classes (%s): the run reports the %s", record.protocol, len(splits.labels),
+             named(splits.labels), record.describe_protocol())
     splits = attach_transforms(splits, processor, uint8=spec.data.uint8, cache=spec.data.cache,
                                fast_decode=spec.data.fast_decode)
     trainer = build_image_trainer(model=model, processor=processor, train_dataset=splits.train,
@@ -100,6 +100,12 @@ def build_trainer(spec: RunSpec, *, run_dir: Path, precision: str, record: RunRe
                                   callbacks=callbacks, metrics=spec.train.metrics,
                                   **(NO_SELECTION if splits.val is None else {}))
     return trainer, processor, splits
+
+
+def named(labels: list[str], shown: int = 6) -> str:
+    """The first `shown` class names and how many more: a run's start line stays one line at 101 classes."""
+    more = f", ... (+{len(labels) - shown} more)" if len(labels) > shown else ""
+    return ", ".join(labels[:shown]) + more
 
 
 def data_plan(spec: RunSpec) -> Plan | None:

@@ -1,4 +1,5 @@
-"""The run dir's life: one process at a time (a lock), interrupt and resume, one dir per run.
+"""The run dir's life: one process at a time (a lock), resume, one dir per run (stopping on a
+signal: training/signals.py).
 
     peft-food-train experiment=quickstart           # Ctrl-C half-way: stops cleanly, exit 130
     peft-food-train experiment=quickstart           # finds that unfinished run, continues it
@@ -23,12 +24,9 @@ import logging
 import os
 import re
 import shutil
-import signal
 import socket
 from pathlib import Path
 from typing import Any
-
-from transformers import TrainerCallback
 
 from peft_food.errors import UserError
 from peft_food.files import FileLock, LockBusy, holder_of
@@ -184,44 +182,3 @@ def discard_failed_start(stub: Path) -> bool:
         except OSError:
             pass
     return True
-
-
-class StopOnSignal(TrainerCallback):
-    """On SIGTERM/SIGINT: stop after the current optimizer step, keeping the last epoch checkpoint.
-
-    No checkpoint is written mid-epoch on purpose: resuming mid-epoch re-draws the first resumed
-    batch's augmentations from a different RNG state, so the run would no longer match an
-    uninterrupted one. From an epoch checkpoint it matches to the last digit (on CPU); the cost is
-    redoing at most the partial epoch."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> "StopOnSignal":
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.signum is not None:  # a second Ctrl-C: stop now, without a checkpoint
-            raise KeyboardInterrupt
-        self.signum = signum
-        log.warning("%s received: stopping after this step; the run resumes from its last epoch checkpoint "
-                    "(press Ctrl-C again to stop at once)", signal.Signals(signum).name)
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.signum is not None:
-            control.should_training_stop = True
-        return control
-
-    def on_epoch_end(self, args, state, control, **kwargs):
-        # Trainer ends the loop through its epoch-end path: no eval or save for a partial epoch.
-        if self.signum is not None and state.epoch is not None and abs(state.epoch - round(state.epoch)) > 1e-6:
-            control.should_evaluate = False
-            control.should_save = False
-        return control

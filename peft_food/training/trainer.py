@@ -20,6 +20,8 @@ from peft_food.config import TrainSpec
 from peft_food.data.transforms import collate, normalize
 from peft_food.evaluation.metrics import METRICS, Evaluator
 from peft_food.tracking.record import RunRecord
+from peft_food.training.console import quiet_console
+from peft_food.training.signals import workers_leave_signals
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +101,11 @@ def build_image_trainer(*, model: Any, processor: Any, train_dataset: Any, eval_
     processor's mean and std, `metrics` computed at each evaluation (None: none)."""
     args = training_arguments(train=train, precision=precision, workers=workers, run_dir=run_dir, seed=seed,
                               report_to=[], **overrides)
-    return ImageTrainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                        data_collator=collate, compute_metrics=Evaluator(metrics) if metrics else None,
-                        callbacks=callbacks, mean=processor.image_mean, std=processor.image_std)
+    trainer = ImageTrainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                           data_collator=collate, compute_metrics=Evaluator(metrics) if metrics else None,
+                           callbacks=callbacks, mean=processor.image_mean, std=processor.image_std)
+    quiet_console(trainer)  # step figures to train.log only: the console gets one line per epoch
+    return trainer
 
 
 def split_metrics(measured: dict[str, Any], *, prefix: str, metrics: list[str]) -> dict[str, float]:
@@ -210,6 +214,13 @@ class ImageTrainer(Trainer):
         model.save_pretrained(output_dir, state_dict=state_dict, is_main_process=self.args.should_save,
                               save_original_format=False)
         torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+
+    def _get_dataloader(self, *args, **kwargs):
+        # Workers leave the stop signals to this process (signals.py), after Trainer's own seed_worker.
+        loader = super()._get_dataloader(*args, **kwargs)
+        iterated = getattr(loader, "base_dataloader", loader)  # accelerate's wrapper iterates the loader inside
+        iterated.worker_init_fn = workers_leave_signals(iterated.worker_init_fn)
+        return loader
 
     def _prepare_inputs(self, inputs):
         inputs = super()._prepare_inputs(inputs)

@@ -1,0 +1,94 @@
+"""Signals as clusters and terminals send them, to the whole process group (DataLoader workers
+included): a run with workers stops as when only its main process is signalled: one warning, the
+last epoch checkpoint kept, status `interrupted`, exit 128+signum, no traceback; the same command
+resumes it. SIGUSR1 (SLURM's `--signal=USR1@90` warning) stops it the same way."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from transformers import TrainerCallback
+
+from peft_food.errors import Interrupted
+from peft_food.tracking.record import RunRecord
+from peft_food.training.pipeline import train
+from tests.helpers import TINY, TINY_TRAIN, compose_config
+
+# 128 images / batch 16 = 8 steps per epoch, 2 epochs, two workers: signalled just after epoch 1's checkpoint.
+ARGS = [*TINY_TRAIN, "train.workers=2", "data=synthetic", "data.num_classes=4", "data.per_class=32",
+        "data.val_per_class=4", "data.test_per_class=4", "data.image_size=32", "logger=none", "progress=false"]
+
+
+def start(cwd: Path) -> subprocess.Popen:
+    # Its own session, so that killpg reaches it and its workers as a terminal or SLURM would.
+    return subprocess.Popen([sys.executable, "-m", "peft_food", *ARGS], cwd=cwd, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for(pattern: str, cwd: Path, timeout: float = 120) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := sorted(cwd.glob(pattern)):
+            return found[0]
+        time.sleep(0.02)
+    raise AssertionError(f"{pattern} never appeared")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_the_whole_group_stops_a_run_with_workers_as_one_to_the_main_process(tmp_path, signum):
+    run = start(tmp_path)
+    wait_for("outputs/*/*/checkpoints/checkpoint-8/trainer_state.json", tmp_path)
+    os.killpg(run.pid, signum)
+    out, _ = run.communicate(timeout=120)
+    assert run.returncode == 128 + signum, out[-3000:]
+    assert out.count(f"{signal.Signals(signum).name} received: stopping after this step") == 1, out[-3000:]
+    assert "Traceback" not in out and "DataLoader worker" not in out, out[-3000:]
+    assert "run the same command again to resume" in out
+    [run_dir] = [p.parent for p in tmp_path.glob("outputs/*/*/metrics.json")]
+    record = RunRecord.load(run_dir / "metrics.json")
+    assert record.status == "interrupted" and [e["epoch"] for e in record.epochs] == [1]
+    assert (run_dir / "checkpoints" / "checkpoint-8" / "trainer_state.json").is_file()
+    assert not (run_dir / "checkpoints" / "checkpoint-16").exists()  # the partial epoch saved nothing
+    if signum != signal.SIGTERM:
+        return  # resuming is the same for every signal: once is enough
+
+    time.sleep(1.1)  # a new timestamped run dir for the second launch
+    again = start(tmp_path)
+    out, _ = again.communicate(timeout=120)
+    assert again.returncode == 0, out[-3000:]
+    resumed = RunRecord.load(run_dir / "metrics.json")
+    assert resumed.status == "completed" and resumed.resumed_from == ["checkpoint-8"]
+    assert [e["epoch"] for e in resumed.epochs] == [1, 2]
+
+
+class SignalAt(TrainerCallback):
+    """Sends this process `signum` (as SLURM would) at an optimizer step, mid-epoch."""
+
+    def __init__(self, signum: int, step: int):
+        self.signum, self.step = signum, step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            os.kill(os.getpid(), self.signum)
+
+
+def test_slurm_usr1_warning_stops_after_the_step_keeping_the_last_epoch_checkpoint(tmp_path, monkeypatch):
+    # 64 images / batch 16 = 4 steps per epoch; USR1 in epoch 2, as `sbatch --signal=USR1@90` sends it.
+    import peft_food.training.pipeline as pipeline
+
+    build = pipeline.build_trainer
+    monkeypatch.setattr(pipeline, "build_trainer", lambda spec, **kw: build(
+        spec, **{**kw, "callbacks": [*kw["callbacks"], SignalAt(signal.SIGUSR1, step=6)]}))
+    with pytest.raises(Interrupted) as stopped:
+        train(compose_config(*TINY, "logger=none", output_dir=tmp_path))
+    assert stopped.value.signum == signal.SIGUSR1 and stopped.value.checkpoint.name == "checkpoint-4"
+    record = RunRecord.load(tmp_path / "metrics.json")
+    assert record.status == "interrupted" and [e["epoch"] for e in record.epochs] == [1]
+    assert not (tmp_path / "checkpoints" / "checkpoint-8").exists()
+    assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL  # the run's handler is gone with the run
