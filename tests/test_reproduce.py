@@ -155,7 +155,7 @@ def test_pending_methods_by_backbones_record_holds_every_job_of_the_grid(name):
         pairs.add((spec.model.name, spec.peft.label))
     models = {"vit_base", "vit_base_in1k", "deit_small", "dinov2_small", "swin_t"}
     methods = {"full", "linear_probe", "bitfit", "lora", "dora", "loha", "lokr", "ia3", "vera", "oft",
-               "ssf", "adaptformer", "adapter"}
+               "boft", "hra", "fourierft", "ln_tuning", "adalora", "ssf", "adaptformer", "adapter"}
     if name.endswith("_vpt"):  # VPT prompts every backbone but Swin, shallow and deep
         models, methods = models - {"swin_t"}, {"vpt", "vpt_deep"}
     assert pairs == {(m, p) for m in models for p in methods}
