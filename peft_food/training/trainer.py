@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
 
 from peft_food import progress
 from peft_food.config import TrainSpec
 from peft_food.data.transforms import collate, normalize
 from peft_food.evaluation.metrics import METRICS, Evaluator
 from peft_food.tracking.record import RunRecord
+from peft_food.training.mixing import Mixer, batch_mixer, soft_cross_entropy
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +88,64 @@ def training_arguments(*, train: TrainSpec, precision: str, workers: int, run_di
         torch_compile=train.compile,
         report_to=report_to,
         disable_tqdm=not progress.shown(),  # Trainer's bars follow the run's `progress` key
+        lr_scheduler_type=train.lr_scheduler,
+        label_smoothing_factor=train.label_smoothing,  # Trainer's LabelSmoother (ImageTrainer: soft labels too)
     )
-    return TrainingArguments(**{**settings, **overrides})
+    return TrainingArguments(**{**settings, **knob_arguments(train), **overrides})
+
+
+def knob_arguments(train: TrainSpec) -> dict[str, Any]:
+    """TrainingArguments for the keys that are off by default, given only when on, so a run
+    without them gets exactly the arguments it got before they existed."""
+    settings: dict[str, Any] = {}
+    if train.lr_scheduler == "reduce_lr_on_plateau":
+        # It steps on metric_for_best_model in torch's default mode "min": accuracy would cut the rate
+        # whenever it stopped *falling*.
+        settings["lr_scheduler_kwargs"] = {"mode": "max" if METRICS[train.monitor].higher_is_better else "min"}
+    if train.gradient_checkpointing:
+        # transformers >= 5.2x names it activation_checkpointing (gradient_* is a deprecated alias);
+        # non-reentrant checkpointing (its default) passes gradients to adapters under a frozen embedding.
+        name = ("activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
+                else "gradient_checkpointing")
+        settings[name] = True
+        settings[f"{name}_kwargs"] = {"use_reentrant": False}
+    if train.eval_steps is not None:
+        # Saving at each evaluation keeps the val-best checkpoint on disk (Trainer keeps it beside the latest).
+        settings.update(eval_strategy="steps", eval_steps=train.eval_steps, save_strategy="steps",
+                        save_steps=train.eval_steps)
+    if train.early_stopping:
+        # EarlyStoppingCallback's patience counter is saved in each checkpoint; restore it on resume.
+        settings["restore_callback_states_from_checkpoint"] = True
+    return settings
+
+
+class EarlyStop(EarlyStoppingCallback):
+    """transformers' early stopping on the run's monitor (metric_for_best_model: val), which also
+    says when it stopped and why: `stopped` (for the record) and one log line."""
+
+    def __init__(self, early_stopping_patience: int = 1, early_stopping_threshold: float | None = 0.0):
+        super().__init__(early_stopping_patience, early_stopping_threshold)  # Trainer rebuilds it so on resume
+        self.stopped: dict[str, Any] | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        # Not the parent's warning that load_best_model_at_end is off: load_best loads the val-best
+        # checkpoint after training, once the last evaluation's model has been tested.
+        return control
+
+    def on_evaluate(self, args, state, control, metrics, **kwargs):
+        best = state.best_metric  # Trainer updates it after on_evaluate: the best before this evaluation
+        super().on_evaluate(args, state, control, metrics, **kwargs)
+        if control.should_training_stop and self.stopped is None:
+            best_step = state.best_global_step
+            self.stopped = {"epoch": round(state.epoch, 4), "step": state.global_step,
+                            "patience": self.early_stopping_patience, "best": best,
+                            "best_step": best_step}
+            watched = args.metric_for_best_model.removeprefix("eval_")
+            log.info(f"early stopping at epoch {state.epoch:g} (step {state.global_step}): val {watched} has not "
+                     f"improved on {best:.4f} (step {best_step}) for {self.early_stopping_patience_counter} "
+                     f"evaluation(s) (train.early_stopping_patience={self.early_stopping_patience}); "
+                     f"the val-best checkpoint is the model")
+        return control
 
 
 def build_image_trainer(*, model: Any, processor: Any, train_dataset: Any, eval_dataset: Any, train: TrainSpec,
@@ -99,9 +156,12 @@ def build_image_trainer(*, model: Any, processor: Any, train_dataset: Any, eval_
     processor's mean and std, `metrics` computed at each evaluation (None: none)."""
     args = training_arguments(train=train, precision=precision, workers=workers, run_dir=run_dir, seed=seed,
                               report_to=[], **overrides)
+    mixer = batch_mixer(mixup_alpha=train.mixup_alpha, cutmix_alpha=train.cutmix_alpha,
+                        num_classes=model.config.num_labels)
+    stop = [EarlyStop(train.early_stopping_patience)] if train.early_stopping and args.eval_strategy != "no" else []
     return ImageTrainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                         data_collator=collate, compute_metrics=Evaluator(metrics) if metrics else None,
-                        callbacks=callbacks, mean=processor.image_mean, std=processor.image_std)
+                        callbacks=[*callbacks, *stop], mean=processor.image_mean, std=processor.image_std, mixer=mixer)
 
 
 def split_metrics(measured: dict[str, Any], *, prefix: str, metrics: list[str]) -> dict[str, float]:
@@ -192,9 +252,24 @@ class ImageTrainer(Trainer):
     """Trainer that turns uint8 batches into normalised floats after the move to the device, and
     writes checkpoints that its own reloads can read."""
 
-    def __init__(self, *args, mean: list[float], std: list[float], **kwargs):
+    def __init__(self, *args, mean: list[float], std: list[float], mixer: Mixer | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.mean, self.std = mean, std
+        self.mean, self.std, self.mixer = mean, std, mixer
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        # Mixup/CutMix on training batches only: evaluation (prediction_step) runs in eval mode and
+        # takes Trainer's path, so val and test batches are never mixed.
+        if self.mixer is None or not model.training:
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+        pixels, targets = self.mixer(inputs["pixel_values"], inputs["labels"])
+        outputs = model(pixel_values=pixels)
+        losses = soft_cross_entropy(outputs.logits, targets, smoothing=self.args.label_smoothing_factor)
+        # As Trainer's own loss: normalised over the accumulated batch when it counts one (it then does
+        # not divide by grad_accum), else a per-batch mean.
+        scaled = self.model_accepts_loss_kwargs and num_items_in_batch is not None
+        loss = losses.sum() / num_items_in_batch if scaled else losses.mean()
+        return (loss, outputs) if return_outputs else loss
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         # transformers 5.x saves ViT-family weights under their pre-5.9 names (save_original_format),
