@@ -5,6 +5,7 @@ what it should, on the tiny ViT with synthetic images; off, each leaves Trainer'
 import json
 import logging
 import math
+import shutil
 
 import pytest
 import torch
@@ -200,3 +201,25 @@ def test_eval_steps_and_early_stopping_select_on_val_and_stop_once_it_stops_impr
     # The patience count travels with each checkpoint (restored on resume): 1 at the stopping one.
     state = json.loads((tmp_path / "checkpoints" / f"checkpoint-{steps[-1]}" / "trainer_state.json").read_text())
     assert state["stateful_callbacks"]["EarlyStop"]["attributes"]["early_stopping_patience_counter"] == 1
+
+
+@pytest.mark.slow
+def test_a_run_with_eval_steps_resumes_from_its_last_mid_epoch_checkpoint(tmp_path):
+    # 4 steps an epoch, 8 in all; val and a checkpoint at steps 3, 6 and 8 (the end).
+    args = [*TINY, "logger=none", "train.eval_steps=3"]
+    first = train(compose_config(*args, output_dir=tmp_path))
+    assert [round(e["epoch"] * 4) for e in first.epochs] == [3, 6, 8]
+    # As if it had been stopped after step 7: the end's checkpoint gone, the record unfinished.
+    shutil.rmtree(tmp_path / "checkpoints" / "checkpoint-8")
+    stopped = RunRecord.load(tmp_path / "metrics.json")
+    stopped.status = "interrupted"
+    stopped.write(tmp_path / "metrics.json")
+    # save_total_limit 2 kept the val-best and the latest: the run continues from the later of those left.
+    kept = max(int(p.name.split("-")[1]) for p in (tmp_path / "checkpoints").glob("checkpoint-*"))
+    assert kept in (3, 6)
+
+    resumed = train(compose_config(*args, "train.resume=true", output_dir=tmp_path))
+    assert resumed.status == "completed" and resumed.resumed_from == [f"checkpoint-{kept}"]
+    assert [round(e["epoch"] * 4) for e in resumed.epochs] == [3, 6, 8]  # no evaluation lost or repeated
+    done = [e for e in first.epochs if round(e["epoch"] * 4) <= kept]
+    assert resumed.epochs[:len(done)] == done  # those up to the checkpoint come from its state, unchanged
