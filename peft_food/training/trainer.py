@@ -141,10 +141,11 @@ class EarlyStop(EarlyStoppingCallback):
                             "patience": self.early_stopping_patience, "best": best,
                             "best_step": best_step}
             watched = args.metric_for_best_model.removeprefix("eval_")
-            log.info(f"early stopping at epoch {state.epoch:g} (step {state.global_step}): val {watched} has not "
+            # The selection split (val; under the seed protocol the reported split), never test.
+            log.info(f"early stopping at epoch {state.epoch:g} (step {state.global_step}): {watched} has not "
                      f"improved on {best:.4f} (step {best_step}) for {self.early_stopping_patience_counter} "
                      f"evaluation(s) (train.early_stopping_patience={self.early_stopping_patience}); "
-                     f"the val-best checkpoint is the model")
+                     f"the best checkpoint is the model")
         return control
 
 
