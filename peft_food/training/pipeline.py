@@ -42,6 +42,7 @@ from peft_food.tracking.wandb_run import (
     start_wandb,
 )
 from peft_food.training.distributed import is_main_process, world_size
+from peft_food.training.early_stop import EarlyStop
 from peft_food.training.rundir import (
     RunDirInUse,
     RunDirLock,
@@ -53,7 +54,6 @@ from peft_food.training.rundir import (
 )
 from peft_food.training.trainer import (
     NO_SELECTION,
-    EarlyStop,
     EpochRecorder,
     build_image_trainer,
     epoch_metrics,

@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from peft_food import progress
 from peft_food.config import TrainSpec
 from peft_food.data.transforms import collate, normalize
 from peft_food.evaluation.metrics import METRICS, Evaluator
 from peft_food.tracking.record import RunRecord
+from peft_food.training.early_stop import EarlyStop
 from peft_food.training.mixing import Mixer, batch_mixer, soft_cross_entropy
 
 log = logging.getLogger(__name__)
@@ -117,36 +118,6 @@ def knob_arguments(train: TrainSpec) -> dict[str, Any]:
         # EarlyStoppingCallback's patience counter is saved in each checkpoint; restore it on resume.
         settings["restore_callback_states_from_checkpoint"] = True
     return settings
-
-
-class EarlyStop(EarlyStoppingCallback):
-    """transformers' early stopping on the run's monitor (metric_for_best_model: val), which also
-    says when it stopped and why: `stopped` (for the record) and one log line."""
-
-    def __init__(self, early_stopping_patience: int = 1, early_stopping_threshold: float | None = 0.0):
-        super().__init__(early_stopping_patience, early_stopping_threshold)  # Trainer rebuilds it so on resume
-        self.stopped: dict[str, Any] | None = None
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        # Not the parent's warning that load_best_model_at_end is off: load_best loads the val-best
-        # checkpoint after training, once the last evaluation's model has been tested.
-        return control
-
-    def on_evaluate(self, args, state, control, metrics, **kwargs):
-        best = state.best_metric  # Trainer updates it after on_evaluate: the best before this evaluation
-        super().on_evaluate(args, state, control, metrics, **kwargs)
-        if control.should_training_stop and self.stopped is None:
-            best_step = state.best_global_step
-            self.stopped = {"epoch": round(state.epoch, 4), "step": state.global_step,
-                            "patience": self.early_stopping_patience, "best": best,
-                            "best_step": best_step}
-            watched = args.metric_for_best_model.removeprefix("eval_")
-            # The selection split (val; under the seed protocol the reported split), never test.
-            log.info(f"early stopping at epoch {state.epoch:g} (step {state.global_step}): {watched} has not "
-                     f"improved on {best:.4f} (step {best_step}) for {self.early_stopping_patience_counter} "
-                     f"evaluation(s) (train.early_stopping_patience={self.early_stopping_patience}); "
-                     f"the best checkpoint is the model")
-        return control
 
 
 def build_image_trainer(*, model: Any, processor: Any, train_dataset: Any, eval_dataset: Any, train: TrainSpec,
