@@ -28,6 +28,13 @@ from peft_food.model.spec import ModelSpec
 
 CONF_DIR = str(Path(__file__).resolve().parent / "conf")  # package data: there after any pip install
 PRECISIONS = ("fp16", "bf16", "fp32")
+# transformers' SchedulerType names that run on what TrainSpec gives them (warmup, steps). Written out
+# because this module stays torch-free (transformers.trainer_utils imports torch); tests/test_knobs.py
+# checks each is Trainer's. Left out: cosine_with_min_lr, cosine_warmup_with_min_lr and
+# warmup_stable_decay need lr_scheduler_kwargs this package does not pass; greedy steps on a metric
+# with its own knobs.
+LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                 "inverse_sqrt", "reduce_lr_on_plateau")
 # Every top-level key of the composed config: the groups, the run-wide keys, a sweep's name. The root
 # is not a schema, so Hydra adds any `+key=value` (`+modle=vit_tiny`) without a word: parse_config refuses it.
 TOP_LEVEL = ("model", "peft", "data", "train", "logger", "seed", "progress", "sweep_name", "output_dir")
@@ -57,6 +64,21 @@ class TrainSpec:
     # Picks the best checkpoint (the saved model), fills the record's best value, is what a sweeper
     # optimises and what reproduce checks: one of `metrics`, or loss.
     monitor: str = "accuracy"
+    # The learning-rate schedule after warmup: one of LR_SCHEDULERS (Trainer's names; linear is Trainer's
+    # default). reduce_lr_on_plateau steps on the monitor at each evaluation.
+    lr_scheduler: str = "linear"
+    # Cross-entropy against (1 - s) * one-hot + s / classes (Trainer's label_smoothing_factor).
+    label_smoothing: float = 0.0
+    # Recompute each layer's activations in the backward pass: less memory, about a third more compute.
+    gradient_checkpointing: bool = False
+    # Stop once the monitor on val has not improved for this many evaluations in a row (null or 0: off).
+    early_stopping_patience: Optional[int] = None
+    # Mixup / CutMix on training batches (torchvision's MixUp, CutMix): the Beta(alpha, alpha) of the
+    # mixing weight; 0: off. Both set: each batch gets one of them, at random.
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    # Evaluate val (and save a checkpoint) every N optimizer steps and at the end; null: every epoch.
+    eval_steps: Optional[int] = None
 
     def __post_init__(self) -> None:
         require(self.epochs > 0, f"train.epochs={self.epochs} is invalid: use a positive number")
@@ -75,6 +97,22 @@ class TrainSpec:
         require(self.monitor == "loss" or self.monitor in self.metrics,
                 f"train.monitor={self.monitor!r} is not computed: use loss or one of train.metrics "
                 f"({', '.join(self.metrics)}), or add it to train.metrics")
+        require(self.lr_scheduler in LR_SCHEDULERS,
+                f"train.lr_scheduler={self.lr_scheduler!r} is invalid: choose one of {', '.join(LR_SCHEDULERS)}")
+        require(0 <= self.label_smoothing < 1,
+                f"train.label_smoothing={self.label_smoothing} is invalid: use a value in [0, 1)")
+        require(self.early_stopping_patience is None or self.early_stopping_patience >= 0,
+                f"train.early_stopping_patience={self.early_stopping_patience} is invalid: use a positive "
+                f"number of evaluations, or 0/null for off")
+        for key in ("mixup_alpha", "cutmix_alpha"):
+            value = getattr(self, key)
+            require(value >= 0, f"train.{key}={value} is invalid: use a positive Beta alpha (1.0 is common), or 0 for off")
+        require(self.eval_steps is None or self.eval_steps > 0,
+                f"train.eval_steps={self.eval_steps} is invalid: use a positive number of steps, or null for every epoch")
+
+    @property
+    def early_stopping(self) -> bool:
+        return bool(self.early_stopping_patience)
 
     @property
     def monitor_key(self) -> str:
@@ -239,6 +277,19 @@ def resolve(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"{first_line(err)}: set it on the command line, e.g. data.root=...") from None
 
 
+def check_selection(train: TrainSpec, data: DataSpec) -> None:
+    """The keys that evaluate val need a val split: data.protocol=retrain has none (it trains on
+    train + val for the epochs chosen on val), so they are refused rather than ignored."""
+    if data.protocol != "retrain":
+        return
+    reading = {"early_stopping_patience": train.early_stopping_patience if train.early_stopping else None,
+               "eval_steps": train.eval_steps,
+               "lr_scheduler": train.lr_scheduler if train.lr_scheduler == "reduce_lr_on_plateau" else None}
+    for key, value in reading.items():
+        require(value is None, f"train.{key}={value} reads val, and data.protocol=retrain has none: drop it "
+                               f"(retrain repeats the setting chosen on val for its number of epochs)")
+
+
 def parse_config(cfg: DictConfig, *, extra_keys: tuple[str, ...] = ()) -> RunSpec:
     """Validate the composed config and turn it into typed specs (the only place DictConfig is read).
     `extra_keys`: top-level sections the caller reads itself (peft-food-bench's `bench`)."""
@@ -252,11 +303,14 @@ def parse_config(cfg: DictConfig, *, extra_keys: tuple[str, ...] = ()) -> RunSpe
         method in METHODS,
         f"peft method {method!r} is unknown: choose one of peft={'|'.join(METHODS)}",
     )
+    data = _build(DataSpec, tree["data"], group="data")
+    train = _build(TrainSpec, tree["train"], group="train")
+    check_selection(train, data)
     return RunSpec(
         model=_build(ModelSpec, tree["model"], group="model"),
         peft=_build(SCHEMAS["peft"][method], tree["peft"], group="peft"),
-        data=_build(DataSpec, tree["data"], group="data"),
-        train=_build(TrainSpec, tree["train"], group="train"),
+        data=data,
+        train=train,
         logger=_build(LoggerSpec, tree["logger"], group="logger"),
         seed=int(tree["seed"]),
         output_dir=str(tree["output_dir"]),

@@ -29,6 +29,17 @@ from tests.helpers import TINY, compose_config
         (["train.metrics=[accuracy]", "train.monitor=macro_f1"], "train.monitor='macro_f1' is not computed"),
         (["data.store=true", "data.cache=true"], "data.store and data.cache both keep decoded pixels: choose one"),
         (["data.store_side=4"], "data.store_side=4 is invalid"),
+        (["train.lr_scheduler=cosine_with_min_lr"], "train.lr_scheduler='cosine_with_min_lr' is invalid: choose one "
+                                                    "of linear, cosine, cosine_with_restarts"),
+        (["train.label_smoothing=1"], r"train.label_smoothing=1.0 is invalid: use a value in \[0, 1\)"),
+        (["train.early_stopping_patience=-1"], "train.early_stopping_patience=-1 is invalid"),
+        (["train.mixup_alpha=-0.2"], "train.mixup_alpha=-0.2 is invalid"),
+        (["train.eval_steps=0"], "train.eval_steps=0 is invalid"),
+        (["data.protocol=retrain", "train.early_stopping_patience=2"],
+         "train.early_stopping_patience=2 reads val, and data.protocol=retrain has none: drop it"),
+        (["data.protocol=retrain", "train.eval_steps=50"], "train.eval_steps=50 reads val, and data.protocol=retrain"),
+        (["data.protocol=retrain", "train.lr_scheduler=reduce_lr_on_plateau"],
+         "train.lr_scheduler=reduce_lr_on_plateau reads val"),
     ],
 )
 def test_out_of_range_values_are_rejected_when_parsed(overrides, message):

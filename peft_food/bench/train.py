@@ -101,7 +101,8 @@ def bench_train(spec: RunSpec, bench: BenchSpec, *, method_spec, recipe: str, lo
             "trainable_params": count_parameters(model)["trainable_params"],
             "eval_img_per_s": eval_n / (time.perf_counter() - started), "precision": precision,
             "attention": model_spec.attn_implementation, "optim": args.optim, "workers": workers,
-            "compile": args.torch_compile, "input_size": list(size), "eval_loss": evaluated.get("eval_loss"),
+            "compile": args.torch_compile, "gradient_checkpointing": spec.train.gradient_checkpointing,
+            "input_size": list(size), "eval_loss": evaluated.get("eval_loss"),
             "data_store": bool(loaded and ours and stored is not None)}
 
 

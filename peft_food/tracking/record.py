@@ -10,7 +10,7 @@ every kind reproduce):
                   seed: the seed recipe's, one held-out split both picks and is reported
     monitor       the metric that picks the best checkpoint (eval_accuracy, eval_macro_f1, eval_loss, ...)
     epochs        one entry per evaluation of the selection split (val; seed protocol: the reported
-                  split): epoch, eval_loss and eval_<metric> for each train.metrics (Trainer's names)
+                  split), each epoch or every train.eval_steps steps (fractional epochs): epoch, eval_loss and eval_<metric> for each train.metrics (Trainer's names)
     best, final   written for reading: the epoch the saved model comes from (best by monitor), the last
     test          protocol val_test: test_loss and test_<metric> of that best checkpoint ("best") and of
                   the last epoch ("final"), each measured once, at the end
@@ -23,6 +23,8 @@ every kind reproduce):
     provenance    git (sha, dirty), versions, hardware, command, precision, world_size,
                   effective_batch_size
     config        the resolved Hydra config that ran
+    stopped_early train.early_stopping_patience ended the run: the epoch and step it stopped at, the
+                  patience, the best monitor value before the stop and its step; null: it ran its course
     error, resumed_from, wandb_run_id
 
 Writes are atomic (a temp file in the same folder, fsync, rename), so a run killed mid-write leaves
@@ -111,6 +113,7 @@ class RunRecord:
     error: str | None = None
     resumed_from: list[str] = field(default_factory=list)
     wandb_run_id: str | None = None
+    stopped_early: dict[str, Any] | None = None
 
     # --- derived ----------------------------------------------------------------------------
 

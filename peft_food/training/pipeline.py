@@ -42,6 +42,7 @@ from peft_food.tracking.wandb_run import (
     start_wandb,
 )
 from peft_food.training.distributed import is_main_process, world_size
+from peft_food.training.early_stop import EarlyStop
 from peft_food.training.rundir import (
     RunDirInUse,
     RunDirLock,
@@ -221,6 +222,8 @@ def _train_in(run_dir: Path, spec: RunSpec, *, resumed: bool, started: float) ->
         if stopper.signum is not None:
             raise Interrupted(stopper.signum, latest_checkpoint(run_dir))
         record.epochs = epoch_metrics(trainer.state.log_history, metrics=spec.train.metrics)
+        record.stopped_early = next((c.stopped for c in trainer.callback_handler.callbacks if isinstance(c, EarlyStop)),
+                                    None)
         final_test = None
         if splits.val is not None:  # the last epoch's model is in hand: test it, then load the selected one
             if not splits.selects_on_test:

@@ -37,10 +37,11 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 class StopOnSignal(TrainerCallback):
     """On a STOP_SIGNALS signal: stop after the current optimizer step, keeping the last epoch checkpoint.
 
-    No checkpoint is written mid-epoch on purpose: resuming mid-epoch re-draws the first resumed
+    No checkpoint is written at the stop on purpose: resuming mid-epoch re-draws the first resumed
     batch's augmentations from a different RNG state, so the run would no longer match an
     uninterrupted one. From an epoch checkpoint it matches to the last digit (on CPU); the cost is
-    redoing at most the partial epoch."""
+    redoing at most the partial epoch. (With train.eval_steps the last checkpoint is that of the last
+    evaluation, mid-epoch: the run resumes from there, not promised to the last digit.)"""
 
     def __init__(self) -> None:
         self.signum: int | None = None

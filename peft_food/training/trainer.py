@@ -21,6 +21,8 @@ from peft_food.data.transforms import collate, normalize
 from peft_food.evaluation.metrics import METRICS, Evaluator
 from peft_food.tracking.record import RunRecord
 from peft_food.training.console import quiet_console
+from peft_food.training.early_stop import EarlyStop
+from peft_food.training.mixing import Mixer, batch_mixer, soft_cross_entropy
 from peft_food.training.signals import workers_leave_signals
 
 log = logging.getLogger(__name__)
@@ -89,8 +91,35 @@ def training_arguments(*, train: TrainSpec, precision: str, workers: int, run_di
         torch_compile=train.compile,
         report_to=report_to,
         disable_tqdm=not progress.shown(),  # Trainer's bars follow the run's `progress` key
+        lr_scheduler_type=train.lr_scheduler,
+        label_smoothing_factor=train.label_smoothing,  # Trainer's LabelSmoother (ImageTrainer: soft labels too)
     )
-    return TrainingArguments(**{**settings, **overrides})
+    return TrainingArguments(**{**settings, **knob_arguments(train), **overrides})
+
+
+def knob_arguments(train: TrainSpec) -> dict[str, Any]:
+    """TrainingArguments for the keys that are off by default, given only when on, so a run
+    without them gets exactly the arguments it got before they existed."""
+    settings: dict[str, Any] = {}
+    if train.lr_scheduler == "reduce_lr_on_plateau":
+        # It steps on metric_for_best_model in torch's default mode "min": accuracy would cut the rate
+        # whenever it stopped *falling*.
+        settings["lr_scheduler_kwargs"] = {"mode": "max" if METRICS[train.monitor].higher_is_better else "min"}
+    if train.gradient_checkpointing:
+        # transformers >= 5.2x names it activation_checkpointing (gradient_* is a deprecated alias);
+        # non-reentrant checkpointing (its default) passes gradients to adapters under a frozen embedding.
+        name = ("activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
+                else "gradient_checkpointing")
+        settings[name] = True
+        settings[f"{name}_kwargs"] = {"use_reentrant": False}
+    if train.eval_steps is not None:
+        # Saving at each evaluation keeps the val-best checkpoint on disk (Trainer keeps it beside the latest).
+        settings.update(eval_strategy="steps", eval_steps=train.eval_steps, save_strategy="steps",
+                        save_steps=train.eval_steps)
+    if train.early_stopping:
+        # EarlyStoppingCallback's patience counter is saved in each checkpoint; restore it on resume.
+        settings["restore_callback_states_from_checkpoint"] = True
+    return settings
 
 
 def build_image_trainer(*, model: Any, processor: Any, train_dataset: Any, eval_dataset: Any, train: TrainSpec,
@@ -101,9 +130,13 @@ def build_image_trainer(*, model: Any, processor: Any, train_dataset: Any, eval_
     processor's mean and std, `metrics` computed at each evaluation (None: none)."""
     args = training_arguments(train=train, precision=precision, workers=workers, run_dir=run_dir, seed=seed,
                               report_to=[], **overrides)
+    mixer = batch_mixer(mixup_alpha=train.mixup_alpha, cutmix_alpha=train.cutmix_alpha,
+                        num_classes=model.config.num_labels)
+    stop = [EarlyStop(train.early_stopping_patience)] if train.early_stopping and args.eval_strategy != "no" else []
     trainer = ImageTrainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                            data_collator=collate, compute_metrics=Evaluator(metrics) if metrics else None,
-                           callbacks=callbacks, mean=processor.image_mean, std=processor.image_std)
+                           callbacks=[*callbacks, *stop], mean=processor.image_mean, std=processor.image_std,
+                           mixer=mixer)
     quiet_console(trainer)  # step figures to train.log only: the console gets one line per epoch
     return trainer
 
@@ -196,9 +229,24 @@ class ImageTrainer(Trainer):
     """Trainer that turns uint8 batches into normalised floats after the move to the device, and
     writes checkpoints that its own reloads can read."""
 
-    def __init__(self, *args, mean: list[float], std: list[float], **kwargs):
+    def __init__(self, *args, mean: list[float], std: list[float], mixer: Mixer | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.mean, self.std = mean, std
+        self.mean, self.std, self.mixer = mean, std, mixer
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        # Mixup/CutMix on training batches only: evaluation (prediction_step) runs in eval mode and
+        # takes Trainer's path, so val and test batches are never mixed.
+        if self.mixer is None or not model.training:
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+        pixels, targets = self.mixer(inputs["pixel_values"], inputs["labels"])
+        outputs = model(pixel_values=pixels)
+        losses = soft_cross_entropy(outputs.logits, targets, smoothing=self.args.label_smoothing_factor)
+        # As Trainer's own loss: normalised over the accumulated batch when it counts one (it then does
+        # not divide by grad_accum), else a per-batch mean.
+        scaled = self.model_accepts_loss_kwargs and num_items_in_batch is not None
+        loss = losses.sum() / num_items_in_batch if scaled else losses.mean()
+        return (loss, outputs) if return_outputs else loss
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         # transformers 5.x saves ViT-family weights under their pre-5.9 names (save_original_format),
