@@ -10,7 +10,9 @@ AdaLoRA. They share AdapterSpec's save, reload and merge (peft's adapter file wi
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
@@ -233,3 +235,17 @@ class AdaLoraSchedule(TrainerCallback):
         # global_step counts the steps before this one: +1 makes the last step total_step, the step
         # at which peft fixes the final ranks when tfinal is 0.
         model.base_model.update_and_allocate(state.global_step + 1)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        # Each checkpoint is saved trimmed to the ranks kept when it was written (its adapter_config's
+        # rank_pattern), and peft loads one by first cutting the model to the model's own pattern: the
+        # last step's. The val-best checkpoint of an earlier epoch then no longer fits (load_best:
+        # "size mismatch"). Its own pattern makes the cut match it; the modules are still full size
+        # (training masks ranks, it never cuts them), so nothing of the last epoch is lost before the
+        # last epoch's model is tested.
+        if state.best_model_checkpoint is None:
+            return
+        saved = Path(state.best_model_checkpoint) / "adapter_config.json"
+        tuner = model.base_model
+        if saved.is_file():
+            tuner.peft_config[tuner.trainable_adapter_name].rank_pattern = json.loads(saved.read_text())["rank_pattern"]
