@@ -131,7 +131,8 @@ def test_committed_methods_by_backbones_record_reproduces_one_run_per_backbone(t
     record = tmp_path / "record"
     (record / "runs").mkdir(parents=True)
     shutil.copy(subset / "experiment.yaml", record / "experiment.yaml")
-    for name in ["modelvit_tiny_peftoft", "modeldeit_tiny_peftlokr", "modeldinov2_tiny_peftvera",
+    # AdaLoRA's val-best checkpoint is an earlier epoch with other ranks than the last (it must load).
+    for name in ["modelvit_tiny_peftssf", "modeldeit_tiny_peftadalora", "modeldinov2_tiny_peftvera",
                  "modelswin_tiny_peftia3"]:
         shutil.copytree(subset / "runs" / name, record / "runs" / name)
         config = OmegaConf.load(record / "runs" / name / "config.yaml")
