@@ -32,6 +32,8 @@ def test_readme_quickstart_runs_offline_and_beats_chance(tmp_path, offline_wandb
     assert summary["best_val_accuracy"] == record.best and summary["test/accuracy"] == record.reported("accuracy")
     assert "the run reports the test accuracy of the checkpoint with the best val accuracy" in done.stdout + done.stderr
     assert (metrics_file.parent / ".hydra" / "config.yaml").is_file()
+    # outputs/latest names the finished run, as the README's Predicting section reads it.
+    assert (tmp_path / "outputs" / "latest").read_text() == f"{metrics_file.parent.relative_to(tmp_path)}\n"
 
 
 def test_readme_data_store_commands_build_once_then_reuse(tmp_path):

@@ -50,6 +50,7 @@ from peft_food.training.rundir import (
     discard_stub,
     latest_checkpoint,
     plan_resume,
+    point_latest,
 )
 from peft_food.training.signals import StopOnSignal
 from peft_food.training.trainer import (
@@ -168,7 +169,12 @@ def run(spec: RunSpec, *, resume_search: Path | None = None, started: float | No
             log.warning("resuming the unfinished run in %s from %s (train.resume=false starts fresh)",
                         run_dir, latest_checkpoint(run_dir).name)
             adopt_stub(Path(spec.output_dir), run_dir=run_dir)
-        return _train_in(run_dir, spec, resumed=resume_dir is not None, started=started)
+        record = _train_in(run_dir, spec, resumed=resume_dir is not None, started=started)
+    # outputs/latest names the run a user looks for next. Only in the default layout (outputs/<date>/<time>):
+    # a run dir of the user's own (hydra.run.dir=...) has no outputs/ of ours to link from.
+    if main_process and resume_search is not None and resume_search.name == "outputs":
+        point_latest(resume_search, run_dir=run_dir)
+    return record
 
 
 @contextmanager

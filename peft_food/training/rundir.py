@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from peft_food.errors import UserError
-from peft_food.files import FileLock, LockBusy, holder_of
+from peft_food.files import FileLock, LockBusy, holder_of, write_atomic
 from peft_food.tracking.record import FILE as RECORD_FILE
 from peft_food.tracking.record import RunRecord
 
@@ -91,6 +91,20 @@ def plan_resume(run_dir: Path, *, mode: bool | None, search_root: Path | None) -
         raise UserError(f"train.resume=true but no unfinished run with a checkpoint was found for this command "
                         f"(looked in {run_dir} and {search_root}); drop train.resume to start fresh")
     return found
+
+
+# outputs/latest: the newest finished run's dir, as a line of text (README, Predicting:
+# `RUN=$(cat outputs/latest)`). A file, not a link: a link to a dir would put that run's model/,
+# checkpoints/ and wandb/ among `outputs/*/*`, which resuming and users' scripts read as run dirs.
+LATEST = "latest"
+
+
+def point_latest(search_root: Path, *, run_dir: Path) -> None:
+    """Write `search_root/latest`: `run_dir`, a run that has just finished, relative to the folder
+    holding outputs/ (where the commands run), written atomically. `ls -d outputs/*/* | tail -1`
+    would pick outputs/reproduce/ or outputs/bench/ instead."""
+    where = os.path.relpath(run_dir.resolve(), search_root.resolve().parent)
+    write_atomic(search_root / LATEST, f"{where}\n".encode())
 
 
 class RunDirInUse(UserError):
