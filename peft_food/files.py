@@ -7,12 +7,15 @@ writes that readers see whole or not at all. Torch-free.
   asks who holds one without taking it.
 - `write_atomic`: a temp file beside the target, fsync, rename over it (POSIX rename is atomic), with
   the mode the umask gives (mkstemp's 0600 would hide the file from a teammate).
+- `share_safetensors`: the same mode for the .safetensors files that transformers, peft, Trainer's
+  checkpoints and this package write through safetensors, which creates them 0600.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import stat
 from pathlib import Path
 from typing import Any, Callable
 
@@ -103,3 +106,27 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def umask_mode() -> int:
+    """The mode a new file gets from the process's umask (0644 under umask 022), read without
+    changing the umask (os.umask sets it, racing every thread that creates a file meanwhile)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o077)  # no /proc (macOS): set and restore at once, private meanwhile
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def share_safetensors(folder: Path) -> None:
+    """Give every .safetensors under `folder` the mode the umask gives any other file: safetensors
+    writes through a private temp file, so its files come out 0600, unreadable to a teammate while
+    the rest of the run beside them is not. Call it on a folder just saved into."""
+    mode = umask_mode()
+    for path in folder.rglob("*.safetensors"):
+        if not path.is_symlink() and stat.S_IMODE(path.stat().st_mode) != mode:
+            path.chmod(mode)

@@ -11,7 +11,9 @@ split one.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -53,6 +55,16 @@ def compose_config(*overrides: str, output_dir: Path | None = None, conf_dir: st
         extra = [f"output_dir={output_dir}"] if output_dir is not None else []
         return compose(config_name="train", overrides=[*overrides, *extra])
 
+
+
+@contextlib.contextmanager
+def umask(mask: int):
+    """The process's umask set to `mask` for the block (files written in it get 0o666 & ~mask)."""
+    previous = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(previous)
 
 
 def eval_logits(run_dir: Path, split: str = "val") -> tuple[np.ndarray, np.ndarray]:

@@ -33,18 +33,7 @@ EVAL_LOGITS = textwrap.dedent("""
 """)
 
 
-@pytest.fixture(scope="module")
-def lora_run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("lora_run")
-    record = train(compose_config(*TINY, "logger=none", "train.epochs=3", output_dir=run_dir))
-    return run_dir, record
-
-
-@pytest.fixture(scope="module")
-def full_run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("full_run")
-    train(compose_config(*TINY, "peft=full", "logger=none", "train.epochs=1", output_dir=run_dir))
-    return run_dir
+# lora_run and full_run (trained once, shared with test_trust.py) are in conftest.py.
 
 
 def test_reload_in_a_fresh_process_gives_the_trained_head_accuracy_and_logits(lora_run, tmp_path):

@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="a progress bar (default: only on a terminal)")
     parser.add_argument("--base", type=Path, help="load the run's adapter or trained tensors onto this base model dir instead of the recorded base")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="run Python code the saved model or its base names (auto_map); never without this flag")
     args = parser.parse_args(argv)
     if args.top_k < 1 or args.batch_size < 1:
         parser.error("--top-k and --batch-size must be at least 1")
@@ -34,7 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     from peft_food.saved.artifacts import load_trained
     from peft_food.saved.predict import classify, expand, render
 
-    trained = load_trained(args.model, base=args.base)
+    trained = load_trained(args.model, base=args.base, trust_remote_code=args.trust_remote_code)
+    if trained.base_note:
+        print(f"peft-food-predict: {trained.base_note}", file=sys.stderr)
     files, results = expand(args.inputs)
     progress.use(args.progress)
     results = classify(trained, files, top_k=args.top_k, batch_size=args.batch_size) + results

@@ -18,7 +18,8 @@ from peft_food.errors import UserError, require
 # Maps role names (or raw module names) to this backbone's Linear module names.
 Resolve = Callable[[list[str]], list[str]]
 # Loads the frozen base a method's saved tensors go onto, given the saved head's tensors (so the
-# head's size is checked against the recorded labels before anything is loaded).
+# head's size is checked against the recorded labels before anything is loaded); for a method that
+# saves the whole model, that model itself. It alone decides what may run (safetensors, no code).
 BaseLoader = Callable[[dict[str, Any]], Any]
 
 # peft.method -> schema, in the order the families register (peft_food/conf/peft/<file>.yaml

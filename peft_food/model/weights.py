@@ -18,6 +18,7 @@ from transformers import AutoModelForImageClassification
 
 from peft_food.errors import UserError, first_line
 from peft_food.model.modules import OLD_TO_NEW, new_path
+from peft_food.model.trust import require_trust
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
@@ -28,13 +29,17 @@ def label_maps(labels: list[str]) -> dict[str, dict]:
 
 
 def load_model(source: str | Path, *, labels: list[str], trust_remote_code: bool = False) -> torch.nn.Module:
-    """A saved or Hub image classifier with a `len(labels)`-way head, from safetensors only."""
+    """A saved or Hub image classifier with a `len(labels)`-way head, from safetensors only (no
+    pickle), running code of its own only with `trust_remote_code` (the person's choice, passed
+    explicitly: transformers would otherwise prompt on a terminal)."""
     try:
         return AutoModelForImageClassification.from_pretrained(
             str(source), **label_maps(labels), ignore_mismatched_sizes=True, use_safetensors=True,
             trust_remote_code=trust_remote_code,
         )
     except (OSError, ValueError) as err:
+        if not trust_remote_code and "trust_remote_code" in str(err):  # a Hub base whose config names its code
+            require_trust(f"the base model {str(source)!r} runs code of its own to load", trusted=False)
         raise UserError(f"could not load the base model {str(source)!r}: {first_line(err)}; offline, pass the base "
                         f"as a local dir (peft-food-predict --base DIR) or have it in the Hugging Face cache") from None
 

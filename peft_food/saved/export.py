@@ -15,10 +15,12 @@ pointing at peft-food-predict, which reloads them exactly.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from huggingface_hub import ModelCard
 
 from peft_food.data.geometry import eval_processor
+from peft_food.files import share_safetensors
 from peft_food.model.weights import label_maps
 from peft_food.saved.artifacts import load_trained
 from peft_food.saved.cards import write_card
@@ -26,13 +28,19 @@ from peft_food.tracking.record import FILE as RECORD_FILE
 from peft_food.tracking.record import RunRecord
 
 
-def export(run: Path, out_dir: Path) -> Path:
-    trained = load_trained(run)
+def export(run: Path, out_dir: Path, *, trust_remote_code: bool = False,
+           say: Callable[[str], None] = lambda note: None) -> Path:
+    """`trust_remote_code`: run code the saved files name (the person's choice); `say` gets the
+    base model loaded when it is not a copy saved with the run."""
+    trained = load_trained(run, trust_remote_code=trust_remote_code)
+    if trained.base_note:
+        say(trained.base_note)
     model = trained.peft.merge(trained.model)
     for key, value in label_maps(trained.labels).items():
         setattr(model.config, key, value)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out_dir))
+    share_safetensors(out_dir)
     eval_processor(trained.processor).save_pretrained(str(out_dir))  # scores as the run evaluated
     export_card(trained.model_dir, out_dir)
     return out_dir

@@ -19,6 +19,7 @@ from peft_food import progress
 from peft_food.config import TrainSpec
 from peft_food.data.transforms import collate, normalize
 from peft_food.evaluation.metrics import METRICS, Evaluator
+from peft_food.files import share_safetensors
 from peft_food.tracking.record import RunRecord
 from peft_food.training.console import quiet_console
 from peft_food.training.early_stop import EarlyStop
@@ -249,6 +250,11 @@ class ImageTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        output_dir = output_dir or self.args.output_dir
+        self._save_weights(output_dir, state_dict)
+        share_safetensors(Path(output_dir))  # safetensors writes 0600: a checkpoint as readable as the run
+
+    def _save_weights(self, output_dir: str, state_dict: dict | None) -> None:
         # transformers 5.x saves ViT-family weights under their pre-5.9 names (save_original_format),
         # but Trainer reloads a checkpoint (load_best_model_at_end, resume) with a plain
         # load_state_dict(strict=False): the renamed keys silently miss, and a full, linear-probe
@@ -257,7 +263,6 @@ class ImageTrainer(Trainer):
         model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
         if "save_original_format" not in inspect.signature(model.save_pretrained).parameters:
             return super()._save(output_dir, state_dict)  # a release that saves no renamed keys: nothing to undo
-        output_dir = output_dir or self.args.output_dir
         os.makedirs(output_dir, exist_ok=True)
         model.save_pretrained(output_dir, state_dict=state_dict, is_main_process=self.args.should_save,
                               save_original_format=False)
