@@ -117,3 +117,54 @@ def test_the_record_is_written_with_the_mode_the_umask_gives(tmp_path, umask, mo
     finally:
         os.umask(previous)
     assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == mode
+
+
+def test_compare_shows_a_record_with_values_of_the_wrong_type_as_damaged_naming_it(tmp_path, capsys):
+    # Hand-edited or crafted records: each a TypeError or AttributeError traceback in compare before.
+    sweep_with_a_damaged_job(tmp_path / "sweep")
+    crafted = {"3": {"epochs": [{"epoch": 1.0, "eval_accuracy": 0.5}, {"epoch": 2.0, "eval_accuracy": [0.6]}]},
+               "4": {"config": "lora"}, "5": {"epochs": "1,2,3"}, "6": {"efficiency": [1.5]}}
+    for job, values in crafted.items():
+        (tmp_path / "sweep" / job / ".hydra").mkdir(parents=True)
+        body = {**RunRecord(status="completed", method="lora").to_json(), **values}
+        (tmp_path / "sweep" / job / "metrics.json").write_text(json.dumps(body))
+    assert compare([str(tmp_path / "sweep")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    rows = list(csv.DictReader((tmp_path / "sweep" / "compare.csv").open()))
+    assert [(r["job"], r["status"]) for r in rows][3:] == [(job, "damaged") for job in crafted]
+    for job, says in (("3", "epochs[1].eval_accuracy is [0.6], not float"), ("4", 'config is "lora"'),
+                      ("5", 'epochs is "1,2,3"'), ("6", "efficiency is [1.5]")):
+        [line] = [line for line in out if line.startswith(f"job {job} damaged: ")]
+        assert str(tmp_path / "sweep" / job / "metrics.json") in line and says in line, line
+    with pytest.raises(DamagedRecord, match="epochs is"):  # resume and reproduce read it the same way
+        RunRecord.load(tmp_path / "sweep" / "5" / "metrics.json")
+
+
+def a_run_dir(root, *, accuracy):
+    """A run dir as peft-food-train leaves it: Hydra's .hydra/ (config.yaml among it) and the record."""
+    (root / ".hydra").mkdir(parents=True)
+    (root / ".hydra" / "config.yaml").write_text("seed: 42\n")
+    (root / "train.log").write_text("")
+    RunRecord(status="completed", method="lora", epochs=[{"epoch": 1.0, "eval_accuracy": accuracy, "eval_loss": 1.0}],
+              config={"model": {"name": "vit_tiny"}}).write(root / "metrics.json")
+    return root
+
+
+def test_compare_reads_a_run_dir_as_one_run_and_writes_nothing_into_it(tmp_path, capsys):
+    first = a_run_dir(tmp_path / "outputs" / "2026-01-02" / "10-00-00", accuracy=0.5)
+    second = a_run_dir(tmp_path / "outputs" / "2026-01-02" / "11-00-00", accuracy=0.75)
+    before = sorted(p.name for p in first.rglob("*"))
+    assert compare([str(first)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in out[1:2]] == [["2026-01-02/10-00-00", "completed"]]
+    assert not any(line.startswith(".hydra") for line in out)  # its .hydra/ is no job
+    assert "pass --out DIR" in out[-1]
+    assert sorted(p.name for p in first.rglob("*")) == before  # no compare.csv / .png in the run dir
+
+    assert compare([str(first), str(second), "--out", str(tmp_path / "report")]) == 0
+    rows = list(csv.DictReader((tmp_path / "report" / "compare.csv").open()))
+    assert [(r["job"], r["val"]) for r in rows] == [("2026-01-02/10-00-00", "0.5"), ("2026-01-02/11-00-00", "0.75")]
+    capsys.readouterr()
+    assert compare([str(first), "--wandb"]) == 2
+    assert "pass --out DIR" in capsys.readouterr().err
+    assert sorted(p.name for p in first.rglob("*")) == before

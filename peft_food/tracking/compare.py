@@ -65,10 +65,15 @@ def job_row(job: str, record: RunRecord) -> dict[str, Any]:
 
 
 def collect(*sweep_dirs: Path) -> list[dict[str, Any]]:
-    """A row per job of each sweep (or committed record). With several, a job is named
-    `<sweep>/<job>`, so two multiruns' `0/` stay apart; `dir` keeps where its files are."""
-    return [{**job_row(f"{sweep_dir.name}/{job_dir.name}" if len(sweep_dirs) > 1 else job_dir.name, record),
-             "dir": job_dir}
+    """A row per job of each sweep (or committed record, or run dir: one job). With several, a job
+    is named `<sweep>/<job>`, so two multiruns' `0/` stay apart; a run dir given itself is named
+    `<date>/<time>`; `dir` keeps where its files are."""
+    def name(sweep_dir: Path, job_dir: Path) -> str:
+        if job_dir == sweep_dir:
+            return "/".join(sweep_dir.resolve().parts[-2:])
+        return f"{sweep_dir.resolve().name}/{job_dir.name}" if len(sweep_dirs) > 1 else job_dir.name
+
+    return [{**job_row(name(sweep_dir, job_dir), record), "dir": job_dir}
             for sweep_dir in sweep_dirs for job_dir, record in job_records(sweep_dir)]
 
 

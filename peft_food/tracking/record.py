@@ -36,9 +36,10 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from peft_food.data.splits import selection_split
 from peft_food.errors import UserError, first_line
@@ -217,7 +218,54 @@ class RunRecord:
         record.counts = Counts(**record.counts) if isinstance(record.counts, dict) else record.counts
         record.efficiency = Efficiency(**record.efficiency) if isinstance(record.efficiency, dict) else record.efficiency
         record.provenance = Provenance(**record.provenance) if isinstance(record.provenance, dict) else record.provenance
+        wrong = _wrong_type(record)
+        if wrong:
+            raise TypeError(wrong)
         return record
+
+
+def _wrong_type(record: Any, *, prefix: str = "") -> str | None:
+    """The first value not of its field's declared type (a hand-edited or crafted file: `epochs`
+    a string, an accuracy a list), said in words; None when every field fits. Every reader then
+    relies on the types (compare, reproduce, resume, the W&B summary)."""
+    hints = get_type_hints(type(record))
+    for f in fields(record):
+        value = getattr(record, f.name)
+        wrong = (_wrong_type(value, prefix=f"{prefix}{f.name}.") if is_dataclass(value)
+                 else _mismatch(value, hints[f.name], where=f"{prefix}{f.name}"))
+        if wrong:
+            return wrong
+    return None
+
+
+def _mismatch(value: Any, hint: Any, *, where: str) -> str | None:
+    """Where a JSON value first departs from a type annotation (an int fits float, a bool fits
+    neither), or None."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:
+            return _mismatch(value, options[0], where=where)
+    elif origin is list and isinstance(value, list):
+        return next((m for i, item in enumerate(value) if (m := _mismatch(item, args[0], where=f"{where}[{i}]"))), None)
+    elif origin is dict and isinstance(value, dict):
+        return next((m for k, v in value.items()
+                     if (m := _mismatch(k, args[0], where=where) or _mismatch(v, args[1], where=f"{where}.{k}"))), None)
+    elif hint is Any or (hint in (int, float) and isinstance(value, (int, float) if hint is float else int)
+                         and not isinstance(value, bool)):
+        return None
+    elif hint not in (int, float) and origin is None and isinstance(value, hint):
+        return None
+    shown = json.dumps(value, default=str)
+    return f"{where} is {shown if len(shown) <= 40 else shown[:37] + '...'}, not {_name(hint)}"
+
+
+def _name(hint: Any) -> str:
+    if get_origin(hint) in (Union, UnionType):
+        return " or ".join(_name(a) for a in get_args(hint))
+    return hint.__name__ if get_origin(hint) is None else str(hint).replace("typing.", "")
 
 
 def _required(cls: type) -> list[str]:

@@ -62,16 +62,29 @@ def job_labels(*, sweep_name: str | None) -> dict[str, str]:
     return {"group": group, "name": name, "setting": setting, "job_type": "sweep"}
 
 
-def job_records(sweep_dir: Path) -> list[tuple[Path, RunRecord]]:
-    """(job dir, its record) for every job that has started, in job order: the jobs of a multirun
-    dir (each with .hydra/), or the runs of a committed experiment record (experiments/<name>,
-    each run's config.yaml beside its metrics.json). A job dir without metrics.json is
-    `starting`; one whose metrics.json cannot be read is `damaged`."""
-    if (sweep_dir / "runs").is_dir() and not (sweep_dir / ".hydra").is_dir():
+def is_run_dir(path: Path) -> bool:
+    """One run's own dir (outputs/<date>/<time>, or a sweep's job dir): Hydra's .hydra/ is in it."""
+    return (path / ".hydra").is_dir()
+
+
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    """The job dirs of a multirun dir (each with .hydra/) or of a committed experiment record
+    (experiments/<name>/runs/*, each with config.yaml), in job order; a run dir is its one job
+    (its own .hydra/, which holds a config.yaml too, is no job)."""
+    if is_run_dir(sweep_dir):
+        return [sweep_dir]
+    if (sweep_dir / "runs").is_dir():
         sweep_dir = sweep_dir / "runs"
+    found = (d for d in sweep_dir.iterdir()
+             if not d.name.startswith(".") and (is_run_dir(d) or (d / "config.yaml").is_file()))
+    return sorted(found, key=lambda d: (not d.name.isdigit(), int(d.name) if d.name.isdigit() else d.name))
+
+
+def job_records(sweep_dir: Path) -> list[tuple[Path, RunRecord]]:
+    """(job dir, its record) for every job that has started (job_dirs). A job dir without
+    metrics.json is `starting`; one whose metrics.json cannot be read is `damaged`."""
     jobs = []
-    for job_dir in sorted((d for d in sweep_dir.iterdir() if (d / ".hydra").is_dir() or (d / "config.yaml").is_file()),
-                          key=lambda d: (not d.name.isdigit(), int(d.name) if d.name.isdigit() else d.name)):
+    for job_dir in job_dirs(sweep_dir):
         path = job_dir / RECORD_FILE
         record = read_or_damaged(path) if path.is_file() else RunRecord(status="starting")
         if not record.config and (job_dir / "config.yaml").is_file():  # a committed record keeps it beside
