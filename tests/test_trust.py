@@ -191,9 +191,11 @@ SPEC_DAMAGE = {
     "unknown_method": (lambda text: edited(text, lambda spec: spec["peft"].update(method="nonesuch")),
                        "names method 'nonesuch', which this version of peft_food does not have"),
     "unknown_key": (lambda text: edited(text, lambda spec: spec["peft"].update(bogus=1)),
-                    "holds peft settings its method does not take"),
+                    "holds peft settings its method does not accept"),
     "no_labels": (lambda text: edited(text, lambda spec: spec.pop("labels")), "labels must be a non-empty list"),
     "not_an_object": (lambda text: "[]", "not a JSON object"),
+    "modules_a_list": (lambda text: edited(text, lambda spec: spec["base"].update(modules=["q_proj"])),
+                       "base must be an object naming the base model, its head and module roles"),
 }
 
 

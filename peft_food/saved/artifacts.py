@@ -100,8 +100,9 @@ def read_spec_file(path: Path) -> dict[str, Any]:
     labels, base, settings = spec.get("labels"), spec.get("base"), spec.get("peft", {"method": spec.get("method")})
     if not (isinstance(labels, list) and labels and all(isinstance(label, str) for label in labels)):
         raise damaged("labels must be a non-empty list of class names")
-    if not isinstance(base, dict):
-        raise damaged("base must be an object naming the base model")
+    if not (isinstance(base, dict) and isinstance(base.get("head", ""), str)
+            and isinstance(base.get("modules") or {}, dict)):
+        raise damaged("base must be an object naming the base model, its head and module roles")
     if not (isinstance(settings, dict) and isinstance(settings.get("method"), str)):
         raise damaged("it names no method")
     return spec
@@ -126,7 +127,7 @@ def _peft_of(spec: dict[str, Any], *, model_dir: Path) -> PeftSpec:
         raise UserError(f"{where} names method {err.args[0]!r}, which this version of peft_food does not have "
                         f"(it has {', '.join(METHODS)}): load it with the version that trained it") from None
     except (TypeError, ValueError) as err:  # a key the method does not take, or a bad value
-        raise UserError(f"{where} holds peft settings its method does not take ({first_line(err)}): load it with "
+        raise UserError(f"{where} holds peft settings its method does not accept ({first_line(err)}): load it with "
                         f"the version that trained it, or restore the file") from None
 
 
