@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from peft_food.errors import first_line
 from peft_food.tracking.record import FILE as RECORD_FILE
-from peft_food.tracking.record import RunRecord, read_or_damaged
+from peft_food.tracking.record import RunRecord, read_or_damaged, status_now
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,8 @@ def job_records(sweep_dir: Path) -> list[tuple[Path, RunRecord]]:
     """(job dir, its record) for every job that has started, in job order: the jobs of a multirun
     dir (each with .hydra/), or the runs of a committed experiment record (experiments/<name>,
     each run's config.yaml beside its metrics.json). A job dir without metrics.json is
-    `starting`; one whose metrics.json cannot be read is `damaged`."""
+    `starting`; one whose metrics.json cannot be read is `damaged`; one `running` that no live process
+    holds is `dead` (killed)."""
     if (sweep_dir / "runs").is_dir() and not (sweep_dir / ".hydra").is_dir():
         sweep_dir = sweep_dir / "runs"
     jobs = []
@@ -74,6 +75,7 @@ def job_records(sweep_dir: Path) -> list[tuple[Path, RunRecord]]:
                           key=lambda d: (not d.name.isdigit(), int(d.name) if d.name.isdigit() else d.name)):
         path = job_dir / RECORD_FILE
         record = read_or_damaged(path) if path.is_file() else RunRecord(status="starting")
+        record.status = status_now(job_dir, record)  # `running` with no live process: dead
         if not record.config and (job_dir / "config.yaml").is_file():  # a committed record keeps it beside
             record.config = OmegaConf.to_container(OmegaConf.load(job_dir / "config.yaml"))
         jobs.append((job_dir, record))
