@@ -93,6 +93,7 @@ def test_launches_in_the_same_second_get_their_own_dirs_and_a_copy_is_refused(tm
     assert RunRecord.load(Path(refused_dir) / "metrics.json").config["seed"] == 1  # the first copy, kept
 
 
+@pytest.mark.slow
 def test_a_run_dir_named_by_hand_is_its_own_run(tmp_path, finished):
     unfinished = killed_copy(finished, tmp_path / "outputs" / "2026-12-01" / "10-00-00")
     before = snapshot(unfinished)
