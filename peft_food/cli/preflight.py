@@ -97,6 +97,7 @@ def check_run(cfg: DictConfig, *, multirun: bool, prog: str, extra_keys: tuple[s
         raise ConfigError(f"+sweep={choices.sweep} is a sweep: run it with -m ({prog} -m +sweep={choices.sweep} ...)")
     if multirun:
         check_launcher(cfg)
+    check_dir_names(cfg, multirun=multirun)
     job = copy.deepcopy(cfg)
     with open_dict(job):
         del job["hydra"]
@@ -110,6 +111,46 @@ def check_run(cfg: DictConfig, *, multirun: bool, prog: str, extra_keys: tuple[s
 
 def logger_spec(job: DictConfig) -> LoggerSpec:
     return LoggerSpec(**OmegaConf.to_container(job.logger, resolve=True))
+
+
+def check_dir_names(cfg: DictConfig, *, multirun: bool) -> None:
+    """A run dir (or its log file, `<hydra.job.name>.log`) named past the filesystem's limit fails in
+    Hydra's mkdir with a traceback, after composing: one line here instead."""
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    try:
+        where = str(OmegaConf.select(cfg, key))
+        log_name = f"{OmegaConf.select(cfg, 'hydra.job.name')}.log"
+    except Exception:  # an interpolation only Hydra's own run can resolve (${hydra:...}): Hydra judges it
+        return
+    path = os.path.abspath(where)
+    limit = _name_max(path)
+    for part, named in [*((p, key) for p in path.split(os.sep)), (log_name, "hydra.job.name")]:
+        if len(part.encode()) > limit:
+            raise ConfigError(f"{named}: the name {part[:40]!r}... is {len(part.encode())} bytes, over the "
+                              f"filesystem's limit of {limit} for one file or folder name: give a shorter {named}")
+    if len(path.encode()) + 1 + len(log_name.encode()) > _path_max(path):
+        raise ConfigError(f"{key}: the path {path[:40]!r}... is {len(path.encode())} bytes, over the "
+                          f"filesystem's limit of {_path_max(path)}: give a shorter {key}")
+
+
+def _existing(path: str) -> str:
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return path
+
+
+def _name_max(path: str) -> int:
+    try:
+        return os.pathconf(_existing(path), "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
+
+
+def _path_max(path: str) -> int:
+    try:
+        return os.pathconf(_existing(path), "PC_PATH_MAX")
+    except (OSError, ValueError):
+        return 4096
 
 
 def check_launcher(cfg: DictConfig) -> None:

@@ -36,6 +36,7 @@ from peft_food.errors import Interrupted, UserError
 from peft_food.tracking.record import FILE as RECORD_FILE
 from peft_food.tracking.record import RunRecord
 from peft_food.tracking.sweep import is_multirun, job_labels, objective
+from peft_food.training.claim import resume_search_root, sweep_dead_starts
 from peft_food.training.distributed import is_main_process, share_run_dir
 
 log = logging.getLogger(__name__)
@@ -101,9 +102,13 @@ def main(cfg: DictConfig) -> float:
     for key, value in job_labels(sweep_name=cfg.get("sweep_name")).items():
         if cfg.logger.get(key) is None and not (key in ENV and from_env(key)):
             cfg.logger[key] = value
-    cfg.output_dir = share_run_dir(HydraConfig.get().runtime.output_dir)
-    # Same command again -> continue its unfinished run: look among the timestamped run dirs.
-    search = None if is_multirun() else Path(cfg.output_dir).parent.parent
+    own_dir = HydraConfig.get().runtime.output_dir  # claimed for this launch (training/claim.py)
+    # Same command again -> continue its unfinished run: look among the package's own run dirs
+    # (outputs/<date>/<time>); a run dir the user names is its own run (None: nothing searched).
+    search = None if is_multirun() else resume_search_root(Path(own_dir))
+    cfg.output_dir = share_run_dir(own_dir)
+    if search is not None and is_main_process():
+        sweep_dead_starts(search)  # outputs/ keeps only runs
     try:
         spec = parse_config(cfg)  # before torch loads: a bad value fails at once
         from peft_food.training.pipeline import (

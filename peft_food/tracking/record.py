@@ -4,7 +4,8 @@ Schema 3 (`"schema": 3`; schema 2 had no protocol or test, schema 1, without the
 flat layout; both are read into the same type, as the seed protocol, so committed records of
 every kind reproduce):
 
-    status        starting | running | completed | failed | interrupted (| damaged: an unreadable file)
+    status        starting | running | completed | failed | interrupted (| damaged: an unreadable file;
+                  dead: running, but no live process holds the run dir, `status_now`)
     method        the method's label (lora, dora, full, bitfit, ...)
     protocol      val_test: epochs are evaluated on val, which picks the checkpoint; test is reported.
                   seed: the seed recipe's, one held-out split both picks and is reported
@@ -44,10 +45,13 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 from peft_food.data.splits import selection_split
 from peft_food.errors import UserError, first_line
 from peft_food.evaluation.metrics import METRICS
-from peft_food.files import write_atomic
+from peft_food.files import holder_of, write_atomic
 
 SCHEMA = 3
 FILE = "metrics.json"
+# The run dir's lock file: an flock its live process holds (training/claim.py, rundir.py); the kernel
+# drops it when that process dies, however it dies.
+LOCK = ".lock"
 
 
 class DamagedRecord(UserError):
@@ -302,3 +306,13 @@ def read_or_damaged(path: Path) -> RunRecord:
         return RunRecord.load(path)
     except DamagedRecord as err:
         return RunRecord(status="damaged", error=str(err))
+
+
+def status_now(run_dir: Path, record: RunRecord) -> str:
+    """The record's status as it stands now: a run still `running` whose lock no live process holds
+    was killed (kill -9, out of memory, a lost machine) and is `dead`; it resumes as an interrupted one
+    does. (A run writes `running` only while it holds the lock.) Every reader of a status asks here:
+    compare, resume, W&B on resuming."""
+    if record.status == "running" and holder_of(run_dir / LOCK) is None:
+        return "dead"
+    return record.status

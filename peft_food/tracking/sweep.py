@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from peft_food.errors import first_line
 from peft_food.tracking.record import FILE as RECORD_FILE
-from peft_food.tracking.record import RunRecord, read_or_damaged
+from peft_food.tracking.record import RunRecord, read_or_damaged, status_now
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +82,13 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
 
 def job_records(sweep_dir: Path) -> list[tuple[Path, RunRecord]]:
     """(job dir, its record) for every job that has started (job_dirs). A job dir without
-    metrics.json is `starting`; one whose metrics.json cannot be read is `damaged`."""
+    metrics.json is `starting`; one whose metrics.json cannot be read is `damaged`; one `running`
+    that no live process holds is `dead` (killed)."""
     jobs = []
     for job_dir in job_dirs(sweep_dir):
         path = job_dir / RECORD_FILE
         record = read_or_damaged(path) if path.is_file() else RunRecord(status="starting")
+        record.status = status_now(job_dir, record)  # `running` with no live process: dead
         if not record.config and (job_dir / "config.yaml").is_file():  # a committed record keeps it beside
             record.config = OmegaConf.to_container(OmegaConf.load(job_dir / "config.yaml"))
         jobs.append((job_dir, record))

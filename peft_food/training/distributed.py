@@ -4,7 +4,7 @@ copies of the same Hydra command; Trainer runs them as DDP.
     torchrun --nproc_per_node=2 -m peft_food.train experiment=quickstart
 
 Every rank runs hydra.main and may stamp its own output dir (lightning-hydra-template #393), so
-all ranks adopt rank 0's and the others' empty dirs are removed: one run dir, one W&B run and one
+all ranks adopt rank 0's and each other rank removes the dir it made: one run dir, one W&B run and one
 metrics.json, all written by rank 0. Batch size is per device: the effective batch is
 train.batch_size * train.grad_accum * N. Evaluation gathers predictions from every rank, so
 accuracy is over the whole eval set.
@@ -13,8 +13,9 @@ accuracy is over the whole eval set.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
+
+from peft_food.training.claim import release
 
 
 def rank() -> int:
@@ -41,7 +42,6 @@ def share_run_dir(output_dir: str) -> str:
         dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
     shared = [output_dir]
     dist.broadcast_object_list(shared, src=0)
-    mine = Path(output_dir)
-    if shared[0] != output_dir and mine.is_dir() and not (mine / "metrics.json").exists():
-        shutil.rmtree(mine, ignore_errors=True)  # only Hydra's .hydra/ and log: rank 0 keeps those
+    if shared[0] != output_dir:
+        release(Path(output_dir), remove=True)  # this rank's own dir (training/claim.py): rank 0 keeps the run
     return shared[0]

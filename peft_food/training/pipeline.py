@@ -51,7 +51,9 @@ from peft_food.training.rundir import (
     latest_checkpoint,
     plan_resume,
     point_latest,
+    resumed_record,
 )
+from peft_food.training.checkpoints import drop_torn_checkpoints, kept_epochs
 from peft_food.training.signals import StopOnSignal
 from peft_food.training.trainer import (
     NO_SELECTION,
@@ -161,7 +163,8 @@ def run(spec: RunSpec, *, resume_search: Path | None = None, started: float | No
     started = time.time() if started is None else started
     progress.use(spec.progress)
     check_targets(spec.model, peft=spec.peft)
-    resume_dir = plan_resume(Path(spec.output_dir), mode=spec.train.resume, search_root=resume_search)
+    resume_dir = plan_resume(Path(spec.output_dir), mode=spec.train.resume, search_root=resume_search,
+                             config=spec.config)
     run_dir = resume_dir or Path(spec.output_dir)
     main_process = is_main_process()  # under torchrun only rank 0 writes records and logs to W&B
     with _held(run_dir, stub=Path(spec.output_dir)) if main_process else nullcontext():
@@ -193,7 +196,9 @@ def _held(run_dir: Path, *, stub: Path) -> Iterator[None]:
 
 def _train_in(run_dir: Path, spec: RunSpec, *, resumed: bool, started: float) -> RunRecord:
     main_process = is_main_process()
-    previous = RunRecord.load(run_dir / RECORD_FILE) if resumed and (run_dir / RECORD_FILE).is_file() else None
+    previous = resumed_record(run_dir) if resumed else None  # its status as it ended: dead if it was killed
+    if resumed and main_process:
+        drop_torn_checkpoints(run_dir)
     set_seed(spec.seed)
     precision = resolve_precision(spec.train.precision)
     checkpoint = latest_checkpoint(run_dir) if resumed else None
@@ -203,6 +208,7 @@ def _train_in(run_dir: Path, spec: RunSpec, *, resumed: bool, started: float) ->
         provenance=provenance(precision=precision, world_size=world_size(),
                               effective_batch_size=spec.train.batch_size * spec.train.grad_accum * world_size()),
         resumed_from=[*(previous.resumed_from if previous else []), *([checkpoint.name] if checkpoint else [])],
+        epochs=kept_epochs(previous, checkpoint),  # the epochs done up to the checkpoint are never lost
     )
     path = run_dir / RECORD_FILE if main_process else None
     if path is not None:
@@ -214,6 +220,8 @@ def _train_in(run_dir: Path, spec: RunSpec, *, resumed: bool, started: float) ->
     wandb_run = start_wandb(spec=logger, run_dir=run_dir, config=wandb_config, tags=[spec.peft.label, spec.model.name],
                             metrics=spec.train.metrics, split=split, run_id=previous.wandb_run_id if previous else None)
     record.wandb_run_id = wandb_run.id if wandb_run is not None else None
+    if wandb_run is not None and previous is not None:
+        wandb_run.summary["resumed_after"] = previous.status  # how the launch before ended (dead: killed)
     stopper = StopOnSignal()
     with recorded(record, path=path, wandb_run=wandb_run):
         trainer, processor, splits = build_trainer(
