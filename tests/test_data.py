@@ -62,8 +62,8 @@ def test_imagefolder_without_splits_holds_out_seeded_fractions(tmp_path):
 
 def test_imagefolder_with_train_and_test_uses_them_as_given(tmp_path):
     for split, count in (("train", 4), ("test", 2)):
-        for name in ("a", "b"):
-            write_images(tmp_path / split / name, count)
+        for name in ("a", "b"):  # test's images in another size: no file is in both splits
+            write_images(tmp_path / split / name, count, size=(40, 30) if split == "train" else (30, 40))
     splits = load_splits(data_spec("data=imagefolder", f"data.root={tmp_path}", "data.val_per_class=1"), seed=0)
     assert splits.sizes() == {"train": 6, "val": 2, "test": 4}
 

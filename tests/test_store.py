@@ -119,13 +119,13 @@ def test_eval_images_from_a_store_are_the_jpeg_paths_eval_pixels(tmp_path):
 
 
 def test_the_store_is_reused_and_a_changed_file_gets_a_new_one(tmp_path, monkeypatch):
-    import peft_food.data.store
+    import peft_food.data.images
 
     for name in ("ramen", "tacos"):
         write_photos(tmp_path / "photos" / name, 6)
     opened = []
-    real_open = peft_food.data.store.open_rgb
-    monkeypatch.setattr("peft_food.data.store.open_rgb", lambda path: opened.append(path) or real_open(path))
+    real_open = peft_food.data.images.open_rgb
+    monkeypatch.setattr("peft_food.data.images.open_rgb", lambda path: opened.append(path) or real_open(path))
     spec = data_spec("data=imagefolder", f"data.root={tmp_path / 'photos'}", "data.test_size=0.25")
     first = load_splits(spec, seed=0, plan=plan(tmp_path / "stores"))
     built = complete_stores(tmp_path / "stores")
@@ -159,7 +159,8 @@ def test_bad_images_are_found_by_the_build_and_not_decoded_again(tmp_path, monke
     def no_decoding(*args, **kwargs):
         raise AssertionError("an image was decoded again")
 
-    monkeypatch.setattr("peft_food.data.store.open_rgb", no_decoding)
+    monkeypatch.setattr("peft_food.data.images.open_rgb", no_decoding)
+    monkeypatch.setattr("peft_food.data.store.read_rgb", no_decoding)
     monkeypatch.setattr("peft_food.data.sources.check_images", no_decoding)
     skipped = load_splits(replace(spec, bad_images="skip"), seed=0, plan=plan(tmp_path / "stores"))
     assert complete_stores(tmp_path / "stores") == built

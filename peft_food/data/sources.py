@@ -35,6 +35,10 @@ class Part:
 
     ds: Dataset
     stores: dict[str, Store] = field(default_factory=dict)
+    # Each row's content digest, from the screening or the store (None: not screened, a Hub split
+    # without data.store), and how a row is named in a message: disjoint.py checks the splits by them.
+    digests: list[bytes] | None = None
+    describe: Callable[[int], str] = str
 
 
 @dataclass
@@ -260,17 +264,14 @@ def _labelled(paths: list[Path], labels: list[int], names: list[str], *, bad_ima
     run hours in, so every file is decoded once before training starts. With a store plan, the
     store's build is the screening (once, for every later run), and the dataset gets an `index`
     column: each image's position in the stores."""
-    if plan is None:
-        found = check_images(paths)
-        stores, bad = {}, {i: found[path] for i, path in enumerate(paths) if path in found}
-    else:
-        stores = _stores(FileImages(paths), plan, kinds=kinds, part=part)
-        bad = next(iter(stores.values())).bad
-    kept = _kept(len(paths), bad, describe=lambda i: str(paths[i]), bad_images=bad_images)
+    stores = {} if plan is None else _stores(FileImages(paths), plan, kinds=kinds, part=part)
+    found = check_images(paths) if plan is None else next(iter(stores.values()))
+    kept = _kept(len(paths), found.bad, describe=lambda i: str(paths[i]), bad_images=bad_images)
     columns: dict[str, list] = {"image": [str(paths[i]) for i in kept], "label": [labels[i] for i in kept]}
     if plan is not None:
         columns["index"] = kept
-    return Part(image_dataset(columns, names=names), stores)
+    return Part(image_dataset(columns, names=names), stores, digests=[found.digests[i] for i in kept],
+                describe=lambda row: str(paths[kept[row]]))
 
 
 def _hub_part(ds: Dataset, *, split: str, hub_id: str, plan: Plan | None, kinds: tuple[str, ...],
@@ -280,9 +281,11 @@ def _hub_part(ds: Dataset, *, split: str, hub_id: str, plan: Plan | None, kinds:
         return Part(ds)
     name = f"{hub_id}:{split}"
     stores = _stores(DatasetImages(ds, name=name), plan, kinds=kinds, part=name)
-    kept = _kept(len(ds), next(iter(stores.values())).bad, describe=lambda i: f"{name}[{i}]", bad_images=bad_images)
+    found = next(iter(stores.values()))
+    kept = _kept(len(ds), found.bad, describe=lambda i: f"{name}[{i}]", bad_images=bad_images)
     ds = ds.add_column("index", list(range(len(ds))))
-    return Part(ds.select(kept) if len(kept) < len(ds) else ds, stores)
+    return Part(ds.select(kept) if len(kept) < len(ds) else ds, stores, digests=[found.digests[i] for i in kept],
+                describe=lambda row: f"{name}[{kept[row]}]")
 
 
 def _stores(images: Images, plan: Plan, *, kinds: tuple[str, ...], part: str) -> dict[str, Store]:

@@ -6,7 +6,8 @@ class-balanced subsets, by the run's protocol (README, Protocol).
 
 protocol val_test: train, val (carved from the training pool where the source has none, seeded
 and class-stratified) and test (the source's test list, or carved the same way), pairwise
-disjoint. val picks the checkpoint; test is only reported.
+disjoint (the lists a source ships are checked for byte-identical images first: disjoint.py). val
+picks the checkpoint; test is only reported.
 protocol seed: the seed recipe's two splits, exactly as it made them; its held-out split is both
 `val` and `test` (the same dataset), which the record and every table say.
 protocol retrain: val_test's splits with val trained on too (`val` is None): nothing is selected.
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from peft_food.data.disjoint import disjoint
 from peft_food.data.sources import SOURCES, DataSpec, Part, Parts
 from peft_food.data.store import Plan, Store
 from peft_food.errors import DataError
@@ -57,7 +59,7 @@ def load_splits(spec: DataSpec, *, seed: int, plan: Plan | None = None) -> Split
     """Read the source named by `spec`, then carve and subset the splits as its protocol says.
     With a store plan (data.store=true), images are read through data stores, built if missing."""
     source = SOURCES[spec.source]
-    parts = source.read(spec, seed, plan)
+    parts = disjoint(source.read(spec, seed, plan), bad_images=spec.bad_images, protocol=spec.protocol)
     labels = list(parts.train.ds.features["label"].names)
     if source.generated:
         test = parts.test.ds

@@ -10,13 +10,16 @@ A store holds one part of a dataset (an image list: Food-101's train.txt, a Hub 
          size and scaled to the stored one, so a seed crops the same region as from the JPEG.
   eval:  every image's final eval crop (shorter side resized, centre crop: geometry.eval_geometry,
          the JPEG path's own), so eval pixels are identical by construction.
-Building one also screens the images (it decodes every one): the unusable ones are listed in its
-meta.json, and later runs apply data.bad_images to that list without decoding anything. A part that
+Building one also screens the images (it decodes every one, hashing the bytes it decodes): the
+unusable ones are listed in its meta.json and every image's digest is kept, and later runs apply
+data.bad_images to that list, and check the splits are disjoint, without reading any image. A part that
 needs both forms (an eval set carved out of it) gets both from one decode of each image.
 
 On disk, `<store_dir>/<part>-<form>-<key>/`:
   pixels.u8    the HWC uint8 images back to back
   index.npy    one row per image: byte offset, stored height, width, original height, width
+  digests.bin  each image's content digest (16 bytes, images.content_digest; zeros for an unusable
+               one): later runs find an image in two splits (data/disjoint.py) without reading it
   meta.json    what was stored (form, count, bytes, the unusable images), written last
 The key hashes everything that changes the content: each file's absolute path, size and mtime
 (or a Hub dataset's fingerprint and split), the form and its sizes, and FORMAT. A changed dataset
@@ -46,14 +49,17 @@ import numpy as np
 from PIL import Image as PILImage
 
 from peft_food.data.geometry import eval_geometry, input_sizes
-from peft_food.data.images import BadImage, in_threads, open_rgb
+from peft_food.data.images import BadImage, content_digest, in_threads, open_rgb, read_rgb
 from peft_food.errors import DataError
 from peft_food.files import FileLock, fsync_dir, write_atomic
 from peft_food.progress import bar
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1  # bump when the layout or the pixels' arithmetic changes: every old store is then rebuilt
+# Bump when the layout or the pixels' arithmetic changes: every old store is then rebuilt.
+# 2: digests.bin (a store without it could not show its images are not in another split).
+FORMAT = 2
+DIGEST_SIZE = 16  # bytes of images.content_digest
 # A full disk or quota shows up as any of these (EFBIG: a file-size limit, e.g. ulimit -f).
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
@@ -124,8 +130,8 @@ class Images:
     def fingerprint(self) -> str:
         raise NotImplementedError
 
-    def open(self, i: int) -> PILImage.Image:
-        """Image i decoded to RGB, or BadImage."""
+    def read(self, i: int) -> tuple[PILImage.Image, bytes]:
+        """Image i decoded to RGB and its content digest, from one read of it, or BadImage."""
         raise NotImplementedError
 
     def describe(self, i: int) -> str:
@@ -146,8 +152,8 @@ class FileImages(Images):
             digest.update(f"{os.path.abspath(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
         return digest.hexdigest()
 
-    def open(self, i: int) -> PILImage.Image:
-        return open_rgb(self.paths[i])
+    def read(self, i: int) -> tuple[PILImage.Image, bytes]:
+        return read_rgb(self.paths[i])
 
     def describe(self, i: int) -> str:
         return str(self.paths[i])
@@ -168,9 +174,11 @@ class DatasetImages(Images):
     def fingerprint(self) -> str:
         return hashlib.sha256(f"{self.name}\0{self.ds._fingerprint}".encode()).hexdigest()
 
-    def open(self, i: int) -> PILImage.Image:
+    def read(self, i: int) -> tuple[PILImage.Image, bytes]:
         value = self.ds[i]["image"]
-        return open_rgb(io.BytesIO(value["bytes"]) if value.get("bytes") else Path(value["path"]))
+        if not value.get("bytes"):
+            return read_rgb(Path(value["path"]))
+        return open_rgb(io.BytesIO(value["bytes"])), content_digest(value["bytes"])
 
     def describe(self, i: int) -> str:
         return f"{self.name}[{i}]"
@@ -189,6 +197,8 @@ class Store:
         self.form = Form(**meta["form"])
         self.bad: dict[int, str] = {int(i): why for i, why in meta["bad"].items()}
         self.index = np.load(path / "index.npy")
+        raw = (path / "digests.bin").read_bytes()
+        self.digests = [raw[k:k + DIGEST_SIZE] for k in range(0, len(raw), DIGEST_SIZE)]
         self.nbytes, self.build_s = int(meta["bytes"]), float(meta["build_s"])
         self._fd, self._pid = -1, -1
 
@@ -266,12 +276,13 @@ def _build(images: Images, targets: list[tuple[Form, Path]], *, workers: int) ->
         for tmp in tmps:
             tmp.mkdir()
         forms = [form for form, _ in targets]
-        written, bad = _write_pixels(images, forms, [tmp / "pixels.u8" for tmp in tmps], workers=workers)
+        written, bad, digests = _write_pixels(images, forms, [tmp / "pixels.u8" for tmp in tmps], workers=workers)
         build_s = round(time.perf_counter() - started, 2)
         for form, tmp, (index, total) in zip(forms, tmps, written):
             buffer = io.BytesIO()
             np.save(buffer, index)
             write_atomic(tmp / "index.npy", buffer.getvalue())
+            write_atomic(tmp / "digests.bin", b"".join(digests))
             meta = {"format": FORMAT, "form": asdict(form), "count": len(images), "bytes": total,
                     "bad": {str(i): why for i, why in bad.items()}, "build_s": build_s,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -297,19 +308,21 @@ def _build(images: Images, targets: list[tuple[Form, Path]], *, workers: int) ->
 
 
 def _write_pixels(images: Images, forms: list[Form], targets: list[Path], *,
-                  workers: int) -> tuple[list[tuple[np.ndarray, int]], dict[int, str]]:
+                  workers: int) -> tuple[list[tuple[np.ndarray, int]], dict[int, str], list[bytes]]:
     """Decode each image once (threads: PIL releases the GIL), shape it to every form, append in
-    order to each form's file. Returns each form's (index, bytes) and the unusable images."""
+    order to each form's file. Returns each form's (index, bytes), the unusable images and every
+    image's content digest."""
     indexes = [np.zeros((len(images), 5), dtype=np.int64) for _ in forms]
     offsets = [0] * len(forms)
     bad: dict[int, str] = {}
+    digests = [bytes(DIGEST_SIZE)] * len(images)
 
-    def prepare(i: int) -> tuple[list[np.ndarray], tuple[int, int]] | str:
+    def prepare(i: int) -> tuple[list[np.ndarray], tuple[int, int], bytes] | str:
         try:
-            img = images.open(i)
+            img, digest = images.read(i)
         except BadImage as err:
             return str(err)
-        return [np.ascontiguousarray(np.asarray(form.apply(img))) for form in forms], (img.height, img.width)
+        return [np.ascontiguousarray(np.asarray(form.apply(img))) for form in forms], (img.height, img.width), digest
 
     with ExitStack() as files:
         outs = [files.enter_context(open(target, "wb", buffering=8 << 20)) for target in targets]
@@ -321,7 +334,7 @@ def _write_pixels(images: Images, forms: list[Form], targets: list[Path], *,
                 for index, offset in zip(indexes, offsets):
                     index[i] = (offset, 0, 0, 0, 0)
                 continue
-            shaped, (orig_h, orig_w) = result
+            shaped, (orig_h, orig_w), digests[i] = result
             for k, (out, pixels) in enumerate(zip(outs, shaped)):
                 out.write(pixels.data)
                 indexes[k][i] = (offsets[k], pixels.shape[0], pixels.shape[1], orig_h, orig_w)
@@ -329,4 +342,4 @@ def _write_pixels(images: Images, forms: list[Form], targets: list[Path], *,
         for out in outs:
             out.flush()
             os.fsync(out.fileno())
-    return list(zip(indexes, offsets)), bad
+    return list(zip(indexes, offsets)), bad, digests
