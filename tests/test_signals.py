@@ -92,3 +92,28 @@ def test_slurm_usr1_warning_stops_after_the_step_keeping_the_last_epoch_checkpoi
     assert record.status == "interrupted" and [e["epoch"] for e in record.epochs] == [1]
     assert not (tmp_path / "checkpoints" / "checkpoint-8").exists()
     assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL  # the run's handler is gone with the run
+
+
+def with_callback(monkeypatch, callback: TrainerCallback) -> None:
+    """Every run trained from here on gets `callback` beside its own (a signal at a chosen moment)."""
+    import peft_food.training.pipeline as pipeline
+
+    build = pipeline.build_trainer
+    monkeypatch.setattr(pipeline, "build_trainer", lambda spec, **kw: build(
+        spec, **{**kw, "callbacks": [*kw["callbacks"], callback]}))
+
+
+def test_a_run_with_workers_stopped_mid_epoch_resumes_to_the_numbers_of_an_uninterrupted_one(tmp_path, monkeypatch):
+    """Workers draw the augmentations from their own RNGs: the resumed run's new workers continue
+    the states the interrupted run's had at its last epoch checkpoint (worker_rng.py), and no new
+    iterator draws from the training process's RNG, so epochs 2 and 3 (and test) match to the digit."""
+    args = [*TINY, "train.workers=2", "train.epochs=3", "logger=none", "progress=false"]
+    uninterrupted = train(compose_config(*args, output_dir=tmp_path / "a"))
+    with monkeypatch.context() as patch:
+        with_callback(patch, SignalAt(signal.SIGTERM, step=6))  # 4 steps per epoch: in epoch 2
+        with pytest.raises(Interrupted):
+            train(compose_config(*args, output_dir=tmp_path / "b"))
+    assert (tmp_path / "b" / "checkpoints" / "checkpoint-4" / "worker_rng.json").is_file()
+    resumed = train(compose_config(*args, output_dir=tmp_path / "b"))
+    assert resumed.resumed_from == ["checkpoint-4"] and len(resumed.epochs) == 3
+    assert resumed.epochs == uninterrupted.epochs and resumed.test == uninterrupted.test
