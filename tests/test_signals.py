@@ -17,7 +17,7 @@ from transformers import TrainerCallback
 from peft_food.errors import Interrupted
 from peft_food.tracking.record import RunRecord
 from peft_food.training.pipeline import train
-from tests.helpers import TINY, TINY_TRAIN, compose_config
+from tests.helpers import REPO, TINY, TINY_TRAIN, compose_config
 
 # 128 images / batch 16 = 8 steps per epoch, 2 epochs, two workers: signalled just after epoch 1's checkpoint.
 ARGS = [*TINY_TRAIN, "train.workers=2", "data=synthetic", "data.num_classes=4", "data.per_class=32",
@@ -117,3 +117,110 @@ def test_a_run_with_workers_stopped_mid_epoch_resumes_to_the_numbers_of_an_unint
     resumed = train(compose_config(*args, output_dir=tmp_path / "b"))
     assert resumed.resumed_from == ["checkpoint-4"] and len(resumed.epochs) == 3
     assert resumed.epochs == uninterrupted.epochs and resumed.test == uninterrupted.test
+
+
+class SignalAfterTraining(TrainerCallback):
+    """SIGTERM at the first prediction step after training: during the test pass."""
+
+    def __init__(self) -> None:
+        self.trained = False
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.trained = True
+
+    def on_prediction_step(self, args, state, control, **kwargs):
+        if self.trained:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def then_signal(module, name: str, monkeypatch) -> None:
+    """`module.name` runs, then this process gets SIGTERM (the handler runs as it returns)."""
+    original = getattr(module, name)
+
+    def wrapped(*args, **kwargs):
+        result = original(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return result
+
+    monkeypatch.setattr(module, name, wrapped)
+
+
+def at_stage(stage: str, monkeypatch) -> None:
+    import matplotlib.figure
+
+    import peft_food.evaluation.results as results
+    import peft_food.training.pipeline as pipeline
+
+    if stage == "test pass":
+        with_callback(monkeypatch, SignalAfterTraining())
+    elif stage == "per-class files":
+        then_signal(results, "_write_csv", monkeypatch)  # after per_class.csv, before the rest
+    elif stage == "plots":
+        then_signal(matplotlib.figure.Figure, "savefig", monkeypatch)  # the png drawn, not yet in place
+    elif stage == "saving":
+        then_signal(pipeline, "save_trained", monkeypatch)  # model/ written, its card not
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    return train(compose_config(*TINY, "logger=none", output_dir=tmp_path_factory.mktemp("whole")))
+
+
+@pytest.mark.parametrize("stage", ["test pass", "per-class files", "plots", "saving"])
+def test_a_signal_after_the_last_epoch_stops_the_run_as_interrupted_and_it_resumes_to_completion(
+        tmp_path, monkeypatch, stage, uninterrupted):
+    run_dir = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        at_stage(stage, patch)
+        with pytest.raises(Interrupted) as stopped:
+            train(compose_config(*TINY, "logger=none", output_dir=run_dir))
+    assert stopped.value.signum == signal.SIGTERM and stopped.value.checkpoint.name == "checkpoint-8"
+    record = RunRecord.load(run_dir / "metrics.json")
+    assert record.status == "interrupted" and [e["epoch"] for e in record.epochs] == [1, 2]
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    written = [p for p in run_dir.rglob("*") if p.is_file()]
+    assert not [p for p in written if p.stat().st_size == 0 and p.suffix != ".lock"]  # nothing left half-written
+    assert not [p for p in written if p.name.endswith(".tmp")]
+    if stage == "plots":
+        assert not (run_dir / "confusion.png").exists() and (run_dir / "per_class.csv").is_file()
+
+    resumed = train(compose_config(*TINY, "logger=none", output_dir=run_dir))
+    assert resumed.status == "completed" and resumed.resumed_from == ["checkpoint-8"]
+    assert resumed.epochs == uninterrupted.epochs and resumed.test == uninterrupted.test
+    assert (run_dir / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (run_dir / "model" / "README.md").is_file()
+
+
+# The second SIGTERM arrives while the step the first one waits for is still running.
+TWICE = """
+import os, signal
+from transformers import TrainerCallback
+import peft_food.training.pipeline as pipeline
+
+class Twice(TrainerCallback):
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        if state.global_step == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+build = pipeline.build_trainer
+pipeline.build_trainer = lambda spec, **kw: build(spec, **{**kw, "callbacks": [*kw["callbacks"], Twice()]})
+from peft_food.cli.train import cli
+cli()
+"""
+
+
+def test_a_second_sigterm_stops_at_once_with_one_line(tmp_path):
+    done = subprocess.run([sys.executable, "-c", TWICE, *TINY, "logger=none", "progress=false"], cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300)
+    out = done.stdout + done.stderr
+    assert done.returncode == 128 + signal.SIGTERM, out[-3000:]
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out[-3000:]
+    assert out.count("SIGTERM received") == 1
+    [line] = [line for line in done.stderr.splitlines() if line.startswith("peft-food-train:")]
+    assert line.startswith("peft-food-train: stopped by SIGTERM; last checkpoint: ") and line.endswith("checkpoint-4; "
+                                                                                                        "run the same command again to resume")
+    [record] = tmp_path.glob("outputs/*/*/metrics.json")
+    assert RunRecord.load(record).status == "interrupted"

@@ -214,8 +214,8 @@ def _train_in(run_dir: Path, spec: RunSpec, *, resumed: bool, started: float) ->
     wandb_run = start_wandb(spec=logger, run_dir=run_dir, config=wandb_config, tags=[spec.peft.label, spec.model.name],
                             metrics=spec.train.metrics, split=split, run_id=previous.wandb_run_id if previous else None)
     record.wandb_run_id = wandb_run.id if wandb_run is not None else None
-    stopper = StopOnSignal()
-    with recorded(record, path=path, wandb_run=wandb_run):
+    stopper = StopOnSignal(checkpoint=lambda: latest_checkpoint(run_dir))
+    with recorded(record, path=path, wandb_run=wandb_run), stopper:
         trainer, processor, splits = build_trainer(
             spec, run_dir=run_dir, precision=precision, record=record,
             callbacks=[EpochRecorder(record, run_dir / RECORD_FILE, metrics=spec.train.metrics, started=started), stopper,
@@ -223,10 +223,8 @@ def _train_in(run_dir: Path, spec: RunSpec, *, resumed: bool, started: float) ->
                        *spec.peft.callbacks()])  # e.g. AdaLoRA's rank budget, updated every step
         if wandb_run is not None:
             wandb_run.summary.update(vars(record.counts))
-        with stopper:
-            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-        if stopper.signum is not None:
-            raise Interrupted(stopper.signum, latest_checkpoint(run_dir))
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        stopper.finish()  # stopped by a signal: Interrupted; from here on a signal stops at once
         record.epochs = epoch_metrics(trainer.state.log_history, metrics=spec.train.metrics)
         record.stopped_early = next((c.stopped for c in trainer.callback_handler.callbacks if isinstance(c, EarlyStop)),
                                     None)
