@@ -7,12 +7,13 @@ trained, recorded and reported (cli/train.py is the light command-line edge that
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 from omegaconf import DictConfig
@@ -118,12 +119,17 @@ def data_plan(spec: RunSpec) -> Plan | None:
 
 
 @contextmanager
-def recorded(record: RunRecord, *, path: Path | None, wandb_run: Any) -> Iterator[RunRecord]:
+def recorded(record: RunRecord, *, path: Path | None, wandb: Callable[[], Any]) -> Iterator[Any]:
     """The failure path of a run, in one place (lightning-hydra-template's task_wrapper): every
-    exit sets the status, the runtime, writes the record and finishes the W&B run."""
+    exit sets the status, the runtime, writes the record and finishes the W&B run. `wandb` starts
+    the W&B run (None for none) inside it, so a W&B that cannot start fails the record too;
+    yields that run."""
     started = time.perf_counter()
+    wandb_run = None
     try:
-        yield record
+        wandb_run = wandb()
+        record.wandb_run_id = wandb_run.id if wandb_run is not None else None
+        yield wandb_run
         record.status = "completed"
     except (Interrupted, KeyboardInterrupt) as err:
         record.status, record.error = "interrupted", str(err) or "KeyboardInterrupt"
@@ -211,11 +217,11 @@ def _train_in(run_dir: Path, spec: RunSpec, *, resumed: bool, started: float) ->
     # The run's W&B config: the resolved Hydra config, the method and where the run came from.
     wandb_config = {"method": spec.peft.label, **spec.config, "provenance": asdict(record.provenance)}
     split = selection_split(spec.data.protocol)
-    wandb_run = start_wandb(spec=logger, run_dir=run_dir, config=wandb_config, tags=[spec.peft.label, spec.model.name],
-                            metrics=spec.train.metrics, split=split, run_id=previous.wandb_run_id if previous else None)
-    record.wandb_run_id = wandb_run.id if wandb_run is not None else None
+    open_wandb = functools.partial(start_wandb, spec=logger, run_dir=run_dir, config=wandb_config,
+                                   tags=[spec.peft.label, spec.model.name], metrics=spec.train.metrics, split=split,
+                                   run_id=previous.wandb_run_id if previous else None)
     stopper = StopOnSignal(checkpoint=lambda: latest_checkpoint(run_dir))
-    with recorded(record, path=path, wandb_run=wandb_run), stopper:
+    with recorded(record, path=path, wandb=open_wandb) as wandb_run, stopper:
         trainer, processor, splits = build_trainer(
             spec, run_dir=run_dir, precision=precision, record=record,
             callbacks=[EpochRecorder(record, run_dir / RECORD_FILE, metrics=spec.train.metrics, started=started), stopper,
