@@ -14,7 +14,7 @@ import pytest
 
 from transformers import TrainerCallback
 
-from peft_food.errors import Interrupted
+from peft_food.errors import Interrupted, UserError
 from peft_food.tracking.record import RunRecord
 from peft_food.training.pipeline import train
 from tests.helpers import REPO, TINY, TINY_TRAIN, compose_config
@@ -224,3 +224,53 @@ def test_a_second_sigterm_stops_at_once_with_one_line(tmp_path):
                                                                                                         "run the same command again to resume")
     [record] = tmp_path.glob("outputs/*/*/metrics.json")
     assert RunRecord.load(record).status == "interrupted"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 MiB tmpfs: a disk the test can fill (root only; skipped where mounting is not allowed)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+class FillDiskAt(TrainerCallback):
+    """Once checkpoint `step` is saved, fills its disk with one file until the kernel says ENOSPC."""
+
+    def __init__(self, disk: Path, step: int):
+        self.filler, self.step = disk / "filler", step
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            with self.filler.open("wb") as f:
+                try:
+                    while True:
+                        f.write(b"\0" * 2**20)
+                        f.flush()
+                except OSError:
+                    pass
+
+
+def test_a_full_disk_fails_the_run_in_one_line_and_the_same_command_resumes_once_there_is_space(
+        small_disk, monkeypatch, uninterrupted):
+    run_dir = small_disk / "run"
+    filler = FillDiskAt(small_disk, step=4)
+    with monkeypatch.context() as patch:
+        with_callback(patch, filler)  # the disk fills after epoch 1's checkpoint: epoch 2's record cannot be written
+        with pytest.raises(UserError) as failed:
+            train(compose_config(*TINY, "logger=none", output_dir=run_dir))
+    message = str(failed.value)
+    assert "\n" not in message and message.startswith(f"no space left on the disk holding {run_dir}")
+    assert "run the same command again to resume" in message and "hydra.run.dir=" in message
+    assert RunRecord.load(run_dir / "metrics.json").status == "running"  # the disk was full: the last record stays
+    assert not list(run_dir.rglob(".*.tmp"))  # no partial record left behind
+
+    filler.filler.unlink()  # space again: the same command resumes from epoch 1's checkpoint
+    resumed = train(compose_config(*TINY, "logger=none", output_dir=run_dir))
+    assert resumed.status == "completed" and resumed.resumed_from == ["checkpoint-4"]
+    assert resumed.epochs == uninterrupted.epochs and resumed.test == uninterrupted.test

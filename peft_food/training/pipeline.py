@@ -26,6 +26,7 @@ from peft_food.data.splits import Splits, load_splits, selection_split
 from peft_food.data.store import Plan, store_plan
 from peft_food.data.transforms import attach_transforms
 from peft_food.errors import Interrupted
+from peft_food.files import disk_full
 from peft_food.evaluation.results import EvalResults
 from peft_food.evaluation.results import log_to_wandb as log_results
 from peft_food.evaluation.results import write as write_results
@@ -135,13 +136,27 @@ def recorded(record: RunRecord, *, path: Path | None, wandb: Callable[[], Any]) 
         record.status, record.error = "interrupted", str(err) or "KeyboardInterrupt"
         raise
     except BaseException as err:
-        record.status, record.error = "failed", f"{type(err).__name__}: {err}"
+        full = disk_full(err, where=path.parent if path is not None else Path.cwd())
+        record.status, record.error = "failed", str(full) if full else f"{type(err).__name__}: {err}"
+        if full is not None:
+            raise full from None  # one line: the library's own error names no path, or no cause at all
         raise
     finally:
         record.efficiency.runtime_s = round(time.perf_counter() - started, 2)
         if path is not None:
-            record.write(path)
+            _write_record(record, path)
         finish_wandb(wandb_run, summary=record.summary(), failed=record.status != "completed")
+
+
+def _write_record(record: RunRecord, path: Path) -> None:
+    """The record at the end of a run; on a full disk the previous one stays (atomic writes) and a
+    warning says so: the same command still resumes a run whose record says `running`."""
+    try:
+        record.write(path)
+    except OSError as err:
+        if disk_full(err, where=path.parent) is None:
+            raise
+        log.warning("could not write %s (no space left): it still says the run is running", path)
 
 
 def report_results(trainer: Trainer, test: Any, *, labels: list[str], out_dir: Path | None, wandb_run: Any,
