@@ -9,6 +9,8 @@ writes that readers see whole or not at all. Torch-free.
   the mode the umask gives (mkstemp's 0600 would hide the file from a teammate).
 - `share_safetensors`: the same mode for the .safetensors files that transformers, peft, Trainer's
   checkpoints and this package write through safetensors, which creates them 0600.
+- `disk_full`: whether a failed write was a full disk (each library says so differently), as a
+  one-line `DiskFull` naming the path and what to do.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import os
 import stat
 from pathlib import Path
 from typing import Any, Callable
+
+from peft_food.errors import UserError
 
 
 class LockBusy(Exception):
@@ -130,3 +134,34 @@ def share_safetensors(folder: Path) -> None:
     for path in folder.rglob("*.safetensors"):
         if not path.is_symlink() and stat.S_IMODE(path.stat().st_mode) != mode:
             path.chmod(mode)
+
+
+# A full disk, as each writer reports it: OSError ENOSPC/EDQUOT, safetensors' "os error 28", and torch.save's
+# RuntimeError, which names no cause ("unexpected pos 576 vs 534"): that one is told by the free space left.
+_FULL = ("No space left on device", "Disk quota exceeded", "os error 28", "os error 122")
+NEARLY_FULL_BYTES = 2**20  # a write that fills a disk leaves less than a block or so
+
+
+class DiskFull(UserError):
+    """A write failed for want of space; the message is one line: where, and what to do."""
+
+
+def disk_full(err: BaseException, *, where: Path) -> DiskFull | None:
+    """`err` as a DiskFull if a full disk (the one holding `where`) caused it, else None."""
+    import errno
+    import shutil
+
+    chain = [err, *(e for e in (err.__cause__, err.__context__) if e is not None)]
+    said = any(getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or any(t in str(e) for t in _FULL)
+               for e in chain)
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError:
+        free = None
+    if not said and not (isinstance(err, (OSError, RuntimeError)) and free is not None and free < NEARLY_FULL_BYTES):
+        return None
+    path = next((e.filename for e in chain if getattr(e, "filename", None)), None) or where
+    left = f", {free / 2**20:.1f} MiB free" if free is not None else ""
+    return DiskFull(f"no space left on the disk holding {path}{left}: free space there (old runs' checkpoints/ "
+                    f"under outputs/ are the largest files) and run the same command again to resume, or start "
+                    f"over on another disk with hydra.run.dir=DIR")

@@ -160,3 +160,38 @@ def test_pending_methods_by_backbones_record_holds_every_job_of_the_grid(name):
     if name.endswith("_vpt"):  # VPT prompts every backbone but Swin, shallow and deep
         models, methods = models - {"swin_t"}, {"vpt", "vpt_deep"}
     assert pairs == {(m, p) for m in models for p in methods}
+
+
+def test_a_rerun_stopped_by_sigterm_says_so_in_one_line_and_the_same_command_resumes_it(
+        tiny_record, tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+
+    from transformers import TrainerCallback
+
+    import peft_food.training.pipeline as pipeline
+
+    class SigtermAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 6:  # in epoch 2 of 2, after epoch 1's checkpoint
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    record_dir, _ = tiny_record
+    monkeypatch.chdir(tmp_path)  # the default outputs/reproduce/<record>/<time>/
+    capsys.readouterr()
+    build = pipeline.build_trainer
+    with monkeypatch.context() as patch:
+        patch.setattr(pipeline, "build_trainer", lambda spec, **kw: build(
+            spec, **{**kw, "callbacks": [*kw["callbacks"], SigtermAt()]}))
+        assert reproduce([str(record_dir)]) == 128 + signal.SIGTERM
+    err = capsys.readouterr().err
+    [line] = err.strip().splitlines()
+    assert line.startswith("peft-food-reproduce: stopped by SIGTERM; last checkpoint: ") and line.endswith("resume")
+    [job] = tmp_path.glob("outputs/reproduce/tiny/*/run")
+    assert RunRecord.load(job / "metrics.json").status == "interrupted"
+
+    assert reproduce([str(record_dir)]) == 0  # the same command
+    assert "tiny: reproduced exactly" in capsys.readouterr().out
+    assert list(tmp_path.glob("outputs/reproduce/tiny/*/run")) == [job]  # continued, not started over
+    resumed = RunRecord.load(job / "metrics.json")
+    assert resumed.status == "completed" and resumed.resumed_from == ["checkpoint-4"]

@@ -14,10 +14,10 @@ import pytest
 
 from transformers import TrainerCallback
 
-from peft_food.errors import Interrupted
+from peft_food.errors import Interrupted, UserError
 from peft_food.tracking.record import RunRecord
 from peft_food.training.pipeline import train
-from tests.helpers import TINY, TINY_TRAIN, compose_config
+from tests.helpers import REPO, TINY, TINY_TRAIN, compose_config
 
 # 128 images / batch 16 = 8 steps per epoch, 2 epochs, two workers: signalled just after epoch 1's checkpoint.
 ARGS = [*TINY_TRAIN, "train.workers=2", "data=synthetic", "data.num_classes=4", "data.per_class=32",
@@ -92,3 +92,185 @@ def test_slurm_usr1_warning_stops_after_the_step_keeping_the_last_epoch_checkpoi
     assert record.status == "interrupted" and [e["epoch"] for e in record.epochs] == [1]
     assert not (tmp_path / "checkpoints" / "checkpoint-8").exists()
     assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL  # the run's handler is gone with the run
+
+
+def with_callback(monkeypatch, callback: TrainerCallback) -> None:
+    """Every run trained from here on gets `callback` beside its own (a signal at a chosen moment)."""
+    import peft_food.training.pipeline as pipeline
+
+    build = pipeline.build_trainer
+    monkeypatch.setattr(pipeline, "build_trainer", lambda spec, **kw: build(
+        spec, **{**kw, "callbacks": [*kw["callbacks"], callback]}))
+
+
+def test_a_run_with_workers_stopped_mid_epoch_resumes_to_the_numbers_of_an_uninterrupted_one(tmp_path, monkeypatch):
+    """Workers draw the augmentations from their own RNGs: the resumed run's new workers continue
+    the states the interrupted run's had at its last epoch checkpoint (worker_rng.py), and no new
+    iterator draws from the training process's RNG, so epochs 2 and 3 (and test) match to the digit."""
+    args = [*TINY, "train.workers=2", "train.epochs=3", "logger=none", "progress=false"]
+    uninterrupted = train(compose_config(*args, output_dir=tmp_path / "a"))
+    with monkeypatch.context() as patch:
+        with_callback(patch, SignalAt(signal.SIGTERM, step=6))  # 4 steps per epoch: in epoch 2
+        with pytest.raises(Interrupted):
+            train(compose_config(*args, output_dir=tmp_path / "b"))
+    assert (tmp_path / "b" / "checkpoints" / "checkpoint-4" / "worker_rng.json").is_file()
+    resumed = train(compose_config(*args, output_dir=tmp_path / "b"))
+    assert resumed.resumed_from == ["checkpoint-4"] and len(resumed.epochs) == 3
+    assert resumed.epochs == uninterrupted.epochs and resumed.test == uninterrupted.test
+
+
+class SignalAfterTraining(TrainerCallback):
+    """SIGTERM at the first prediction step after training: during the test pass."""
+
+    def __init__(self) -> None:
+        self.trained = False
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.trained = True
+
+    def on_prediction_step(self, args, state, control, **kwargs):
+        if self.trained:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def then_signal(module, name: str, monkeypatch) -> None:
+    """`module.name` runs, then this process gets SIGTERM (the handler runs as it returns)."""
+    original = getattr(module, name)
+
+    def wrapped(*args, **kwargs):
+        result = original(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return result
+
+    monkeypatch.setattr(module, name, wrapped)
+
+
+def at_stage(stage: str, monkeypatch) -> None:
+    import matplotlib.figure
+
+    import peft_food.evaluation.results as results
+    import peft_food.training.pipeline as pipeline
+
+    if stage == "test pass":
+        with_callback(monkeypatch, SignalAfterTraining())
+    elif stage == "per-class files":
+        then_signal(results, "_write_csv", monkeypatch)  # after per_class.csv, before the rest
+    elif stage == "plots":
+        then_signal(matplotlib.figure.Figure, "savefig", monkeypatch)  # the png drawn, not yet in place
+    elif stage == "saving":
+        then_signal(pipeline, "save_trained", monkeypatch)  # model/ written, its card not
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    return train(compose_config(*TINY, "logger=none", output_dir=tmp_path_factory.mktemp("whole")))
+
+
+@pytest.mark.parametrize("stage", ["test pass", "per-class files", "plots", "saving"])
+def test_a_signal_after_the_last_epoch_stops_the_run_as_interrupted_and_it_resumes_to_completion(
+        tmp_path, monkeypatch, stage, uninterrupted):
+    run_dir = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        at_stage(stage, patch)
+        with pytest.raises(Interrupted) as stopped:
+            train(compose_config(*TINY, "logger=none", output_dir=run_dir))
+    assert stopped.value.signum == signal.SIGTERM and stopped.value.checkpoint.name == "checkpoint-8"
+    record = RunRecord.load(run_dir / "metrics.json")
+    assert record.status == "interrupted" and [e["epoch"] for e in record.epochs] == [1, 2]
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    written = [p for p in run_dir.rglob("*") if p.is_file()]
+    assert not [p for p in written if p.stat().st_size == 0 and p.suffix != ".lock"]  # nothing left half-written
+    assert not [p for p in written if p.name.endswith(".tmp")]
+    if stage == "plots":
+        assert not (run_dir / "confusion.png").exists() and (run_dir / "per_class.csv").is_file()
+
+    resumed = train(compose_config(*TINY, "logger=none", output_dir=run_dir))
+    assert resumed.status == "completed" and resumed.resumed_from == ["checkpoint-8"]
+    assert resumed.epochs == uninterrupted.epochs and resumed.test == uninterrupted.test
+    assert (run_dir / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (run_dir / "model" / "README.md").is_file()
+
+
+# The second SIGTERM arrives while the step the first one waits for is still running.
+TWICE = """
+import os, signal
+from transformers import TrainerCallback
+import peft_food.training.pipeline as pipeline
+
+class Twice(TrainerCallback):
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        if state.global_step == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+build = pipeline.build_trainer
+pipeline.build_trainer = lambda spec, **kw: build(spec, **{**kw, "callbacks": [*kw["callbacks"], Twice()]})
+from peft_food.cli.train import cli
+cli()
+"""
+
+
+def test_a_second_sigterm_stops_at_once_with_one_line(tmp_path):
+    done = subprocess.run([sys.executable, "-c", TWICE, *TINY, "logger=none", "progress=false"], cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300)
+    out = done.stdout + done.stderr
+    assert done.returncode == 128 + signal.SIGTERM, out[-3000:]
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out[-3000:]
+    assert out.count("SIGTERM received") == 1
+    [line] = [line for line in done.stderr.splitlines() if line.startswith("peft-food-train:")]
+    assert line.startswith("peft-food-train: stopped by SIGTERM; last checkpoint: ") and line.endswith("checkpoint-4; "
+                                                                                                        "run the same command again to resume")
+    [record] = tmp_path.glob("outputs/*/*/metrics.json")
+    assert RunRecord.load(record).status == "interrupted"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 MiB tmpfs: a disk the test can fill (root only; skipped where mounting is not allowed)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+class FillDiskAt(TrainerCallback):
+    """Once checkpoint `step` is saved, fills its disk with one file until the kernel says ENOSPC."""
+
+    def __init__(self, disk: Path, step: int):
+        self.filler, self.step = disk / "filler", step
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            with self.filler.open("wb") as f:
+                try:
+                    while True:
+                        f.write(b"\0" * 2**20)
+                        f.flush()
+                except OSError:
+                    pass
+
+
+def test_a_full_disk_fails_the_run_in_one_line_and_the_same_command_resumes_once_there_is_space(
+        small_disk, monkeypatch, uninterrupted):
+    run_dir = small_disk / "run"
+    filler = FillDiskAt(small_disk, step=4)
+    with monkeypatch.context() as patch:
+        with_callback(patch, filler)  # the disk fills after epoch 1's checkpoint: epoch 2's record cannot be written
+        with pytest.raises(UserError) as failed:
+            train(compose_config(*TINY, "logger=none", output_dir=run_dir))
+    message = str(failed.value)
+    assert "\n" not in message and message.startswith(f"no space left on the disk holding {run_dir}")
+    assert "run the same command again to resume" in message and "hydra.run.dir=" in message
+    assert RunRecord.load(run_dir / "metrics.json").status == "running"  # the disk was full: the last record stays
+    assert not list(run_dir.rglob(".*.tmp"))  # no partial record left behind
+
+    filler.filler.unlink()  # space again: the same command resumes from epoch 1's checkpoint
+    resumed = train(compose_config(*TINY, "logger=none", output_dir=run_dir))
+    assert resumed.status == "completed" and resumed.resumed_from == ["checkpoint-4"]
+    assert resumed.epochs == uninterrupted.epochs and resumed.test == uninterrupted.test

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -193,3 +194,37 @@ def test_the_command_a_wandb_agent_runs_composes_and_trains(spec, tmp_path):
     [run_file] = run_files(next(tmp_path.glob("outputs/*/*")))
     config = read_run(run_file).config
     assert {key: config[key] for key in point} == pytest.approx(point)
+
+
+def closed_port() -> int:
+    """A localhost port nothing listens on (bound, then released): connections to it are refused."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("problem", ["malformed key", "unreachable"])
+def test_an_online_run_wandb_cannot_start_fails_fast_in_one_line_and_records_failed(
+        tmp_path, offline_wandb, monkeypatch, problem):
+    """The record is written failed (W&B starts inside the failure path), within the bound, and the
+    error is one line naming the fix; no network beyond localhost."""
+    from peft_food.errors import UserError
+    from peft_food.tracking.record import RunRecord
+
+    if problem == "malformed key":
+        monkeypatch.setenv("WANDB_API_KEY", "not-a-key")
+    else:
+        monkeypatch.setenv("WANDB_API_KEY", "a" * 40)
+        monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{closed_port()}")
+        monkeypatch.setenv("WANDB_INIT_TIMEOUT", "3")  # the bound under test (30 s by default)
+    started = time.monotonic()
+    with pytest.raises(UserError) as failed:
+        train(compose_config(*TINY, "logger.mode=online", output_dir=tmp_path / "run"))
+    assert time.monotonic() - started < 30
+    message = str(failed.value)
+    assert "\n" not in message and "pass logger.mode=offline" in message, message
+    assert ("API key" in message) if problem == "malformed key" else ("127.0.0.1" in message)
+    record = RunRecord.load(tmp_path / "run" / "metrics.json")
+    assert record.status == "failed" and "W&B could not start an online run" in record.error

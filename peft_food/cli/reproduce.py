@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -16,11 +17,13 @@ from omegaconf import OmegaConf
 
 from peft_food.cli import exit_with, one_line_errors
 from peft_food.cli.hub import offline_unless_reachable
+from peft_food.errors import Interrupted
 from peft_food.training.reproduce import (
     explain_versions,
     record,
     record_pending,
     reproduce,
+    unfinished_rerun,
 )
 
 
@@ -34,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="create a record awaiting results from these peft-food-train overrides")
     parser.add_argument("--hardware", default="GPU", help="with --pending: where it must run")
     parser.add_argument("--description", default="", help="with --record/--pending: what the experiment shows")
-    parser.add_argument("--out", type=Path, help="where re-runs write (default outputs/reproduce/<name>/<time>)")
+    parser.add_argument("--out", type=Path, help="where re-runs write (default outputs/reproduce/<name>/<time>; "
+                                                 "the newest unfinished one there is continued)")
     parser.add_argument("--wandb", action="store_true", help="log re-runs to W&B as the record's config says")
     args = parser.parse_args(argv)
     if args.pending:
@@ -48,8 +52,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"recorded {args.record} as {args.record_dir}")
         return 0
     offline_unless_reachable()  # a re-run may load its model or data from the Hub: no Hub, no retries
-    out = args.out or Path("outputs/reproduce") / args.record_dir.name / time.strftime("%Y-%m-%d_%H-%M-%S")
-    outcome = reproduce(args.record_dir, out_dir=out, wandb=args.wandb)
+    reruns = Path("outputs/reproduce") / args.record_dir.name
+    out = args.out or unfinished_rerun(reruns, args.record_dir) or reruns / time.strftime("%Y-%m-%d_%H-%M-%S")
+    try:
+        outcome = reproduce(args.record_dir, out_dir=out, wandb=args.wandb)
+    except Interrupted as err:  # a job stopped by a signal: resumable, the same command continues it
+        print(f"peft-food-reproduce: {err}", file=sys.stderr)
+        return 128 + err.signum
     versions = "\n".join(f"  {line}" for line in explain_versions(outcome))
     if outcome.diffs:
         print(f"\n{args.record_dir.name}: NOT reproduced ({len(outcome.diffs)} difference(s)):")

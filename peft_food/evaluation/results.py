@@ -9,11 +9,14 @@ logged to W&B, so `logger=none` users get the same files.
 In W&B: tables `per_class`, `top_confusions` (the most frequent mistakes) and `examples` (with
 the images), and the confusion image. A 101 x 101 interactive confusion matrix of W&B's own is
 10,201 cells that no one reads; the image and the top-confusions table are what stays readable.
+Each file is written atomically (files.write_atomic): a run stopped while writing them leaves the
+previous file or none, never a truncated one.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -22,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from peft_food.evaluation.metrics import confusion_matrix, per_class
+from peft_food.files import write_atomic
 
 
 @dataclass
@@ -77,20 +81,28 @@ def _by_class(indices: np.ndarray, labels: np.ndarray) -> list[int]:
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["empty"])
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else ["empty"])
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(path, text.getvalue().encode())
+
+
+def _save_figure(fig: Any, path: Path, *, dpi: int) -> None:
+    png = io.BytesIO()
+    fig.savefig(png, dpi=dpi, format="png")
+    write_atomic(path, png.getvalue())
 
 
 def write(results: EvalResults, *, out_dir: Path, examples: list[int], images: list[Any]) -> None:
     """The CSVs and PNGs above into `out_dir`; `images` are the eval images (PIL) at `examples`."""
     confusion = results.confusion
     _write_csv(out_dir / "per_class.csv", per_class(confusion, results.names))
-    with (out_dir / "confusion.csv").open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["true \\ predicted", *results.names])
-        writer.writerows([name, *map(int, counts)] for name, counts in zip(results.names, confusion))
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["true \\ predicted", *results.names])
+    writer.writerows([name, *map(int, counts)] for name, counts in zip(results.names, confusion))
+    write_atomic(out_dir / "confusion.csv", text.getvalue().encode())
     rows = results.example_rows(examples)
     _write_csv(out_dir / "examples.csv", rows)
     _plot_confusion(confusion, results.names, out_dir / "confusion.png")
@@ -115,7 +127,7 @@ def _plot_confusion(confusion: np.ndarray, names: list[str], path: Path) -> None
     ax.set_yticks(range(len(names)), names, fontsize=font)
     ax.set(xlabel="predicted", ylabel="true", title=f"Confusion of the saved model ({int(confusion.sum())} eval images)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -135,7 +147,7 @@ def _plot_examples(rows: list[dict[str, Any]], images: list[Any], path: Path) ->
         ax.set_title(f"{row['true']}\n-> {row['predicted']} ({row['confidence']:.2f})", fontsize=8,
                      color="black" if row["correct"] else "red")
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    _save_figure(fig, path, dpi=80)
     plt.close(fig)
 
 

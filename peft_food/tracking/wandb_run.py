@@ -5,6 +5,10 @@ finishes it, so in a Hydra multirun every job after the first would otherwise lo
 job's run. Trainer's metrics reach the run through `WandbMetrics`, not that callback, so the run's
 config is ours alone. The user's WANDB_* environment is honoured unless the config says otherwise
 (`wandb_settings`).
+
+An online run that cannot start (W&B unreachable, a malformed or rejected key) fails once, within
+INIT_TIMEOUT_S (or WANDB_INIT_TIMEOUT), with one line naming logger.mode=offline: wandb's own
+default waits 90 s per attempt and a run took 437 s to end in a traceback.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from peft_food.config import DEFAULTS, ENV, LoggerSpec, from_env
+from peft_food.errors import UserError, first_line
 from peft_food.tracking.login import require_login, resolve_mode
 from peft_food.tracking.record import RunRecord
 
@@ -24,6 +29,21 @@ log = logging.getLogger(__name__)
 
 
 # --- W&B -----------------------------------------------------------------------------------
+
+# How long an online run waits for W&B to answer at start (wandb's own default: 90 s).
+INIT_TIMEOUT_S = 30.0
+
+
+class WandbUnavailable(UserError):
+    """W&B could not start the run's online W&B run: the message says how to log offline."""
+
+
+def init_timeout() -> float:
+    """WANDB_INIT_TIMEOUT where the user set it (wandb's own variable), else INIT_TIMEOUT_S."""
+    try:
+        return float(os.environ.get("WANDB_INIT_TIMEOUT") or INIT_TIMEOUT_S)
+    except ValueError:
+        return INIT_TIMEOUT_S
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -62,14 +82,19 @@ def start_wandb(*, spec: LoggerSpec, run_dir: Path, config: dict[str, Any], tags
 
     settings = wandb_settings(spec, run_dir=run_dir, tags=tags)
     Path(settings["dir"]).mkdir(parents=True, exist_ok=True)
-    run = wandb.init(
-        **settings,
-        config=flatten(config),
-        # A job that died without finishing must not swallow the next job's metrics.
-        reinit="finish_previous",
-        id=run_id,
-        resume="allow" if run_id else None,
-    )
+    try:
+        run = wandb.init(
+            **settings,
+            config=flatten(config),
+            # A job that died without finishing must not swallow the next job's metrics.
+            reinit="finish_previous",
+            id=run_id,
+            resume="allow" if run_id else None,
+            settings=wandb.Settings(init_timeout=init_timeout()),
+        )
+    except wandb.errors.Error as err:
+        wandb.teardown()  # its footer now, not after the error line at exit
+        raise unavailable(err, mode=settings["mode"]) from None
     # Trainer's train/* scalars are plotted against train/global_step, every val metric per epoch.
     # (Exact names take precedence over the "*" rule.)
     run.define_metric("train/global_step")
@@ -81,6 +106,17 @@ def start_wandb(*, spec: LoggerSpec, run_dir: Path, config: dict[str, Any], tags
         log.warning("W&B: no API key found, logging offline to %s (upload later: wandb sync %s)",
                     run.dir, Path(run.dir).parent)
     return run
+
+
+def unavailable(err: BaseException, *, mode: str) -> WandbUnavailable:
+    """wandb.init's error (its first line: wandb's own runs to several) with the way out."""
+    where = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
+    if mode != "online":
+        return WandbUnavailable(f"W&B could not start a {mode} run: {first_line(err)}; pass logger=none to train "
+                                f"without W&B")
+    return WandbUnavailable(f"W&B could not start an online run at {where}: {first_line(err)}; check WANDB_API_KEY "
+                            f"and the network (`wandb login --relogin`), or pass logger.mode=offline to log offline "
+                            f"(upload later with `wandb sync`)")
 
 
 class WandbMetrics(TrainerCallback):

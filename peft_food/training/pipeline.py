@@ -7,12 +7,13 @@ trained, recorded and reported (cli/train.py is the light command-line edge that
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 from omegaconf import DictConfig
@@ -25,6 +26,7 @@ from peft_food.data.splits import Splits, load_splits, selection_split
 from peft_food.data.store import Plan, store_plan
 from peft_food.data.transforms import attach_transforms
 from peft_food.errors import Interrupted
+from peft_food.files import disk_full
 from peft_food.evaluation.results import EvalResults
 from peft_food.evaluation.results import log_to_wandb as log_results
 from peft_food.evaluation.results import write as write_results
@@ -120,24 +122,43 @@ def data_plan(spec: RunSpec) -> Plan | None:
 
 
 @contextmanager
-def recorded(record: RunRecord, *, path: Path | None, wandb_run: Any) -> Iterator[RunRecord]:
+def recorded(record: RunRecord, *, path: Path | None, wandb: Callable[[], Any]) -> Iterator[Any]:
     """The failure path of a run, in one place (lightning-hydra-template's task_wrapper): every
-    exit sets the status, the runtime, writes the record and finishes the W&B run."""
+    exit sets the status, the runtime, writes the record and finishes the W&B run. `wandb` starts
+    the W&B run (None for none) inside it, so a W&B that cannot start fails the record too;
+    yields that run."""
     started = time.perf_counter()
+    wandb_run = None
     try:
-        yield record
+        wandb_run = wandb()
+        record.wandb_run_id = wandb_run.id if wandb_run is not None else None
+        yield wandb_run
         record.status = "completed"
     except (Interrupted, KeyboardInterrupt) as err:
         record.status, record.error = "interrupted", str(err) or "KeyboardInterrupt"
         raise
     except BaseException as err:
-        record.status, record.error = "failed", f"{type(err).__name__}: {err}"
+        full = disk_full(err, where=path.parent if path is not None else Path.cwd())
+        record.status, record.error = "failed", str(full) if full else f"{type(err).__name__}: {err}"
+        if full is not None:
+            raise full from None  # one line: the library's own error names no path, or no cause at all
         raise
     finally:
         record.efficiency.runtime_s = round(time.perf_counter() - started, 2)
         if path is not None:
-            record.write(path)
+            _write_record(record, path)
         finish_wandb(wandb_run, summary=record.summary(), failed=record.status != "completed")
+
+
+def _write_record(record: RunRecord, path: Path) -> None:
+    """The record at the end of a run; on a full disk the previous one stays (atomic writes) and a
+    warning says so: the same command still resumes a run whose record says `running`."""
+    try:
+        record.write(path)
+    except OSError as err:
+        if disk_full(err, where=path.parent) is None:
+            raise
+        log.warning("could not write %s (no space left): it still says the run is running", path)
 
 
 def report_results(trainer: Trainer, test: Any, *, labels: list[str], out_dir: Path | None, wandb_run: Any,
@@ -217,13 +238,13 @@ def _train_in(run_dir: Path, spec: RunSpec, *, resumed: bool, started: float) ->
     # The run's W&B config: the resolved Hydra config, the method and where the run came from.
     wandb_config = {"method": spec.peft.label, **spec.config, "provenance": asdict(record.provenance)}
     split = selection_split(spec.data.protocol)
-    wandb_run = start_wandb(spec=logger, run_dir=run_dir, config=wandb_config, tags=[spec.peft.label, spec.model.name],
-                            metrics=spec.train.metrics, split=split, run_id=previous.wandb_run_id if previous else None)
-    record.wandb_run_id = wandb_run.id if wandb_run is not None else None
-    if wandb_run is not None and previous is not None:
-        wandb_run.summary["resumed_after"] = previous.status  # how the launch before ended (dead: killed)
-    stopper = StopOnSignal()
-    with recorded(record, path=path, wandb_run=wandb_run):
+    open_wandb = functools.partial(start_wandb, spec=logger, run_dir=run_dir, config=wandb_config,
+                                   tags=[spec.peft.label, spec.model.name], metrics=spec.train.metrics, split=split,
+                                   run_id=previous.wandb_run_id if previous else None)
+    stopper = StopOnSignal(checkpoint=lambda: latest_checkpoint(run_dir))
+    with recorded(record, path=path, wandb=open_wandb) as wandb_run, stopper:
+        if wandb_run is not None and previous is not None:
+            wandb_run.summary["resumed_after"] = previous.status  # how the launch before ended (dead: killed)
         trainer, processor, splits = build_trainer(
             spec, run_dir=run_dir, precision=precision, record=record,
             callbacks=[EpochRecorder(record, run_dir / RECORD_FILE, metrics=spec.train.metrics, started=started), stopper,
@@ -231,10 +252,8 @@ def _train_in(run_dir: Path, spec: RunSpec, *, resumed: bool, started: float) ->
                        *spec.peft.callbacks()])  # e.g. AdaLoRA's rank budget, updated every step
         if wandb_run is not None:
             wandb_run.summary.update(vars(record.counts))
-        with stopper:
-            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-        if stopper.signum is not None:
-            raise Interrupted(stopper.signum, latest_checkpoint(run_dir))
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        stopper.finish()  # stopped by a signal: Interrupted; from here on a signal stops at once
         record.epochs = epoch_metrics(trainer.state.log_history, metrics=spec.train.metrics)
         record.stopped_early = next((c.stopped for c in trainer.callback_handler.callbacks if isinstance(c, EarlyStop)),
                                     None)

@@ -7,6 +7,11 @@
 A record is a folder: `experiment.yaml` (what it is, how it was made, its tolerance) and one
 `runs/<name>/` per job holding the resolved `config.yaml` that ran and the `metrics.json` it
 produced. Paths in a record (data.root) are relative to the repository root.
+
+A re-run trains each job in `<out>/<run name>/` (out: outputs/reproduce/<record>/<time>/ unless
+--out says otherwise). Stopped (a signal, a failure), the same command continues it: it takes the
+newest re-run of that record with a job left to do (`unfinished_rerun`), reads back the jobs
+completed there and resumes the interrupted one from its last epoch checkpoint.
 """
 
 from __future__ import annotations
@@ -203,6 +208,27 @@ def describe(tol: dict[str, float]) -> str:
     return ", ".join(f"{key} +-{value:g}" for key, value in tol.items())
 
 
+def _completed(job_dir: Path) -> RunRecord | None:
+    """The record of a job a previous re-run completed in `job_dir`, else None."""
+    path = job_dir / RECORD_FILE
+    try:
+        found = RunRecord.load(path) if path.is_file() else None
+    except (OSError, ValueError, TypeError, KeyError):
+        return None  # unreadable: the job runs again
+    return found if found is not None and found.status == "completed" else None
+
+
+def unfinished_rerun(reruns: Path, record_dir: Path) -> Path | None:
+    """The newest re-run of `record_dir` under `reruns` (outputs/reproduce/<record>/) that has a job
+    left to do, to continue; None when the newest one finished (or there is none): start anew."""
+    dirs = sorted((d for d in reruns.glob("*") if d.is_dir()), reverse=True) if reruns.is_dir() else []
+    if not dirs:
+        return None
+    _, runs = load_record(record_dir)
+    newest = dirs[0]
+    return newest if any(_completed(newest / run.name) is None for run in runs) else None
+
+
 def reproduce(record_dir: Path, *, out_dir: Path, wandb: bool) -> Outcome:
     """Re-run every run of the record; return the differences beyond its tolerance: exact where
     the installed package versions are the record's, within the cross-version tolerance where not."""
@@ -230,7 +256,7 @@ def reproduce(record_dir: Path, *, out_dir: Path, wandb: bool) -> Outcome:
         cfg.logger.enabled = wandb and cfg.logger.enabled
         cfg.logger.group = f"reproduce-{record_dir.name}"
         cfg.logger.job_type = "reproduce"
-        new = train(cfg)
+        new = _completed(out_dir / run_dir.name) or train(cfg)  # a stopped re-run continues where it was
         found = compare(run_dir.name, recorded, new, tol)
         values = " ".join(f"{e[new.monitor]:.4f}" for e in new.epochs)
         check = "within the cross-version tolerance" if numeric else "exact check"

@@ -7,6 +7,11 @@ SIGINT (Ctrl-C), SIGTERM (`timeout`, `scancel`, SLURM at the time limit) and SIG
 `sbatch --signal=USR1@90` sends before the time limit) all stop the run the same way: after the
 current optimizer step, keeping the last epoch checkpoint; the run's status is `interrupted` and
 the same command resumes it. SIGUSR2 is left alone: the submitit launcher catches it to requeue.
+A second signal, or one outside the training loop (while the data and model load; after the last
+epoch: the test pass, the per-class files, saving the model) has no step to wait for: it raises
+`Interrupted` at once, which ends the run the same way (the record says `interrupted`, one line,
+exit 128+signum); the resumed run starts from the last epoch checkpoint and redoes only what
+follows it.
 
 Terminals, `timeout` and SLURM signal the whole process group, DataLoader workers included. A
 worker inherits this process's Python handlers at fork (so Ctrl-C printed the warning once per
@@ -24,9 +29,12 @@ import logging
 import os
 import signal
 import threading
+from pathlib import Path
 from typing import Any, Callable
 
 from transformers import TrainerCallback
+
+from peft_food.errors import Interrupted
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +51,11 @@ class StopOnSignal(TrainerCallback):
     redoing at most the partial epoch. (With train.eval_steps the last checkpoint is that of the last
     evaluation, mid-epoch: the run resumes from there, not promised to the last digit.)"""
 
-    def __init__(self) -> None:
+    def __init__(self, *, checkpoint: Callable[[], Path | None]) -> None:
+        """`checkpoint`: the run's last checkpoint, what `Interrupted` names (asked when it stops)."""
         self.signum: int | None = None
+        self.checkpoint = checkpoint
+        self.in_loop = False  # in Trainer's loop a signal stops after the step; outside it, at once
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> "StopOnSignal":
@@ -57,11 +68,25 @@ class StopOnSignal(TrainerCallback):
             signal.signal(signum, handler)
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.signum is not None:  # a second Ctrl-C: stop now, without a checkpoint
-            raise KeyboardInterrupt
+        if self.signum is not None:  # a second signal: stop now, without a checkpoint (the CLI's one line)
+            raise Interrupted(signum, self.checkpoint())
         self.signum = signum
+        if not self.in_loop:
+            log.warning("%s received outside a training step: stopping now; the run resumes from its last epoch "
+                        "checkpoint", signal.Signals(signum).name)
+            raise Interrupted(signum, self.checkpoint())
         log.warning("%s received: stopping after this step; the run resumes from its last epoch checkpoint "
                     "(press Ctrl-C again to stop at once)", signal.Signals(signum).name)
+
+    def finish(self) -> None:
+        """Training is over: stop now if a signal stopped it, and at once on any later one."""
+        self.in_loop = False
+        if self.signum is not None:
+            raise Interrupted(self.signum, self.checkpoint())
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.in_loop = True
+        return control
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.signum is not None:

@@ -25,6 +25,7 @@ from peft_food.training.console import quiet_console
 from peft_food.training.early_stop import EarlyStop
 from peft_food.training.mixing import Mixer, batch_mixer, soft_cross_entropy
 from peft_food.training.signals import workers_leave_signals
+from peft_food.training.worker_rng import WorkerStates, own_generator
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +234,12 @@ class ImageTrainer(Trainer):
     def __init__(self, *args, mean: list[float], std: list[float], mixer: Mixer | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.mean, self.std, self.mixer = mean, std, mixer
+        self.worker_states = WorkerStates()  # workers' RNGs across a resume
+
+    def train(self, resume_from_checkpoint: str | None = None, **kwargs):
+        checkpoint = Path(resume_from_checkpoint) if isinstance(resume_from_checkpoint, str) else None
+        self.worker_states.load(checkpoint, rank=self.args.process_index, world=self.args.world_size)
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # Mixup/CutMix on training batches only: evaluation (prediction_step) runs in eval mode and
@@ -269,11 +276,28 @@ class ImageTrainer(Trainer):
         torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
 
     def _get_dataloader(self, *args, **kwargs):
-        # Workers leave the stop signals to this process (signals.py), after Trainer's own seed_worker.
+        # Workers leave the stop signals to this process (signals.py), after Trainer's own seed_worker;
+        # a training loader's workers carry their RNG states across a resume (worker_rng.py).
         loader = super()._get_dataloader(*args, **kwargs)
         iterated = getattr(loader, "base_dataloader", loader)  # accelerate's wrapper iterates the loader inside
-        iterated.worker_init_fn = workers_leave_signals(iterated.worker_init_fn)
+        init = iterated.worker_init_fn
+        if iterated.num_workers > 0:
+            own_generator(iterated, seed=self.args.seed)
+            if kwargs.get("is_training"):
+                self.worker_states.prepare(iterated)
+                init = self.worker_states.worker_init(init)
+        iterated.worker_init_fn = workers_leave_signals(init)
         return loader
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        batches, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
+        self.worker_states.take(batches)
+        return batches, num_items
+
+    def _save_rng_state(self, output_dir: str) -> None:
+        super()._save_rng_state(output_dir)
+        self.worker_states.save(Path(output_dir), epoch=self.state.epoch, rank=self.args.process_index,
+                                world=self.args.world_size)
 
     def _prepare_inputs(self, inputs):
         inputs = super()._prepare_inputs(inputs)
