@@ -98,7 +98,15 @@ def test_compare_reads_several_sweeps_as_one_table_naming_each_job_by_its_sweep(
 
 
 def test_resuming_over_a_damaged_record_is_a_one_line_error(tmp_path):
-    (tmp_path / "checkpoints" / "checkpoint-8").mkdir(parents=True)
+    import torch
+    from safetensors.torch import save_file
+
+    checkpoint = tmp_path / "checkpoints" / "checkpoint-8"  # whole: every file a resume reads (checkpoints.py)
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text("{}")
+    save_file({"w": torch.zeros(2)}, checkpoint / "model.safetensors")
+    for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth"):
+        torch.save({}, checkpoint / name)
     (tmp_path / "metrics.json").write_text("{")
     with pytest.raises(DamagedRecord, match="metrics.json is damaged"):
         plan_resume(tmp_path, mode=None, search_root=None)

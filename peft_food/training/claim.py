@@ -148,9 +148,20 @@ def resume_search_root(run_dir: Path) -> Path | None:
 
 class ClaimRunDir(Callback):
     """Hydra callback (train.yaml): claims the run dir before Hydra makes it, and points Hydra at the
-    name it got. A dir the user named that a live run holds: one line, exit 2, nothing written."""
+    name it got. A dir the user named that a live run holds: one line, exit 2, nothing written.
+    `claim: false` (prepare.yaml): an app that writes no run dir claims none. The claim is let go when
+    the app returns (a training run has taken its lock over by then: take_over)."""
+
+    def __init__(self, claim: bool = True) -> None:
+        self.claim = claim
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.claim:
+            release(Path(str(config.hydra.run.dir)), remove=False)
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not self.claim:
+            return
         raw = str(OmegaConf.to_container(config.hydra.run, resolve=False)["dir"])
         wanted = Path(str(config.hydra.run.dir))
         try:
