@@ -65,6 +65,8 @@ def brief(check: dict[str, Any]) -> str:
         return f"backend {f['backend']}, world {f['world_size']}, all-reduce {f['all_reduce']:g}"
     if check["kind"] == "store" and "input_device" in f:
         return f"{f['input_dtype']} on {f['input_device']}, off grid {f['max_off_8bit_grid']:.0e}"
+    if check["kind"] == "setup" and "photos" in f:
+        return f"{f['photos']:,} JPEGs at {f['size'][0]}x{f['size'][1]}, {f['mb']} MB"
     if check["kind"] == "matmul" and "tflop_per_s" in f:
         return f"{f['dtype']} {f['n']}^3: {f['tflop_per_s']:.1f} TFLOP/s"
     return ", ".join(f"{k} {v}" for k, v in f.items() if isinstance(v, (int, float, str)))[:90]
@@ -84,7 +86,7 @@ def table(record: dict[str, Any]) -> str:
     for check in record["checks"]:
         detail = check["reason"] if check["verdict"] != "pass" else brief(check)
         seconds = f"{check['seconds']:6.1f}s" if check["seconds"] is not None else "       "
-        lines.append(f"  {check['verdict']:<5}{seconds}  {check['name']:<34}{detail}")
+        lines.append(f"  {check['verdict']:<5}{seconds}  {check['name']:<40}{detail}")
     s = record.get("summary", {})
     if s:
         t = s["targets"]

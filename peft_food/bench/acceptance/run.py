@@ -120,8 +120,8 @@ def acceptance(out_dir: Path, *, size_name: str, budget_s: float, methods: list[
             size=size, precision=precisions[-1], work=w, timeout=max(5.0, budget.left())),
             skip=None if device == "cuda" else NO_GPU)
         part("store/normalise_on_device", "store", lambda w: runs.store_check(
-            size=size, precision=precisions[-1], device=device, photos=bench.photos(), work=w),
-            skip=None if bench.photos_ok() else "no photos: the setup part failed")
+            size=size, precision=precisions[-1], device=device, photos=bench.photos, work=w),
+            skip=None if bench.photos else "no photos: the setup part failed")
         for method in ("lora", "full"):
             part(f"compile/{method}/{precisions[-1]}", "compile", lambda w, m=method: checks.method_check(
                 method=m, size=size, precision=precisions[-1], device=device, work=w, compile=True, steps=10),
@@ -154,8 +154,8 @@ class Bench:
     def __init__(self, part: Callable, *, size: Size, device: str, rate: float):
         self.part, self.size, self.device, self.rate = part, size, device, rate
         self._flops: dict[str, float] = {}
-        self._photos: Path | None = None
-        self._photos_failed = False
+        self.photos: Path | None = None  # the generated Food-101-layout folder, once made
+        self._photo_splits: Any = None
 
     def spec(self, method: str, precision: str, *extra: str) -> Any:
         return run_spec(*self.size.model, f"peft={method}", f"train.precision={precision}", *extra,
@@ -183,12 +183,6 @@ class Bench:
                               lambda w, m=method, b=batch: self.row(w, spec=self.spec(m, seed_precision), batch=b,
                                                                     recipe="seed_recipe"))
 
-    def photos(self) -> Path:
-        return self._photos
-
-    def photos_ok(self) -> bool:
-        return self._photos is not None
-
     def end_to_end(self, *, precision: str, work: Path) -> None:
         """LoRA and full fine-tuning on generated photos: ours from data stores with the run's workers,
         the seed recipe decoding JPEGs per image with 0 workers, at the targets' batch."""
@@ -198,22 +192,24 @@ class Bench:
             root = write_food101_layout(work / "photos", classes=size.jpeg_classes,
                                         train_per_class=size.jpeg_train_per_class,
                                         test_per_class=size.jpeg_test_per_class, size=size.jpeg_size)
-            self._photos = root
-            count = len(list((root / "images").rglob("*.jpg")))
-            return {"photos written": count > 0}, {"photos": count, "size": list(size.jpeg_size),
-                                                   "mb": sum(p.stat().st_size for p in root.rglob("*.jpg")) / 2**20}
+            files = list((root / "images").rglob("*.jpg"))
+            self.photos = root
+            return {"photos written": bool(files)}, {"photos": len(files), "size": list(size.jpeg_size),
+                                                     "mb": round(sum(p.stat().st_size for p in files) / 2**20, 1)}
 
         self.part("setup/photos", "setup", make)
         for method in ("lora", "full"):
             for recipe in ("ours", "seed_recipe"):
                 self.part(f"bench_e2e/{method}/{precision}/b{size.seed_batch}/{recipe}", "bench_e2e",
-                          lambda w, m=method, r=recipe: self.e2e_row(w, method=m, precision=precision, recipe=r),
-                          skip=None if self.photos_ok() else "no photos: the setup part failed")
+                          lambda w, m=method, r=recipe: self.e2e_row(w, method=m, precision=precision, recipe=r,
+                                                                     stores=work / "e2e_stores"),
+                          skip=None if self.photos else "no photos: the setup part failed")
 
-    def e2e_row(self, work: Path, *, method: str, precision: str, recipe: str) -> tuple[dict, dict]:
+    def e2e_row(self, work: Path, *, method: str, precision: str, recipe: str, stores: Path) -> tuple[dict, dict]:
         workers = () if self.device == "cuda" else ("train.workers=0",)
-        spec = self.spec(method, precision, "data=food101_local", f"data.root={self._photos}", "data.store=true",
-                         *workers)
-        loaded, stored = speed.photos_input(spec, work=work)
-        return self.row(work, spec=spec, batch=self.size.seed_batch, recipe=recipe, loaded=loaded,
-                        stored=stored if recipe == "ours" else None)
+        spec = self.spec(method, precision, "data=food101_local", f"data.root={self.photos}", *workers)
+        if self._photo_splits is None:  # read (and screened) once; the stores are built on first use
+            self._photo_splits = speed.photos_input(spec)
+        loaded = self._photo_splits
+        stored = speed.stored_input(spec, root=stores) if recipe == "ours" else None
+        return self.row(work, spec=spec, batch=self.size.seed_batch, recipe=recipe, loaded=loaded, stored=stored)

@@ -34,9 +34,9 @@ class Size:
 SIZES = {
     "full": Size(name="full", model=("model=vit_base", "model.pretrained=false"), check_batch=64, check_steps=20,
                  check_methods=None, bench_batches=(128, 256), seed_batch=128, warmup_steps=5, timed_steps=20,
-                 jpeg_size=(512, 384), jpeg_classes=10, jpeg_train_per_class=80, jpeg_test_per_class=5),
+                 jpeg_size=(512, 384), jpeg_classes=10, jpeg_train_per_class=200, jpeg_test_per_class=5),
     "toy": Size(name="toy", model=("model=vit_tiny",), check_batch=16, check_steps=20, check_methods=BENCH_METHODS,
-                bench_batches=(16, 32), seed_batch=16, warmup_steps=2, timed_steps=5,
+                bench_batches=(8, 16), seed_batch=8, warmup_steps=1, timed_steps=3,
                 jpeg_size=(64, 48), jpeg_classes=4, jpeg_train_per_class=12, jpeg_test_per_class=2),
 }
 

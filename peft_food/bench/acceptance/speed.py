@@ -77,9 +77,11 @@ def flops_per_image(spec: RunSpec, *, labels: int = BENCH_LABELS) -> float:
 
 
 def clear_device() -> None:
-    """Free the last run's objects and CUDA's cached blocks, so the next run's peaks are its own."""
-    gc.collect()
+    """Free the last run's objects and CUDA's cached blocks, so the next run's peaks are its own
+    (bench_train resets the peaks after this; Trainer's own clean-up comes after the reset). On CPU
+    nothing to do: a collection there costs half a second and a process's RSS does not shrink."""
     if torch.cuda.is_available():
+        gc.collect()
         torch.cuda.empty_cache()
 
 
@@ -98,14 +100,17 @@ def bench_row(spec: RunSpec, *, batch: int, warmup: int, steps: int, recipe: str
     return row
 
 
-def photos_input(spec: RunSpec, *, work: Path) -> tuple[Any, Any]:
-    """The generated photos as bench_train's real input: the splits, and the same through data stores
-    built under `work` (ours reads the stores, as data.store=true; the seed recipe decodes JPEGs)."""
+def photos_input(spec: RunSpec) -> Any:
+    """The generated photos as bench_train's real input (the seed recipe decodes these JPEGs)."""
     from peft_food.data.splits import load_splits
 
-    loaded = load_splits(spec.data, seed=spec.seed)
-    stored = load_stored(spec, load_processor(spec.model), root=work / "stores")
-    return loaded, stored
+    return load_splits(spec.data, seed=spec.seed)
+
+
+def stored_input(spec: RunSpec, *, root: Path) -> Any:
+    """The same splits through data stores under `root`, built on first use (ours reads these, as
+    data.store=true does)."""
+    return load_stored(spec, load_processor(spec.model), root=root)
 
 
 def row_criteria(row: dict[str, Any]) -> dict[str, bool]:
