@@ -43,6 +43,7 @@ def header(*, size: Size, budget_s: float, device: str, argv: list[str]) -> dict
                        "driver": driver() if cuda else None},
             "versions": {**package_versions(), "torch_cuda": torch.version.cuda},
             "git": git_state(Path(__file__).resolve().parent), "run_on": device,
+            "package_dir": str(Path(__file__).resolve().parents[2]),  # the source tree that ran
             "criteria": {"loss_window": checks.LOSS_WINDOW, "scale_floor": checks.SCALE_FLOOR,
                          "reload_tol": checks.RELOAD_TOL, "export_tol": checks.EXPORT_TOL, "grid_tol": runs.GRID_TOL,
                          "statement": (checks.__doc__ or "").split("Criteria", 1)[-1].strip()},
@@ -111,6 +112,7 @@ def acceptance(out_dir: Path, *, size_name: str, budget_s: float, methods: list[
             return {"measured": matmul["flop_per_s"] > 0}, matmul
 
         part("matmul", "matmul", measure)
+        record.sections["matmul"] = matmul
         train_checks(part, first, size=size, precisions=precisions, device=device, work=work)
         rate = matmul.get("flop_per_s", float("nan"))
         bench = Bench(part, size=size, device=device, rate=rate)
