@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -137,3 +138,31 @@ def test_a_part_running_past_the_budget_is_stopped_and_recorded(tmp_path):
     timer.cancel()
     written = json.loads((tmp_path / "acceptance.json").read_text())
     assert stopped.is_set() and "during hangs" in written["stopped"] and written["verdict"] == "fail"
+
+
+def test_parts_the_budget_left_out_are_named_in_a_rerun_line():
+    from peft_food.bench.acceptance.run import rerun
+
+    budget = "budget: 12 s left of 420, a train part takes ~30 s"
+    record = {"checks": [
+        {"name": "train/lora/bf16", "kind": "train", "verdict": "pass", "reason": None},
+        {"name": "train/hra/fp16", "kind": "train", "verdict": "skip", "reason": budget},
+        {"name": "train/boft/bf16", "kind": "train", "verdict": "skip", "reason": budget},
+        {"name": "bench/lora/bf16/b256/ours", "kind": "bench", "verdict": "skip", "reason": budget},
+        {"name": "torchrun/nccl", "kind": "torchrun", "verdict": "skip", "reason": "needs CUDA: no GPU here"}]}
+    assert rerun(record, out_dir=Path("experiments/gpu_acceptance/d"), size="full") == (
+        "python -m peft_food.bench.acceptance experiments/gpu_acceptance/d-rest --size full --parts checks,bench "
+        "--methods boft,hra")
+    assert rerun({"checks": record["checks"][:1]}, out_dir=Path("x"), size="full") is None
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--parts", "bench,gpu"], "--parts has unknown gpu: choose from checks, bench, runs, compile"),
+    (["--methods", "lora,lorra"], "--methods has unknown lorra: choose from "),
+    (["--budget-s", "0"], "--budget-s 0 is invalid"),
+])
+def test_bad_arguments_are_one_line_and_write_nothing(tmp_path, args, message):
+    done = subprocess.run([sys.executable, "-m", "peft_food.bench.acceptance", str(tmp_path), *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and message in done.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "acceptance.json").exists()

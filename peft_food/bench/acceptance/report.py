@@ -103,5 +103,7 @@ def table(record: dict[str, Any]) -> str:
             if key.startswith("over_seed_end_to_end_"):
                 lines.append(f"  ours / seed end to end, {key.removeprefix('over_seed_end_to_end_'):<12}"
                              f"{value:>10.1f}x >= {t['over_seed_end_to_end']:g}x")
+    if record.get("rerun"):
+        lines.append(f"the budget left parts out; to run them: {record['rerun']}")
     lines.append(f"wrote {record['path']}")
     return "\n".join(lines)

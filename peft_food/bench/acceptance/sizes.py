@@ -25,6 +25,7 @@ class Size:
     seed_batch: int                 # the seed recipe side by side at this batch (the targets' batch)
     warmup_steps: int               # untimed (allocator, autotune, first-step overheads)
     timed_steps: int                # the benchmark's median is over these
+    e2e_timed_steps: int            # end to end (the seed recipe decodes every image: data-bound, slow)
     jpeg_size: tuple[int, int]      # width, height of the generated photos (Food-101's are ~512x384)
     jpeg_classes: int
     jpeg_train_per_class: int
@@ -34,11 +35,15 @@ class Size:
 SIZES = {
     "full": Size(name="full", model=("model=vit_base", "model.pretrained=false"), check_batch=64, check_steps=20,
                  check_methods=None, bench_batches=(128, 256), seed_batch=128, warmup_steps=5, timed_steps=20,
-                 jpeg_size=(512, 384), jpeg_classes=10, jpeg_train_per_class=200, jpeg_test_per_class=5),
+                 e2e_timed_steps=10, jpeg_size=(512, 384), jpeg_classes=10, jpeg_train_per_class=200,
+                 jpeg_test_per_class=5),
     "toy": Size(name="toy", model=("model=vit_tiny",), check_batch=16, check_steps=20, check_methods=BENCH_METHODS,
-                bench_batches=(8, 16), seed_batch=8, warmup_steps=1, timed_steps=3,
+                bench_batches=(8, 16), seed_batch=8, warmup_steps=1, timed_steps=3, e2e_timed_steps=3,
                 jpeg_size=(64, 48), jpeg_classes=4, jpeg_train_per_class=12, jpeg_test_per_class=2),
 }
+
+# The groups of parts `--parts` chooses from (run.py runs them in its own order).
+PARTS = ("checks", "bench", "runs", "compile")
 
 # What the benchmark is measured against: printed beside the figures, never asserted.
 TARGETS = {
