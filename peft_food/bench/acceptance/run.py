@@ -10,6 +10,7 @@ budget left out are named in a ready rerun command.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -62,6 +63,19 @@ def driver() -> str | None:
         return None
 
 
+def quiet() -> None:
+    """Keep the console to what a reader of the run needs: every check builds a random-init model
+    (said once, here) and saves and loads several, each with a progress bar."""
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    disable_progress_bars()
+    logging.getLogger("peft_food.model.backbone").setLevel(logging.ERROR)
+    print("every model here is built from its config with random weights (model.pretrained=false)", flush=True)
+
+
 def unusable(method: str, work: Path) -> str | None:
     """Why a shipped config cannot train as shipped (peft_config names no tuner), or None."""
     try:
@@ -92,6 +106,7 @@ def acceptance(out_dir: Path, *, size_name: str, budget_s: float, methods: list[
         # shared 2-core machine, where oversubscribed threads made its steps ten times slower.
         torch.set_num_threads(1)
     precisions = ("fp16", "bf16") if device == "cuda" else ("fp32",)
+    quiet()
     out_dir.mkdir(parents=True, exist_ok=True)
     record = Record(out_dir, header(size=size, budget_s=budget_s, device=device, argv=argv))
     budget = Budget(budget_s, started=started)
