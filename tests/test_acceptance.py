@@ -103,10 +103,12 @@ def test_toy_benchmark_figures_are_positive_and_side_by_side(toy):
 def test_toy_prints_the_table_last(toy):
     _, stdout, record, path = toy
     lines = stdout.strip().splitlines()
-    start = max(i for i, line in enumerate(lines) if line.startswith("peft_food acceptance, size toy"))
+    start = max(i for i, line in enumerate(lines) if line.startswith("peft_food acceptance, size toy on cpu"))
     table = lines[start:]
+    # the head, a line per check, the targets (three per precision, two synthetic ratios, two end to end), the verdict
+    assert len(table) == 1 + len(record["checks"]) + 1 + 3 + 2 + 2 + 2
+    assert table[-2] == f"PASS: {len(record['checks']) - 3} pass, 0 fail, 3 skipped in {record['elapsed_s']:.0f} s of 420"
     assert table[-1] == f"wrote {path}"
-    assert len(table) == 1 + len(record["checks"]) + 1 + 5 + 1  # head, checks, targets head, targets, wrote
     assert "LoRA img/s, fp32" in stdout and ">= 5,000" in stdout and ">= 10x" in stdout
 
 
@@ -166,3 +168,34 @@ def test_bad_arguments_are_one_line_and_write_nothing(tmp_path, args, message):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and message in done.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "acceptance.json").exists()
+
+
+def test_on_a_gpu_each_precision_is_set_against_the_seed_recipes_fp16():
+    from peft_food.bench.acceptance.report import summary, table
+
+    def row(method, precision, batch, recipe, img_s, mem, kind="bench"):
+        figures = {"method": method, "precision": precision, "batch": batch, "recipe": recipe,
+                   "img_per_s_median": img_s, "peak_mem_mb": mem, "peak_reserved_mb": mem * 1.2,
+                   "step_s_median": batch / img_s, "fraction_of_matmul": 0.4}
+        return {"name": f"{kind}/{method}/{precision}/b{batch}/{recipe}", "kind": kind, "verdict": "pass",
+                "reason": None, "seconds": 3.0, "figures": figures}
+
+    checks = [row("lora", "fp16", 128, "ours", 5200.0, 9000.0), row("full", "fp16", 128, "ours", 3000.0, 20000.0),
+              row("lora", "bf16", 128, "ours", 5600.0, 9000.0), row("full", "bf16", 128, "ours", 3400.0, 20000.0),
+              row("lora", "fp16", 128, "seed_recipe", 1300.0, 15000.0),
+              row("full", "fp16", 256, "ours", 3300.0, 38000.0),  # another batch: not the targets'
+              row("lora", "fp16", 128, "ours", 5000.0, 9000.0, kind="bench_e2e"),
+              row("lora", "fp16", 128, "seed_recipe", 500.0, 9000.0, kind="bench_e2e")]
+    record = {"checks": checks, "counts": {"pass": 8, "fail": 0, "skip": 0}, "verdict": "pass", "size": "full",
+              "device": {"device": "NVIDIA H200"}, "budget_s": 420, "elapsed_s": 400, "path": "x/acceptance.json"}
+    s = summary(record, batch=128, seed_precision="fp16")
+    assert s["lora_img_per_s_bf16"] == 5600 and s["full_img_per_s_fp16"] == 3000
+    assert s["lora_over_full_peak_mem_fp16"] == 0.45 and s["lora_over_full_peak_reserved_bf16"] == 0.45
+    assert s["over_seed_synthetic_lora_bf16"] == 5600 / 1300 and "over_seed_synthetic_full_fp16" not in s
+    assert s["over_seed_end_to_end_lora_fp16"] == 10.0
+    printed = table({**record, "summary": s}).splitlines()
+    words = [line.split() for line in printed]
+    assert "LoRA img/s, bf16 5,600 >= 5,000".split() in words
+    assert "ours / seed end to end, lora fp16 10.0x >= 10x".split() in words
+    assert "ours / seed, synthetic pixels, lora bf16 4.3x (model-bound)".split() in words
+    assert printed[-2].startswith("PASS: 8 pass")

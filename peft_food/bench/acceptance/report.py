@@ -77,33 +77,46 @@ def fmt(value: Any, pattern: str) -> str:
 
 
 def table(record: dict[str, Any]) -> str:
+    """One line per check, then the targets beside their figures, then the verdict (last, so the
+    tail of a long log still shows it)."""
     head = record["counts"]
-    lines = [f"peft_food acceptance, size {record['size']} on {record['device']['device']}: "
-             f"{record['verdict'].upper()} ({head['pass']} pass, {head['fail']} fail, {head['skip']} skipped) "
-             f"in {record.get('elapsed_s', 0):.0f} s of {record['budget_s']:.0f}"]
-    if record.get("stopped"):
-        lines.append(f"STOPPED: {record['stopped']}")
+    verdict = (f"{record['verdict'].upper()}: {head['pass']} pass, {head['fail']} fail, {head['skip']} skipped "
+               f"in {record.get('elapsed_s', 0):.0f} s of {record['budget_s']:.0f}")
+    lines = [f"peft_food acceptance, size {record['size']} on {record['device']['device']}"]
     for check in record["checks"]:
         detail = check["reason"] if check["verdict"] != "pass" else brief(check)
         seconds = f"{check['seconds']:6.1f}s" if check["seconds"] is not None else "       "
-        lines.append(f"  {check['verdict']:<5}{seconds}  {check['name']:<40}{detail}")
-    s = record.get("summary", {})
-    if s:
-        t = s["targets"]
-        lines.append(f"targets (batch {s['batch']}; {'an H200' if record['size'] == 'full' else 'toy: not comparable'})"
-                     f"{'':<6}measured      target")
-        for p in ("fp16", "bf16", "fp32"):
-            if f"lora_img_per_s_{p}" not in s:
-                continue
-            lines.append(f"  LoRA img/s, {p:<24}{fmt(s[f'lora_img_per_s_{p}'], '>10,.0f')}  >= {t['lora_img_per_s']:,}")
-            lines.append(f"  full fine-tuning img/s, {p:<12}{fmt(s[f'full_img_per_s_{p}'], '>10,.0f')}  >= {t['full_img_per_s']:,}")
-            lines.append(f"  LoRA / full peak memory, {p:<11}{fmt(s[f'lora_over_full_peak_mem_{p}'], '>10.2f')}  "
-                         f"<= {t['lora_over_full_peak_mem']}")
-        for key, value in s.items():
-            if key.startswith("over_seed_end_to_end_"):
-                lines.append(f"  ours / seed end to end, {key.removeprefix('over_seed_end_to_end_'):<12}"
-                             f"{value:>10.1f}x >= {t['over_seed_end_to_end']:g}x")
+        lines.append(f"  {check['verdict']:<5}{seconds}  {check['name']:<38}{detail}")
+    lines += targets(record.get("summary", {}), size=record["size"])
+    if record.get("stopped"):
+        lines.append(f"STOPPED: {record['stopped']}")
     if record.get("rerun"):
         lines.append(f"the budget left parts out; to run them: {record['rerun']}")
+    lines.append(verdict)
     lines.append(f"wrote {record['path']}")
     return "\n".join(lines)
+
+
+def targets(s: dict[str, Any], *, size: str) -> list[str]:
+    if not s:
+        return []
+    t = s["targets"]
+    lines = [f"targets (batch {s['batch']}; {'one H200' if size == 'full' else 'toy: not comparable'})"
+             f"{'':<10}measured      target"]
+    for p in ("fp16", "bf16", "fp32"):
+        if f"lora_img_per_s_{p}" not in s:
+            continue
+        lines.append(f"  LoRA img/s, {p:<30}{fmt(s[f'lora_img_per_s_{p}'], '>10,.0f')}  >= {t['lora_img_per_s']:,}")
+        lines.append(f"  full fine-tuning img/s, {p:<18}{fmt(s[f'full_img_per_s_{p}'], '>10,.0f')}  >= {t['full_img_per_s']:,}")
+        lines.append(f"  LoRA / full peak memory, {p:<17}{fmt(s[f'lora_over_full_peak_mem_{p}'], '>10.2f')}  "
+                     f"<= {t['lora_over_full_peak_mem']}")
+        for method in ("lora", "full"):
+            ratio = s.get(f"over_seed_synthetic_{method}_{p}")
+            if ratio is not None:
+                lines.append(f"  ours / seed, synthetic pixels, {method} {p:<6}{ratio:>10.1f}x (model-bound)")
+    for key, value in s.items():
+        if key.startswith("over_seed_end_to_end_"):
+            method, precision = key.removeprefix("over_seed_end_to_end_").split("_")
+            lines.append(f"  ours / seed end to end, {method} {precision:<12}{value:>10.1f}x >= "
+                         f"{t['over_seed_end_to_end']:g}x")
+    return lines
