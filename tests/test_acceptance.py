@@ -79,7 +79,7 @@ def test_toy_checks_train_reload_and_export_each_method(toy):
 
 def test_toy_benchmark_figures_are_positive_and_side_by_side(toy):
     _, _, record, _ = toy
-    rows = [c["figures"] for c in record["checks"] if c["kind"] in ("bench", "bench_e2e")]
+    rows = [c["figures"] for c in record["checks"] if c["kind"] in ("bench", "bench_more", "bench_e2e")]
     assert len(rows) == 19
     for row in rows:
         for key in ("step_s_median", "img_per_s_median", "peak_mem_mb", "flops_per_step", "achieved_flop_per_s",
@@ -150,16 +150,16 @@ def test_parts_the_budget_left_out_are_named_in_a_rerun_line():
         {"name": "train/lora/bf16", "kind": "train", "verdict": "pass", "reason": None},
         {"name": "train/hra/fp16", "kind": "train", "verdict": "skip", "reason": budget},
         {"name": "train/boft/bf16", "kind": "train", "verdict": "skip", "reason": budget},
-        {"name": "bench/lora/bf16/b256/ours", "kind": "bench", "verdict": "skip", "reason": budget},
+        {"name": "bench/lora/bf16/b256/ours", "kind": "bench_more", "verdict": "skip", "reason": budget},
         {"name": "torchrun/nccl", "kind": "torchrun", "verdict": "skip", "reason": "needs CUDA: no GPU here"}]}
     assert rerun(record, out_dir=Path("experiments/gpu_acceptance/d"), size="full") == (
-        "python -m peft_food.bench.acceptance experiments/gpu_acceptance/d-rest --size full --parts checks,bench "
+        "python -m peft_food.bench.acceptance experiments/gpu_acceptance/d-rest --size full --parts checks,batches "
         "--methods boft,hra")
     assert rerun({"checks": record["checks"][:1]}, out_dir=Path("x"), size="full") is None
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--parts", "bench,gpu"], "--parts has unknown gpu: choose from checks, bench, runs, compile"),
+    (["--parts", "bench,gpu"], "--parts has unknown gpu: choose from checks, bench, e2e, runs, compile, batches"),
     (["--methods", "lora,lorra"], "--methods has unknown lorra: choose from "),
     (["--budget-s", "0"], "--budget-s 0 is invalid"),
 ])

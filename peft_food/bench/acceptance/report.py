@@ -8,11 +8,11 @@ from typing import Any
 from peft_food.bench.acceptance.sizes import TARGETS
 
 
-def rows(record: dict[str, Any], kind: str) -> dict[tuple, dict[str, Any]]:
+def rows(record: dict[str, Any], *kinds: str) -> dict[tuple, dict[str, Any]]:
     """The benchmark's timed rows by (method, precision, batch, recipe)."""
     found = {}
     for check in record["checks"]:
-        if check["kind"] == kind and check["verdict"] == "pass":
+        if check["kind"] in kinds and check["verdict"] == "pass":
             f = check["figures"]
             found[(f["method"], f["precision"], f["batch"], f["recipe"])] = f
     return found
@@ -20,7 +20,7 @@ def rows(record: dict[str, Any], kind: str) -> dict[tuple, dict[str, Any]]:
 
 def summary(record: dict[str, Any], *, batch: int, seed_precision: str) -> dict[str, Any]:
     """The targets' figures, where the rows they need were measured (None where not)."""
-    synthetic, e2e = rows(record, "bench"), rows(record, "bench_e2e")
+    synthetic, e2e = rows(record, "bench", "bench_more"), rows(record, "bench_e2e")
     out: dict[str, Any] = {"batch": batch, "targets": TARGETS}
     precisions = sorted({key[1] for key in synthetic if key[3] == "ours"})
     for p in precisions:
@@ -57,7 +57,7 @@ def brief(check: dict[str, Any]) -> str:
         if check["kind"] == "compile":
             parts.append(f"first step {f['first_step_s']:.1f} s, then {f['median_step_s'] * 1000:.0f} ms")
         return ", ".join(parts)
-    if check["kind"] in ("bench", "bench_e2e") and "img_per_s_median" in f:
+    if check["kind"] in ("bench", "bench_more", "bench_e2e") and "img_per_s_median" in f:
         reserved = f" / {f['peak_reserved_mb']:,.0f}" if f.get("peak_reserved_mb") else ""
         return (f"{f['img_per_s_median']:,.0f} img/s, {f['step_s_median'] * 1000:.1f} ms, "
                 f"{f['peak_mem_mb']:,.0f}{reserved} MB, {f['fraction_of_matmul']:.0%} of matmul")

@@ -37,13 +37,15 @@ class Bench:
         return speed.row_criteria(row), row
 
     def synthetic(self, *, batch: int, precisions: tuple[str, ...], seed_precision: str | None) -> None:
-        """Ours for every method and precision at `batch`; then, if `seed_precision`, the seed recipe's."""
+        """Ours for every method and precision at `batch`; then, if `seed_precision`, the seed recipe's.
+        Rows at the targets' batch are kind `bench`, at the others `bench_more`."""
+        kind = "bench" if batch == self.size.seed_batch else "bench_more"
         for precision in precisions:
             for method in BENCH_METHODS:
-                self.part(f"bench/{method}/{precision}/b{batch}/ours", "bench",
+                self.part(f"bench/{method}/{precision}/b{batch}/ours", kind,
                           lambda w, m=method, p=precision: self.row(w, spec=self.spec(m, p), batch=batch, recipe="ours"))
         for method in BENCH_METHODS if seed_precision else ():
-            self.part(f"bench/{method}/{seed_precision}/b{batch}/seed_recipe", "bench",
+            self.part(f"bench/{method}/{seed_precision}/b{batch}/seed_recipe", kind,
                       lambda w, m=method: self.row(w, spec=self.spec(m, seed_precision), batch=batch,
                                                    recipe="seed_recipe"))
 

@@ -32,11 +32,11 @@ from peft_food.errors import ConfigError
 from peft_food.tracking.provenance import git_state, hardware, package_versions
 
 # Seconds a part of each kind is guessed to take on the GPU before one has run (then: the longest so far).
-PRIORS = {"matmul": 10, "train": 8, "bench": 6, "bench_e2e": 20, "setup": 10, "torchrun": 40, "store": 30,
-          "compile": 90}
+PRIORS = {"matmul": 10, "train": 8, "bench": 6, "bench_more": 8, "bench_e2e": 20, "setup": 10, "torchrun": 40,
+          "store": 30, "compile": 90}
 NO_GPU = "needs CUDA: no GPU here"
-GROUP_OF = {"train": "checks", "bench": "bench", "bench_e2e": "bench", "matmul": "bench", "setup": "bench",
-            "torchrun": "runs", "store": "runs", "compile": "compile"}
+GROUP_OF = {"train": "checks", "matmul": "bench", "bench": "bench", "setup": "e2e", "bench_e2e": "e2e",
+            "torchrun": "runs", "store": "runs", "compile": "compile", "bench_more": "batches"}
 
 
 def header(*, size: Size, budget_s: float, device: str, argv: list[str]) -> dict[str, Any]:
@@ -152,7 +152,7 @@ def run_parts(part: Callable, chosen: set[str], *, size: Size, device: str, prec
         matmul.update(speed.matmul_rate(device=device, n=8192 if device == "cuda" else 512))
         return {"measured": matmul["flop_per_s"] > 0}, matmul
 
-    if "bench" in chosen:
+    if chosen & {"bench", "e2e", "batches"}:  # every benchmark row's share of the matmul rate needs it
         part("matmul", "matmul", measure)
         record.sections["matmul"] = matmul
     if "checks" in chosen:
@@ -161,10 +161,10 @@ def run_parts(part: Callable, chosen: set[str], *, size: Size, device: str, prec
     if "bench" in chosen:
         bench.synthetic(batch=size.seed_batch, precisions=precisions, seed_precision=precisions[0])
     photos = work / "photos"
-    if chosen & {"bench", "runs"}:
+    if chosen & {"e2e", "runs"}:
         part("setup/photos", "setup", lambda _: make_photos(photos, size=size))
     made = photos if (photos / "meta").is_dir() else None
-    if "bench" in chosen:
+    if "e2e" in chosen:
         bench.end_to_end(photos=made, precision=precisions[0], stores=work / "e2e_stores")
     if "runs" in chosen:
         part("torchrun/nccl", "torchrun", lambda w: runs.torchrun_check(
@@ -178,7 +178,7 @@ def run_parts(part: Callable, chosen: set[str], *, size: Size, device: str, prec
                 method=m, size=size, precision=last, device=device, work=w, compile=True, steps=10), skip=gpu_only)
     if "checks" in chosen:
         train_checks(part, [m for m in methods if m not in first], size=size, precisions=precisions, device=device)
-    if "bench" in chosen:
+    if "batches" in chosen:
         for batch in size.bench_batches:
             if batch != size.seed_batch:
                 bench.synthetic(batch=batch, precisions=precisions, seed_precision=None)

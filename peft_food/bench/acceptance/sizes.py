@@ -42,8 +42,10 @@ SIZES = {
                 jpeg_size=(64, 48), jpeg_classes=4, jpeg_train_per_class=12, jpeg_test_per_class=2),
 }
 
-# The groups of parts `--parts` chooses from (run.py runs them in its own order).
-PARTS = ("checks", "bench", "runs", "compile")
+# The groups of parts `--parts` chooses from (run.py runs them in its own order): every method's
+# check; the benchmark at the targets' batch with the seed recipe beside it; end to end on photos;
+# torchrun and the data store; train.compile; the benchmark at the other batches.
+PARTS = ("checks", "bench", "e2e", "runs", "compile", "batches")
 
 # What the benchmark is measured against: printed beside the figures, never asserted.
 TARGETS = {
