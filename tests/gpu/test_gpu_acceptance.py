@@ -14,7 +14,8 @@ import torch
 from peft_food.bench.acceptance import checks, runs
 from peft_food.bench.acceptance.compose import shipped_methods
 from peft_food.bench.acceptance.images import write_food101_layout
-from peft_food.bench.acceptance.run import Bench, unusable
+from peft_food.bench.acceptance.rows import Bench
+from peft_food.bench.acceptance.run import unusable
 from peft_food.bench.acceptance.sizes import SIZES
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(
