@@ -104,11 +104,26 @@ def method_check(*, method: str, size: Size, precision: str, device: str, work: 
     spec = run_spec(*size.model, f"peft={method}", f"train.precision={precision}", f"train.compile={compile}",
                     output_dir=work / "run")
     labels = [f"class_{k}" for k in range(CLASSES)]
+    model_dir = work / "run" / "model"
+    probe, losses, pixels, ended, figures = train_and_save(spec, size=size, precision=precision, steps=steps,
+                                                           labels=labels, model_dir=model_dir, device=device,
+                                                           shared_base=work.parent / "shared_base")
+    figures.update(compile=compile, trainable_params_meta=meta_trainable(spec, labels))
+    criteria = training_criteria(losses, probe, figures, steps=steps, precision=precision)
+    criteria.update(reload_criteria(spec, model_dir, pixels=pixels, ended=ended, device=device, work=work,
+                                    export=export, figures=figures))
+    return criteria, figures
+
+
+def train_and_save(spec: RunSpec, *, size: Size, precision: str, steps: int, labels: list[str], model_dir: Path,
+                   device: str, shared_base: Path) -> tuple[StepProbe, list[float], torch.Tensor, torch.Tensor, dict]:
+    """`steps` optimizer steps through training's Trainer, then the model saved as a run saves it.
+    Returns the step probe, the logged losses, the probe images (uint8), the logits the trained model
+    gives them (fp32) and the run's figures."""
     set_seed(spec.seed)
     base, processor = load_base(model=spec.model, labels=labels)
-    model_dir = work / "run" / "model"
     if spec.peft.saves_base and not spec.model.pretrained:
-        link_base(base, shared=work.parent / "shared_base", model_dir=model_dir)
+        link_base(base, shared=shared_base, model_dir=model_dir)
     model = apply_peft(base, peft=spec.peft, model=spec.model)
     trainable = count_parameters(model)["trainable_params"]
     pixels = ColourPixels(n=size.check_batch * steps, size=input_sizes(processor)[0], classes=CLASSES,
@@ -117,8 +132,8 @@ def method_check(*, method: str, size: Size, precision: str, device: str, work: 
     train = replace(spec.train, batch_size=size.check_batch, eval_batch_size=size.check_batch, grad_accum=1,
                     max_steps=steps, logging_steps=1)
     trainer = build_image_trainer(model=model, processor=processor, train_dataset=pixels, eval_dataset=None,
-                                  train=train, precision=precision, workers=0, run_dir=work / "run", seed=spec.seed,
-                                  callbacks=[probe, *spec.peft.callbacks()], metrics=None,
+                                  train=train, precision=precision, workers=0, run_dir=model_dir.parent,
+                                  seed=spec.seed, callbacks=[probe, *spec.peft.callbacks()], metrics=None,
                                   **{**NO_SELECTION, "save_strategy": "no"})
     probe.trainer = trainer
     trainer.train()
@@ -126,47 +141,52 @@ def method_check(*, method: str, size: Size, precision: str, device: str, work: 
     # The trained module itself: without accelerate's autocast wrapper (fp32 logits) or compile.
     model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False, keep_torch_compile=False).eval()
     probe_pixels = pixels.pixels[:PROBE_IMAGES]
-    batch = normalize(probe_pixels, mean=processor.image_mean, std=processor.image_std).to(device)
-    ended = logits(model, batch)
-    params_finite = all(bool(torch.isfinite(p).all()) for p in model.parameters() if p.requires_grad)
+    ended = logits(model, normalize(probe_pixels, mean=processor.image_mean, std=processor.image_std).to(device))
+    finite = all(bool(torch.isfinite(p).all()) for p in model.parameters() if p.requires_grad)
     save_trained(model, processor, model_dir=model_dir, peft=spec.peft, labels=labels, base=spec.model)
-    del trainer, model
-
-    first, last = statistics.fmean(losses[:LOSS_WINDOW]), statistics.fmean(losses[-LOSS_WINDOW:])
-    on_meta = meta_trainable(spec, labels)
     step_s = probe.step_s[1:] or probe.step_s
-    figures: dict[str, Any] = {
-        "model": spec.model.name, "precision": precision, "batch": size.check_batch, "steps": len(losses),
-        "lr": train.lr, "compile": compile, "losses": losses, "loss_first_mean": first, "loss_last_mean": last,
-        "loss_last_over_first": last / first, "trainable_params": trainable, "trainable_params_meta": on_meta,
-        "first_step_s": probe.step_s[0] if probe.step_s else None, "median_step_s": statistics.median(step_s),
-    }
+    figures = {"model": spec.model.name, "precision": precision, "batch": size.check_batch, "steps": len(losses),
+               "lr": train.lr, "losses": losses, "trainable_params": trainable, "trained_params_finite": finite,
+               "first_step_s": probe.step_s[0] if probe.step_s else None, "median_step_s": statistics.median(step_s)}
+    return probe, losses, probe_pixels, ended, figures
+
+
+def training_criteria(losses: list[float], probe: StepProbe, figures: dict[str, Any], *, steps: int,
+                      precision: str) -> dict[str, bool]:
+    first, last = statistics.fmean(losses[:LOSS_WINDOW]), statistics.fmean(losses[-LOSS_WINDOW:])
+    figures.update(loss_first_mean=first, loss_last_mean=last, loss_last_over_first=last / first)
     criteria = {
         f"{steps} optimizer steps logged": len(losses) == steps,
         "every loss finite": all(math.isfinite(x) for x in losses),
-        "every trained parameter finite": params_finite,
+        "every trained parameter finite": figures["trained_params_finite"],
         f"loss falls (mean of last {LOSS_WINDOW} < mean of first {LOSS_WINDOW})": last < first,
-        "trainable count = meta-device count": trainable == on_meta,
+        "trainable count = meta-device count": figures["trainable_params"] == figures["trainable_params_meta"],
     }
     if precision == "fp16":
-        figures.update(scales=probe.scales, final_scale=probe.scales[-1] if probe.scales else None,
-                       skipped_steps=probe.skipped)
-        criteria[f"GradScaler scale >= {SCALE_FLOOR:g} at the end"] = bool(probe.scales) and probe.scales[-1] >= SCALE_FLOOR
+        final = probe.scales[-1] if probe.scales else None
+        figures.update(scales=probe.scales, final_scale=final, skipped_steps=probe.skipped)
+        criteria[f"GradScaler scale >= {SCALE_FLOOR:g} at the end"] = final is not None and final >= SCALE_FLOOR
+    return criteria
 
+
+def reload_criteria(spec: RunSpec, model_dir: Path, *, pixels: torch.Tensor, ended: torch.Tensor, device: str,
+                    work: Path, export: bool, figures: dict[str, Any]) -> dict[str, bool]:
+    """The saved model reloaded (predict's loader) against the trained logits; and its export."""
     trained = load_trained(model_dir)
-    files = write_pngs(probe_pixels, work / "probe")
+    files = write_pngs(pixels, work / "probe")
     exported = export and spec.peft.unfoldable is None
-    predicted = classify(trained, files, top_k=len(labels), batch_size=PROBE_IMAGES) if exported else None
-    reload_diff = float((logits(trained.model.to(device), batch) - ended).abs().max())
-    figures["reload_max_abs_logit_diff"] = reload_diff
-    criteria[f"reloaded logits = trained logits (max |diff| <= {RELOAD_TOL:g}, fp32)"] = reload_diff <= RELOAD_TOL
+    predicted = classify(trained, files, top_k=len(trained.labels), batch_size=len(files)) if exported else None
+    batch = normalize(pixels, mean=trained.processor.image_mean, std=trained.processor.image_std).to(device)
+    diff = float((logits(trained.model.to(device), batch) - ended).abs().max())
+    figures["reload_max_abs_logit_diff"] = diff
+    criteria = {f"reloaded logits = trained logits (max |diff| <= {RELOAD_TOL:g}, fp32)": diff <= RELOAD_TOL}
     del trained
     if predicted is None:
         figures["export"] = f"not exported: {spec.peft.unfoldable or 'checked in the last precision only'}"
     else:
         criteria.update(export_agrees(model_dir, work / "exported", files=files, predicted=predicted, device=device,
                                       figures=figures))
-    return criteria, figures
+    return criteria
 
 
 def export_agrees(model_dir: Path, out_dir: Path, *, files: list[Path], predicted: list[Any], device: str,
