@@ -98,7 +98,7 @@ def table(record: dict[str, Any]) -> str:
 
 
 def targets(s: dict[str, Any], *, size: str) -> list[str]:
-    if not s:
+    if not any(key.startswith(("lora_img_per_s_", "over_seed_end_to_end_")) for key in s):
         return []
     t = s["targets"]
     lines = [f"targets (batch {s['batch']}; {'one H200' if size == 'full' else 'toy: not comparable'})"
