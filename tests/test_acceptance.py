@@ -139,14 +139,15 @@ def test_a_part_running_past_the_budget_is_stopped_and_recorded(tmp_path):
         written.append(json.loads((tmp_path / "acceptance.json").read_text()))
         stopped.set()
 
+    record.planned = [("hangs", "slow"), ("after it", "train")]
     timer = watchdog(record, budget, on_stop=on_stop)
     run_part(record, budget, name="hangs", kind="slow", prior=0.1, part=lambda: ({"stopped": stopped.wait(10)}, {}))
     timer.cancel()
     [at_stop] = written
     assert "during hangs" in at_stop["stopped"] and at_stop["verdict"] == "fail"
-    # the unfinished part is recorded as left out by the budget (a rerun line names it)
-    [hung] = at_stop["checks"]
-    assert hung["verdict"] == "skip" and hung["reason"].startswith("budget:")
+    # the unfinished part and the ones never reached are recorded as left out by the budget (a rerun line names them)
+    assert [(c["name"], c["verdict"], c["reason"]) for c in at_stop["checks"]] == [
+        ("hangs", "skip", "budget: ran out while this part ran"), ("after it", "skip", "budget: not reached")]
 
 
 def test_parts_the_budget_left_out_are_named_in_a_rerun_line():

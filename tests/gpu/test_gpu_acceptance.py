@@ -59,8 +59,7 @@ def test_a_benchmark_row_at_the_targets_setting(recipe, tmp_path):
     """LoRA at batch 128: timed by CUDA events, memory from CUDA's allocator, FLOPs against the matmul rate."""
     from peft_food.bench.acceptance.speed import matmul_rate
 
-    rate = matmul_rate(device="cuda", n=8192)["flop_per_s"]
-    bench = Bench(None, size=FULL, device="cuda", rate=rate)
+    bench = Bench(None, size=FULL, device="cuda", matmul=matmul_rate(device="cuda", n=8192))
     criteria, row = bench.row(tmp_path, spec=bench.spec("lora", "bf16"), batch=128, recipe=recipe)
     assert_met(criteria, row)
     assert row["timing"] == "cuda_events" and row["peak_reserved_mb"] >= row["peak_mem_mb"]

@@ -71,6 +71,7 @@ class Record:
     def __init__(self, out_dir: Path, header: dict[str, Any]):
         self.path = out_dir / FILE
         self.header, self.checks, self.sections = header, [], {}
+        self.planned: list[tuple[str, str]] = []  # (name, kind) of every part, in order, before any runs
         self.current: str | None = None
         self.stopped: str | None = None
         self._lock = threading.Lock()
@@ -126,6 +127,9 @@ def watchdog(record: Record, budget: Budget, *, on_stop: Callable[[], None]) -> 
         for check in record.checks:
             if check.name == record.current:  # unfinished: a skip for lack of time, as the ones not started
                 check.reason = "budget: ran out while this part ran"
+        reached = {check.name for check in record.checks}
+        record.checks += [Check(name=name, kind=kind, reason="budget: not reached")
+                          for name, kind in record.planned if name not in reached]
         record.write()
         on_stop()
 

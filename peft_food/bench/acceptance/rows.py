@@ -15,9 +15,10 @@ from peft_food.bench.acceptance.sizes import BENCH_METHODS, Size
 
 
 class Bench:
-    def __init__(self, part: Callable | None, *, size: Size, device: str, rate: float):
-        """`part(name, kind, fn, skip=None)` runs one part (run.py's); `rate`: the matmul FLOP/s."""
-        self.part, self.size, self.device, self.rate = part, size, device, rate
+    def __init__(self, part: Callable | None, *, size: Size, device: str, matmul: dict[str, Any]):
+        """`part(name, kind, fn, skip=None)` adds one part (run.py's plan); `matmul`: the rate's figures,
+        filled by the matmul part before any row runs."""
+        self.part, self.size, self.device, self.matmul = part, size, device, matmul
         self._flops: dict[str, float] = {}
         self._photo_splits: Any = None
 
@@ -33,7 +34,8 @@ class Bench:
     def row(self, work: Path, *, spec: Any, batch: int, recipe: str, steps: int | None = None,
             **inputs: Any) -> tuple[dict, dict]:
         row = speed.bench_row(spec, batch=batch, warmup=self.size.warmup_steps, steps=steps or self.size.timed_steps,
-                              recipe=recipe, work=work, flops=self.flops(spec), matmul=self.rate, **inputs)
+                              recipe=recipe, work=work, flops=self.flops(spec),
+                              matmul=self.matmul.get("flop_per_s", float("nan")), **inputs)
         return speed.row_criteria(row), row
 
     def synthetic(self, *, batch: int, precisions: tuple[str, ...], seed_precision: str | None) -> None:
@@ -49,15 +51,14 @@ class Bench:
                       lambda w, m=method: self.row(w, spec=self.spec(m, seed_precision), batch=batch,
                                                    recipe="seed_recipe"))
 
-    def end_to_end(self, *, photos: Path | None, precision: str, stores: Path) -> None:
+    def end_to_end(self, *, photos: Path, precision: str, stores: Path, skip: Callable[[], str | None]) -> None:
         """LoRA and full fine-tuning on the photos at the targets' batch: ours from data stores with
         the run's workers, the seed recipe decoding each JPEG in the training process."""
         for method in ("lora", "full"):
             for recipe in ("ours", "seed_recipe"):
                 self.part(f"bench_e2e/{method}/{precision}/b{self.size.seed_batch}/{recipe}", "bench_e2e",
                           lambda w, m=method, r=recipe: self.e2e_row(w, method=m, precision=precision, recipe=r,
-                                                                     photos=photos, stores=stores),
-                          skip=None if photos else "no photos: the setup part did not make them")
+                                                                     photos=photos, stores=stores), skip=skip)
 
     def e2e_row(self, work: Path, *, method: str, precision: str, recipe: str, photos: Path,
                 stores: Path) -> tuple[dict, dict]:

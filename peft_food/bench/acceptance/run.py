@@ -35,6 +35,7 @@ from peft_food.tracking.provenance import git_state, hardware, package_versions
 PRIORS = {"matmul": 10, "train": 8, "bench": 6, "bench_more": 8, "bench_e2e": 20, "setup": 10, "torchrun": 40,
           "store": 30, "compile": 90}
 NO_GPU = "needs CUDA: no GPU here"
+Skip = str | Callable[[], str | None] | None  # a reason to skip a part, or a function giving one at its turn
 GROUP_OF = {"train": "checks", "matmul": "bench", "bench": "bench", "setup": "e2e", "bench_e2e": "e2e",
             "torchrun": "runs", "store": "runs", "compile": "compile", "bench_more": "batches"}
 
@@ -124,15 +125,21 @@ def acceptance(out_dir: Path, *, size_name: str, budget_s: float, methods: list[
         shutil.rmtree(work, ignore_errors=True)
         os._exit(3)
 
-    def part(name: str, kind: str, fn: Callable[[Path], tuple[dict, dict]], skip: str | None = None) -> None:
-        folder = work / name.replace("/", "_")
-        run_part(record, budget, name=name, kind=kind, prior=PRIORS[kind], part=lambda: fn(folder), skip=skip)
-        shutil.rmtree(folder, ignore_errors=True)  # models and stores are GBs at full size
+    plan: list[tuple[str, str, Callable[[Path], tuple[dict, dict]], Skip]] = []
 
+    def part(name: str, kind: str, fn: Callable[[Path], tuple[dict, dict]], skip: Skip = None) -> None:
+        plan.append((name, kind, fn, skip))
+
+    plan_parts(part, chosen_parts, size=size, device=device, precisions=precisions, work=work, budget=budget,
+               record=record, methods=methods or list(size.check_methods or shipped_methods()))
+    record.planned = [(name, kind) for name, kind, _, _ in plan]  # a stopped run names the parts never reached
     timer = watchdog(record, budget, on_stop=stop)
     try:
-        run_parts(part, chosen_parts, size=size, device=device, precisions=precisions, work=work, budget=budget,
-                  record=record, methods=methods or list(size.check_methods or shipped_methods()))
+        for name, kind, fn, skip in plan:
+            folder = work / name.replace("/", "_")
+            run_part(record, budget, name=name, kind=kind, prior=PRIORS[kind], part=lambda: fn(folder),
+                     skip=skip() if callable(skip) else skip)
+            shutil.rmtree(folder, ignore_errors=True)  # models and stores are GBs at full size
     finally:
         timer.cancel()
         result = finish()
@@ -141,8 +148,10 @@ def acceptance(out_dir: Path, *, size_name: str, budget_s: float, methods: list[
     return 0 if result["verdict"] == "pass" else 1
 
 
-def run_parts(part: Callable, chosen: set[str], *, size: Size, device: str, precisions: tuple[str, ...], work: Path,
-              budget: Budget, record: Record, methods: list[str]) -> None:
+def plan_parts(part: Callable, chosen: set[str], *, size: Size, device: str, precisions: tuple[str, ...], work: Path,
+               budget: Budget, record: Record, methods: list[str]) -> None:
+    """Every part of the run, in order, through `part(name, kind, fn, skip)`: fn(folder) -> (criteria,
+    figures) runs later; `skip` is a reason, or a function giving one (or None) when the part's turn comes."""
     gpu_only = None if device == "cuda" else NO_GPU
     last = precisions[-1]  # bf16 on CUDA: the runs, compile and exports use it
     first = [m for m in BENCH_METHODS if m in methods]
@@ -157,21 +166,20 @@ def run_parts(part: Callable, chosen: set[str], *, size: Size, device: str, prec
         record.sections["matmul"] = matmul
     if "checks" in chosen:
         train_checks(part, first, size=size, precisions=precisions, device=device)
-    bench = Bench(part, size=size, device=device, rate=matmul.get("flop_per_s", float("nan")))
+    bench = Bench(part, size=size, device=device, matmul=matmul)
     if "bench" in chosen:
         bench.synthetic(batch=size.seed_batch, precisions=precisions, seed_precision=precisions[0])
     photos = work / "photos"
     if chosen & {"e2e", "runs"}:
         part("setup/photos", "setup", lambda _: make_photos(photos, size=size))
-    made = photos if (photos / "meta").is_dir() else None
+    no_photos = lambda: None if (photos / "meta").is_dir() else "no photos: the setup part did not make them"  # noqa: E731
     if "e2e" in chosen:
-        bench.end_to_end(photos=made, precision=precisions[0], stores=work / "e2e_stores")
+        bench.end_to_end(photos=photos, precision=precisions[0], stores=work / "e2e_stores", skip=no_photos)
     if "runs" in chosen:
         part("torchrun/nccl", "torchrun", lambda w: runs.torchrun_check(
             size=size, precision=last, work=w, timeout=max(5.0, budget.left())), skip=gpu_only)
         part("store/normalise_on_device", "store", lambda w: runs.store_check(
-            size=size, precision=last, device=device, photos=made, work=w),
-            skip=None if made else "no photos: the setup part did not make them")
+            size=size, precision=last, device=device, photos=photos, work=w), skip=no_photos)
     if "compile" in chosen:
         for method in ("lora", "full"):
             part(f"compile/{method}/{last}", "compile", lambda w, m=method: checks.method_check(
