@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
+from transformers import AutoModelForImageClassification
 
 from peft_food.config import parse_config
 from peft_food.errors import ConfigError
@@ -70,8 +71,13 @@ def test_each_tuner_trains_saves_and_reloads_to_the_same_logits_and_merges(tmp_p
     with torch.inference_mode():
         expected = trained(pixel_values=pixels).logits
         assert torch.allclose(reloaded(pixel_values=pixels).logits, expected, atol=1e-5)
-        # What export writes: the update folded into plain Linear / LayerNorm weights.
-        assert torch.allclose(spec.peft.merge(reloaded)(pixel_values=pixels).logits, expected, atol=1e-4)
+        # What export writes: the update folded into plain Linear / LayerNorm weights, and the trained head
+        # saved as the plain model's own (ln_tuning's merge left it wrapped: a random head was loaded).
+        merged = spec.peft.merge(reloaded)
+        assert torch.allclose(merged(pixel_values=pixels).logits, expected, atol=1e-4)
+        merged.save_pretrained(tmp_path / "exported")
+        plain = AutoModelForImageClassification.from_pretrained(tmp_path / "exported")
+        assert torch.allclose(plain(pixel_values=pixels).logits, expected, atol=1e-4)
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ settings, through training's own Trainer (training/trainer.py `build_image_train
 from __future__ import annotations
 
 import logging
+import statistics
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -32,20 +33,24 @@ log = logging.getLogger(__name__)
 
 
 class SyntheticPixels(Dataset):
-    """Random images already at model size: the model alone sets the pace."""
+    """Random images already at model size: the model alone sets the pace. `pool` distinct images
+    at most (indices wrap): at 224 px a long run's own would be GBs made before the first step."""
 
-    def __init__(self, *, n: int, size: tuple[int, int], num_labels: int, uint8: bool):
+    def __init__(self, *, n: int, size: tuple[int, int], num_labels: int, uint8: bool, pool: int | None = None):
         gen = torch.Generator().manual_seed(0)
-        self.pixels = torch.randint(0, 256, (n, 3, *size), dtype=torch.uint8, generator=gen)
+        count = min(n, pool or n)
+        self.pixels = torch.randint(0, 256, (count, 3, *size), dtype=torch.uint8, generator=gen)
         if not uint8:
             self.pixels = self.pixels.float().div(255)
-        self.labels = torch.randint(0, num_labels, (n,), generator=gen)
+        self.labels = torch.randint(0, num_labels, (count,), generator=gen)
+        self.n = n
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return self.n
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"pixel_values": self.pixels[i], "labels": int(self.labels[i])}
+        j = i % len(self.labels)
+        return {"pixel_values": self.pixels[j], "labels": int(self.labels[j])}
 
 
 def bench_train(spec: RunSpec, bench: BenchSpec, *, method_spec, recipe: str, loaded: Splits | None,
@@ -68,8 +73,9 @@ def bench_train(spec: RunSpec, bench: BenchSpec, *, method_spec, recipe: str, lo
             splits = attach_transforms(loaded, processor, uint8=ours, fast_decode=ours and spec.data.fast_decode)
         train_ds, eval_ds = splits.train, splits.val
     else:
-        train_ds = SyntheticPixels(n=n, size=size, num_labels=len(labels), uint8=ours)
-        eval_ds = SyntheticPixels(n=min(n, 4 * bench.batch_size), size=size, num_labels=len(labels), uint8=ours)
+        pool = 4 * bench.batch_size
+        train_ds = SyntheticPixels(n=n, size=size, num_labels=len(labels), uint8=ours, pool=pool)
+        eval_ds = SyntheticPixels(n=min(n, pool), size=size, num_labels=len(labels), uint8=ours)
     train_spec = replace(spec.train, batch_size=bench.batch_size, eval_batch_size=bench.batch_size, grad_accum=1,
                          max_steps=steps, logging_steps=10_000, compile=ours and spec.train.compile)
     precision = resolve_precision(spec.train.precision)
@@ -88,16 +94,20 @@ def bench_train(spec: RunSpec, bench: BenchSpec, *, method_spec, recipe: str, lo
     before = torch.cuda.memory_allocated() if torch.cuda.is_available() else None
     with PeakRSS() as rss:
         trainer.train()
+    reserved = None
     if torch.cuda.is_available():
-        peak, start = torch.cuda.max_memory_allocated(), before
+        peak, start, reserved = torch.cuda.max_memory_allocated(), before, torch.cuda.max_memory_reserved() / 2**20
     else:
         peak, start = rss.peak, rss.start
     peak_mb, train_mem_mb = peak / 2**20, (peak - start) / 2**20  # the latter: what training added to the loaded model
+    times = timer.times
     started = time.perf_counter()
     evaluated = trainer.evaluate()
     eval_n = len(eval_ds)
-    step_s = sum(timer.times) / len(timer.times)
-    return {"img_per_s": bench.batch_size / step_s, "step_s": step_s, "peak_mem_mb": peak_mb, "train_mem_mb": train_mem_mb,
+    step_s = sum(times) / len(times)
+    return {"img_per_s": bench.batch_size / step_s, "step_s": step_s, "step_s_median": statistics.median(times),
+            "steps_timed": len(times), "timing": timer.timing, "peak_reserved_mb": reserved,
+            "peak_mem_mb": peak_mb, "train_mem_mb": train_mem_mb,
             "trainable_params": count_parameters(model)["trainable_params"],
             "eval_img_per_s": eval_n / (time.perf_counter() - started), "precision": precision,
             "attention": model_spec.attn_implementation, "optim": args.optim, "workers": workers,

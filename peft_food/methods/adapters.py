@@ -92,7 +92,18 @@ class AdapterSpec(Method):
         return model
 
     def merge(self, model: Any) -> Any:
-        return model.merge_and_unload()  # every adapter folds its update into the base weights
+        from peft.utils.other import ModulesToSaveWrapper
+
+        merged = model.merge_and_unload()  # every adapter folds its update into the base weights
+        # Some tuners' merge_and_unload leaves the trained head in peft's ModulesToSaveWrapper (LN
+        # tuning, peft 0.21): the export then saved it as classifier.modules_to_save.default.* and
+        # transformers loaded a fresh random head in its place. Put the trained copy back as the head.
+        for name, module in list(merged.named_modules()):
+            if isinstance(module, ModulesToSaveWrapper):
+                parent, _, child = name.rpartition(".")
+                setattr(merged.get_submodule(parent), child,
+                        module.unload_and_optionally_merge_module(merge=True, safe_merge=False, adapter_names=None))
+        return merged
 
 
 @register
