@@ -7,24 +7,25 @@ from __future__ import annotations
 import colorsys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+
+from peft_food.bench.train import SyntheticPixels
 
 
 def class_colour(label: int, classes: int) -> np.ndarray:
     return np.array(colorsys.hsv_to_rgb(label / classes, 0.6, 0.8)) * 255
 
 
-class ColourPixels(Dataset):
+class ColourPixels(SyntheticPixels):
     """`n` uint8 images at `size` (height, width), class k a hue with noise, labels cycling over the
     classes. Only `pool` distinct images are made (indices wrap): the checks measure training, not
     image making, and a pool seen several times is also what makes the loss fall."""
 
     def __init__(self, *, n: int, size: tuple[int, int], classes: int, pool: int, seed: int = 0):
+        # SyntheticPixels' indexing (pool wraps) over pixels of its own: not SyntheticPixels.__init__'s noise
         gen = torch.Generator().manual_seed(seed)
         count = min(n, pool)
         self.labels = torch.arange(count) % classes
@@ -32,13 +33,6 @@ class ColourPixels(Dataset):
         noise = torch.randn((count, 3, *size), generator=gen) * 40
         self.pixels = (colours[self.labels][:, :, None, None] + noise).clamp(0, 255).to(torch.uint8)
         self.n = n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        j = i % len(self.labels)
-        return {"pixel_values": self.pixels[j], "labels": int(self.labels[j])}
 
 
 def write_pngs(pixels: torch.Tensor, folder: Path) -> list[Path]:
