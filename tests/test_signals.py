@@ -226,6 +226,30 @@ def test_a_second_sigterm_stops_at_once_with_one_line(tmp_path):
     assert RunRecord.load(record).status == "interrupted"
 
 
+# Ctrl-C while the command line is still starting (here: as the config is checked), before any
+# handler of the run's own: one line, exit 130, no KeyboardInterrupt traceback.
+EARLY = """
+import os, signal
+import peft_food.cli.train as train
+
+parse = train.parse_config
+def parse_then_ctrl_c(cfg):
+    os.kill(os.getpid(), signal.SIGINT)
+    return parse(cfg)
+train.parse_config = parse_then_ctrl_c
+train.cli()
+"""
+
+
+def test_ctrl_c_during_start_up_is_one_line(tmp_path):
+    done = subprocess.run([sys.executable, "-c", EARLY, *TINY, "logger=none", "progress=false"], cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300)
+    out = done.stdout + done.stderr
+    assert done.returncode == 128 + signal.SIGINT, out[-3000:]
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out[-3000:]
+    assert done.stderr.strip().splitlines()[-1] == "peft-food-train: interrupted (Ctrl-C) before anything was saved"
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A 64 MiB tmpfs: a disk the test can fill (root only; skipped where mounting is not allowed)."""

@@ -14,6 +14,7 @@ import importlib.util
 import os
 import re
 import shutil
+import signal
 import sys
 from typing import Any, Callable
 
@@ -184,6 +185,13 @@ def console_script(main: Callable[[], Any], *, command: Command, config_name: st
             offline_unless_reachable()  # no Hub: fail (or use the cache) at once, not after retries
         return 0
 
-    if status := checked():
-        sys.exit(status)
-    main()
+    try:
+        if status := checked():
+            sys.exit(status)
+        main()
+    except KeyboardInterrupt:
+        # Ctrl-C before a run installs its own handling (imports, composing, loading) or after it: one
+        # line, as a run stopped by a signal says it. A training run's launch dir holding nothing yet
+        # is removed by the next launch (training/claim.py sweep_dead_starts).
+        print(f"{command.prog}: interrupted (Ctrl-C) before anything was saved", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
