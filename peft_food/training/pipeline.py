@@ -216,31 +216,19 @@ def _held(run_dir: Path, *, stub: Path) -> Iterator[None]:
 
 
 def _train_in(run_dir: Path, spec: RunSpec, *, resumed: bool, started: float) -> RunRecord:
+    """The run in its steps: where it resumes from, its record, W&B, training, selection and test,
+    saving. Every exit goes through `recorded` (the failure path); a signal stops it (`stopper`)."""
     main_process = is_main_process()
-    previous = resumed_record(run_dir) if resumed else None  # its status as it ended: dead if it was killed
-    if resumed and main_process:
-        drop_torn_checkpoints(run_dir)
+    previous, checkpoint = _resume_point(run_dir, resumed=resumed, main_process=main_process)
     set_seed(spec.seed)
     precision = resolve_precision(spec.train.precision)
-    checkpoint = latest_checkpoint(run_dir) if resumed else None
-    record = RunRecord(
-        status="running", method=spec.peft.label, protocol=spec.data.protocol, monitor=spec.train.monitor_key,
-        config=spec.config,
-        provenance=provenance(precision=precision, world_size=world_size(),
-                              effective_batch_size=spec.train.batch_size * spec.train.grad_accum * world_size()),
-        resumed_from=[*(previous.resumed_from if previous else []), *([checkpoint.name] if checkpoint else [])],
-        epochs=kept_epochs(previous, checkpoint),  # the epochs done up to the checkpoint are never lost
-    )
+    record = _new_record(spec, precision=precision, previous=previous, checkpoint=checkpoint)
     path = run_dir / RECORD_FILE if main_process else None
     if path is not None:
         record.write(path)
-    logger = spec.logger if main_process else replace(spec.logger, enabled=False)
-    # The run's W&B config: the resolved Hydra config, the method and where the run came from.
-    wandb_config = {"method": spec.peft.label, **spec.config, "provenance": asdict(record.provenance)}
     split = selection_split(spec.data.protocol)
-    open_wandb = functools.partial(start_wandb, spec=logger, run_dir=run_dir, config=wandb_config,
-                                   tags=[spec.peft.label, spec.model.name], metrics=spec.train.metrics, split=split,
-                                   run_id=previous.wandb_run_id if previous else None)
+    open_wandb = _wandb_starter(spec, run_dir=run_dir, record=record, previous=previous, split=split,
+                                main_process=main_process)
     stopper = StopOnSignal(checkpoint=lambda: latest_checkpoint(run_dir))
     with recorded(record, path=path, wandb=open_wandb) as wandb_run, stopper:
         if wandb_run is not None and previous is not None:
@@ -254,34 +242,84 @@ def _train_in(run_dir: Path, spec: RunSpec, *, resumed: bool, started: float) ->
             wandb_run.summary.update(vars(record.counts))
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         stopper.finish()  # stopped by a signal: Interrupted; from here on a signal stops at once
-        record.epochs = epoch_metrics(trainer.state.log_history, metrics=spec.train.metrics)
-        record.stopped_early = next((c.stopped for c in trainer.callback_handler.callbacks if isinstance(c, EarlyStop)),
-                                    None)
-        final_test = None
-        if splits.val is not None:  # the last epoch's model is in hand: test it, then load the selected one
-            if not splits.selects_on_test:
-                final_test = test_metrics(trainer, splits.test, metrics=spec.train.metrics)
-            load_best(trainer)
-        best_test = report_results(trainer, splits.test, labels=record.labels, out_dir=run_dir if main_process else None,
-                                   wandb_run=wandb_run, examples=spec.logger.examples, metrics=spec.train.metrics)
-        if splits.val is None:  # protocol retrain: the model is the last epoch's, nothing was selected
-            record.test = {"final": best_test}
-        elif not splits.selects_on_test:
-            record.test = {"best": best_test, "final": final_test}
+        _select_and_test(trainer, splits, record=record, spec=spec, out_dir=run_dir if main_process else None,
+                         wandb_run=wandb_run)
         log.info(result_line(record))
         if main_process:
-            save_trained(trainer.model, processor, model_dir=run_dir / "model", peft=spec.peft, labels=record.labels,
-                         base=spec.model)
-            write_card(record, run_dir / "model", library=spec.peft.library,  # over peft's placeholder card
-                       unfoldable=spec.peft.unfoldable)
+            _save(trainer.model, processor, record=record, spec=spec, model_dir=run_dir / "model")
         record.efficiency = replace(record.efficiency, train_img_per_s=record.efficiency.img_per_s(),
                                     peak_mem_mb=peak_memory_mb(),
                                     model_size_mb=weights_mb(run_dir / "model") if main_process else None)
-        wants_model = spec.logger.log_model if spec.logger.log_model is not None else not spec.peft.saves_whole_model
-        if wandb_run is not None and wants_model:
-            log_model(wandb_run, model_dir=run_dir / "model", record=record,
-                      base=spec.model.name_or_path or f"{spec.model.name} (random init)")
+        _log_model(wandb_run, spec=spec, record=record, model_dir=run_dir / "model")
     return record
+
+
+def _resume_point(run_dir: Path, *, resumed: bool, main_process: bool) -> tuple[RunRecord | None, Path | None]:
+    """The record of the launch being resumed (its status as it ended: dead if it was killed) and the
+    checkpoint to continue from, torn ones dropped first; (None, None) for a fresh run."""
+    if not resumed:
+        return None, None
+    previous = resumed_record(run_dir)
+    if main_process:
+        drop_torn_checkpoints(run_dir)
+    return previous, latest_checkpoint(run_dir)
+
+
+def _new_record(spec: RunSpec, *, precision: str, previous: RunRecord | None, checkpoint: Path | None) -> RunRecord:
+    """The run's record as it starts: what runs, where it came from, and what a resumed run keeps."""
+    return RunRecord(
+        status="running", method=spec.peft.label, protocol=spec.data.protocol, monitor=spec.train.monitor_key,
+        config=spec.config,
+        provenance=provenance(precision=precision, world_size=world_size(),
+                              effective_batch_size=spec.train.batch_size * spec.train.grad_accum * world_size()),
+        resumed_from=[*(previous.resumed_from if previous else []), *([checkpoint.name] if checkpoint else [])],
+        epochs=kept_epochs(previous, checkpoint),  # the epochs done up to the checkpoint are never lost
+    )
+
+
+def _wandb_starter(spec: RunSpec, *, run_dir: Path, record: RunRecord, previous: RunRecord | None, split: str,
+                   main_process: bool) -> Callable[[], Any]:
+    """How `recorded` starts the W&B run (inside the failure path): the run's config is the resolved
+    Hydra config, the method and where the run came from; a resumed run continues its W&B run."""
+    logger = spec.logger if main_process else replace(spec.logger, enabled=False)
+    wandb_config = {"method": spec.peft.label, **spec.config, "provenance": asdict(record.provenance)}
+    return functools.partial(start_wandb, spec=logger, run_dir=run_dir, config=wandb_config,
+                             tags=[spec.peft.label, spec.model.name], metrics=spec.train.metrics, split=split,
+                             run_id=previous.wandb_run_id if previous else None)
+
+
+def _select_and_test(trainer: Trainer, splits: Splits, *, record: RunRecord, spec: RunSpec, out_dir: Path | None,
+                     wandb_run: Any) -> None:
+    """The epochs into the record; the last epoch's model tested, then the selected checkpoint loaded
+    and tested with its per-class results (protocol retrain: the last epoch's model, nothing selected)."""
+    record.epochs = epoch_metrics(trainer.state.log_history, metrics=spec.train.metrics)
+    record.stopped_early = next((c.stopped for c in trainer.callback_handler.callbacks if isinstance(c, EarlyStop)),
+                                None)
+    final_test = None
+    if splits.val is not None:  # the last epoch's model is in hand: test it, then load the selected one
+        if not splits.selects_on_test:
+            final_test = test_metrics(trainer, splits.test, metrics=spec.train.metrics)
+        load_best(trainer)
+    best_test = report_results(trainer, splits.test, labels=record.labels, out_dir=out_dir, wandb_run=wandb_run,
+                               examples=spec.logger.examples, metrics=spec.train.metrics)
+    if splits.val is None:  # protocol retrain: the model is the last epoch's, nothing was selected
+        record.test = {"final": best_test}
+    elif not splits.selects_on_test:
+        record.test = {"best": best_test, "final": final_test}
+
+
+def _save(model: Any, processor: Any, *, record: RunRecord, spec: RunSpec, model_dir: Path) -> None:
+    """What the method trained, the processor and the model card (over peft's placeholder card)."""
+    save_trained(model, processor, model_dir=model_dir, peft=spec.peft, labels=record.labels, base=spec.model)
+    write_card(record, model_dir, library=spec.peft.library, unfoldable=spec.peft.unfoldable)
+
+
+def _log_model(wandb_run: Any, *, spec: RunSpec, record: RunRecord, model_dir: Path) -> None:
+    """The saved model as a W&B artifact: by default only what is small (not a whole model)."""
+    wants_model = spec.logger.log_model if spec.logger.log_model is not None else not spec.peft.saves_whole_model
+    if wandb_run is not None and wants_model:
+        log_model(wandb_run, model_dir=model_dir, record=record,
+                  base=spec.model.name_or_path or f"{spec.model.name} (random init)")
 
 
 def result_line(record: RunRecord) -> str:
