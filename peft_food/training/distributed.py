@@ -1,7 +1,7 @@
 """Several processes, one run: `torchrun --nproc_per_node=N` (or `accelerate launch`) starts N
 copies of the same Hydra command; Trainer runs them as DDP.
 
-    torchrun --nproc_per_node=2 -m peft_food.train experiment=quickstart
+    torchrun --nproc_per_node=2 -m peft_food experiment=quickstart
 
 Every rank runs hydra.main and may stamp its own output dir (lightning-hydra-template #393), so
 all ranks adopt rank 0's and each other rank removes the dir it made: one run dir, one W&B run and one
