@@ -44,4 +44,7 @@ def share_run_dir(output_dir: str) -> str:
     dist.broadcast_object_list(shared, src=0)
     if shared[0] != output_dir:
         release(Path(output_dir), remove=True)  # this rank's own dir (training/claim.py): rank 0 keeps the run
+    # Every other rank's claimed dir is gone before rank 0 looks for a live copy of this command: a rank
+    # that claimed first in the same second holds the older name, which would read as one.
+    dist.barrier()
     return shared[0]
