@@ -65,6 +65,26 @@ def test_no_module_imports_a_later_stage():
     assert stage_of("peft_food.data.store") < stage_of("peft_food.model.backbone") < stage_of("peft_food.cli.train")
 
 
+# Hydra's private modules change without notice between releases. The only ones used are those with
+# no public counterpart (cli/preflight.py says why at each): the parser of Hydra's own flags, and
+# composing a multirun config (public `hydra.compose` composes a single run only).
+HYDRA_INTERNALS_ALLOWED = {"peft_food.cli.preflight": {"hydra._internal.hydra", "hydra._internal.utils"}}
+
+
+def test_hydra_internals_only_where_no_public_api_exists():
+    package = REPO / "peft_food"
+    found = {}
+    for path in package.rglob("*.py"):
+        module = "peft_food." + ".".join(path.relative_to(package).with_suffix("").parts)
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else (
+                [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            private = {n for n in names if n.startswith("hydra._internal")}
+            if private:
+                found.setdefault(module, set()).update(private)
+    assert found == HYDRA_INTERNALS_ALLOWED
+
+
 @pytest.fixture
 def conf_dir(tmp_path):
     """A copy of the packaged conf/ to add a file to, as a user's --config-dir would."""

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
 
 from peft_food.tracking.record import RunRecord
-from peft_food.tracking.sweep import objective
+from peft_food.tracking.sweep import grid_jobs, objective
 from peft_food.training.pipeline import train
 from tests.helpers import TINY, compose_config, read_run, run_files
 
@@ -22,6 +24,33 @@ def sweep(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "peft_food", "-m", *TINY, *args,
                            f"hydra.sweep.dir={tmp_path / 'sweep'}"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+
+
+def basic_sweeper_jobs(params: dict[str, str], task: list[str]) -> list[list[str]]:
+    """The job list Hydra's own basic sweeper launches: the reference grid_jobs must equal."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides([*(f"{k}={v}" for k, v in params.items()), *task])
+    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+@pytest.mark.parametrize("params, task", [
+    ({}, ["peft.r=4,8,16", "peft.alpha=8,16"]),
+    # sweep-file params first; a command-line value for the same key keeps the key's place
+    ({"peft.r": "4,8", "peft.alpha": "range(8,33,8)"}, ["peft=lora,dora", "peft.r=16,2", "seed=1"]),
+    ({"peft": "choice(lora,ia3)"}, ["+extra=a,b", "~train.warmup_ratio", "train.lr=1e-3,glob(*)", "x='a,b'"]),
+])
+def test_grid_jobs_launch_in_the_basic_sweepers_order(params, task):
+    hydra_cfg = OmegaConf.create({"sweeper": {"params": params}, "overrides": {"task": task}})
+    jobs = [job for job, _ in grid_jobs(hydra_cfg)]
+    assert jobs == basic_sweeper_jobs(params, task) and len(jobs) > 1
+
+
+def test_grid_jobs_refuses_an_interval_as_the_basic_sweeper_does():
+    hydra_cfg = OmegaConf.create({"sweeper": {"params": {}}, "overrides": {"task": ["train.lr=interval(0,1)"]}})
+    with pytest.raises(HydraException, match="BasicSweeper does not support sweep type : INTERVAL_SWEEP"):
+        grid_jobs(hydra_cfg)
 
 
 def test_rank_by_alpha_grid_gives_one_wandb_run_per_job_in_one_group(tmp_path):

@@ -18,6 +18,14 @@ import signal
 import sys
 from typing import Any, Callable
 
+# Hydra internals with no public counterpart (tests/test_architecture.py allows these and no others):
+# - get_args_parser: the parser of Hydra's own flags (-m, -cn, --config-dir, --cfg, ...), which
+#   @hydra.main builds privately; a copy of it would drift from the Hydra that then parses argv.
+# - Hydra.compose_config with run_mode=MULTIRUN, from_shell=True: public `hydra.compose` always
+#   composes a single run (run_mode=RUN, from_shell=False), so it refuses `-m a=1,2` outright and
+#   skips nothing missing; it also cannot take --config-dir's folder ahead of the packaged one.
+# - create_automatic_config_search_path: the search path @hydra.main builds for CONF_DIR, which
+#   Hydra.create_main_hydra2 takes (public initialize_config_dir builds it only for `compose`).
 from hydra._internal.hydra import Hydra
 from hydra._internal.utils import create_automatic_config_search_path, get_args_parser
 from hydra.core.global_hydra import GlobalHydra

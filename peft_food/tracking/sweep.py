@@ -13,6 +13,7 @@ job and the keys that method takes, instead of failing halfway through.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sys
 from pathlib import Path
@@ -20,6 +21,8 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -109,15 +112,29 @@ def objective_key(record: RunRecord) -> str:
 
 
 def grid_jobs(hydra_cfg: Any) -> list[tuple[list[str], str]]:
-    """(override list, label from the swept keys) of every job the basic sweeper will launch:
-    the sweep file's params plus the command line."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-
+    """(override list, label from the swept keys) of every job the basic sweeper will launch, in its
+    launch order: the sweep file's params plus the command line."""
     params = [f"{key}={value}" for key, value in (hydra_cfg.sweeper.get("params") or {}).items()]
     parsed = OverridesParser.create().parse_overrides([*params, *hydra_cfg.overrides.task])
     swept = {o.key_or_group for o in parsed if o.is_sweep_override()}
-    jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    jobs = [list(job) for job in itertools.product(*_choices(parsed).values())]
     return [(job, " ".join(o for o in job if o.split("=", 1)[0].lstrip("+~") in swept)) for job in jobs]
+
+
+def _choices(parsed: list[Override]) -> dict[str, list[str]]:
+    """Each key's `key=value` choices, as Hydra's basic sweeper expands them (its split_arguments,
+    through Override's public methods only): keys in the order first given (a key given again keeps
+    its place, its last values win), values in sweep order; the product of these is the job list."""
+    choices: dict[str, list[str]] = {}
+    for override in parsed:
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            choices[key] = [f"{key}={override.get_value_element_as_str()}"]
+        elif override.is_discrete_sweep():
+            choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:  # interval(0,1): only a search sweeper (optuna) samples it; the basic sweeper says so
+            raise HydraException(f"BasicSweeper does not support sweep type : {override.value_type.name}")
+    return choices
 
 
 def _method_keys(job: list[str], default: str) -> str:
