@@ -8,7 +8,9 @@ import pytest
 @pytest.fixture
 def offline_wandb(monkeypatch, tmp_path_factory):
     """W&B as a user without an account has it: no API key, no ~/.netrc login, no forced mode."""
-    for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DIR", "NETRC"):
+    from tests.helpers import WANDB_LOGIN
+
+    for var in WANDB_LOGIN:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
 

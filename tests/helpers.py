@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -33,6 +34,24 @@ from peft_food.saved.artifacts import load_trained
 
 REPO = Path(__file__).resolve().parent.parent
 MINI = REPO.parent / "shared" / "data" / "food101-mini"
+# The one skip for tests (and fixtures, through skip_without_mini) that read the real photos.
+needs_mini = pytest.mark.skipif(not MINI.is_dir(), reason=f"{MINI} not present")
+
+
+# What makes W&B log in or pick a mode: unset, a run is offline as for a user without an account.
+WANDB_LOGIN = ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DIR", "NETRC")
+
+
+def offline_env(home: Path) -> dict[str, str]:
+    """This environment for a subprocess, as the `offline_wandb` fixture leaves it in-process: no
+    W&B key, mode or dir, and a HOME (`home`) without ~/.netrc."""
+    return {**{k: v for k, v in os.environ.items() if k not in WANDB_LOGIN}, "HOME": str(home)}
+
+
+def skip_without_mini() -> None:
+    """For a helper or fixture, where a mark cannot go."""
+    if not MINI.is_dir():
+        pytest.skip(f"{MINI} not present")
 
 # Tiny ViT on CPU in fp32 with no workers, and few synthetic images (TINY = both).
 TINY_TRAIN = [

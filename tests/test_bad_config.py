@@ -11,7 +11,7 @@ from hydra.errors import HydraException
 from peft_food.config import parse_config
 from peft_food.errors import ConfigError, DataError
 from peft_food.training.pipeline import train
-from tests.helpers import TINY, compose_config
+from tests.helpers import TINY, compose_config, offline_env
 
 
 @pytest.mark.parametrize(
@@ -109,8 +109,7 @@ HIDE_SUBMITIT = "import sys; sys.modules['hydra_plugins.hydra_submitit_launcher'
 def test_a_typo_or_a_missing_prerequisite_is_one_line_before_any_run_dir(tmp_path, args, fix):
     if "hydra/launcher=slurm" in args and shutil.which("srun"):
         pytest.skip("on a SLURM machine the launcher works")
-    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "WANDB_MODE", "NETRC")}
-    env["HOME"] = str(tmp_path / "home")  # no ~/.netrc: no W&B key anywhere
+    env = offline_env(tmp_path / "home")  # no ~/.netrc: no W&B key anywhere
     prelude = "".join(a for a in args if a == HIDE_SUBMITIT)
     overrides = [a for a in args if a != HIDE_SUBMITIT]
     command = [sys.executable, "-c", prelude + "import sys; from peft_food.cli.train import cli; sys.argv[0] = 'x'; cli()"]
@@ -129,8 +128,7 @@ def test_a_typo_or_a_missing_prerequisite_is_one_line_before_any_run_dir(tmp_pat
 ])
 def test_a_config_error_leaves_no_run_dir(tmp_path, args, fix):
     (tmp_path / "outputs" / "2026-01-01" / "09-00-00").mkdir(parents=True)  # an earlier run of the project
-    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "WANDB_MODE", "NETRC")}
-    env["HOME"] = str(tmp_path / "home")
+    env = offline_env(tmp_path / "home")
     done = subprocess.run([sys.executable, "-m", "peft_food", "experiment=quickstart", *args], capture_output=True,
                           text=True, cwd=tmp_path, env=env, timeout=300)
     assert done.returncode == 2, done.stderr[-3000:]

@@ -8,13 +8,12 @@ import sys
 
 import pytest
 
-from tests.helpers import MINI
+from tests.helpers import MINI, skip_without_mini
 
 
 def bench_on_mini(run_dir, *overrides: str) -> subprocess.CompletedProcess:
     """peft-food-bench on the food101-mini photos with vit_tiny, writing into `run_dir`."""
-    if not MINI.is_dir():
-        pytest.skip(f"{MINI} not present")
+    skip_without_mini()
     done = subprocess.run(
         [sys.executable, "-c", "from peft_food.cli.bench import main; main()", "data=food101_local", f"data.root={MINI}",
          "model=vit_tiny", *overrides, f"hydra.run.dir={run_dir}"], capture_output=True, text=True, timeout=600)

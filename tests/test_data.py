@@ -18,7 +18,7 @@ from peft_food.data.transforms import (
     normalize,
 )
 from peft_food.errors import DataError
-from tests.helpers import MINI, compose_config
+from tests.helpers import MINI, compose_config, needs_mini
 
 
 def data_spec(*overrides):
@@ -93,7 +93,7 @@ def test_food101_layout_errors(tmp_path):
         load_splits(data_spec("data=food101_local", f"data.root={tmp_path}"), seed=0)
 
 
-@pytest.mark.skipif(not MINI.is_dir(), reason="shared food101-mini not present")
+@needs_mini
 def test_food101_mini_per_class_subset():
     splits = load_splits(data_spec("data=food101_local", f"data.root={MINI}", "data.per_class=5"), seed=0)
     assert np.bincount(splits.train["label"]).tolist() == [5] * 10
@@ -175,7 +175,7 @@ def test_a_class_with_no_test_images_is_an_error(tmp_path):
         load_splits(data_spec("data=imagefolder", f"data.root={tmp_path}"), seed=0)
 
 
-@pytest.mark.skipif(not MINI.is_dir(), reason="shared food101-mini not present")
+@needs_mini
 def test_fast_decode_draws_the_same_crops_and_flips_as_the_pil_path():
     processor = ViTImageProcessor(size={"height": 64, "width": 64})
     pil_train, _ = build_transforms(processor, fast_decode=False)
@@ -213,7 +213,7 @@ def test_fast_decode_makes_rgb_from_greyscale_cmyk_and_png_files(tmp_path):
         assert np.abs(got[:, 8, 8].numpy().astype(int) - expected.astype(int)).max() <= 1, name
 
 
-@pytest.mark.skipif(not MINI.is_dir(), reason="shared food101-mini not present")
+@needs_mini
 def test_tensor_augment_is_torchvisions_crop_resize_flip_bit_for_bit():
     # TensorAugment resizes a channels-last copy of the crop (torch's fast uint8 kernel) and draws
     # the flip itself; neither may change a pixel or a random draw against torchvision's own.
@@ -233,7 +233,7 @@ def test_tensor_augment_is_torchvisions_crop_resize_flip_bit_for_bit():
     assert 0 < flips < 24  # both branches of the flip were compared
 
 
-@pytest.mark.skipif(not MINI.is_dir(), reason="shared food101-mini not present")
+@needs_mini
 def test_cached_tensor_path_serves_the_pixels_of_the_uncached_one():
     # The cache holds PIL's decode; torchvision's libjpeg-turbo decodes these photos to the same
     # bytes, so a seed gives the same training batch with or without data.cache.

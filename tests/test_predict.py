@@ -20,7 +20,7 @@ from peft_food.data.transforms import (
 )
 from peft_food.saved.artifacts import load_trained
 from peft_food.training.pipeline import train
-from tests.helpers import MINI, REPO, TINY, TINY_TRAIN, compose_config, eval_logits
+from tests.helpers import MINI, REPO, TINY, TINY_TRAIN, compose_config, eval_logits, needs_mini
 
 # The same function in a fresh interpreter: nothing from training is left in memory there.
 EVAL_LOGITS = textwrap.dedent("""
@@ -156,9 +156,8 @@ def test_model_dir_errors_are_one_line(lora_run, full_run, tmp_path, capsys):
 
 
 @pytest.mark.slow
+@needs_mini
 def test_exported_model_matches_the_adapter_through_pipeline_without_peft(tmp_path):
-    if not MINI.is_dir():
-        pytest.skip(f"{MINI} not present")
     run_dir = tmp_path / "run"
     train(compose_config(*TINY_TRAIN, "data=food101_local", f"data.root={MINI}", "logger=none",
                          "train.epochs=2", output_dir=run_dir))

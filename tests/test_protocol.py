@@ -30,6 +30,7 @@ from tests.helpers import (
     TINY_TRAIN,
     compose_config,
     eval_logits,
+    needs_mini,
     read_run,
     run_files,
 )
@@ -83,7 +84,7 @@ def test_hub_source_draws_val_from_train_and_reports_its_test_split(tmp_path):
     assert not splits.selects_on_test
 
 
-@pytest.mark.skipif(not MINI.is_dir(), reason="shared food101-mini not present")
+@needs_mini
 def test_food101_local_val_from_train_txt_test_is_test_txt():
     splits = load_splits(data_spec("data=food101_local", f"data.root={MINI}", "data.val_per_class=10"), seed=42)
     assert splits.sizes() == {"train": 400, "val": 100, "test": 200}

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from peft_food.tracking.record import RunRecord
-from tests.helpers import REPO, read_run, run_files
+from tests.helpers import REPO, read_run, run_files, skip_without_mini
 
 
 def readme_commands(prefix: str) -> list[str]:
@@ -39,12 +39,7 @@ def test_readme_quickstart_runs_offline_and_beats_chance(tmp_path, offline_wandb
 def test_readme_data_store_commands_build_once_then_reuse(tmp_path):
     """The data store section's offline commands, as written (from the repo root, where its
     relative data.root points), with the stores under PEFT_FOOD_CACHE and the run dir in tmp."""
-    from tests.helpers import MINI
-
-    if not MINI.is_dir():
-        import pytest
-
-        pytest.skip(f"{MINI} not present")
+    skip_without_mini()
     env = {**os.environ, "PEFT_FOOD_CACHE": str(tmp_path / "cache"), "WANDB_MODE": "disabled"}
     bin_dir = Path(sys.executable).parent
     [prepare] = [c for c in readme_commands("peft-food-prepare") if "food101-mini" in c]

@@ -12,7 +12,7 @@ from peft_food.tracking.provenance import package_versions
 from peft_food.tracking.record import RunRecord
 from peft_food.training.pipeline import train
 from peft_food.training.reproduce import ACROSS_VERSIONS, LOCK_FILE, version_changes
-from tests.helpers import MINI, REPO, TINY, compose_config
+from tests.helpers import MINI, REPO, TINY, compose_config, needs_mini
 
 QUICKSTART = REPO / "experiments" / "quickstart"
 
@@ -116,17 +116,15 @@ def test_records_awaiting_a_gpu_say_how_to_fill_them(capsys):
 
 
 @pytest.mark.slow
+@needs_mini
 def test_committed_mini_sweep_record_reproduces_on_the_real_photos(tmp_path, capsys):
-    if not MINI.is_dir():
-        pytest.skip(f"{MINI} not present")
     assert reproduce([str(REPO / "experiments" / "mini_rank_alpha"), "--out", str(tmp_path)]) == 0
     assert capsys.readouterr().out.count(": MATCH") == 4
 
 
 @pytest.mark.slow
+@needs_mini
 def test_committed_methods_by_backbones_record_reproduces_one_run_per_backbone(tmp_path, capsys):
-    if not MINI.is_dir():
-        pytest.skip(f"{MINI} not present")
     subset = REPO / "experiments" / "mini_methods"
     record = tmp_path / "record"
     (record / "runs").mkdir(parents=True)

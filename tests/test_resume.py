@@ -14,7 +14,7 @@ import pytest
 from peft_food.tracking.record import RunRecord
 from peft_food.training.pipeline import train
 from peft_food.training.rundir import RunDirLock, latest_checkpoint
-from tests.helpers import TINY_TRAIN, compose_config, read_run, run_files
+from tests.helpers import TINY_TRAIN, compose_config, offline_env, read_run, run_files
 
 # 256 images / batch 16 = 16 steps per epoch, 4 epochs: long enough to be killed mid-way.
 ARGS = [*TINY_TRAIN, "data=synthetic", "data.num_classes=4", "data.per_class=64", "data.val_per_class=8", "data.test_per_class=8",
@@ -37,8 +37,7 @@ def wait_for(pattern: str, cwd: Path, timeout: float = 300) -> Path:
 
 
 def test_killed_run_resumes_with_the_same_command_and_identical_final_metrics(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "WANDB_MODE")}
-    env["HOME"] = str(tmp_path / "home")
+    env = offline_env(tmp_path / "home")
     first = cli(tmp_path, env)
     # Epoch 2's checkpoint is complete once its trainer_state.json is written; then kill mid-epoch 3.
     wait_for("outputs/*/*/checkpoints/checkpoint-32/trainer_state.json", tmp_path)
@@ -81,8 +80,7 @@ def snapshot(run_dir: Path) -> dict[str, tuple[int, int]]:
 
 
 def test_a_live_run_dir_refuses_a_second_process_and_a_dead_holder_does_not_block(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "WANDB_MODE")}
-    env["HOME"] = str(tmp_path / "home")
+    env = offline_env(tmp_path / "home")
     args = [*ARGS, "logger=none"]
     first = subprocess.Popen([sys.executable, "-m", "peft_food", *args], cwd=tmp_path, env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -127,7 +125,7 @@ def test_the_same_command_is_refused_while_a_first_copy_trains_even_before_its_f
     (first_dir / ".hydra" / "overrides.yaml").write_text("".join(f"- {a}\n" for a in args))
     new_dir = tmp_path / "outputs" / "2026-12-02" / "01-05-00"
     with RunDirLock(first_dir):
-        env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "WANDB_MODE")}
+        env = offline_env(tmp_path / "home")
         second = subprocess.run([sys.executable, "-m", "peft_food", *args], cwd=tmp_path, env=env,
                                 capture_output=True, text=True, timeout=300)
         assert second.returncode == 2, second.stderr[-2000:]

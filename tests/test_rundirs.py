@@ -20,15 +20,13 @@ from peft_food.training.checkpoints import complete, latest_checkpoint
 from peft_food.training.claim import sweep_dead_starts
 from peft_food.training.pipeline import train
 from peft_food.training.rundir import RunDirLock, config_changes, plan_resume
-from tests.helpers import TINY, compose_config, read_run, run_files
+from tests.helpers import TINY, compose_config, offline_env, read_run, run_files
 
 ARGS = [*TINY, "logger=none"]  # 64 train images / batch 16: 4 steps an epoch, 2 epochs
 
 
 def env_for(tmp_path: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "WANDB_MODE")}
-    env["HOME"] = str(tmp_path / "home")
-    return env
+    return offline_env(tmp_path / "home")
 
 
 def snapshot(run_dir: Path) -> dict[str, tuple[int, int]]:

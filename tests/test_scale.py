@@ -12,13 +12,11 @@ import torch
 
 from peft_food.tracking.record import RunRecord
 from peft_food.training.pipeline import train
-from tests.helpers import TINY, compose_config, read_run, run_files
+from tests.helpers import TINY, compose_config, offline_env, read_run, run_files
 
 
 def clean_env(tmp_path: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "WANDB_MODE")}
-    env["HOME"] = str(tmp_path / "home")
-    return env
+    return offline_env(tmp_path / "home")
 
 
 @pytest.mark.slow

@@ -27,10 +27,9 @@ from peft_food.data.transforms import (
     build_transforms,
 )
 from peft_food.errors import DataError
-from tests.helpers import MINI, TINY_TRAIN, compose_config
+from tests.helpers import MINI, TINY_TRAIN, compose_config, needs_mini
 
 PROCESSOR = ViTImageProcessor(size={"height": 64, "width": 64})  # a 64 px model: 128 px stored side by default
-needs_mini = pytest.mark.skipif(not MINI.is_dir(), reason=f"{MINI} not present")
 
 
 def data_spec(*overrides):

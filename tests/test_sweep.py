@@ -15,12 +15,11 @@ from omegaconf import OmegaConf
 from peft_food.tracking.record import RunRecord
 from peft_food.tracking.sweep import grid_jobs, objective
 from peft_food.training.pipeline import train
-from tests.helpers import TINY, compose_config, read_run, run_files
+from tests.helpers import TINY, compose_config, offline_env, read_run, run_files
 
 
 def sweep(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "WANDB_MODE")}
-    env["HOME"] = str(tmp_path / "home")  # no ~/.netrc W&B login: offline by default
+    env = offline_env(tmp_path / "home")  # no ~/.netrc W&B login: offline by default
     return subprocess.run([sys.executable, "-m", "peft_food", "-m", *TINY, *args,
                            f"hydra.sweep.dir={tmp_path / 'sweep'}"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)

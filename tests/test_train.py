@@ -10,7 +10,7 @@ from huggingface_hub import ModelCard
 from safetensors import safe_open
 
 from peft_food.training.pipeline import train
-from tests.helpers import MINI, TINY, TINY_TRAIN, compose_config, read_run, run_files
+from tests.helpers import MINI, TINY, TINY_TRAIN, compose_config, needs_mini, read_run, run_files
 
 
 def test_offline_run_logs_params_and_per_epoch_accuracy_to_wandb(tmp_path, offline_wandb, caplog):
@@ -92,9 +92,8 @@ def test_full_run_saves_whole_model(tmp_path):
 
 
 @pytest.mark.slow
+@needs_mini
 def test_food101_local_selects_on_val_and_reports_the_200_test_photos(tmp_path):
-    if not MINI.is_dir():
-        pytest.skip(f"{MINI} not present")
     cfg = compose_config(*TINY_TRAIN, "data=food101_local", f"data.root={MINI}", "logger=none",
                          output_dir=tmp_path)
     record = train(cfg)
