@@ -20,14 +20,15 @@ base (`prepare`), what it saves (`save`), how it is read back (`load`) and how i
 plain model (`merge`); the rest of the package asks the spec and never branches on a method name.
 Four families share that behaviour, one module each:
 
-- `FullSpec`: every parameter trains; the whole model is saved.
+- `FullSpec` (full): every parameter trains; the whole model is saved.
 - `PartialSpec` (linear_probe, bitfit): a chosen subset of the base's own parameters trains;
   those tensors alone are saved (`trained.safetensors`) and put back onto the base on reload.
 - `AdapterSpec` (lora/dora, loha, lokr, ia3, vera, oft; boft, ln_tuning, fourierft, hra, adalora in
   `tuners.py`; any other peft tuner as data, `peft=peft_config`, in `generic.py`): peft's own adapter,
   with the classifier head trainable and saved beside it (modules_to_save). A method may add Trainer
   callbacks (`callbacks`): AdaLoRA's rank budget is updated after every optimizer step.
-- `AddedSpec` (vpt, ssf, adaptformer, adapter; `added.py`, one spec module per method): modules
+- `AddedSpec` (vpt, ssf, adaptformer, adapter; `added.py`, their specs in `vpt.py`, `ssf.py`,
+  `bottleneck.py`): modules
   of the method's own (`hooks.py`) attached to transformers' model and run by forward hooks
   (`layout.py` finds where); they and the head are saved (`trained.safetensors`) and attached
   again on reload.

@@ -2,12 +2,13 @@
 
     model/
       peft_food.json              format, method, its peft settings, labels, base model spec
-      (what the method saved)     adapters (lora, dora, loha, lokr, ia3, vera, oft):
-                                    adapter_config.json + adapter_model.safetensors (adapter + head)
-                                  linear_probe, bitfit: trained.safetensors (the head, the biases)
-                                  vpt, ssf, adaptformer, adapter: trained.safetensors (their
-                                    added modules + the head, attached again on reload)
-                                  full: config.json + model.safetensors
+      (what the method saved)     by family (methods/__init__.py lists each family's methods):
+                                  peft's tuners (AdapterSpec): adapter_config.json +
+                                    adapter_model.safetensors (adapter + head)
+                                  PartialSpec: trained.safetensors (the head, the chosen tensors)
+                                  AddedSpec: trained.safetensors (their added modules + the
+                                    head, attached again on reload)
+                                  FullSpec: config.json + model.safetensors
       preprocessor_config.json    the checkpoint's image processor
       base/                       only for a random-init base (model.pretrained=false), not for full
 

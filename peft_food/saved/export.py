@@ -3,13 +3,13 @@
     peft-food-export outputs/2026-11-22/10-00-00 exported/food-vit
     python -c "from transformers import pipeline; print(pipeline('image-classification', model='exported/food-vit')('photo.jpg'))"
 
-Each method's spec merges its own run (methods/ `merge`): every adapter (LoRA, DoRA, LoHa, LoKr,
-IA3, VeRA, OFT) folds its update into the base weights with peft's merge_and_unload and the trained
-head replaces the base's; SSF folds its scales and shifts into the layers they follow; full,
-linear-probe and BitFit runs already are plain models. The result is saved as safetensors with its
-image processor and id2label, so every such method exports alike. VPT, AdaptFormer and the
-bottleneck adapters change the forward pass and do not fold: their `merge` stops with one line
-pointing at peft-food-predict, which reloads them exactly.
+Each method's spec merges its own run (methods/ `merge`; which methods fold is the README's
+"exports as a plain model" column): peft's tuners fold their update into the base weights with
+peft's merge_and_unload and the trained head replaces the base's; SSF folds its scales and shifts
+into the layers they follow; full and partial runs already are plain models. The result is saved
+as safetensors with its image processor and id2label, so every such method exports alike. The
+methods that change the forward pass (AddedSpec's VPT, AdaptFormer, the bottleneck adapters) do not
+fold: their `merge` stops with one line pointing at peft-food-predict, which reloads them exactly.
 """
 
 from __future__ import annotations
