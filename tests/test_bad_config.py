@@ -1,6 +1,5 @@
 """Bad config values fail before any training, with one line that names the problem and the fix."""
 
-import os
 import shutil
 import subprocess
 import sys

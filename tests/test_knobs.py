@@ -147,7 +147,7 @@ def test_gradient_checkpointing_recomputes_each_layer_and_leaves_the_gradients_a
         calls = []
         # On a module inside the first layer: transformers checkpoints the layer's forward, so hooks on
         # the layer itself run once; what runs inside it runs again in the backward pass.
-        next(layer.children()).register_forward_hook(lambda module, args, out: calls.append(module.training))
+        next(layer.children()).register_forward_hook(lambda module, args, out, calls=calls: calls.append(module.training))
         trainer.train()
         seen[checkpointing] = grads.grads, sum(calls)  # forward passes inside the layer while training
     (plain, once), (checkpointed, twice) = seen[False], seen[True]

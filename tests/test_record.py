@@ -61,7 +61,7 @@ def test_a_damaged_record_is_one_line_naming_the_file(tmp_path):
 
 
 def sweep_with_a_damaged_job(root):
-    for job, status in (("0", "completed"), ("1", "damaged"), ("2", "failed")):
+    for job, _status in (("0", "completed"), ("1", "damaged"), ("2", "failed")):
         (root / job / ".hydra").mkdir(parents=True)
     RunRecord(status="completed", method="lora", epochs=[{"epoch": 1.0, "eval_accuracy": 0.5, "eval_loss": 1.0}],
               counts=Counts(trainable_params=4_356, total_params=146_378, trainable_percent=2.9759, num_labels=4,

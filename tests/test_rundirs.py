@@ -2,7 +2,6 @@
 second, a run dir named by hand, an edited config, a torn checkpoint, a run killed with -9 and one
 killed during start-up, a run dir named past the filesystem's limit."""
 
-import json
 import logging
 import os
 import shutil

@@ -2,7 +2,6 @@
 the rest of the sweep still runs, and peft-food-compare reads the result."""
 
 import csv
-import os
 import subprocess
 import sys
 from pathlib import Path

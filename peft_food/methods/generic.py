@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import difflib
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Optional
 
@@ -110,7 +110,7 @@ def read_adapter_config(path: Path) -> dict[str, Any]:
     try:
         config = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ConfigError(f"peft.file={path} is not JSON ({err.__class__.__name__}): pass a peft adapter_config.json")
+        raise ConfigError(f"peft.file={path} is not JSON ({err.__class__.__name__}): pass a peft adapter_config.json") from None
     if not isinstance(config, dict) or "peft_type" not in config:
         raise ConfigError(f"peft.file={path} is not a peft adapter config (no peft_type): pass the "
                           f"adapter_config.json that peft's save_pretrained writes")

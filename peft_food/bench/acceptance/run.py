@@ -10,6 +10,7 @@ budget left out are named in a ready rerun command.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -137,7 +138,7 @@ def acceptance(out_dir: Path, *, size_name: str, budget_s: float, methods: list[
     try:
         for name, kind, fn, skip in plan:
             folder = work / name.replace("/", "_")
-            run_part(record, budget, name=name, kind=kind, prior=PRIORS[kind], part=lambda: fn(folder),
+            run_part(record, budget, name=name, kind=kind, prior=PRIORS[kind], part=functools.partial(fn, folder),
                      skip=skip() if callable(skip) else skip)
             shutil.rmtree(folder, ignore_errors=True)  # models and stores are GBs at full size
     finally:
