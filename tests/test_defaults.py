@@ -119,3 +119,12 @@ def test_every_default_has_one_line_of_help(group, path):
     keys = key_lines(path)
     bare = [key for key, (number, lines) in keys.items() if not has_help(number, lines)]
     assert not bare, f"{path.relative_to(CONF)}: keys without a one-line comment: {bare}"
+
+
+def test_readme_table_marks_the_shipped_choices():
+    """README Configuration's group table says `(default)` after exactly the option train.yaml picks."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    marked = dict(re.findall(r"^\| `(\w+)=` \| [^|]*?`(\w+)` \(default\)", readme, flags=re.M))
+    assert marked, "README Configuration has no group table with (default) marks"
+    assert marked == {group: chosen(group) for group in marked}
+    assert set(marked) == {"model", "peft", "data", "logger"}  # train= has the one option, default
