@@ -41,43 +41,30 @@ TOP_LEVEL = ("model", "peft", "data", "train", "logger", "seed", "progress", "sw
 
 @dataclass
 class TrainSpec:
+    """`train.*`. The defaults and their one-line help live in peft_food/conf/train/default.yaml; these
+    copies (for a TrainSpec built in code) are held equal to it by tests/test_defaults.py."""
+
     epochs: float = 5
     lr: float = 5e-3
     batch_size: int = 128
     eval_batch_size: int = 128
     grad_accum: int = 4
     precision: str = "fp16"
-    # null: one worker per core, at most 8 (decoding JPEGs in the training process starves it).
     workers: Optional[int] = None
     weight_decay: float = 0.0
     warmup_ratio: float = 0.0
     logging_steps: int = 10
-    # -1: train for `epochs`; a positive number caps the optimizer steps (smoke tests).
     max_steps: int = -1
-    # null (auto): continue an unfinished run of the same command from its last checkpoint;
-    # true: require one; false: always start fresh.
     resume: Optional[bool] = None
-    # torch.compile the model (GPU: faster steps after a one-off compile of a minute or so).
     compile: bool = False
-    # Computed at every evaluation: any of evaluation/metrics.py's METRICS but loss (always computed).
     metrics: list[str] = field(default_factory=lambda: ["accuracy", "top5_accuracy", "macro_f1"])
-    # Picks the best checkpoint (the saved model), fills the record's best value, is what a sweeper
-    # optimises and what reproduce checks: one of `metrics`, or loss.
     monitor: str = "accuracy"
-    # The learning-rate schedule after warmup: one of LR_SCHEDULERS (Trainer's names; linear is Trainer's
-    # default). reduce_lr_on_plateau steps on the monitor at each evaluation.
     lr_scheduler: str = "linear"
-    # Cross-entropy against (1 - s) * one-hot + s / classes (Trainer's label_smoothing_factor).
     label_smoothing: float = 0.0
-    # Recompute each layer's activations in the backward pass: less memory, about a third more compute.
     gradient_checkpointing: bool = False
-    # Stop once the monitor on val has not improved for this many evaluations in a row (null or 0: off).
     early_stopping_patience: Optional[int] = None
-    # Mixup / CutMix on training batches (torchvision's MixUp, CutMix): the Beta(alpha, alpha) of the
-    # mixing weight; 0: off. Both set: each batch gets one of them, at random.
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
-    # Evaluate val (and save a checkpoint) every N optimizer steps and at the end; null: every epoch.
     eval_steps: Optional[int] = None
 
     def __post_init__(self) -> None:

@@ -109,17 +109,17 @@ class AdapterSpec(Method):
 @register
 @dataclass
 class LoraSpec(AdapterSpec):
+    """`peft=lora`. The defaults and their one-line help live in peft_food/conf/peft/lora.yaml; these
+    copies (for a LoraSpec built in code) are held equal to it by tests/test_defaults.py."""
+
     method: str = "lora"
     r: int = 16
     alpha: int = 16
     dropout: float = 0.1
     bias: str = "none"
     target_modules: list[str] = field(default_factory=lambda: ["query", "value"])
-    # DoRA: split each update into magnitude and direction (+ one magnitude vector per target).
     use_dora: bool = False
-    # rsLoRA: scale by alpha / sqrt(r) instead of alpha / r (stable at high rank).
     use_rslora: bool = False
-    # How A and B start (peft's init_lora_weights): see LORA_INITS.
     init_lora_weights: str = "true"
     recommended_lr: float = 5e-3
 
