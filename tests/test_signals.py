@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from transformers import TrainerCallback
 
 from peft_food.errors import Interrupted, UserError

@@ -36,8 +36,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 from peft_food.bench.data import bench_data, load_stored
-from peft_food.bench.startup import bench_startup
 from peft_food.bench.methods import bench_methods
+from peft_food.bench.startup import bench_startup
 from peft_food.bench.train import bench_all_train
 from peft_food.config import parse_bench, parse_config
 from peft_food.data.splits import load_splits

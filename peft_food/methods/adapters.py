@@ -31,7 +31,6 @@ from peft_food.methods.base import (
     require_targets,
 )
 
-
 # peft's LoRA initialisations that need nothing but the base weights (peft's init_lora_weights).
 # Left out: eva, corda and lora_ga read training data; loftq is for a quantised base; mica
 # freezes B (a LoRA variant); false (random A and B) is peft's debugging setting.

@@ -34,8 +34,8 @@ from peft_food.errors import UserError, first_line
 from peft_food.files import share_safetensors
 from peft_food.methods import METHODS, BaseLoader, PeftSpec, spec_of
 from peft_food.model.spec import ModelSpec
-from peft_food.model.weights import load_model
 from peft_food.model.trust import code_named_in, require_trust
+from peft_food.model.weights import load_model
 
 SPEC_FILE = "peft_food.json"
 FORMAT = 2  # 2: the method's peft settings are saved too (1: its label only)

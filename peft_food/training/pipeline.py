@@ -26,10 +26,10 @@ from peft_food.data.splits import Splits, load_splits, selection_split
 from peft_food.data.store import Plan, store_plan
 from peft_food.data.transforms import attach_transforms
 from peft_food.errors import Interrupted
-from peft_food.files import disk_full
 from peft_food.evaluation.results import EvalResults
 from peft_food.evaluation.results import log_to_wandb as log_results
 from peft_food.evaluation.results import write as write_results
+from peft_food.files import disk_full
 from peft_food.methods.apply import apply_peft, check_targets
 from peft_food.model.backbone import count_parameters, load_base, load_processor
 from peft_food.saved.artifacts import save_base, save_trained
@@ -43,6 +43,7 @@ from peft_food.tracking.wandb_run import (
     log_model,
     start_wandb,
 )
+from peft_food.training.checkpoints import drop_torn_checkpoints, kept_epochs
 from peft_food.training.distributed import is_main_process, world_size
 from peft_food.training.early_stop import EarlyStop
 from peft_food.training.rundir import (
@@ -55,7 +56,6 @@ from peft_food.training.rundir import (
     point_latest,
     resumed_record,
 )
-from peft_food.training.checkpoints import drop_torn_checkpoints, kept_epochs
 from peft_food.training.signals import StopOnSignal
 from peft_food.training.trainer import (
     NO_SELECTION,
