@@ -33,11 +33,20 @@ PRECISIONS = ("fp16", "bf16", "fp32")
 # checks each is Trainer's. Left out: cosine_with_min_lr, cosine_warmup_with_min_lr and
 # warmup_stable_decay need lr_scheduler_kwargs this package does not pass; greedy steps on a metric
 # with its own knobs.
-LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
-                 "inverse_sqrt", "reduce_lr_on_plateau")
+LR_SCHEDULERS = (
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+    "reduce_lr_on_plateau",
+)
 # Every top-level key of the composed config: the groups, the run-wide keys, a sweep's name. The root
 # is not a schema, so Hydra adds any `+key=value` (`+modle=vit_tiny`) without a word: parse_config refuses it.
 TOP_LEVEL = ("model", "peft", "data", "train", "logger", "seed", "progress", "sweep_name", "output_dir")
+
 
 @dataclass
 class TrainSpec:
@@ -81,21 +90,33 @@ class TrainSpec:
         computed = [name for name in METRICS if name != "loss"]
         unknown = [name for name in self.metrics if name not in computed]
         require(not unknown, f"train.metrics has unknown {unknown}: choose from {', '.join(computed)}")
-        require(self.monitor == "loss" or self.monitor in self.metrics,
-                f"train.monitor={self.monitor!r} is not computed: use loss or one of train.metrics "
-                f"({', '.join(self.metrics)}), or add it to train.metrics")
-        require(self.lr_scheduler in LR_SCHEDULERS,
-                f"train.lr_scheduler={self.lr_scheduler!r} is invalid: choose one of {', '.join(LR_SCHEDULERS)}")
-        require(0 <= self.label_smoothing < 1,
-                f"train.label_smoothing={self.label_smoothing} is invalid: use a value in [0, 1)")
-        require(self.early_stopping_patience is None or self.early_stopping_patience >= 0,
-                f"train.early_stopping_patience={self.early_stopping_patience} is invalid: use a positive "
-                f"number of evaluations, or 0/null for off")
+        require(
+            self.monitor == "loss" or self.monitor in self.metrics,
+            f"train.monitor={self.monitor!r} is not computed: use loss or one of train.metrics "
+            f"({', '.join(self.metrics)}), or add it to train.metrics",
+        )
+        require(
+            self.lr_scheduler in LR_SCHEDULERS,
+            f"train.lr_scheduler={self.lr_scheduler!r} is invalid: choose one of {', '.join(LR_SCHEDULERS)}",
+        )
+        require(
+            0 <= self.label_smoothing < 1,
+            f"train.label_smoothing={self.label_smoothing} is invalid: use a value in [0, 1)",
+        )
+        require(
+            self.early_stopping_patience is None or self.early_stopping_patience >= 0,
+            f"train.early_stopping_patience={self.early_stopping_patience} is invalid: use a positive "
+            f"number of evaluations, or 0/null for off",
+        )
         for key in ("mixup_alpha", "cutmix_alpha"):
             value = getattr(self, key)
-            require(value >= 0, f"train.{key}={value} is invalid: use a positive Beta alpha (1.0 is common), or 0 for off")
-        require(self.eval_steps is None or self.eval_steps > 0,
-                f"train.eval_steps={self.eval_steps} is invalid: use a positive number of steps, or null for every epoch")
+            require(
+                value >= 0, f"train.{key}={value} is invalid: use a positive Beta alpha (1.0 is common), or 0 for off"
+            )
+        require(
+            self.eval_steps is None or self.eval_steps > 0,
+            f"train.eval_steps={self.eval_steps} is invalid: use a positive number of steps, or null for every epoch",
+        )
 
     @property
     def early_stopping(self) -> bool:
@@ -108,8 +129,15 @@ class TrainSpec:
 
 
 # logger.<key> -> the environment variable cluster scripts set for it.
-ENV = {"project": "WANDB_PROJECT", "entity": "WANDB_ENTITY", "group": "WANDB_RUN_GROUP", "name": "WANDB_NAME",
-       "job_type": "WANDB_JOB_TYPE", "notes": "WANDB_NOTES", "dir": "WANDB_DIR"}
+ENV = {
+    "project": "WANDB_PROJECT",
+    "entity": "WANDB_ENTITY",
+    "group": "WANDB_RUN_GROUP",
+    "name": "WANDB_NAME",
+    "job_type": "WANDB_JOB_TYPE",
+    "notes": "WANDB_NOTES",
+    "dir": "WANDB_DIR",
+}
 DEFAULTS = {"project": "peft-food", "job_type": "train"}
 
 
@@ -235,8 +263,9 @@ def _build(schema: type, node: dict[str, Any], *, group: str) -> Any:
     except ConfigError:
         raise
     except (ConfigKeyError, ConfigAttributeError) as err:  # e.g. +peft.rank=8, which Hydra suggests for peft.rank
-        raise ConfigError(f"{group}.{err.key} is not a key of {group} ({schema.__name__}): "
-                          f"its keys are {keys_of(schema)}") from None
+        raise ConfigError(
+            f"{group}.{err.key} is not a key of {group} ({schema.__name__}): its keys are {keys_of(schema)}"
+        ) from None
     except Exception as err:  # omegaconf's ValidationError
         raise ConfigError(f"{schema.__name__}: {first_line(err)}") from None
 
@@ -269,12 +298,17 @@ def check_selection(train: TrainSpec, data: DataSpec) -> None:
     train + val for the epochs chosen on val), so they are refused rather than ignored."""
     if data.protocol != "retrain":
         return
-    reading = {"early_stopping_patience": train.early_stopping_patience if train.early_stopping else None,
-               "eval_steps": train.eval_steps,
-               "lr_scheduler": train.lr_scheduler if train.lr_scheduler == "reduce_lr_on_plateau" else None}
+    reading = {
+        "early_stopping_patience": train.early_stopping_patience if train.early_stopping else None,
+        "eval_steps": train.eval_steps,
+        "lr_scheduler": train.lr_scheduler if train.lr_scheduler == "reduce_lr_on_plateau" else None,
+    }
     for key, value in reading.items():
-        require(value is None, f"train.{key}={value} reads val, and data.protocol=retrain has none: drop it "
-                               f"(retrain repeats the setting chosen on val for its number of epochs)")
+        require(
+            value is None,
+            f"train.{key}={value} reads val, and data.protocol=retrain has none: drop it "
+            f"(retrain repeats the setting chosen on val for its number of epochs)",
+        )
 
 
 def parse_config(cfg: DictConfig, *, extra_keys: tuple[str, ...] = ()) -> RunSpec:
@@ -282,8 +316,9 @@ def parse_config(cfg: DictConfig, *, extra_keys: tuple[str, ...] = ()) -> RunSpe
     `extra_keys`: top-level sections the caller reads itself (peft-food-bench's `bench`)."""
     check_top_level(cfg, extra=extra_keys)
     if OmegaConf.is_missing(cfg.get("data", {}), "root"):
-        raise ConfigError(f"data.root is missing: data={cfg.data.source} reads images from disk, "
-                          f"pass data.root=/path/to/images")
+        raise ConfigError(
+            f"data.root is missing: data={cfg.data.source} reads images from disk, pass data.root=/path/to/images"
+        )
     tree = resolve(cfg)
     method = tree["peft"].get("method")
     require(

@@ -39,8 +39,15 @@ class FileLock:
     LockBusy at once. holder: written into the file once held (who holds it). remove: delete the
     file on release (only for locks nobody waits on: a waiter would hold a deleted file's lock)."""
 
-    def __init__(self, path: Path, *, wait: bool, on_wait: Callable[[], None] | None = None,
-                 holder: str | None = None, remove: bool = False):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        wait: bool,
+        on_wait: Callable[[], None] | None = None,
+        holder: str | None = None,
+        remove: bool = False,
+    ):
         self.path, self.wait, self.on_wait, self.holder, self.remove = path, wait, on_wait, holder, remove
         self._fd: int | None = None
 
@@ -152,8 +159,9 @@ def disk_full(err: BaseException, *, where: Path) -> DiskFull | None:
     import shutil
 
     chain = [err, *(e for e in (err.__cause__, err.__context__) if e is not None)]
-    said = any(getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or any(t in str(e) for t in _FULL)
-               for e in chain)
+    said = any(
+        getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or any(t in str(e) for t in _FULL) for e in chain
+    )
     try:
         free = shutil.disk_usage(where).free
     except OSError:
@@ -162,6 +170,8 @@ def disk_full(err: BaseException, *, where: Path) -> DiskFull | None:
         return None
     path = next((e.filename for e in chain if getattr(e, "filename", None)), None) or where
     left = f", {free / 2**20:.1f} MiB free" if free is not None else ""
-    return DiskFull(f"no space left on the disk holding {path}{left}: free space there (old runs' checkpoints/ "
-                    f"under outputs/ are the largest files) and run the same command again to resume, or start "
-                    f"over on another disk with hydra.run.dir=DIR")
+    return DiskFull(
+        f"no space left on the disk holding {path}{left}: free space there (old runs' checkpoints/ "
+        f"under outputs/ are the largest files) and run the same command again to resume, or start "
+        f"over on another disk with hydra.run.dir=DIR"
+    )

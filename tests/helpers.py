@@ -53,6 +53,7 @@ def skip_without_mini() -> None:
     if not MINI.is_dir():
         pytest.skip(f"{MINI} not present")
 
+
 # Tiny ViT on CPU in fp32 with no workers, and few synthetic images (TINY = both).
 TINY_TRAIN = [
     "model=vit_tiny",
@@ -64,7 +65,14 @@ TINY_TRAIN = [
     "train.workers=0",
     "train.logging_steps=2",
 ]
-SYNTHETIC = ["data=synthetic", "data.num_classes=4", "data.per_class=16", "data.val_per_class=8", "data.test_per_class=8", "data.image_size=32"]
+SYNTHETIC = [
+    "data=synthetic",
+    "data.num_classes=4",
+    "data.per_class=16",
+    "data.val_per_class=8",
+    "data.test_per_class=8",
+    "data.image_size=32",
+]
 TINY = TINY_TRAIN + SYNTHETIC
 
 
@@ -73,7 +81,6 @@ def compose_config(*overrides: str, output_dir: Path | None = None, conf_dir: st
     with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
         extra = [f"output_dir={output_dir}"] if output_dir is not None else []
         return compose(config_name="train", overrides=[*overrides, *extra])
-
 
 
 @contextlib.contextmanager
@@ -97,10 +104,6 @@ def eval_logits(run_dir: Path, split: str = "val") -> tuple[np.ndarray, np.ndarr
     pixels = normalize(batch["pixel_values"], mean=trained.processor.image_mean, std=trained.processor.image_std)
     with torch.inference_mode():
         return trained.model(pixel_values=pixels).logits.numpy(), batch["labels"].numpy()
-
-
-
-
 
 
 def check_fp16_autocast_training(model: Any, *, steps: int, pixels: torch.Tensor, labels: torch.Tensor) -> None:
@@ -138,8 +141,8 @@ def raw_records(path: Path) -> list[bytes]:
         if BLOCK - pos % BLOCK < HEADER:  # too little room left: the writer padded the block
             pos += BLOCK - pos % BLOCK
             continue
-        crc, length, kind = struct.unpack("<IHB", data[pos:pos + HEADER])
-        payload = data[pos + HEADER:pos + HEADER + length]
+        crc, length, kind = struct.unpack("<IHB", data[pos : pos + HEADER])
+        payload = data[pos + HEADER : pos + HEADER + length]
         pos += HEADER + length
         if kind == 0:
             continue
@@ -208,9 +211,15 @@ def read_run(path: Path) -> RunLog:
                 out.summary[_key(item)] = json.loads(item.value_json)
         elif kind == "artifact":
             a = record.artifact
-            out.artifacts.append(Artifact(type=a.type, name=a.name, aliases=list(a.aliases),
-                                          metadata=json.loads(a.metadata or "{}"),
-                                          files={c.path: Path(c.local_path) for c in a.manifest.contents}))
+            out.artifacts.append(
+                Artifact(
+                    type=a.type,
+                    name=a.name,
+                    aliases=list(a.aliases),
+                    metadata=json.loads(a.metadata or "{}"),
+                    files={c.path: Path(c.local_path) for c in a.manifest.contents},
+                )
+            )
         elif kind == "metric":
             out.metrics[record.metric.name or record.metric.glob_name] = record.metric
         elif kind == "exit":

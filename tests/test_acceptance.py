@@ -29,8 +29,14 @@ def toy(tmp_path_factory):
     blocked.mkdir(parents=True)
     (blocked / "__init__.py").write_text("raise ImportError('wandb is not installed on the GPU machine')\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocked.parent), str(REPO)])}
-    done = subprocess.run([sys.executable, "-m", "peft_food.bench.acceptance", str(tmp / "out"), "--size", "toy"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "peft_food.bench.acceptance", str(tmp / "out"), "--size", "toy"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert (tmp / "out" / "acceptance.json").is_file(), done.stderr[-3000:]
     path = tmp / "out" / "acceptance.json"
     return done.returncode, done.stdout, json.loads(path.read_text()), path
@@ -46,17 +52,27 @@ def test_toy_run_records_every_part_with_a_verdict(toy):
     assert record["package_dir"] == str(REPO / "peft_food")  # the source tree, not an installed copy
     assert record["size"] == "toy" and record["run_on"] == "cpu" and record["elapsed_s"] < record["budget_s"]
     checks = {c["name"]: c for c in record["checks"]}
-    expected = {"matmul", "setup/photos", "torchrun/nccl", "store/normalise_on_device",
-                *(f"train/{m}/fp32" for m in METHODS), "compile/lora/fp32", "compile/full/fp32",
-                *(f"bench/{m}/fp32/b{b}/ours" for m in METHODS for b in (8, 16)),
-                *(f"bench/{m}/fp32/b8/seed_recipe" for m in METHODS),
-                *(f"bench_e2e/{m}/fp32/b8/{r}" for m in ("lora", "full") for r in ("ours", "seed_recipe"))}
+    expected = {
+        "matmul",
+        "setup/photos",
+        "torchrun/nccl",
+        "store/normalise_on_device",
+        *(f"train/{m}/fp32" for m in METHODS),
+        "compile/lora/fp32",
+        "compile/full/fp32",
+        *(f"bench/{m}/fp32/b{b}/ours" for m in METHODS for b in (8, 16)),
+        *(f"bench/{m}/fp32/b8/seed_recipe" for m in METHODS),
+        *(f"bench_e2e/{m}/fp32/b8/{r}" for m in ("lora", "full") for r in ("ours", "seed_recipe")),
+    }
     assert set(checks) == expected
     skipped = {name for name, c in checks.items() if c["verdict"] == "skip"}
     assert skipped == {"torchrun/nccl", "compile/lora/fp32", "compile/full/fp32"}
     assert all("CUDA" in checks[name]["reason"] for name in skipped)
-    assert all(c["verdict"] == "pass" and c["criteria"] and all(c["criteria"].values()) and c["seconds"] > 0
-               for name, c in checks.items() if name not in skipped)
+    assert all(
+        c["verdict"] == "pass" and c["criteria"] and all(c["criteria"].values()) and c["seconds"] > 0
+        for name, c in checks.items()
+        if name not in skipped
+    )
 
 
 def test_toy_checks_train_reload_and_export_each_method(toy):
@@ -82,8 +98,14 @@ def test_toy_benchmark_figures_are_positive_and_side_by_side(toy):
     rows = [c["figures"] for c in record["checks"] if c["kind"] in ("bench", "bench_more", "bench_e2e")]
     assert len(rows) == 19
     for row in rows:
-        for key in ("step_s_median", "img_per_s_median", "peak_mem_mb", "flops_per_step", "achieved_flop_per_s",
-                    "fraction_of_matmul"):
+        for key in (
+            "step_s_median",
+            "img_per_s_median",
+            "peak_mem_mb",
+            "flops_per_step",
+            "achieved_flop_per_s",
+            "fraction_of_matmul",
+        ):
             assert positive(row[key]), (row["method"], key, row[key])
         assert row["timing"] == "wall_clock" and row["steps_timed"] == 3
     seed = [r for r in rows if r["recipe"] == "seed_recipe"]
@@ -94,8 +116,14 @@ def test_toy_benchmark_figures_are_positive_and_side_by_side(toy):
     assert full["lora"] < full["full"]  # LoRA computes no gradient for the frozen weights
     assert positive(record["matmul"]["flop_per_s"])
     summary = record["summary"]
-    for key in ("lora_img_per_s_fp32", "full_img_per_s_fp32", "lora_over_full_peak_mem_fp32",
-                "over_seed_end_to_end_lora_fp32", "over_seed_end_to_end_full_fp32", "over_seed_synthetic_lora_fp32"):
+    for key in (
+        "lora_img_per_s_fp32",
+        "full_img_per_s_fp32",
+        "lora_over_full_peak_mem_fp32",
+        "over_seed_end_to_end_lora_fp32",
+        "over_seed_end_to_end_full_fp32",
+        "over_seed_synthetic_lora_fp32",
+    ):
         assert positive(summary[key]), key
     assert summary["targets"]["lora_img_per_s"] == 5000
 
@@ -107,7 +135,9 @@ def test_toy_prints_the_table_last(toy):
     table = lines[start:]
     # the head, a line per check, the targets (three per precision, two synthetic ratios, two end to end), the verdict
     assert len(table) == 1 + len(record["checks"]) + 1 + 3 + 2 + 2 + 2
-    assert table[-2] == f"PASS: {len(record['checks']) - 3} pass, 0 fail, 3 skipped in {record['elapsed_s']:.0f} s of 420"
+    assert (
+        table[-2] == f"PASS: {len(record['checks']) - 3} pass, 0 fail, 3 skipped in {record['elapsed_s']:.0f} s of 420"
+    )
     assert table[-1] == f"wrote {path}"
     assert "LoRA img/s, fp32" in stdout and ">= 5,000" in stdout and ">= 10x" in stdout
 
@@ -147,33 +177,47 @@ def test_a_part_running_past_the_budget_is_stopped_and_recorded(tmp_path):
     assert "during hangs" in at_stop["stopped"] and at_stop["verdict"] == "fail"
     # the unfinished part and the ones never reached are recorded as left out by the budget (a rerun line names them)
     assert [(c["name"], c["verdict"], c["reason"]) for c in at_stop["checks"]] == [
-        ("hangs", "skip", "budget: ran out while this part ran"), ("after it", "skip", "budget: not reached")]
+        ("hangs", "skip", "budget: ran out while this part ran"),
+        ("after it", "skip", "budget: not reached"),
+    ]
 
 
 def test_parts_the_budget_left_out_are_named_in_a_rerun_line():
     from peft_food.bench.acceptance.run import rerun
 
     budget = "budget: 12 s left of 420, a train part takes ~30 s"
-    record = {"checks": [
-        {"name": "train/lora/bf16", "kind": "train", "verdict": "pass", "reason": None},
-        {"name": "train/hra/fp16", "kind": "train", "verdict": "skip", "reason": budget},
-        {"name": "train/boft/bf16", "kind": "train", "verdict": "skip", "reason": budget},
-        {"name": "bench/lora/bf16/b256/ours", "kind": "bench_more", "verdict": "skip", "reason": budget},
-        {"name": "torchrun/nccl", "kind": "torchrun", "verdict": "skip", "reason": "needs CUDA: no GPU here"}]}
+    record = {
+        "checks": [
+            {"name": "train/lora/bf16", "kind": "train", "verdict": "pass", "reason": None},
+            {"name": "train/hra/fp16", "kind": "train", "verdict": "skip", "reason": budget},
+            {"name": "train/boft/bf16", "kind": "train", "verdict": "skip", "reason": budget},
+            {"name": "bench/lora/bf16/b256/ours", "kind": "bench_more", "verdict": "skip", "reason": budget},
+            {"name": "torchrun/nccl", "kind": "torchrun", "verdict": "skip", "reason": "needs CUDA: no GPU here"},
+        ]
+    }
     assert rerun(record, out_dir=Path("experiments/gpu_acceptance/d"), size="full") == (
         "python -m peft_food.bench.acceptance experiments/gpu_acceptance/d-rest --size full --parts checks,batches "
-        "--methods boft,hra")
+        "--methods boft,hra"
+    )
     assert rerun({"checks": record["checks"][:1]}, out_dir=Path("x"), size="full") is None
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--parts", "bench,gpu"], "--parts has unknown gpu: choose from checks, bench, e2e, runs, compile, batches"),
-    (["--methods", "lora,lorra"], "--methods has unknown lorra: choose from "),
-    (["--budget-s", "0"], "--budget-s 0 is invalid"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--parts", "bench,gpu"], "--parts has unknown gpu: choose from checks, bench, e2e, runs, compile, batches"),
+        (["--methods", "lora,lorra"], "--methods has unknown lorra: choose from "),
+        (["--budget-s", "0"], "--budget-s 0 is invalid"),
+    ],
+)
 def test_bad_arguments_are_one_line_and_write_nothing(tmp_path, args, message):
-    done = subprocess.run([sys.executable, "-m", "peft_food.bench.acceptance", str(tmp_path), *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "peft_food.bench.acceptance", str(tmp_path), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and message in done.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "acceptance.json").exists()
 
@@ -182,20 +226,46 @@ def test_on_a_gpu_each_precision_is_set_against_the_seed_recipes_fp16():
     from peft_food.bench.acceptance.report import summary, table
 
     def row(method, precision, batch, recipe, img_s, mem, kind="bench"):
-        figures = {"method": method, "precision": precision, "batch": batch, "recipe": recipe,
-                   "img_per_s_median": img_s, "peak_mem_mb": mem, "peak_reserved_mb": mem * 1.2,
-                   "step_s_median": batch / img_s, "fraction_of_matmul": 0.4}
-        return {"name": f"{kind}/{method}/{precision}/b{batch}/{recipe}", "kind": kind, "verdict": "pass",
-                "reason": None, "seconds": 3.0, "figures": figures}
+        figures = {
+            "method": method,
+            "precision": precision,
+            "batch": batch,
+            "recipe": recipe,
+            "img_per_s_median": img_s,
+            "peak_mem_mb": mem,
+            "peak_reserved_mb": mem * 1.2,
+            "step_s_median": batch / img_s,
+            "fraction_of_matmul": 0.4,
+        }
+        return {
+            "name": f"{kind}/{method}/{precision}/b{batch}/{recipe}",
+            "kind": kind,
+            "verdict": "pass",
+            "reason": None,
+            "seconds": 3.0,
+            "figures": figures,
+        }
 
-    checks = [row("lora", "fp16", 128, "ours", 5200.0, 9000.0), row("full", "fp16", 128, "ours", 3000.0, 20000.0),
-              row("lora", "bf16", 128, "ours", 5600.0, 9000.0), row("full", "bf16", 128, "ours", 3400.0, 20000.0),
-              row("lora", "fp16", 128, "seed_recipe", 1300.0, 15000.0),
-              row("full", "fp16", 256, "ours", 3300.0, 38000.0),  # another batch: not the targets'
-              row("lora", "fp16", 128, "ours", 5000.0, 9000.0, kind="bench_e2e"),
-              row("lora", "fp16", 128, "seed_recipe", 500.0, 9000.0, kind="bench_e2e")]
-    record = {"checks": checks, "counts": {"pass": 8, "fail": 0, "skip": 0}, "verdict": "pass", "size": "full",
-              "device": {"device": "NVIDIA H200"}, "budget_s": 420, "elapsed_s": 400, "path": "x/acceptance.json"}
+    checks = [
+        row("lora", "fp16", 128, "ours", 5200.0, 9000.0),
+        row("full", "fp16", 128, "ours", 3000.0, 20000.0),
+        row("lora", "bf16", 128, "ours", 5600.0, 9000.0),
+        row("full", "bf16", 128, "ours", 3400.0, 20000.0),
+        row("lora", "fp16", 128, "seed_recipe", 1300.0, 15000.0),
+        row("full", "fp16", 256, "ours", 3300.0, 38000.0),  # another batch: not the targets'
+        row("lora", "fp16", 128, "ours", 5000.0, 9000.0, kind="bench_e2e"),
+        row("lora", "fp16", 128, "seed_recipe", 500.0, 9000.0, kind="bench_e2e"),
+    ]
+    record = {
+        "checks": checks,
+        "counts": {"pass": 8, "fail": 0, "skip": 0},
+        "verdict": "pass",
+        "size": "full",
+        "device": {"device": "NVIDIA H200"},
+        "budget_s": 420,
+        "elapsed_s": 400,
+        "path": "x/acceptance.json",
+    }
     s = summary(record, batch=128, seed_precision="fp16")
     assert s["lora_img_per_s_bf16"] == 5600 and s["full_img_per_s_fp16"] == 3000
     assert s["lora_over_full_peak_mem_fp16"] == 0.45 and s["lora_over_full_peak_reserved_bf16"] == 0.45

@@ -28,8 +28,22 @@ from peft_food.training.pipeline import train
 from tests.helpers import REPO, TINY, TINY_TRAIN, compose_config, eval_logits
 
 # The stages in import order: a module imports from its own stage or from earlier ones only.
-STAGES = ["errors", "files", "progress", "data", "model", "methods", "evaluation", "config", "tracking", "saved",
-          "training", "bench", "cli", "__main__"]
+STAGES = [
+    "errors",
+    "files",
+    "progress",
+    "data",
+    "model",
+    "methods",
+    "evaluation",
+    "config",
+    "tracking",
+    "saved",
+    "training",
+    "bench",
+    "cli",
+    "__main__",
+]
 BASE = {"errors", "files", "progress"}  # one level: what every stage may use
 
 
@@ -77,8 +91,11 @@ def test_hydra_internals_only_where_no_public_api_exists():
     for path in package.rglob("*.py"):
         module = "peft_food." + ".".join(path.relative_to(package).with_suffix("").parts)
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else (
-                [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            names = (
+                [node.module]
+                if isinstance(node, ast.ImportFrom) and node.module
+                else ([a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            )
             private = {n for n in names if n.startswith("hydra._internal")}
             if private:
                 found.setdefault(module, set()).update(private)
@@ -102,9 +119,11 @@ def test_a_new_data_source_is_one_reader_and_one_yaml(conf_dir, tmp_path, monkey
 
     monkeypatch.setitem(SOURCES, "tiles", Source(read_tiles, card))
     (conf_dir / "data" / "tiles.yaml").write_text(
-        "defaults:\n  - /schema/data/data@_here_\n  - _self_\n\nsource: tiles\ntest_size: 0.25\n")
-    record = train(compose_config(*TINY_TRAIN, "data=tiles", "logger=none", output_dir=tmp_path / "run",
-                                  conf_dir=str(conf_dir)))
+        "defaults:\n  - /schema/data/data@_here_\n  - _self_\n\nsource: tiles\ntest_size: 0.25\n"
+    )
+    record = train(
+        compose_config(*TINY_TRAIN, "data=tiles", "logger=none", output_dir=tmp_path / "run", conf_dir=str(conf_dir))
+    )
     assert record.status == "completed" and record.labels == ["class_0", "class_1", "class_2"]
     counts = record.counts  # per class: 2 of 8 test (0.25), then 1 of the 6 left val (0.1, at least one)
     assert (counts.num_train_samples, counts.num_eval_samples, counts.num_test_samples) == (15, 3, 6)
@@ -129,7 +148,8 @@ def test_a_new_method_is_one_class_and_one_yaml(conf_dir, tmp_path, monkeypatch)
     monkeypatch.setitem(METHODS, "norms", None)  # removed again after the test
     register(NormsSpec)
     (conf_dir / "peft" / "norms.yaml").write_text(
-        "defaults:\n  - /schema/peft/norms@_here_\n  - _self_\n\nmethod: norms\n")
+        "defaults:\n  - /schema/peft/norms@_here_\n  - _self_\n\nmethod: norms\n"
+    )
     run_dir = tmp_path / "run"
     record = train(compose_config(*TINY, "peft=norms", "logger=none", output_dir=run_dir, conf_dir=str(conf_dir)))
     assert record.method == "norms"
@@ -141,4 +161,3 @@ def test_a_new_method_is_one_class_and_one_yaml(conf_dir, tmp_path, monkeypatch)
     # Saved as what trained, read back onto its base: the reloaded model scores as the best epoch did.
     logits, labels = eval_logits(run_dir)
     assert float(np.mean(logits.argmax(-1) == labels)) == record.best
-

@@ -29,7 +29,9 @@ def test_a_directory_that_is_not_a_checkpoint_says_so(tmp_path):
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "config.json").write_text("{}")  # no model_type: transformers cannot build it
     spec = ModelSpec(name_or_path=str(tmp_path / "photos"))
-    with pytest.raises(UserError, match=r"photos is not a transformers checkpoint .*: point it at the folder holding config.json"):
+    with pytest.raises(
+        UserError, match=r"photos is not a transformers checkpoint .*: point it at the folder holding config.json"
+    ):
         load_base(model=spec, labels=["a", "b"])
 
 
@@ -43,8 +45,9 @@ def test_a_checkpoint_without_its_processor_names_model_processor_which_then_sup
     assert "give its settings as model.processor" in str(err.value)
 
     with caplog.at_level(logging.WARNING):
-        model, processor = load_base(model=ModelSpec(name_or_path=str(tmp_path / "ckpt"), processor=tiny.processor),
-                                     labels=["a", "b"])
+        model, processor = load_base(
+            model=ModelSpec(name_or_path=str(tmp_path / "ckpt"), processor=tiny.processor), labels=["a", "b"]
+        )
     assert processor.size == {"height": 32, "width": 32} and model.config.num_labels == 2
     assert "using model.processor (ViTImageProcessor)" in caplog.text
 
@@ -59,5 +62,7 @@ def test_predict_given_a_training_checkpoint_says_to_pass_the_run_dir(tmp_path, 
     for given in (checkpoint, run_dir / "checkpoints"):
         assert predict([str(given), str(tmp_path / "photo.jpg")]) == 2
         [line] = capsys.readouterr().err.strip().splitlines()
-        assert line == (f"peft-food-predict: error: {given} is a training checkpoint, not a saved model: pass the run "
-                        f"dir ({run_dir}), whose model/ holds the best checkpoint's weights with its labels and base")
+        assert line == (
+            f"peft-food-predict: error: {given} is a training checkpoint, not a saved model: pass the run "
+            f"dir ({run_dir}), whose model/ holds the best checkpoint's weights with its labels and base"
+        )

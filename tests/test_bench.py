@@ -15,17 +15,37 @@ def bench_on_mini(run_dir, *overrides: str) -> subprocess.CompletedProcess:
     """peft-food-bench on the food101-mini photos with vit_tiny, writing into `run_dir`."""
     skip_without_mini()
     done = subprocess.run(
-        [sys.executable, "-c", "from peft_food.cli.bench import main; main()", "data=food101_local", f"data.root={MINI}",
-         "model=vit_tiny", *overrides, f"hydra.run.dir={run_dir}"], capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-c",
+            "from peft_food.cli.bench import main; main()",
+            "data=food101_local",
+            f"data.root={MINI}",
+            "model=vit_tiny",
+            *overrides,
+            f"hydra.run.dir={run_dir}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
 
 @pytest.mark.slow
 def test_bench_writes_comparable_json(tmp_path):
-    done = bench_on_mini(tmp_path, "bench.images=64", "bench.workers=[0,1]", "bench.methods=[lora,full]",
-                         "bench.inputs=[synthetic]", "bench.warmup_steps=1", "bench.train_steps=2",
-                         "bench.batch_size=16", "bench.repeats=2")
+    done = bench_on_mini(
+        tmp_path,
+        "bench.images=64",
+        "bench.workers=[0,1]",
+        "bench.methods=[lora,full]",
+        "bench.inputs=[synthetic]",
+        "bench.warmup_steps=1",
+        "bench.train_steps=2",
+        "bench.batch_size=16",
+        "bench.repeats=2",
+    )
     result = json.loads((tmp_path / "bench.json").read_text())
     assert result["device"]["device"] == "cpu" and result["attention"] == "sdpa" and result["batch_size"] == 16
     data = result["data"]
@@ -36,7 +56,10 @@ def test_bench_writes_comparable_json(tmp_path):
     store = data["ours_store"]  # vit_tiny's 32 px input: train side 64, eval crops 32x32 (3 KB each)
     assert store["train_side"] == 64 and store["eval_mb_per_1000_images"] == 32 * 32 * 3 * 1000 / 2**20
     assert data["speedup_train_store_single_core"] == store["train_img_per_s"] / data["seed_recipe"]["train_img_per_s"]
-    assert data["store_over_fast_decode_single_core"] == store["train_img_per_s"] / data["ours"]["by_workers"]["0"]["train_img_per_s"]
+    assert (
+        data["store_over_fast_decode_single_core"]
+        == store["train_img_per_s"] / data["ours"]["by_workers"]["0"]["train_img_per_s"]
+    )
     assert not (tmp_path / "stores").exists()  # the bench's stores are a cache, removed at the end
     for method in ("lora", "full"):
         pair = result["train"][method]["synthetic"]
@@ -56,19 +79,33 @@ def test_bench_writes_comparable_json(tmp_path):
 
 @pytest.mark.slow
 def test_bench_startup_times_real_jobs_and_reads_flat(tmp_path):
-    bench_on_mini(tmp_path, "bench.sections=[startup]", "bench.startup_images=400", "bench.images=64",
-                  "bench.batch_size=16")
+    bench_on_mini(
+        tmp_path, "bench.sections=[startup]", "bench.startup_images=400", "bench.images=64", "bench.batch_size=16"
+    )
     startup = json.loads((tmp_path / "bench.json").read_text())["startup"]
-    assert set(startup["startup_s"]) == {"jpeg", "store_first", "store_second", "no_data", "multirun_first",
-                                         "multirun_second"}
+    assert set(startup["startup_s"]) == {
+        "jpeg",
+        "store_first",
+        "store_second",
+        "no_data",
+        "multirun_first",
+        "multirun_second",
+    }
     # In one multirun process the second job pays no imports: it starts far sooner than the first.
     assert startup["startup_s"]["multirun_second"] < startup["startup_s"]["multirun_first"] / 2
     assert startup["second_over_first"] == startup["startup_s"]["store_second"] / startup["startup_s"]["store_first"]
-    logs = {name: (tmp_path / "startup" / name / "train.log").read_text() for name in startup["startup_s"]
-            if not name.startswith("multirun")}
+    logs = {
+        name: (tmp_path / "startup" / name / "train.log").read_text()
+        for name in startup["startup_s"]
+        if not name.startswith("multirun")
+    }
     assert logs["store_first"].count("built the data store") == 3  # train.txt in both forms (val), test.txt
     assert "built the data store" not in logs["store_second"] + logs["jpeg"]
-    for name in ("jpeg", "store_first", "store_second"):  # 400 images: 300 in train.txt (10 x 1 of them val), 10 x 1 test
+    for name in (
+        "jpeg",
+        "store_first",
+        "store_second",
+    ):  # 400 images: 300 in train.txt (10 x 1 of them val), 10 x 1 test
         counts = json.loads((tmp_path / "startup" / name / "metrics.json").read_text())["counts"]
         assert (counts["num_train_samples"], counts["num_eval_samples"], counts["num_test_samples"]) == (290, 10, 10)
     rss = startup["rss"]
@@ -80,9 +117,17 @@ def test_bench_startup_times_real_jobs_and_reads_flat(tmp_path):
 def test_bench_trains_at_the_models_input_size_where_the_processor_crops(tmp_path):
     """deit_tiny's processor resizes to 36 and crops 32: the bench's synthetic batches are the
     32 px the model takes (the training geometry), not the 36 px resize."""
-    bench_on_mini(tmp_path, "model=deit_tiny", "bench.sections=[train]", "bench.inputs=[synthetic]",
-                  "bench.methods=[lora]", "bench.warmup_steps=1", "bench.train_steps=1", "bench.batch_size=8",
-                  "bench.repeats=1")
+    bench_on_mini(
+        tmp_path,
+        "model=deit_tiny",
+        "bench.sections=[train]",
+        "bench.inputs=[synthetic]",
+        "bench.methods=[lora]",
+        "bench.warmup_steps=1",
+        "bench.train_steps=1",
+        "bench.batch_size=8",
+        "bench.repeats=1",
+    )
     pair = json.loads((tmp_path / "bench.json").read_text())["train"]["lora"]["synthetic"]
     assert pair["ours"]["input_size"] == pair["seed_recipe"]["input_size"] == [32, 32]
     assert all(pair[r]["eval_loss"] is not None for r in ("ours", "seed_recipe"))
@@ -92,9 +137,18 @@ def test_bench_trains_at_the_models_input_size_where_the_processor_crops(tmp_pat
 def test_bench_methods_section_trains_each_method_in_its_own_process(tmp_path):
     """bench.sections=[methods]: each method's step time and training memory, each in a fresh process,
     with the configured method's own settings (VPT-deep here), and each against full fine-tuning."""
-    done = bench_on_mini(tmp_path, "peft=vpt", "peft.deep=true", "peft.prompts=4", "bench.sections=[methods]",
-                         "bench.methods=[full,vpt]", "bench.warmup_steps=1", "bench.train_steps=1",
-                         "bench.batch_size=8", "bench.repeats=1")
+    done = bench_on_mini(
+        tmp_path,
+        "peft=vpt",
+        "peft.deep=true",
+        "peft.prompts=4",
+        "bench.sections=[methods]",
+        "bench.methods=[full,vpt]",
+        "bench.warmup_steps=1",
+        "bench.train_steps=1",
+        "bench.batch_size=8",
+        "bench.repeats=1",
+    )
     methods = json.loads((tmp_path / "bench.json").read_text())["methods"]
     assert methods["against"] == "full" and methods["input"] == "synthetic" and methods["repeats"] == 1
     full, vpt = methods["by_method"]["full"], methods["by_method"]["vpt"]

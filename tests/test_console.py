@@ -10,14 +10,24 @@ import pytest
 from tests.helpers import TINY_TRAIN
 
 # 4 classes x 8 images / batch 16 = 2 steps per epoch, logged every 2 steps (TINY_TRAIN), 2 epochs.
-ARGS = [*TINY_TRAIN, "data=synthetic", "data.num_classes=4", "data.per_class=8", "data.val_per_class=2",
-        "data.test_per_class=2", "data.image_size=32", "logger=none", "progress=false"]
+ARGS = [
+    *TINY_TRAIN,
+    "data=synthetic",
+    "data.num_classes=4",
+    "data.per_class=8",
+    "data.val_per_class=2",
+    "data.test_per_class=2",
+    "data.image_size=32",
+    "logger=none",
+    "progress=false",
+]
 
 
 @pytest.mark.slow
 def test_console_has_the_data_then_one_line_per_epoch_and_train_log_keeps_the_steps(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "peft_food", *ARGS], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "peft_food", *ARGS], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     console = done.stdout + done.stderr
     assert done.returncode == 0, console[-3000:]
     assert "{'" not in console and "'loss'" not in console, console  # no Trainer dicts

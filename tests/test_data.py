@@ -28,7 +28,9 @@ def data_spec(*overrides):
 def write_images(folder, count, size=(40, 30), mode="RGB"):
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(count):
-        Image.new(mode, size, color=(i * 20) % 255 if mode == "L" else (i * 20 % 255, 80, 160)).save(folder / f"{i}.png")
+        Image.new(mode, size, color=(i * 20) % 255 if mode == "L" else (i * 20 % 255, 80, 160)).save(
+            folder / f"{i}.png"
+        )
 
 
 def test_balanced_subset_takes_n_per_class_and_depends_only_on_the_seed():
@@ -102,7 +104,9 @@ def test_food101_mini_per_class_subset():
 
 
 def test_transforms_follow_the_image_processor_and_make_rgb():
-    processor = ViTImageProcessor(size={"height": 48, "width": 48}, image_mean=[0.2, 0.4, 0.6], image_std=[0.1, 0.2, 0.3])
+    processor = ViTImageProcessor(
+        size={"height": 48, "width": 48}, image_mean=[0.2, 0.4, 0.6], image_std=[0.1, 0.2, 0.3]
+    )
     _, eval_tf = build_transforms(processor, uint8=False)
     grey = Image.new("L", (100, 70), color=255)
     pixels = eval_tf(grey.convert("RGB"))
@@ -112,8 +116,9 @@ def test_transforms_follow_the_image_processor_and_make_rgb():
 
 
 def test_uint8_path_with_batch_normalize_equals_the_seed_float_path_bit_for_bit():
-    processor = ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.485, 0.456, 0.406],
-                                  image_std=[0.229, 0.224, 0.225])
+    processor = ViTImageProcessor(
+        size={"height": 32, "width": 32}, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]
+    )
     images = [Image.fromarray(np.random.default_rng(i).integers(0, 255, (50, 70, 3), dtype=np.uint8)) for i in range(4)]
     _, seed_eval = build_transforms(processor, uint8=False)
     _, fast_eval = build_transforms(processor, uint8=True)
@@ -202,8 +207,11 @@ def test_fast_decode_draws_the_same_crops_and_flips_as_the_pil_path():
 
 def test_fast_decode_makes_rgb_from_greyscale_cmyk_and_png_files(tmp_path):
     fast_train, _ = build_transforms(ViTImageProcessor(size={"height": 16, "width": 16}), fast_decode=True)
-    cases = {"grey.jpg": Image.new("L", (40, 30), 200), "cmyk.jpg": Image.new("CMYK", (40, 30), (0, 0, 0, 0)),
-             "rgba.png": Image.new("RGBA", (40, 30), (10, 20, 30, 40))}
+    cases = {
+        "grey.jpg": Image.new("L", (40, 30), 200),
+        "cmyk.jpg": Image.new("CMYK", (40, 30), (0, 0, 0, 0)),
+        "rgba.png": Image.new("RGBA", (40, 30), (10, 20, 30, 40)),
+    }
     for name, image in cases.items():
         image.save(tmp_path / name)
         expected = np.asarray(Image.open(tmp_path / name).convert("RGB"))[0, 0]
@@ -219,7 +227,9 @@ def test_tensor_augment_is_torchvisions_crop_resize_flip_bit_for_bit():
     # the flip itself; neither may change a pixel or a random draw against torchvision's own.
     processor = ViTImageProcessor(size={"height": 224, "width": 224})
     fast_train, _ = build_transforms(processor, fast_decode=True)
-    reference = v2.Compose([DecodeToTensor(), v2.RandomResizedCrop((224, 224), antialias=True), v2.RandomHorizontalFlip()])
+    reference = v2.Compose(
+        [DecodeToTensor(), v2.RandomResizedCrop((224, 224), antialias=True), v2.RandomHorizontalFlip()]
+    )
     flips = 0
     for i, photo in enumerate(sorted(MINI.glob("images/*/*.jpg"))[:24]):
         value = {"bytes": photo.read_bytes(), "path": str(photo)}
@@ -248,4 +258,6 @@ def test_cached_tensor_path_serves_the_pixels_of_the_uncached_one():
     second = collate([cached.train[i] for i in range(len(cached.train))])
     assert torch.equal(first["pixel_values"], second["pixel_values"]) and torch.equal(first["labels"], second["labels"])
     torch.manual_seed(1)
-    assert not torch.equal(first["pixel_values"], collate([cached.train[i] for i in range(len(cached.train))])["pixel_values"])
+    assert not torch.equal(
+        first["pixel_values"], collate([cached.train[i] for i in range(len(cached.train))])["pixel_values"]
+    )

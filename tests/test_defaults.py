@@ -28,8 +28,11 @@ PER_OPTION = {"model": {"name", "name_or_path", "arch", "processor"}}
 def schema_groups() -> dict[str, list[str]]:
     """The groups that have a schema, as config.py and methods/base.py register them with Hydra."""
     repo = ConfigStore.instance().repo["schema"]
-    return {group.rstrip("/"): sorted(name.removesuffix(".yaml") for name in names)
-            for group, names in repo.items() if group.rstrip("/") in SCHEMAS}
+    return {
+        group.rstrip("/"): sorted(name.removesuffix(".yaml") for name in names)
+        for group, names in repo.items()
+        if group.rstrip("/") in SCHEMAS
+    }
 
 
 def chosen(group: str) -> str:
@@ -102,8 +105,11 @@ def key_lines(path: Path) -> dict[str, tuple[int, list[str]]]:
     """Top-level keys of a YAML file -> (line number, the file's lines); but `defaults` and a method
     file's `method`, which name the file's schema rather than hold a default."""
     lines = path.read_text().splitlines()
-    return {match.group(1): (number, lines) for number, line in enumerate(lines)
-            if (match := re.match(r"^([A-Za-z_]\w*):", line)) and match.group(1) not in ("defaults", "method")}
+    return {
+        match.group(1): (number, lines)
+        for number, line in enumerate(lines)
+        if (match := re.match(r"^([A-Za-z_]\w*):", line)) and match.group(1) not in ("defaults", "method")
+    }
 
 
 def has_help(number: int, lines: list[str]) -> bool:

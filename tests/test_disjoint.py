@@ -81,10 +81,24 @@ def test_under_skip_the_training_copy_is_left_out_with_a_count(leaky_folder, cap
 def test_a_run_under_skip_trains_on_one_image_fewer_and_says_so(leaky_folder, tmp_path, caplog):
     root, _, _ = leaky_folder
     with caplog.at_level(logging.WARNING):
-        record = train(compose_config(*TINY_TRAIN, "data=imagefolder", f"data.root={root}", SKIP, "data.val_per_class=1",
-                                      "train.epochs=1", "logger=none", output_dir=tmp_path / "run"))
+        record = train(
+            compose_config(
+                *TINY_TRAIN,
+                "data=imagefolder",
+                f"data.root={root}",
+                SKIP,
+                "data.val_per_class=1",
+                "train.epochs=1",
+                "logger=none",
+                output_dir=tmp_path / "run",
+            )
+        )
     # 8 training photos less 1 val per class is 6; the copy of a test photo is left out.
-    assert (record.counts.num_train_samples, record.counts.num_eval_samples, record.counts.num_test_samples) == (5, 2, 5)
+    assert (record.counts.num_train_samples, record.counts.num_eval_samples, record.counts.num_test_samples) == (
+        5,
+        2,
+        5,
+    )
     assert "leaving out 1 image(s) that are also in a split evaluated on (1 in train)" in caplog.text
 
 
@@ -136,17 +150,23 @@ def test_food101_lists_naming_one_image_twice_or_a_copy_are_caught(tmp_path, cap
 
     copied = food101_layout(tmp_path / "copied", train=train, test=["pho/copy", "ramen/1-3"])
     shutil.copyfile(copied / "images" / "ramen" / "1-1.jpg", copied / "images" / "pho" / "copy.jpg")
-    with pytest.raises(DataError, match=r"train image \S+/ramen/1-1\.jpg is byte-identical to test image \S+/pho/copy\.jpg"):
+    with pytest.raises(
+        DataError, match=r"train image \S+/ramen/1-1\.jpg is byte-identical to test image \S+/pho/copy\.jpg"
+    ):
         load_splits(data_spec("data=food101_local", f"data.root={copied}"), seed=0)
     with caplog.at_level(logging.WARNING):
-        splits = load_splits(data_spec("data=food101_local", f"data.root={copied}", SKIP, "data.val_per_class=1"), seed=0)
+        splits = load_splits(
+            data_spec("data=food101_local", f"data.root={copied}", SKIP, "data.val_per_class=1"), seed=0
+        )
     assert splits.sizes() == {"train": 3, "val": 2, "test": 2}  # ramen: 2 of 3 training photos left, 1 to val
     assert "leaving out 1 image(s)" in caplog.text
 
 
 def test_the_data_store_keeps_the_digests_so_a_later_run_checks_without_reading(leaky_folder, tmp_path, monkeypatch):
     root, original, copy = leaky_folder
-    plan = store_plan(ViTImageProcessor(size={"height": 32, "width": 32}), side=None, store_dir=str(tmp_path / "stores"))
+    plan = store_plan(
+        ViTImageProcessor(size={"height": 32, "width": 32}), side=None, store_dir=str(tmp_path / "stores")
+    )
     spec = data_spec("data=imagefolder", f"data.root={root}", "data.val_per_class=1")
     with pytest.raises(DataError, match=f"train image {original} is byte-identical to test image {copy}"):
         load_splits(spec, seed=0, plan=plan)  # the build screens, the stores are complete
@@ -176,11 +196,16 @@ def test_hub_splits_stored_are_checked_too(tmp_path, monkeypatch):
     features = Features({"image": ImageFeature(), "label": ClassLabel(names=["a", "b"])})
     (tmp_path / "hub").mkdir()
     for split, rows in (("train", photos[:6]), ("validation", [photos[6], photos[7], photos[8], photos[3]])):
-        Dataset.from_dict({"image": rows, "label": [0, 1] * (len(rows) // 2)},
-                          features=features).to_parquet(tmp_path / "hub" / f"{split}.parquet")
-    plan = store_plan(ViTImageProcessor(size={"height": 32, "width": 32}), side=None, store_dir=str(tmp_path / "stores"))
+        Dataset.from_dict({"image": rows, "label": [0, 1] * (len(rows) // 2)}, features=features).to_parquet(
+            tmp_path / "hub" / f"{split}.parquet"
+        )
+    plan = store_plan(
+        ViTImageProcessor(size={"height": 32, "width": 32}), side=None, store_dir=str(tmp_path / "stores")
+    )
     spec = data_spec("data=food101", f"data.hub_id={tmp_path / 'hub'}", "data.val_per_class=1")
-    with pytest.raises(DataError, match=r"train image \S+:train\[3\] is byte-identical to test image \S+:validation\[3\]"):
+    with pytest.raises(
+        DataError, match=r"train image \S+:train\[3\] is byte-identical to test image \S+:validation\[3\]"
+    ):
         load_splits(spec, seed=0, plan=plan)
     splits = load_splits(replace(spec, bad_images="skip"), seed=0, plan=plan)
     assert splits.sizes() == {"train": 3, "val": 2, "test": 4}

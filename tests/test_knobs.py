@@ -39,31 +39,57 @@ def first_batch(trainer):
 def test_the_new_keys_off_leave_trainers_arguments_as_they_were(tmp_path):
     args = training_arguments(train=TrainSpec(), precision="fp32", workers=0, run_dir=tmp_path, seed=0, report_to=[])
     stock = TrainingArguments(output_dir=str(tmp_path))
-    for name in ("lr_scheduler_type", "lr_scheduler_kwargs", "label_smoothing_factor", "activation_checkpointing",
-                 "activation_checkpointing_kwargs", "restore_callback_states_from_checkpoint", "eval_steps", "save_steps"):
+    for name in (
+        "lr_scheduler_type",
+        "lr_scheduler_kwargs",
+        "label_smoothing_factor",
+        "activation_checkpointing",
+        "activation_checkpointing_kwargs",
+        "restore_callback_states_from_checkpoint",
+        "eval_steps",
+        "save_steps",
+    ):
         assert getattr(args, name) == getattr(stock, name), name
     assert (args.eval_strategy, args.save_strategy) == ("epoch", "epoch")
-    on = training_arguments(train=TrainSpec(early_stopping_patience=2, eval_steps=5), precision="fp32", workers=0,
-                            run_dir=tmp_path, seed=0, report_to=[])
+    on = training_arguments(
+        train=TrainSpec(early_stopping_patience=2, eval_steps=5),
+        precision="fp32",
+        workers=0,
+        run_dir=tmp_path,
+        seed=0,
+        report_to=[],
+    )
     assert on.restore_callback_states_from_checkpoint  # the patience count is restored on resume
     assert (on.eval_strategy, on.eval_steps, on.save_strategy, on.save_steps) == ("steps", 5, "steps", 5)
 
 
 @pytest.mark.parametrize("name", LR_SCHEDULERS)
 def test_every_lr_scheduler_is_one_of_trainers_and_builds_from_the_runs_arguments(tmp_path, name):
-    args = training_arguments(train=TrainSpec(lr_scheduler=name), precision="fp32", workers=0, run_dir=tmp_path,
-                              seed=0, report_to=[])
+    args = training_arguments(
+        train=TrainSpec(lr_scheduler=name), precision="fp32", workers=0, run_dir=tmp_path, seed=0, report_to=[]
+    )
     assert SchedulerType(args.lr_scheduler_type).value == name
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=0, num_training_steps=10,
-                  scheduler_specific_kwargs=args.lr_scheduler_kwargs)
+    get_scheduler(
+        args.lr_scheduler_type,
+        optimizer,
+        num_warmup_steps=0,
+        num_training_steps=10,
+        scheduler_specific_kwargs=args.lr_scheduler_kwargs,
+    )
 
 
 def test_the_rate_follows_train_lr_scheduler_and_plateau_watches_the_monitor_the_right_way(tmp_path):
     expected = {"linear": 0.8, "cosine": 0.5 * (1 + math.cos(math.pi * 2 / 10)), "constant": 1.0}  # step 2 of 10
     for name, rate in expected.items():
-        args = training_arguments(train=TrainSpec(lr_scheduler=name, lr=1.0), precision="fp32", workers=0,
-                                  run_dir=tmp_path, seed=0, report_to=[])
+        args = training_arguments(
+            train=TrainSpec(lr_scheduler=name, lr=1.0),
+            precision="fp32",
+            workers=0,
+            run_dir=tmp_path,
+            seed=0,
+            report_to=[],
+        )
         optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
         schedule = get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=0, num_training_steps=10)
         for _ in range(2):
@@ -72,8 +98,14 @@ def test_the_rate_follows_train_lr_scheduler_and_plateau_watches_the_monitor_the
         assert schedule.get_last_lr()[0] == pytest.approx(rate), name
     # torch's ReduceLROnPlateau defaults to mode "min": for accuracy it must cut the rate when it stops rising.
     for monitor, mode in (("accuracy", "max"), ("loss", "min")):
-        args = training_arguments(train=TrainSpec(lr_scheduler="reduce_lr_on_plateau", monitor=monitor),
-                                  precision="fp32", workers=0, run_dir=tmp_path, seed=0, report_to=[])
+        args = training_arguments(
+            train=TrainSpec(lr_scheduler="reduce_lr_on_plateau", monitor=monitor),
+            precision="fp32",
+            workers=0,
+            run_dir=tmp_path,
+            seed=0,
+            report_to=[],
+        )
         assert args.lr_scheduler_kwargs == {"mode": mode}
 
 
@@ -120,8 +152,9 @@ def test_mixup_mixes_training_batches_as_its_alpha_draws_and_leaves_eval_batches
     torch.manual_seed(1)
     mixed, soft = trainer.mixer(x, y)
     with torch.no_grad():
-        assert loss.item() == pytest.approx(soft_cross_entropy(model(pixel_values=mixed).logits, soft).mean().item(),
-                                            rel=1e-5)
+        assert loss.item() == pytest.approx(
+            soft_cross_entropy(model(pixel_values=mixed).logits, soft).mean().item(), rel=1e-5
+        )
     # Evaluation: the plain loss of the whole images and their own labels.
     model.eval()
     eval_loss, logits, labels = trainer.prediction_step(model, dict(batch), prediction_loss_only=False)
@@ -139,15 +172,24 @@ class FirstGradients(TrainerCallback):
 def test_gradient_checkpointing_recomputes_each_layer_and_leaves_the_gradients_as_they_were(tmp_path, method):
     seen = {}
     for checkpointing in (False, True):
-        trainer = tiny_trainer(tmp_path / str(checkpointing), *method, "train.max_steps=1", "train.epochs=1",
-                               f"train.gradient_checkpointing={checkpointing}")
+        trainer = tiny_trainer(
+            tmp_path / str(checkpointing),
+            *method,
+            "train.max_steps=1",
+            "train.epochs=1",
+            f"train.gradient_checkpointing={checkpointing}",
+        )
         grads = FirstGradients()
         trainer.add_callback(grads)
-        layer = next(m for name, m in trainer.model.named_modules() if name.endswith("layers.0") or name.endswith("layer.0"))
+        layer = next(
+            m for name, m in trainer.model.named_modules() if name.endswith("layers.0") or name.endswith("layer.0")
+        )
         calls = []
         # On a module inside the first layer: transformers checkpoints the layer's forward, so hooks on
         # the layer itself run once; what runs inside it runs again in the backward pass.
-        next(layer.children()).register_forward_hook(lambda module, args, out, calls=calls: calls.append(module.training))
+        next(layer.children()).register_forward_hook(
+            lambda module, args, out, calls=calls: calls.append(module.training)
+        )
         trainer.train()
         seen[checkpointing] = grads.grads, sum(calls)  # forward passes inside the layer while training
     (plain, once), (checkpointed, twice) = seen[False], seen[True]
@@ -165,9 +207,20 @@ def test_eval_steps_and_early_stopping_select_on_val_and_stop_once_it_stops_impr
     # 64 images / batch 16: 4 steps an epoch, 16 in 4 epochs; val every 3 steps (and at the end).
     # Mixup, CutMix, label smoothing and a cosine schedule train in the same run.
     with caplog.at_level(logging.INFO):
-        record = train(compose_config(*TINY, "logger=none", "train.epochs=4", "train.eval_steps=3",
-                                      "train.early_stopping_patience=1", "train.mixup_alpha=0.8", "train.cutmix_alpha=1.0",
-                                      "train.label_smoothing=0.1", "train.lr_scheduler=cosine", output_dir=tmp_path))
+        record = train(
+            compose_config(
+                *TINY,
+                "logger=none",
+                "train.epochs=4",
+                "train.eval_steps=3",
+                "train.early_stopping_patience=1",
+                "train.mixup_alpha=0.8",
+                "train.cutmix_alpha=1.0",
+                "train.label_smoothing=0.1",
+                "train.lr_scheduler=cosine",
+                output_dir=tmp_path,
+            )
+        )
     assert record.status == "completed"
     assert record.config["train"]["eval_steps"] == 3 and record.config["train"]["mixup_alpha"] == 0.8  # recorded
 
@@ -222,4 +275,4 @@ def test_a_run_with_eval_steps_resumes_from_its_last_mid_epoch_checkpoint(tmp_pa
     assert resumed.status == "completed" and resumed.resumed_from == [f"checkpoint-{kept}"]
     assert [round(e["epoch"] * 4) for e in resumed.epochs] == [3, 6, 8]  # no evaluation lost or repeated
     done = [e for e in first.epochs if round(e["epoch"] * 4) <= kept]
-    assert resumed.epochs[:len(done)] == done  # those up to the checkpoint come from its state, unchanged
+    assert resumed.epochs[: len(done)] == done  # those up to the checkpoint come from its state, unchanged

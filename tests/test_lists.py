@@ -53,7 +53,8 @@ def test_every_registered_method_has_its_config_and_every_config_a_registered_me
         method = compose_config(f"peft={name}").peft.method
         assert method in METHODS, (
             f"peft_food/conf/peft/{name}.yaml composes method={method!r}, which no class in "
-            f"peft_food/methods registers (registered: {sorted(METHODS)})")
+            f"peft_food/methods registers (registered: {sorted(METHODS)})"
+        )
 
 
 @pytest.mark.parametrize("group", ["model", "peft", "data", "logger", "experiment", "sweep"])
@@ -64,7 +65,8 @@ def test_readme_configuration_table_names_every_option_of_each_group(group):
     listed, present = names_in(rows[key][1]), options(group)
     assert listed == present, (
         f"README Configuration, row {key}: missing {sorted(present - listed)} "
-        f"(in peft_food/conf/{group}/), naming {sorted(listed - present)} that do not exist")
+        f"(in peft_food/conf/{group}/), naming {sorted(listed - present)} that do not exist"
+    )
 
 
 def test_readme_methods_table_has_a_row_per_config_file():
@@ -77,14 +79,16 @@ def test_readme_methods_table_has_a_row_per_config_file():
 def test_readme_backbone_table_names_every_model_config():
     text = section("Methods and backbones")
     start = text.index("| `model=` |")
-    table = text[start:text.index("\n\n", start)]
+    table = text[start : text.index("\n\n", start)]
     listed = set().union(*(names_in(row[0]) for row in table_rows(table).values()))
     present = options("model")
     assert listed >= present, (
         f"README 'Methods and backbones' backbone table misses model={sorted(present - listed)} "
-        f"(in peft_food/conf/model/)")
+        f"(in peft_food/conf/model/)"
+    )
     assert listed - {"model="} <= present, (
-        f"README backbone table names {sorted(listed - present - {'model='})}, not in peft_food/conf/model/")
+        f"README backbone table names {sorted(listed - present - {'model='})}, not in peft_food/conf/model/"
+    )
 
 
 def test_train_yaml_option_lists_in_comments_are_complete():
@@ -99,7 +103,8 @@ def test_train_yaml_option_lists_in_comments_are_complete():
         group, listed = match.group(1), {name.strip() for name in match.group(2).split("|")}
         assert listed == options(group), (
             f"peft_food/conf/train.yaml, comment on `{group}:`: missing {sorted(options(group) - listed)}, "
-            f"naming {sorted(listed - options(group))} that do not exist")
+            f"naming {sorted(listed - options(group))} that do not exist"
+        )
 
 
 def stage_modules(stage: Path) -> set[str]:

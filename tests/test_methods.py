@@ -23,8 +23,7 @@ from tests.helpers import TINY, check_fp16_autocast_training, compose_config
 from tests.test_predict import eval_logits
 
 # peft's name for each adapter method, as written in adapter_config.json.
-ADAPTERS = {"lora": "LORA", "dora": "LORA", "loha": "LOHA", "lokr": "LOKR", "ia3": "IA3", "vera": "VERA",
-            "oft": "OFT"}
+ADAPTERS = {"lora": "LORA", "dora": "LORA", "loha": "LOHA", "lokr": "LOKR", "ia3": "IA3", "vera": "VERA", "oft": "OFT"}
 # Methods that train a subset of the base's own parameters, saved as trained.safetensors.
 PARTIAL = {"linear_probe", "bitfit"}
 METHODS = ["full", *PARTIAL, *ADAPTERS]
@@ -58,7 +57,8 @@ def test_each_method_saves_what_trained_reloads_exactly_and_exports(method, tmp_
 
     # The run's model card says which library reads what this method saved.
     assert ModelCard.load(str(model_dir / "README.md")).data.library_name == (
-        "peft" if method in ADAPTERS else "transformers" if method == "full" else "peft-food")
+        "peft" if method in ADAPTERS else "transformers" if method == "full" else "peft-food"
+    )
 
     # Exported: a plain transformers model, no peft wrapper, same predictions, its own card.
     out = export(run_dir, tmp_path / "exported")
@@ -120,9 +120,21 @@ def test_a_linear_probe_saved_as_head_safetensors_still_loads(tmp_path):
 
 def cli_sweep(tmp_path, *overrides):
     return subprocess.run(
-        [sys.executable, "-m", "peft_food", "-m", *TINY, "logger=none", "train.epochs=1",
-         f"hydra.sweep.dir={tmp_path / 'sweep'}", *overrides],
-        capture_output=True, text=True, cwd=str(tmp_path))
+        [
+            sys.executable,
+            "-m",
+            "peft_food",
+            "-m",
+            *TINY,
+            "logger=none",
+            "train.epochs=1",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+            *overrides,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=str(tmp_path),
+    )
 
 
 def test_a_sweep_over_methods_and_ranks_runs_each_method_with_its_own_keys(tmp_path):
@@ -131,8 +143,14 @@ def test_a_sweep_over_methods_and_ranks_runs_each_method_with_its_own_keys(tmp_p
     rows = collect(tmp_path / "sweep")
     got = {(r["method"], r["r"]): r["trainable_params"] for r in rows}
     # vit_tiny (4 layers, width 64), q/v, 4-way head (260): LoRA 1,024 r; DoRA + 8 x 64; LoHa 2,048 r.
-    assert got == {("lora", 2): 2_048 + 260, ("lora", 4): 4_096 + 260, ("dora", 2): 2_048 + 512 + 260,
-                   ("dora", 4): 4_096 + 512 + 260, ("loha", 2): 4_096 + 260, ("loha", 4): 8_192 + 260}
+    assert got == {
+        ("lora", 2): 2_048 + 260,
+        ("lora", 4): 4_096 + 260,
+        ("dora", 2): 2_048 + 512 + 260,
+        ("dora", 4): 4_096 + 512 + 260,
+        ("loha", 2): 4_096 + 260,
+        ("loha", 4): 8_192 + 260,
+    }
 
 
 def test_a_key_one_swept_method_lacks_stops_the_sweep_before_any_job(tmp_path):
@@ -140,7 +158,8 @@ def test_a_key_one_swept_method_lacks_stops_the_sweep_before_any_job(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "peft-food-train: error: sweep job `peft=ia3 peft.r=2` is not a valid config: Could not override "
-        "'peft.r'. (peft=ia3 takes target_modules, feedforward_modules); no job was run"]
+        "'peft.r'. (peft=ia3 takes target_modules, feedforward_modules); no job was run"
+    ]
     assert not (tmp_path / "sweep").exists()
 
 
@@ -149,7 +168,8 @@ def test_compare_tabulates_methods_against_backbones(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     rows = collect(tmp_path / "sweep")
     assert {(r["method"], r["model"]) for r in rows} == {
-        (m, b) for m in ("linear_probe", "ia3") for b in ("vit_tiny", "swin_tiny")}
+        (m, b) for m in ("linear_probe", "ia3") for b in ("vit_tiny", "swin_tiny")
+    }
     table = method_by_model(rows).splitlines()
     assert table[0].split() == ["test", "accuracy", "swin_tiny", "vit_tiny"]
     test = {(r["method"], r["model"]): r["test"] for r in rows}  # one setting per cell: its test value
@@ -157,9 +177,19 @@ def test_compare_tabulates_methods_against_backbones(tmp_path):
     assert ia3[1:] == [f"{test[('ia3', 'swin_tiny')]:.4f}", f"{test[('ia3', 'vit_tiny')]:.4f}"]
 
 
-@pytest.mark.parametrize("grid", ["+sweep=method_rank", "+sweep=mini_methods", "+sweep=methods_backbones",
-                                  "+sweep=mini_vpt", "+sweep=methods_backbones_vpt",
-                                  "+sweep=lora_rank_alpha", "+sweep=mini_rank_alpha", "+sweep=full_vs_lora"])
+@pytest.mark.parametrize(
+    "grid",
+    [
+        "+sweep=method_rank",
+        "+sweep=mini_methods",
+        "+sweep=methods_backbones",
+        "+sweep=mini_vpt",
+        "+sweep=methods_backbones_vpt",
+        "+sweep=lora_rank_alpha",
+        "+sweep=mini_rank_alpha",
+        "+sweep=full_vs_lora",
+    ],
+)
 def test_every_job_of_each_committed_grid_composes_and_validates(grid):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -172,9 +202,16 @@ def test_every_job_of_each_committed_grid_composes_and_validates(grid):
         hydra_cfg = compose(config_name="train", overrides=[grid, "data.root=/data"], return_hydra_config=True).hydra
         jobs = grid_jobs(hydra_cfg)
         specs = [parse_config(compose(config_name="train", overrides=[*job, "output_dir=/x"])) for job, _ in jobs]
-    sizes = {"+sweep=method_rank": 12, "+sweep=mini_methods": 68, "+sweep=methods_backbones": 90,
-             "+sweep=mini_vpt": 6, "+sweep=methods_backbones_vpt": 8,
-             "+sweep=lora_rank_alpha": 12, "+sweep=mini_rank_alpha": 4, "+sweep=full_vs_lora": 2}
+    sizes = {
+        "+sweep=method_rank": 12,
+        "+sweep=mini_methods": 68,
+        "+sweep=methods_backbones": 90,
+        "+sweep=mini_vpt": 6,
+        "+sweep=methods_backbones_vpt": 8,
+        "+sweep=lora_rank_alpha": 12,
+        "+sweep=mini_rank_alpha": 4,
+        "+sweep=full_vs_lora": 2,
+    }
     assert len(specs) == sizes[grid]
     # Every job is a distinct configuration.
     assert len({repr((s.model.name, s.peft)) for s in specs}) == len(specs)

@@ -46,8 +46,16 @@ def test_per_class_rows_name_the_class_each_is_taken_for():
 
 
 def test_the_monitor_picks_the_saved_checkpoint_and_the_per_class_results_are_of_it(tmp_path):
-    record = train(compose_config(*TINY, "logger=none", "train.epochs=4", "train.metrics=[accuracy]",
-                                  "train.monitor=loss", output_dir=tmp_path))
+    record = train(
+        compose_config(
+            *TINY,
+            "logger=none",
+            "train.epochs=4",
+            "train.metrics=[accuracy]",
+            "train.monitor=loss",
+            output_dir=tmp_path,
+        )
+    )
     assert record.monitor == "eval_loss"
     assert [set(e) for e in record.epochs] == [{"epoch", "eval_loss", "eval_accuracy"}] * 4
     best = min(record.epochs, key=lambda e: e["eval_loss"])

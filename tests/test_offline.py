@@ -24,10 +24,21 @@ def closed_port() -> int:
 def no_hub(tmp_path):
     """The environment of a user whose Hub does not answer: an endpoint nobody listens on, an empty
     Hugging Face cache, no offline or proxy setting of their own."""
-    drop = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy",
-            "WANDB_API_KEY", "WANDB_MODE", "HF_HUB_ETAG_TIMEOUT")
+    drop = (
+        "HF_HUB_OFFLINE",
+        "TRANSFORMERS_OFFLINE",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "WANDB_API_KEY",
+        "WANDB_MODE",
+        "HF_HUB_ETAG_TIMEOUT",
+    )
     env = {k: v for k, v in os.environ.items() if k not in drop}
-    env.update(HF_ENDPOINT=f"http://127.0.0.1:{closed_port()}", HF_HOME=str(tmp_path / "hf"), HOME=str(tmp_path / "home"))
+    env.update(
+        HF_ENDPOINT=f"http://127.0.0.1:{closed_port()}", HF_HOME=str(tmp_path / "hf"), HOME=str(tmp_path / "home")
+    )
     return env
 
 
@@ -51,16 +62,24 @@ def test_the_probe_goes_offline_only_when_the_hub_does_not_answer(monkeypatch, n
         assert offline_unless_reachable() is False and "HF_HUB_OFFLINE" not in os.environ
 
 
-@pytest.mark.parametrize("prog, args, fix", [
-    ("peft-food-train", ["model=vit_base", "data=synthetic", "logger=none"],
-     "offline, pass model.name_or_path=<local checkpoint dir> or model.pretrained=false"),
-    ("peft-food-prepare", [], "offline, pass model.name_or_path=<local checkpoint dir> or model.pretrained=false"),
-])
-def test_a_hub_command_without_the_hub_prints_one_line_with_its_offline_fix_and_no_retries(tmp_path, no_hub, prog,
-                                                                                         args, fix):
+@pytest.mark.parametrize(
+    "prog, args, fix",
+    [
+        (
+            "peft-food-train",
+            ["model=vit_base", "data=synthetic", "logger=none"],
+            "offline, pass model.name_or_path=<local checkpoint dir> or model.pretrained=false",
+        ),
+        ("peft-food-prepare", [], "offline, pass model.name_or_path=<local checkpoint dir> or model.pretrained=false"),
+    ],
+)
+def test_a_hub_command_without_the_hub_prints_one_line_with_its_offline_fix_and_no_retries(
+    tmp_path, no_hub, prog, args, fix
+):
     script = Path(sys.executable).parent / prog
-    done = subprocess.run([sys.executable, str(script), *args], cwd=tmp_path, env=no_hub, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(script), *args], cwd=tmp_path, env=no_hub, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 2, done.stderr[-3000:]
     assert "Retry" not in done.stderr + done.stdout
     [line] = done.stderr.strip().splitlines()

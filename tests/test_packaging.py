@@ -44,8 +44,11 @@ def test_help_is_ours_lists_every_group_and_its_options_and_no_internals(tmp_pat
 
 @pytest.mark.parametrize("mode", [None, "offline", "online", "disabled"])
 def test_cfg_job_prints_valid_yaml_in_every_wandb_mode(tmp_path, mode):
-    done = run(["-m", "peft_food", "--cfg", "job", "experiment=quickstart"], cwd=tmp_path,
-               env_extra={"WANDB_MODE": mode} if mode else {})
+    done = run(
+        ["-m", "peft_food", "--cfg", "job", "experiment=quickstart"],
+        cwd=tmp_path,
+        env_extra={"WANDB_MODE": mode} if mode else {},
+    )
     assert done.returncode == 0, done.stderr
     job = yaml.safe_load(done.stdout)
     assert job["model"]["name"] == "vit_tiny" and job["data"]["source"] == "synthetic"
@@ -79,13 +82,22 @@ logger: {enabled: false}
 @pytest.mark.slow
 def test_a_built_wheel_installed_elsewhere_trains_and_takes_a_users_config_dir(tmp_path):
     wheels = tmp_path / "wheels"
-    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels),
-                           str(REPO)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(REPO)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     [wheel] = wheels.glob("peft_food-*.whl")
     site = tmp_path / "site"  # the wheel alone, not the checkout: its deps come from this venv
-    done = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(site), str(wheel)],
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(site), str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     elsewhere = tmp_path / "elsewhere"
     user = elsewhere / "my_conf"
@@ -102,14 +114,19 @@ def test_a_built_wheel_installed_elsewhere_trains_and_takes_a_users_config_dir(t
     assert job.returncode == 0, job.stderr[-2000:]
     assert yaml.safe_load(job.stdout)["model"]["name"] == "vit_tiny"
 
-    quick = run(["-m", "peft_food", "experiment=quickstart", "train.epochs=1", "logger=none"], cwd=elsewhere,
-                env_extra=env, timeout=600)
+    quick = run(
+        ["-m", "peft_food", "experiment=quickstart", "train.epochs=1", "logger=none"],
+        cwd=elsewhere,
+        env_extra=env,
+        timeout=600,
+    )
     assert quick.returncode == 0, quick.stderr[-2000:]
     [record] = elsewhere.glob("outputs/*/*/metrics.json")
     assert '"status": "completed"' in record.read_text()
 
-    mine = run(["-m", "peft_food", "--config-dir", str(user), "experiment=my_exp"], cwd=elsewhere,
-               env_extra=env, timeout=600)
+    mine = run(
+        ["-m", "peft_food", "--config-dir", str(user), "experiment=my_exp"], cwd=elsewhere, env_extra=env, timeout=600
+    )
     assert mine.returncode == 0, mine.stderr[-2000:]
     summary = yaml.safe_load(mine.stdout.strip().splitlines()[-1])
     assert summary["num_labels"] == 3 and summary["status"] == "completed"
@@ -135,10 +152,17 @@ def test_the_installed_distribution_declares_its_apache_licence_authors_urls_and
         assert "END OF TERMS AND CONDITIONS" in text and "http://www.apache.org/licenses/LICENSE-2.0" in text
 
 
-@pytest.mark.parametrize("prog, groups, keys", [
-    ("peft-food-prepare", ["model", "data", "experiment"], ["data.root=", "data.store_dir="]),
-    ("peft-food-bench", ["model", "peft", "data", "train", "experiment"], ["bench.sections=", "bench.train_steps="]),
-])
+@pytest.mark.parametrize(
+    "prog, groups, keys",
+    [
+        ("peft-food-prepare", ["model", "data", "experiment"], ["data.root=", "data.store_dir="]),
+        (
+            "peft-food-bench",
+            ["model", "peft", "data", "train", "experiment"],
+            ["bench.sections=", "bench.train_steps="],
+        ),
+    ],
+)
 def test_prepare_and_bench_help_list_their_groups_and_keys_without_internals_or_torch(tmp_path, prog, groups, keys):
     script = Path(sys.executable).parent / prog  # the installed console script itself
     done = run(["-X", "importtime", str(script), "--help"], cwd=tmp_path)

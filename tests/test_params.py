@@ -49,8 +49,11 @@ def test_lora_count_is_linear_in_rank_and_ignores_alpha(vit_b, r):
 
 def test_full_fine_tuning_trains_every_parameter(vit_b):
     got, _ = counts(vit_b, "peft=full")
-    assert got == {"trainable_params": VIT_B_BACKBONE_AND_HEAD, "total_params": VIT_B_BACKBONE_AND_HEAD,
-                   "trainable_percent": 100.0}
+    assert got == {
+        "trainable_params": VIT_B_BACKBONE_AND_HEAD,
+        "total_params": VIT_B_BACKBONE_AND_HEAD,
+        "trainable_percent": 100.0,
+    }
 
 
 def test_linear_probe_trains_the_head_alone(vit_b):
@@ -81,7 +84,7 @@ def test_rslora_keeps_lora_count_and_scales_by_alpha_over_sqrt_r(vit_b):
     got, model = counts(vit_b, "peft=lora", "peft.use_rslora=true", "peft.r=16", "peft.alpha=32")
     assert got["trainable_params"] == 36_864 * 16 + HEAD
     q = model.get_submodule("base_model.model.vit.layers.0.attention.q_proj")
-    assert q.scaling["default"] == pytest.approx(32 / 16 ** 0.5)  # plain LoRA would give 32 / 16 = 2
+    assert q.scaling["default"] == pytest.approx(32 / 16**0.5)  # plain LoRA would give 32 / 16 = 2
 
 
 @pytest.mark.parametrize("r", [4, 16])
@@ -137,8 +140,11 @@ def test_every_backbone_resolves_its_modules_and_head(model):
     base, _ = load_base(model=spec.model, labels=LABELS[:10])
     lora = count_parameters(apply_peft(copy.deepcopy(base), peft=spec.peft, model=spec.model))
     assert lora["trainable_params"] == 8 * per_rank + head
-    probe = apply_peft(base, peft=parse_config(compose_config(f"model={model}", "peft=linear_probe",
-                                                              output_dir="/tmp/x")).peft, model=spec.model)
+    probe = apply_peft(
+        base,
+        peft=parse_config(compose_config(f"model={model}", "peft=linear_probe", output_dir="/tmp/x")).peft,
+        model=spec.model,
+    )
     assert count_parameters(probe)["trainable_params"] == head
 
 
@@ -187,8 +193,11 @@ def test_ln_tuning_trains_every_layernorm_and_nothing_else(vit_b):
     got, model = counts(vit_b, "peft=ln_tuning")
     # Two LayerNorms per block and the final one, each a 768 scale and a 768 shift.
     assert got["trainable_params"] == (2 * 12 + 1) * 2 * D + HEAD == 38_400 + HEAD
-    trained = {n.split(".ln_tuning_layers")[0].rsplit(".", 1)[-1] for n, p in model.named_parameters()
-               if p.requires_grad and "classifier" not in n}
+    trained = {
+        n.split(".ln_tuning_layers")[0].rsplit(".", 1)[-1]
+        for n, p in model.named_parameters()
+        if p.requires_grad and "classifier" not in n
+    }
     assert trained == {"layernorm_before", "layernorm_after", "layernorm"}
 
 
@@ -230,7 +239,7 @@ def test_readme_methods_table_gives_each_methods_count_at_its_shipped_defaults()
     from peft_food.model.backbone import base_config
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    table = readme[readme.index("| `peft=` | what trains |"):].split("\n\n", 1)[0].splitlines()[2:]
+    table = readme[readme.index("| `peft=` | what trains |") :].split("\n\n", 1)[0].splitlines()[2:]
     stated, got = {}, {}
     for row in table:
         cells = [c.strip() for c in row.strip("|").split("|")]

@@ -38,8 +38,12 @@ EVAL_LOGITS = textwrap.dedent("""
 
 def test_reload_in_a_fresh_process_gives_the_trained_head_accuracy_and_logits(lora_run, tmp_path):
     run_dir, record = lora_run
-    done = subprocess.run([sys.executable, "-c", EVAL_LOGITS, str(run_dir), str(tmp_path / "fresh.npy"),
-                           str(tmp_path / "labels.npy")], capture_output=True, text=True, cwd=str(REPO))
+    done = subprocess.run(
+        [sys.executable, "-c", EVAL_LOGITS, str(run_dir), str(tmp_path / "fresh.npy"), str(tmp_path / "labels.npy")],
+        capture_output=True,
+        text=True,
+        cwd=str(REPO),
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     fresh = np.load(tmp_path / "fresh.npy")
     labels = np.load(tmp_path / "labels.npy")
@@ -83,8 +87,21 @@ def make_inputs(folder):
 def test_predict_reports_each_bad_input_on_one_line_and_still_predicts_the_good(lora_run, tmp_path, capsys):
     run_dir, _ = lora_run
     make_inputs(tmp_path / "in")
-    paths = [str(tmp_path / "in" / n) for n in ("good.jpg", "corrupt.jpg", "notes.jpg", "grey.png", "rgba.png",
-                                                  "cmyk.jpg", "deep16.png", "dot.png", "bomb.png", "empty")]
+    paths = [
+        str(tmp_path / "in" / n)
+        for n in (
+            "good.jpg",
+            "corrupt.jpg",
+            "notes.jpg",
+            "grey.png",
+            "rgba.png",
+            "cmyk.jpg",
+            "deep16.png",
+            "dot.png",
+            "bomb.png",
+            "empty",
+        )
+    ]
     code = predict([str(run_dir), *paths, str(tmp_path / "missing.jpg"), "--json", "--top-k", "2"])
     captured = capsys.readouterr()
     assert code == 1
@@ -136,15 +153,29 @@ def test_model_dir_errors_are_one_line(lora_run, full_run, tmp_path, capsys):
     assert "holds no saved model" in capsys.readouterr().err
 
     other_labels = tmp_path / "three_labels"
-    train(compose_config(*TINY_TRAIN, "data=synthetic", "data.num_classes=3", "data.per_class=4",
-                         "data.val_per_class=2", "data.test_per_class=2", "peft=full", "logger=none", "train.epochs=1",
-                         output_dir=other_labels))
+    train(
+        compose_config(
+            *TINY_TRAIN,
+            "data=synthetic",
+            "data.num_classes=3",
+            "data.per_class=4",
+            "data.val_per_class=2",
+            "data.test_per_class=2",
+            "peft=full",
+            "logger=none",
+            "train.epochs=1",
+            output_dir=other_labels,
+        )
+    )
     assert predict([str(run_dir), str(image), "--base", str(other_labels)]) == 2
     assert "trained for 4 labels but the base" in capsys.readouterr().err
 
     other_arch = tmp_path / "narrow"
-    train(compose_config(*TINY, "model.arch.hidden_size=32", "peft=full", "logger=none", "train.epochs=1",
-                         output_dir=other_arch))
+    train(
+        compose_config(
+            *TINY, "model.arch.hidden_size=32", "peft=full", "logger=none", "train.epochs=1", output_dir=other_arch
+        )
+    )
     assert predict([str(run_dir), str(image), "--base", str(other_arch)]) == 2
     assert "does not fit the base model" in capsys.readouterr().err
 
@@ -159,8 +190,11 @@ def test_model_dir_errors_are_one_line(lora_run, full_run, tmp_path, capsys):
 @needs_mini
 def test_exported_model_matches_the_adapter_through_pipeline_without_peft(tmp_path):
     run_dir = tmp_path / "run"
-    train(compose_config(*TINY_TRAIN, "data=food101_local", f"data.root={MINI}", "logger=none",
-                         "train.epochs=2", output_dir=run_dir))
+    train(
+        compose_config(
+            *TINY_TRAIN, "data=food101_local", f"data.root={MINI}", "logger=none", "train.epochs=2", output_dir=run_dir
+        )
+    )
     assert export_main([str(run_dir), str(tmp_path / "exported")]) == 0
     images = sorted(str(p) for p in (MINI / "images").rglob("*.jpg"))
     test_ids = set((MINI / "meta" / "test.txt").read_text().split())
@@ -170,8 +204,11 @@ def test_exported_model_matches_the_adapter_through_pipeline_without_peft(tmp_pa
     # The run's own eval transform (what peft-food-predict and the run's eval use), on the run's model.
     trained = load_trained(run_dir)
     _, eval_tf = build_transforms(trained.processor)
-    pixels = normalize(torch.stack([eval_tf(Image.open(p)) for p in images]), mean=trained.processor.image_mean,
-                       std=trained.processor.image_std)
+    pixels = normalize(
+        torch.stack([eval_tf(Image.open(p)) for p in images]),
+        mean=trained.processor.image_mean,
+        std=trained.processor.image_std,
+    )
     with torch.inference_mode():
         run_logits = trained.model(pixel_values=pixels).logits.numpy()
 
@@ -184,8 +221,9 @@ def test_exported_model_matches_the_adapter_through_pipeline_without_peft(tmp_pa
         out = pipe(sys.argv[2:], top_k=len(labels), function_to_apply="none", batch_size=50)
         print(json.dumps([[{r["label"]: r["score"] for r in row}[name] for name in labels] for row in out]))
     """)
-    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "exported"), *images],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "exported"), *images], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     exported_logits = np.array(json.loads(done.stdout.strip().splitlines()[-1]))
     # The export resizes the shorter side and centre-crops as the run did: the same top-1 on every
@@ -208,8 +246,12 @@ def test_adapter_saved_with_pre_5_9_vit_names_loads_onto_the_renamed_modules(lor
     shutil.copytree(run_dir / "model", old)
     # Write the adapter as transformers < 5.9 named ViT's modules (the inverse of its rename).
     tensors = load_file(old / "adapter_model.safetensors")
-    renamed = {k.replace("vit.layers.", "vit.encoder.layer.").replace("attention.q_proj", "attention.attention.query")
-               .replace("attention.v_proj", "attention.attention.value"): v for k, v in tensors.items()}
+    renamed = {
+        k.replace("vit.layers.", "vit.encoder.layer.")
+        .replace("attention.q_proj", "attention.attention.query")
+        .replace("attention.v_proj", "attention.attention.value"): v
+        for k, v in tensors.items()
+    }
     assert any(".attention.attention.query.lora_A" in k for k in renamed)
     save_file(renamed, old / "adapter_model.safetensors")
     config = json.loads((old / "adapter_config.json").read_text())

@@ -25,9 +25,24 @@ def photos(tmp_path_factory):
 
 def train_cli(tmp_path, photos, *args):
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    return subprocess.run([sys.executable, "-m", "peft_food", *TINY_TRAIN, "data=imagefolder",
-                           f"data.root={photos}", "data.test_size=0.25", "logger=none", *args],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "peft_food",
+            *TINY_TRAIN,
+            "data=imagefolder",
+            f"data.root={photos}",
+            "data.test_size=0.25",
+            "logger=none",
+            *args,
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.parametrize("progress, bars", [(None, False), ("false", False), ("true", True)])
@@ -46,5 +61,8 @@ def test_train_log_has_one_line_per_epoch(tmp_path, photos):
     [log] = tmp_path.glob("outputs/*/*/train.log")
     lines = [line for line in log.read_text().splitlines() if re.search(r"\] - epoch \d+:", line)]
     assert len(lines) == 3
-    assert re.search(r"epoch 3: val loss \d\.\d{4} accuracy \d\.\d{4} top5_accuracy 1\.0000 macro_f1 \d\.\d{4} "
-                     r"\| train loss \d\.\d{4} \| \d+ img/s$", lines[-1]), lines[-1]
+    assert re.search(
+        r"epoch 3: val loss \d\.\d{4} accuracy \d\.\d{4} top5_accuracy 1\.0000 macro_f1 \d\.\d{4} "
+        r"\| train loss \d\.\d{4} \| \d+ img/s$",
+        lines[-1],
+    ), lines[-1]

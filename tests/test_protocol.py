@@ -75,8 +75,9 @@ def test_hub_source_draws_val_from_train_and_reports_its_test_split(tmp_path):
     for split, count in (("train", 20), ("validation", 6)):
         for name in ("apple_pie", "bibimbap", "churros"):
             start = write_unique_images(tmp_path / split / name, count, start)
-    spec = data_spec("data=food101", f"data.hub_id={tmp_path}", "data.val_size=0.25", "data.per_class=12",
-                     "data.test_per_class=4")
+    spec = data_spec(
+        "data=food101", f"data.hub_id={tmp_path}", "data.val_size=0.25", "data.per_class=12", "data.test_per_class=4"
+    )
     splits = load_splits(spec, seed=5)
     assert per_class(splits.val) == [5] * 3  # 25% of each class's 20, carved before the subset
     assert per_class(splits.train) == [12] * 3 and per_class(splits.test) == [4] * 3
@@ -108,11 +109,14 @@ def test_imagefolder_uses_the_splits_it_has_and_carves_the_rest(tmp_path, layout
             start = write_unique_images(tmp_path / "test" / name, 4, start)
             if layout == "train_val_test":
                 start = write_unique_images(tmp_path / "val" / name, 3, start)
-    splits = load_splits(data_spec("data=imagefolder", f"data.root={tmp_path}", "data.test_size=0.2",
-                                   "data.val_size=0.25"), seed=0)
-    expected = {"flat": {"train": 24, "val": 8, "test": 8},  # per class: 4 of 20 test, 4 of the 16 left val
-                "train_test": {"train": 24, "val": 8, "test": 8},
-                "train_val_test": {"train": 32, "val": 6, "test": 8}}[layout]
+    splits = load_splits(
+        data_spec("data=imagefolder", f"data.root={tmp_path}", "data.test_size=0.2", "data.val_size=0.25"), seed=0
+    )
+    expected = {
+        "flat": {"train": 24, "val": 8, "test": 8},  # per class: 4 of 20 test, 4 of the 16 left val
+        "train_test": {"train": 24, "val": 8, "test": 8},
+        "train_val_test": {"train": 32, "val": 6, "test": 8},
+    }[layout]
     assert splits.sizes() == expected
     assert_disjoint(splits, paths)
     if layout == "train_val_test":
@@ -120,8 +124,17 @@ def test_imagefolder_uses_the_splits_it_has_and_carves_the_rest(tmp_path, layout
 
 
 def test_synthetic_generates_three_disjoint_splits():
-    splits = load_splits(data_spec("data=synthetic", "data.num_classes=3", "data.per_class=6",
-                                   "data.val_per_class=2", "data.test_per_class=4", "data.image_size=16"), seed=1)
+    splits = load_splits(
+        data_spec(
+            "data=synthetic",
+            "data.num_classes=3",
+            "data.per_class=6",
+            "data.val_per_class=2",
+            "data.test_per_class=4",
+            "data.image_size=16",
+        ),
+        seed=1,
+    )
     assert splits.sizes() == {"train": 18, "val": 6, "test": 12}
     assert_disjoint(splits, pixels)
 
@@ -129,8 +142,9 @@ def test_synthetic_generates_three_disjoint_splits():
 def test_seed_protocol_keeps_the_seed_split_and_says_it_reports_what_it_selected_on(tmp_path):
     for name in ("a", "b"):
         write_unique_images(tmp_path / name, 10, 100 if name == "b" else 0)
-    splits = load_splits(data_spec("data=imagefolder", f"data.root={tmp_path}", "data.protocol=seed",
-                                   "data.test_size=0.2"), seed=3)
+    splits = load_splits(
+        data_spec("data=imagefolder", f"data.root={tmp_path}", "data.protocol=seed", "data.test_size=0.2"), seed=3
+    )
     assert splits.selects_on_test and splits.val is splits.test and len(splits.train) == 16
 
 
@@ -147,8 +161,10 @@ def _parity(seed, *, flip=False):
     """Eight synthetic classes labelled by parity (hard for a tiny ViT: its accuracy moves from
     epoch to epoch); `flip` swaps the two labels."""
     ds = synthetic_dataset(num_classes=8, per_class=12, image_size=32, seed=seed)
-    return image_dataset({"image": [np.asarray(img) for img in ds["image"]],
-                          "label": [(y % 2) ^ flip for y in ds["label"]]}, names=["even", "odd"])
+    return image_dataset(
+        {"image": [np.asarray(img) for img in ds["image"]], "label": [(y % 2) ^ flip for y in ds["label"]]},
+        names=["even", "odd"],
+    )
 
 
 def _flipped(spec, seed, plan):
@@ -159,8 +175,11 @@ def _flipped(spec, seed, plan):
 
 def test_selection_reads_val_only_and_reports_that_checkpoints_test(tmp_path, monkeypatch, offline_wandb):
     monkeypatch.setitem(SOURCES, "flipped", Source(_flipped, SOURCES["synthetic"].card, generated=True))
-    record = train(compose_config(*TINY_TRAIN, "data=synthetic", "data.source=flipped", "train.epochs=6",
-                                  "train.lr=5e-3", output_dir=tmp_path))
+    record = train(
+        compose_config(
+            *TINY_TRAIN, "data=synthetic", "data.source=flipped", "train.epochs=6", "train.lr=5e-3", output_dir=tmp_path
+        )
+    )
     val = [e["eval_accuracy"] for e in record.epochs]
     assert len(set(val)) > 1 and max(val) != val[-1]  # test would pick another epoch; best is not the last
     best = max(range(len(val)), key=lambda i: (val[i], -i))  # the first of ties, as Trainer keeps it
@@ -193,24 +212,49 @@ def test_a_record_made_before_the_protocol_reads_and_reruns_as_the_seed_protocol
     assert "selected on the reported split" in record.describe_protocol()
     data = recorded_data(yaml.safe_load((run / "config.yaml").read_text())["data"])
     assert data["protocol"] == "seed" and "eval_split" not in data and data["test_split"] is None
-    spec = parse_config(compose_config(*TINY_TRAIN, "data=food101_local", f"data.root={MINI}",
-                                       *(f"data.{k}={'null' if v is None else v}" for k, v in data.items()
-                                         if k in ("protocol", "test_split", "test_per_class")),
-                                       output_dir="/tmp/unused"))
+    spec = parse_config(
+        compose_config(
+            *TINY_TRAIN,
+            "data=food101_local",
+            f"data.root={MINI}",
+            *(
+                f"data.{k}={'null' if v is None else v}"
+                for k, v in data.items()
+                if k in ("protocol", "test_split", "test_per_class")
+            ),
+            output_dir="/tmp/unused",
+        )
+    )
     assert load_splits(spec.data, seed=42).selects_on_test
 
 
 def _row(job, method, params, val, test, setting, model="vit_tiny"):
-    return {"job": job, "status": "completed", "method": method, "model": model, "r": "", "alpha": "",
-            "trainable_params": params, "monitor": "eval_accuracy", "val": val, "test": test, "test_final": test,
-            "protocol": "val_test", "setting": setting}
+    return {
+        "job": job,
+        "status": "completed",
+        "method": method,
+        "model": model,
+        "r": "",
+        "alpha": "",
+        "trainable_params": params,
+        "monitor": "eval_accuracy",
+        "val": val,
+        "test": test,
+        "test_final": test,
+        "protocol": "val_test",
+        "setting": setting,
+    }
 
 
 def test_compare_selects_settings_on_val_and_reports_their_test_mean_and_spread():
     from peft_food.tracking.compare import by_setting, method_by_model, pareto, settings
 
-    rows = [_row("0", "lora", 100, 0.80, 0.60, "a"), _row("1", "lora", 100, 0.70, 0.64, "a"),  # val 0.75, test 0.62
-            _row("2", "ia3", 10, 0.50, 0.90, "b"), _row("3", "ia3", 10, 0.60, 0.80, "b")]     # val 0.55, test 0.85
+    rows = [
+        _row("0", "lora", 100, 0.80, 0.60, "a"),
+        _row("1", "lora", 100, 0.70, 0.64, "a"),  # val 0.75, test 0.62
+        _row("2", "ia3", 10, 0.50, 0.90, "b"),
+        _row("3", "ia3", 10, 0.60, 0.80, "b"),
+    ]  # val 0.55, test 0.85
     chosen = settings(rows)
     assert [s["setting"] for s in chosen] == ["a", "b"]  # by val, though b's test is higher
     assert chosen[0]["test"] == pytest.approx(0.62) and chosen[0]["test_std"] == pytest.approx(0.0283, abs=1e-4)
@@ -218,8 +262,10 @@ def test_compare_selects_settings_on_val_and_reports_their_test_mean_and_spread(
     assert lines[1].split()[:5] == ["a", "2", "0.7500", "+-", "0.0707"] and "0.6200 +- 0.0283" in lines[1]
     assert "+0.2300 (beyond the noise" in lines[2]
     # Across two models, each cell reports the test value of its val-selected setting.
-    rows += [_row("4", "lora", 100, 0.9, 0.1, "c", model="swin_tiny"), _row("5", "lora", 100, 0.2, 0.99, "d",
-                                                                            model="swin_tiny")]
+    rows += [
+        _row("4", "lora", 100, 0.9, 0.1, "c", model="swin_tiny"),
+        _row("5", "lora", 100, 0.2, 0.99, "d", model="swin_tiny"),
+    ]
     table = method_by_model(rows).splitlines()
     assert table[1].split() == ["lora", "0.1000", "0.6200", "+-", "0.0283"]
     assert pareto([(10, 0.5), (100, 0.4), (100, 0.7), (1000, 0.6), (5, 0.1)]) == [(5, 0.1), (10, 0.5), (100, 0.7)]
@@ -230,7 +276,11 @@ def test_the_seed_recipe_records_keep_its_split_and_say_they_select_on_what_they
     record = REPO / "experiments" / name
     data = yaml.safe_load((record / "runs" / "run" / "config.yaml").read_text())["data"]
     assert (data["protocol"], data["train_split"], data["test_split"], data["test_size"]) == (
-        "seed", "train[:5000]", None, 0.2)
+        "seed",
+        "train[:5000]",
+        None,
+        0.2,
+    )
     assert "selected on the reported split" in yaml.safe_load((record / "experiment.yaml").read_text())["description"]
 
 
@@ -239,8 +289,11 @@ def test_vtab1k_shape_draws_a_fixed_budget_then_carves_val_out_of_it(tmp_path):
     for name, count in (("a", 300), ("b", 500), ("c", 700)):
         start = write_unique_images(tmp_path / "train" / name, count, start)
         start = write_unique_images(tmp_path / "test" / name, 3, start)
-    spec = parse_config(compose_config(*TINY_TRAIN, "experiment=vtab1k", "data=imagefolder", f"data.root={tmp_path}",
-                                       output_dir="/tmp/unused")).data
+    spec = parse_config(
+        compose_config(
+            *TINY_TRAIN, "experiment=vtab1k", "data=imagefolder", f"data.root={tmp_path}", output_dir="/tmp/unused"
+        )
+    ).data
     splits = load_splits(spec, seed=0)
     assert (len(splits.train), len(splits.val), len(splits.test)) == (800, 200, 9)
     assert per_class(splits.val) == [40, 67, 93]  # 200 in proportion to the 300 / 500 / 700 (largest remainders)
@@ -248,16 +301,33 @@ def test_vtab1k_shape_draws_a_fixed_budget_then_carves_val_out_of_it(tmp_path):
 
 
 def test_retrain_trains_on_train_plus_val_selects_nothing_and_tests_the_last_epoch(tmp_path):
-    record = train(compose_config(*TINY_TRAIN, "data=synthetic", "data.num_classes=4", "data.per_class=16",
-                                  "data.val_per_class=8", "data.test_per_class=8", "data.image_size=32",
-                                  "data.protocol=retrain", "logger=none", output_dir=tmp_path))
+    record = train(
+        compose_config(
+            *TINY_TRAIN,
+            "data=synthetic",
+            "data.num_classes=4",
+            "data.per_class=16",
+            "data.val_per_class=8",
+            "data.test_per_class=8",
+            "data.image_size=32",
+            "data.protocol=retrain",
+            "logger=none",
+            output_dir=tmp_path,
+        )
+    )
     assert record.epochs == [] and record.best is None and set(record.test) == {"final"}
     assert (record.counts.num_train_samples, record.counts.num_eval_samples, record.counts.num_test_samples) == (
-        64 + 32, 0, 32)
+        64 + 32,
+        0,
+        32,
+    )
     # The saved model is the last epoch's, and the record reports its test accuracy.
     logits, labels = eval_logits(tmp_path, "test")
-    assert float((logits.argmax(-1) == labels).mean()) == record.reported("accuracy") == record.test["final"][
-        "test_accuracy"]
+    assert (
+        float((logits.argmax(-1) == labels).mean())
+        == record.reported("accuracy")
+        == record.test["final"]["test_accuracy"]
+    )
     assert "nothing selected" in record.describe_protocol()
     assert "nothing selected" in (tmp_path / "model" / "README.md").read_text()
 

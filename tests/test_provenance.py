@@ -6,8 +6,9 @@ from peft_food.tracking.provenance import git_state
 
 
 def git(repo, *args):
-    subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args], check=True, capture_output=True
+    )
 
 
 def test_dirty_means_tracked_changes_and_untracked_files_are_only_counted(tmp_path):

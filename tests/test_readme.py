@@ -43,17 +43,28 @@ def test_readme_data_store_commands_build_once_then_reuse(tmp_path):
     env = {**os.environ, "PEFT_FOOD_CACHE": str(tmp_path / "cache"), "WANDB_MODE": "disabled"}
     bin_dir = Path(sys.executable).parent
     [prepare] = [c for c in readme_commands("peft-food-prepare") if "food101-mini" in c]
-    done = subprocess.run([str(bin_dir / "peft-food-prepare"), *prepare.split()[1:]], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [str(bin_dir / "peft-food-prepare"), *prepare.split()[1:]],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     stores = sorted((tmp_path / "cache" / "stores").glob("food101-mini-*[0-9a-f]"))
     # train.txt in the train form and in the eval form (val is carved out of it), test.txt in the eval form.
     assert [s.name.split("-")[2:4] for s in stores] == [["test", "eval32"], ["train", "eval32"], ["train", "train64"]]
     assert "built the data store" in done.stdout
     [train] = [c for c in readme_commands("peft-food-train") if "food101_mini" in c and "data.store=true" in c]
-    done = subprocess.run([str(bin_dir / "peft-food-train"), *train.split()[1:], "train.epochs=1",
-                           f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run(
+        [str(bin_dir / "peft-food-train"), *train.split()[1:], "train.epochs=1", f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     log = (tmp_path / "run" / "train.log").read_text()
     assert "built the data store" not in log  # prepare's stores, opened

@@ -35,14 +35,21 @@ def test_a_reader_never_sees_half_a_record_while_it_is_rewritten(tmp_path):
     big = RunRecord(status="running", epochs=[{"epoch": float(i), "eval_accuracy": i / 5000} for i in range(5000)])
     big.write(path)
     # Another process rewrites the ~0.5 MB record as fast as it can, as every epoch of a run does.
-    writer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         from pathlib import Path
         from peft_food.tracking.record import RunRecord
         record = RunRecord.load(Path({str(path)!r}))
         for i in range(300):
             record.epochs[0]["eval_accuracy"] = i
             record.write(Path({str(path)!r}))
-    """)], cwd=REPO)
+    """),
+        ],
+        cwd=REPO,
+    )
     reads = 0
     while writer.poll() is None:
         assert len(RunRecord.load(path).epochs) == 5000  # raises DamagedRecord on a partial file
@@ -63,10 +70,20 @@ def test_a_damaged_record_is_one_line_naming_the_file(tmp_path):
 def sweep_with_a_damaged_job(root):
     for job, _status in (("0", "completed"), ("1", "damaged"), ("2", "failed")):
         (root / job / ".hydra").mkdir(parents=True)
-    RunRecord(status="completed", method="lora", epochs=[{"epoch": 1.0, "eval_accuracy": 0.5, "eval_loss": 1.0}],
-              counts=Counts(trainable_params=4_356, total_params=146_378, trainable_percent=2.9759, num_labels=4,
-                            num_train_samples=64, num_eval_samples=32),
-              config={"model": {"name": "vit_tiny"}, "peft": {"r": 4}}).write(root / "0" / "metrics.json")
+    RunRecord(
+        status="completed",
+        method="lora",
+        epochs=[{"epoch": 1.0, "eval_accuracy": 0.5, "eval_loss": 1.0}],
+        counts=Counts(
+            trainable_params=4_356,
+            total_params=146_378,
+            trainable_percent=2.9759,
+            num_labels=4,
+            num_train_samples=64,
+            num_eval_samples=32,
+        ),
+        config={"model": {"name": "vit_tiny"}, "peft": {"r": 4}},
+    ).write(root / "0" / "metrics.json")
     full = json.dumps(RunRecord(status="running", method="lora").to_json())
     (root / "1" / "metrics.json").write_text(full[: len(full) // 2])
     RunRecord(status="failed", error="ConfigError: peft.r=0 is invalid").write(root / "2" / "metrics.json")
@@ -78,8 +95,11 @@ def test_compare_shows_every_other_job_beside_a_damaged_one(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert [line.split()[:2] for line in out[1:4]] == [["0", "completed"], ["1", "damaged"], ["2", "failed"]]
     rows = list(csv.DictReader((tmp_path / "sweep" / "compare.csv").open()))
-    assert [(r["job"], r["status"], r["val"]) for r in rows] == [("0", "completed", "0.5"), ("1", "damaged", ""),
-                                                                  ("2", "failed", "")]
+    assert [(r["job"], r["status"], r["val"]) for r in rows] == [
+        ("0", "completed", "0.5"),
+        ("1", "damaged", ""),
+        ("2", "failed", ""),
+    ]
     assert any(line.startswith("job 1 damaged: ") and "metrics.json is damaged" in line for line in out)
     assert "Traceback" not in "\n".join(out)
 
@@ -91,8 +111,10 @@ def test_compare_reads_several_sweeps_as_one_table_naming_each_job_by_its_sweep(
     rows = list(csv.DictReader((tmp_path / "both" / "compare.csv").open()))
     # Both sweeps' 0/, 1/, 2/ stay apart: each job is named by its sweep.
     assert [(r["job"], r["status"]) for r in rows] == [
-        (f"{sweep}/{job}", status) for sweep in ("first", "second")
-        for job, status in (("0", "completed"), ("1", "damaged"), ("2", "failed"))]
+        (f"{sweep}/{job}", status)
+        for sweep in ("first", "second")
+        for job, status in (("0", "completed"), ("1", "damaged"), ("2", "failed"))
+    ]
     assert not (tmp_path / "first" / "compare.csv").exists()  # --out: written there only
     assert "wrote " + str(tmp_path / "both" / "compare.csv") in capsys.readouterr().out
 
@@ -130,8 +152,12 @@ def test_the_record_is_written_with_the_mode_the_umask_gives(tmp_path, umask, mo
 def test_compare_shows_a_record_with_values_of_the_wrong_type_as_damaged_naming_it(tmp_path, capsys):
     # Hand-edited or crafted records: each a TypeError or AttributeError traceback in compare before.
     sweep_with_a_damaged_job(tmp_path / "sweep")
-    crafted = {"3": {"epochs": [{"epoch": 1.0, "eval_accuracy": 0.5}, {"epoch": 2.0, "eval_accuracy": [0.6]}]},
-               "4": {"config": "lora"}, "5": {"epochs": "1,2,3"}, "6": {"efficiency": [1.5]}}
+    crafted = {
+        "3": {"epochs": [{"epoch": 1.0, "eval_accuracy": 0.5}, {"epoch": 2.0, "eval_accuracy": [0.6]}]},
+        "4": {"config": "lora"},
+        "5": {"epochs": "1,2,3"},
+        "6": {"efficiency": [1.5]},
+    }
     for job, values in crafted.items():
         (tmp_path / "sweep" / job / ".hydra").mkdir(parents=True)
         body = {**RunRecord(status="completed", method="lora").to_json(), **values}
@@ -140,8 +166,12 @@ def test_compare_shows_a_record_with_values_of_the_wrong_type_as_damaged_naming_
     out = capsys.readouterr().out.splitlines()
     rows = list(csv.DictReader((tmp_path / "sweep" / "compare.csv").open()))
     assert [(r["job"], r["status"]) for r in rows][3:] == [(job, "damaged") for job in crafted]
-    for job, says in (("3", "epochs[1].eval_accuracy is [0.6], not float"), ("4", 'config is "lora"'),
-                      ("5", 'epochs is "1,2,3"'), ("6", "efficiency is [1.5]")):
+    for job, says in (
+        ("3", "epochs[1].eval_accuracy is [0.6], not float"),
+        ("4", 'config is "lora"'),
+        ("5", 'epochs is "1,2,3"'),
+        ("6", "efficiency is [1.5]"),
+    ):
         [line] = [line for line in out if line.startswith(f"job {job} damaged: ")]
         assert str(tmp_path / "sweep" / job / "metrics.json") in line and says in line, line
     with pytest.raises(DamagedRecord, match="epochs is"):  # resume and reproduce read it the same way
@@ -153,8 +183,12 @@ def a_run_dir(root, *, accuracy):
     (root / ".hydra").mkdir(parents=True)
     (root / ".hydra" / "config.yaml").write_text("seed: 42\n")
     (root / "train.log").write_text("")
-    RunRecord(status="completed", method="lora", epochs=[{"epoch": 1.0, "eval_accuracy": accuracy, "eval_loss": 1.0}],
-              config={"model": {"name": "vit_tiny"}}).write(root / "metrics.json")
+    RunRecord(
+        status="completed",
+        method="lora",
+        epochs=[{"epoch": 1.0, "eval_accuracy": accuracy, "eval_loss": 1.0}],
+        config={"model": {"name": "vit_tiny"}},
+    ).write(root / "metrics.json")
     return root
 
 

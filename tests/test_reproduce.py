@@ -30,8 +30,9 @@ def test_committed_quickstart_record_reproduces(tmp_path, capsys):
     out = capsys.readouterr().out
     # Exact on the records' environment (experiments/requirements.lock), within the measured
     # cross-version tolerance on any other release pip may give a fresh machine.
-    exact = not version_changes(RunRecord.load(QUICKSTART / "runs" / "run" / "metrics.json").provenance.versions,
-                                package_versions())[0]
+    exact = not version_changes(
+        RunRecord.load(QUICKSTART / "runs" / "run" / "metrics.json").provenance.versions, package_versions()
+    )[0]
     assert ("reproduced exactly" if exact else "reproduced within the cross-version tolerance") in out
 
 
@@ -95,8 +96,9 @@ def test_record_made_under_other_versions_is_checked_within_the_measured_toleran
 def test_committed_records_were_made_in_the_locked_environment():
     """experiments/requirements.lock is the environment of every committed CPU record (but those
     kept to document other versions, which say so in their experiment.yaml)."""
-    pins = dict(line.split("==") for line in (REPO / LOCK_FILE).read_text().splitlines()
-                if line and not line.startswith("#"))
+    pins = dict(
+        line.split("==") for line in (REPO / LOCK_FILE).read_text().splitlines() if line and not line.startswith("#")
+    )
     checked = 0
     for meta_file in (REPO / "experiments").glob("*/experiment.yaml"):
         meta = OmegaConf.load(meta_file)
@@ -130,8 +132,12 @@ def test_committed_methods_by_backbones_record_reproduces_one_run_per_backbone(t
     (record / "runs").mkdir(parents=True)
     shutil.copy(subset / "experiment.yaml", record / "experiment.yaml")
     # AdaLoRA's val-best checkpoint is an earlier epoch with other ranks than the last (it must load).
-    for name in ["modelvit_tiny_peftssf", "modeldeit_tiny_peftadalora", "modeldinov2_tiny_peftvera",
-                 "modelswin_tiny_peftia3"]:
+    for name in [
+        "modelvit_tiny_peftssf",
+        "modeldeit_tiny_peftadalora",
+        "modeldinov2_tiny_peftvera",
+        "modelswin_tiny_peftia3",
+    ]:
         shutil.copytree(subset / "runs" / name, record / "runs" / name)
         config = OmegaConf.load(record / "runs" / name / "config.yaml")
         config.data.root = str(MINI)  # the copy lives outside the repo: point at the photos directly
@@ -153,15 +159,34 @@ def test_pending_methods_by_backbones_record_holds_every_job_of_the_grid(name):
         assert spec.model.pretrained and spec.data.test_split == "validation" and spec.data.protocol == "val_test"
         pairs.add((spec.model.name, spec.peft.label))
     models = {"vit_base", "vit_base_in1k", "deit_small", "dinov2_small", "swin_t"}
-    methods = {"full", "linear_probe", "bitfit", "lora", "dora", "loha", "lokr", "ia3", "vera", "oft",
-               "boft", "hra", "fourierft", "ln_tuning", "adalora", "ssf", "adaptformer", "adapter"}
+    methods = {
+        "full",
+        "linear_probe",
+        "bitfit",
+        "lora",
+        "dora",
+        "loha",
+        "lokr",
+        "ia3",
+        "vera",
+        "oft",
+        "boft",
+        "hra",
+        "fourierft",
+        "ln_tuning",
+        "adalora",
+        "ssf",
+        "adaptformer",
+        "adapter",
+    }
     if name.endswith("_vpt"):  # VPT prompts every backbone but Swin, shallow and deep
         models, methods = models - {"swin_t"}, {"vpt", "vpt_deep"}
     assert pairs == {(m, p) for m in models for p in methods}
 
 
 def test_a_rerun_stopped_by_sigterm_says_so_in_one_line_and_the_same_command_resumes_it(
-        tiny_record, tmp_path, monkeypatch, capsys):
+    tiny_record, tmp_path, monkeypatch, capsys
+):
     import os
     import signal
 
@@ -179,8 +204,11 @@ def test_a_rerun_stopped_by_sigterm_says_so_in_one_line_and_the_same_command_res
     capsys.readouterr()
     build = pipeline.build_trainer
     with monkeypatch.context() as patch:
-        patch.setattr(pipeline, "build_trainer", lambda spec, **kw: build(
-            spec, **{**kw, "callbacks": [*kw["callbacks"], SigtermAt()]}))
+        patch.setattr(
+            pipeline,
+            "build_trainer",
+            lambda spec, **kw: build(spec, **{**kw, "callbacks": [*kw["callbacks"], SigtermAt()]}),
+        )
         assert reproduce([str(record_dir)]) == 128 + signal.SIGTERM
     err = capsys.readouterr().err
     [line] = err.strip().splitlines()

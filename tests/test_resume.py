@@ -17,13 +17,27 @@ from peft_food.training.rundir import RunDirLock, latest_checkpoint
 from tests.helpers import TINY_TRAIN, compose_config, offline_env, read_run, run_files
 
 # 256 images / batch 16 = 16 steps per epoch, 4 epochs: long enough to be killed mid-way.
-ARGS = [*TINY_TRAIN, "data=synthetic", "data.num_classes=4", "data.per_class=64", "data.val_per_class=8", "data.test_per_class=8",
-        "data.image_size=32", "train.epochs=4"]
+ARGS = [
+    *TINY_TRAIN,
+    "data=synthetic",
+    "data.num_classes=4",
+    "data.per_class=64",
+    "data.val_per_class=8",
+    "data.test_per_class=8",
+    "data.image_size=32",
+    "train.epochs=4",
+]
 
 
 def cli(cwd: Path, env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "peft_food", *ARGS], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "peft_food", *ARGS],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for(pattern: str, cwd: Path, timeout: float = 300) -> Path:
@@ -75,15 +89,21 @@ def test_killed_run_resumes_with_the_same_command_and_identical_final_metrics(tm
 
 
 def snapshot(run_dir: Path) -> dict[str, tuple[int, int]]:
-    return {str(p.relative_to(run_dir)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in run_dir.rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(run_dir)): (p.stat().st_size, p.stat().st_mtime_ns) for p in run_dir.rglob("*") if p.is_file()
+    }
 
 
 def test_a_live_run_dir_refuses_a_second_process_and_a_dead_holder_does_not_block(tmp_path):
     env = offline_env(tmp_path / "home")
     args = [*ARGS, "logger=none"]
-    first = subprocess.Popen([sys.executable, "-m", "peft_food", *args], cwd=tmp_path, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "peft_food", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wait_for("outputs/*/*/checkpoints/checkpoint-16/trainer_state.json", tmp_path)
     first.kill()  # SIGKILL: no clean exit, its .lock file stays behind
     first.wait()
@@ -96,8 +116,14 @@ def test_a_live_run_dir_refuses_a_second_process_and_a_dead_holder_does_not_bloc
     with RunDirLock(run_dir):
         before = snapshot(run_dir)
         time.sleep(1.1)
-        second = subprocess.run([sys.executable, "-m", "peft_food", *args], cwd=tmp_path, env=env,
-                                capture_output=True, text=True, timeout=300)
+        second = subprocess.run(
+            [sys.executable, "-m", "peft_food", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert second.returncode == 2
         [line] = second.stderr.strip().splitlines()
         assert line.startswith(f"peft-food-train: error: {run_dir} is in use by a running training process")
@@ -107,8 +133,9 @@ def test_a_live_run_dir_refuses_a_second_process_and_a_dead_holder_does_not_bloc
 
     # The killed run's stale .lock does not block a real resume.
     (run_dir / ".lock").write_text(stale)
-    third = subprocess.run([sys.executable, "-m", "peft_food", *args], cwd=tmp_path, env=env,
-                           capture_output=True, text=True, timeout=300)
+    third = subprocess.run(
+        [sys.executable, "-m", "peft_food", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert third.returncode == 0, third.stderr[-2000:]
     resumed = RunRecord.load(run_dir / "metrics.json")
     assert resumed.status == "completed" and resumed.resumed_from == [checkpoint] and len(resumed.epochs) == 4
@@ -126,8 +153,14 @@ def test_the_same_command_is_refused_while_a_first_copy_trains_even_before_its_f
     new_dir = tmp_path / "outputs" / "2026-12-02" / "01-05-00"
     with RunDirLock(first_dir):
         env = offline_env(tmp_path / "home")
-        second = subprocess.run([sys.executable, "-m", "peft_food", *args], cwd=tmp_path, env=env,
-                                capture_output=True, text=True, timeout=300)
+        second = subprocess.run(
+            [sys.executable, "-m", "peft_food", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert second.returncode == 2, second.stderr[-2000:]
         [line] = second.stderr.strip().splitlines()
         assert line.startswith(f"peft-food-train: error: {first_dir} is in use by a running training process")

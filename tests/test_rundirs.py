@@ -29,8 +29,9 @@ def env_for(tmp_path: Path) -> dict:
 
 
 def snapshot(run_dir: Path) -> dict[str, tuple[int, int]]:
-    return {str(p.relative_to(run_dir)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in run_dir.rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(run_dir)): (p.stat().st_size, p.stat().st_mtime_ns) for p in run_dir.rglob("*") if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +65,17 @@ def test_launches_in_the_same_second_get_their_own_dirs_and_a_copy_is_refused(tm
     (dead / ".lock").write_text('{"pid": 999999}')
     # Every launch in the same (frozen) second: seed=1, seed=2 and seed=1 again.
     frozen = "hydra.run.dir=outputs/2026-12-02/${now:01-00-00}"
-    launches = [subprocess.Popen([sys.executable, "-m", "peft_food", *ARGS, seed, frozen], cwd=tmp_path,
-                                 env=env_for(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                for seed in ("seed=1", "seed=2", "seed=1")]
+    launches = [
+        subprocess.Popen(
+            [sys.executable, "-m", "peft_food", *ARGS, seed, frozen],
+            cwd=tmp_path,
+            env=env_for(tmp_path),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for seed in ("seed=1", "seed=2", "seed=1")
+    ]
     done = [(p, *p.communicate(timeout=600)) for p in launches]
     refused = [(p, err) for p, _, err in done if p.returncode != 0]
     assert len(refused) == 1, [err[-2000:] for _, _, err in done]
@@ -82,7 +91,9 @@ def test_launches_in_the_same_second_get_their_own_dirs_and_a_copy_is_refused(tm
     for run_dir in runs:
         record = RunRecord.load(run_dir / "metrics.json")
         seed = record.config["seed"]
-        assert record.status == "completed" and f"- seed={seed}\n" in (run_dir / ".hydra" / "overrides.yaml").read_text()
+        assert (
+            record.status == "completed" and f"- seed={seed}\n" in (run_dir / ".hydra" / "overrides.yaml").read_text()
+        )
         assert (run_dir / "model" / "adapter_model.safetensors").is_file() and not (run_dir / ".lock").exists()
         seeds.append(seed)
     assert sorted(seeds) == [1, 2]
@@ -95,8 +106,14 @@ def test_a_run_dir_named_by_hand_is_its_own_run(tmp_path, finished):
     unfinished = killed_copy(finished, tmp_path / "outputs" / "2026-12-01" / "10-00-00")
     before = snapshot(unfinished)
     named = tmp_path / "outputs" / "2026-12-01" / "mine"  # beside it: the old search started at its grandparent
-    done = subprocess.run([sys.executable, "-m", "peft_food", *ARGS, f"hydra.run.dir={named}"], cwd=tmp_path,
-                          env=env_for(tmp_path), capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "peft_food", *ARGS, f"hydra.run.dir={named}"],
+        cwd=tmp_path,
+        env=env_for(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "resuming" not in done.stdout + done.stderr
     assert snapshot(unfinished) == before  # neither resumed nor touched
@@ -120,13 +137,18 @@ def test_a_resume_whose_resolved_config_differs_is_refused_naming_the_keys(tmp_p
     assert snapshot(unfinished) == before
     # What may change on a resume: more epochs, how it resumes, what it logs, the loader's processes.
     config = RunRecord.load(unfinished / "metrics.json").config
-    grown = {**config, "train": {**config["train"], "epochs": 5, "resume": True, "workers": 2},
-             "logger": {**config["logger"], "mode": "offline"}, "output_dir": str(stub)}
+    grown = {
+        **config,
+        "train": {**config["train"], "epochs": 5, "resume": True, "workers": 2},
+        "logger": {**config["logger"], "mode": "offline"},
+        "output_dir": str(stub),
+    }
     assert config_changes(unfinished, config=grown) == []
 
 
-def test_a_torn_checkpoint_is_passed_over_and_the_run_ends_as_an_uninterrupted_one(tmp_path, finished, caplog,
-                                                                                  offline_wandb):
+def test_a_torn_checkpoint_is_passed_over_and_the_run_ends_as_an_uninterrupted_one(
+    tmp_path, finished, caplog, offline_wandb
+):
     run_dir = killed_copy(finished, tmp_path / "run")
     (run_dir / "checkpoints" / "checkpoint-8" / "trainer_state.json").unlink()  # torn mid-write
     assert latest_checkpoint(run_dir).name == "checkpoint-4"
@@ -134,7 +156,8 @@ def test_a_torn_checkpoint_is_passed_over_and_the_run_ends_as_an_uninterrupted_o
         resumed = train(compose_config(*TINY, output_dir=run_dir))  # W&B offline: the summary says how it ended
     assert [r.getMessage() for r in caplog.records if "incomplete" in r.getMessage()] == [
         f"{run_dir / 'checkpoints' / 'checkpoint-8'} is incomplete (torn by a kill or a full disk): deleted, "
-        f"resuming from checkpoint-4"]
+        f"resuming from checkpoint-4"
+    ]
     assert resumed.status == "completed" and resumed.resumed_from == ["checkpoint-4"]
     assert resumed.epochs == finished[1].epochs  # to the last digit; epoch 1 kept, epoch 2 redone
     assert resumed.test == finished[1].test
@@ -145,8 +168,13 @@ def test_a_torn_checkpoint_is_passed_over_and_the_run_ends_as_an_uninterrupted_o
 def test_a_checkpoint_is_complete_only_with_every_file_whole(tmp_path, finished):
     source = finished[0] / "checkpoints" / "checkpoint-8"
     assert complete(source)
-    for name, damage in [("adapter_model.safetensors", "truncate"), ("optimizer.pt", "truncate"),
-                         ("scheduler.pt", "delete"), ("rng_state.pth", "delete"), ("trainer_state.json", "truncate")]:
+    for name, damage in [
+        ("adapter_model.safetensors", "truncate"),
+        ("optimizer.pt", "truncate"),
+        ("scheduler.pt", "delete"),
+        ("rng_state.pth", "delete"),
+        ("trainer_state.json", "truncate"),
+    ]:
         torn = tmp_path / name
         shutil.copytree(source, torn)
         if damage == "delete":
@@ -186,13 +214,17 @@ def test_stubs_of_launches_that_died_during_start_up_are_swept_and_nothing_else(
     assert live.is_dir() and failed.is_dir() and (run / "checkpoints").is_dir()
 
 
-@pytest.mark.parametrize("override, key", [("hydra.run.dir=outputs/{long}", "hydra.run.dir"),
-                                           ("hydra.job.name={long}", "hydra.job.name")])
+@pytest.mark.parametrize(
+    "override, key", [("hydra.run.dir=outputs/{long}", "hydra.run.dir"), ("hydra.job.name={long}", "hydra.job.name")]
+)
 def test_a_run_dir_name_over_the_filesystem_limit_is_one_line(tmp_path, override, key, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError) as err:
-        preflight(["experiment=quickstart", "logger=none", override.format(long="x" * 300)], config_name="train",
-                  prog="peft-food-train")
+        preflight(
+            ["experiment=quickstart", "logger=none", override.format(long="x" * 300)],
+            config_name="train",
+            prog="peft-food-train",
+        )
     [line] = str(err.value).splitlines()
     assert line.startswith(f"{key}: the name 'xxx") and "over the filesystem's limit of" in line
     assert line.endswith(f"give a shorter {key}")

@@ -22,8 +22,14 @@ def clean_env(tmp_path: Path) -> dict:
 @pytest.mark.slow
 def test_torchrun_two_processes_make_one_run_with_the_whole_eval_set(tmp_path):
     torchrun = Path(sys.executable).parent / "torchrun"
-    done = subprocess.run([str(torchrun), "--nproc_per_node=2", "-m", "peft_food", *TINY],
-                          cwd=tmp_path, env=clean_env(tmp_path), capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [str(torchrun), "--nproc_per_node=2", "-m", "peft_food", *TINY],
+        cwd=tmp_path,
+        env=clean_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     run_dirs = list(tmp_path.glob("outputs/*/*"))
     assert len(run_dirs) == 1  # rank 1's own Hydra dir was folded into rank 0's
@@ -44,10 +50,26 @@ def test_torchrun_two_processes_make_one_run_with_the_whole_eval_set(tmp_path):
 def test_submitit_launcher_runs_each_sweep_job_in_its_own_process(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     # Each job gets its share of the cores: one (cpus_per_task), not all of them as torch would take.
-    done = subprocess.run([sys.executable, "-m", "peft_food", "-m", "hydra/launcher=local", *TINY,
-                           "logger=none", "train.epochs=1", "peft.r=2,4", f"hydra.sweep.dir={tmp_path / 'sweep'}",
-                           "hydra.launcher.cpus_per_task=1"],
-                          cwd=tmp_path, env=clean_env(tmp_path), capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "peft_food",
+            "-m",
+            "hydra/launcher=local",
+            *TINY,
+            "logger=none",
+            "train.epochs=1",
+            "peft.r=2,4",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+            "hydra.launcher.cpus_per_task=1",
+        ],
+        cwd=tmp_path,
+        env=clean_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     records = [RunRecord.load(tmp_path / "sweep" / str(i) / "metrics.json") for i in (0, 1)]
     assert [m.status for m in records] == ["completed", "completed"]
@@ -66,10 +88,18 @@ def test_local_jobs_share_the_cores_and_wait_for_a_slot(tmp_path):
     assert local_share(cpus_per_task=4, cores=2) == Share(threads=2, slots=1)  # never more than the machine
     assert local_share(cpus_per_task=None, cores=8) == Share(threads=8, slots=1)
     # One slot: a second job (another process) waits until the first one's training ends.
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\n"
-                               "from peft_food.training.cores import Share, job_slot\n"
-                               f"with job_slot(__import__('pathlib').Path({str(tmp_path)!r}), share=Share(1, 1)):\n"
-                               "    print('in', flush=True); time.sleep(3)"], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from peft_food.training.cores import Share, job_slot\n"
+            f"with job_slot(__import__('pathlib').Path({str(tmp_path)!r}), share=Share(1, 1)):\n"
+            "    print('in', flush=True); time.sleep(3)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline() == "in\n"
     threads, started = torch.get_num_threads(), time.monotonic()
     with job_slot(tmp_path, share=Share(threads=1, slots=1), poll_s=0.05):
@@ -89,8 +119,9 @@ def test_slurm_launcher_config_composes_for_a_gpu_partition():
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
-                      return_hydra_config=True)
+        cfg = compose(
+            "train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"], return_hydra_config=True
+        )
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.partition, launcher.gpus_per_node, launcher.timeout_min) == ("gpu", 1, 240)

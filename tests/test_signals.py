@@ -19,14 +19,30 @@ from peft_food.training.pipeline import train
 from tests.helpers import REPO, TINY, TINY_TRAIN, compose_config
 
 # 128 images / batch 16 = 8 steps per epoch, 2 epochs, two workers: signalled just after epoch 1's checkpoint.
-ARGS = [*TINY_TRAIN, "train.workers=2", "data=synthetic", "data.num_classes=4", "data.per_class=32",
-        "data.val_per_class=4", "data.test_per_class=4", "data.image_size=32", "logger=none", "progress=false"]
+ARGS = [
+    *TINY_TRAIN,
+    "train.workers=2",
+    "data=synthetic",
+    "data.num_classes=4",
+    "data.per_class=32",
+    "data.val_per_class=4",
+    "data.test_per_class=4",
+    "data.image_size=32",
+    "logger=none",
+    "progress=false",
+]
 
 
 def start(cwd: Path) -> subprocess.Popen:
     # Its own session, so that killpg reaches it and its workers as a terminal or SLURM would.
-    return subprocess.Popen([sys.executable, "-m", "peft_food", *ARGS], cwd=cwd, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "peft_food", *ARGS],
+        cwd=cwd,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def wait_for(pattern: str, cwd: Path, timeout: float = 120) -> Path:
@@ -82,8 +98,11 @@ def test_slurm_usr1_warning_stops_after_the_step_keeping_the_last_epoch_checkpoi
     import peft_food.training.pipeline as pipeline
 
     build = pipeline.build_trainer
-    monkeypatch.setattr(pipeline, "build_trainer", lambda spec, **kw: build(
-        spec, **{**kw, "callbacks": [*kw["callbacks"], SignalAt(signal.SIGUSR1, step=6)]}))
+    monkeypatch.setattr(
+        pipeline,
+        "build_trainer",
+        lambda spec, **kw: build(spec, **{**kw, "callbacks": [*kw["callbacks"], SignalAt(signal.SIGUSR1, step=6)]}),
+    )
     with pytest.raises(Interrupted) as stopped:
         train(compose_config(*TINY, "logger=none", output_dir=tmp_path))
     assert stopped.value.signum == signal.SIGUSR1 and stopped.value.checkpoint.name == "checkpoint-4"
@@ -98,8 +117,9 @@ def with_callback(monkeypatch, callback: TrainerCallback) -> None:
     import peft_food.training.pipeline as pipeline
 
     build = pipeline.build_trainer
-    monkeypatch.setattr(pipeline, "build_trainer", lambda spec, **kw: build(
-        spec, **{**kw, "callbacks": [*kw["callbacks"], callback]}))
+    monkeypatch.setattr(
+        pipeline, "build_trainer", lambda spec, **kw: build(spec, **{**kw, "callbacks": [*kw["callbacks"], callback]})
+    )
 
 
 def test_a_run_with_workers_stopped_mid_epoch_resumes_to_the_numbers_of_an_uninterrupted_one(tmp_path, monkeypatch):
@@ -167,7 +187,8 @@ def uninterrupted(tmp_path_factory):
 
 @pytest.mark.parametrize("stage", ["test pass", "per-class files", "plots", "saving"])
 def test_a_signal_after_the_last_epoch_stops_the_run_as_interrupted_and_it_resumes_to_completion(
-        tmp_path, monkeypatch, stage, uninterrupted):
+    tmp_path, monkeypatch, stage, uninterrupted
+):
     run_dir = tmp_path / "run"
     with monkeypatch.context() as patch:
         at_stage(stage, patch)
@@ -212,15 +233,22 @@ cli()
 
 
 def test_a_second_sigterm_stops_at_once_with_one_line(tmp_path):
-    done = subprocess.run([sys.executable, "-c", TWICE, *TINY, "logger=none", "progress=false"], cwd=tmp_path,
-                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", TWICE, *TINY, "logger=none", "progress=false"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     out = done.stdout + done.stderr
     assert done.returncode == 128 + signal.SIGTERM, out[-3000:]
     assert "Traceback" not in out and "KeyboardInterrupt" not in out, out[-3000:]
     assert out.count("SIGTERM received") == 1
     [line] = [line for line in done.stderr.splitlines() if line.startswith("peft-food-train:")]
-    assert line.startswith("peft-food-train: stopped by SIGTERM; last checkpoint: ") and line.endswith("checkpoint-4; "
-                                                                                                        "run the same command again to resume")
+    assert line.startswith("peft-food-train: stopped by SIGTERM; last checkpoint: ") and line.endswith(
+        "checkpoint-4; run the same command again to resume"
+    )
     [record] = tmp_path.glob("outputs/*/*/metrics.json")
     assert RunRecord.load(record).status == "interrupted"
 
@@ -241,8 +269,14 @@ train.cli()
 
 
 def test_ctrl_c_during_start_up_is_one_line(tmp_path):
-    done = subprocess.run([sys.executable, "-c", EARLY, *TINY, "logger=none", "progress=false"], cwd=tmp_path,
-                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", EARLY, *TINY, "logger=none", "progress=false"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     out = done.stdout + done.stderr
     assert done.returncode == 128 + signal.SIGINT, out[-3000:]
     assert "Traceback" not in out and "KeyboardInterrupt" not in out, out[-3000:]
@@ -280,7 +314,8 @@ class FillDiskAt(TrainerCallback):
 
 
 def test_a_full_disk_fails_the_run_in_one_line_and_the_same_command_resumes_once_there_is_space(
-        small_disk, monkeypatch, uninterrupted):
+    small_disk, monkeypatch, uninterrupted
+):
     run_dir = small_disk / "run"
     filler = FillDiskAt(small_disk, step=4)
     with monkeypatch.context() as patch:

@@ -113,8 +113,9 @@ def test_eval_images_from_a_store_are_the_jpeg_paths_eval_pixels(tmp_path):
     assert len(stored.test) == len(plain.test) == 200 and len(stored.val) == len(plain.val) == 50
     for name in ("val", "test"):
         for row in range(len(getattr(plain, name))):
-            assert torch.equal(getattr(stored, name)[row]["pixel_values"],
-                               eval_tf(getattr(plain, name)[row]["image"])), f"{name} photo {row}"
+            assert torch.equal(
+                getattr(stored, name)[row]["pixel_values"], eval_tf(getattr(plain, name)[row]["image"])
+            ), f"{name} photo {row}"
 
 
 def test_the_store_is_reused_and_a_changed_file_gets_a_new_one(tmp_path, monkeypatch):
@@ -164,7 +165,9 @@ def test_bad_images_are_found_by_the_build_and_not_decoded_again(tmp_path, monke
     skipped = load_splits(replace(spec, bad_images="skip"), seed=0, plan=plan(tmp_path / "stores"))
     assert complete_stores(tmp_path / "stores") == built
     assert sum(skipped.sizes().values()) == 8
-    assert not any(path.endswith("9.jpg") for name in ("train", "val", "test") for path in file_paths(getattr(skipped, name)))
+    assert not any(
+        path.endswith("9.jpg") for name in ("train", "val", "test") for path in file_paths(getattr(skipped, name))
+    )
 
 
 def test_a_hub_split_is_stored_by_its_fingerprint(tmp_path, monkeypatch):
@@ -181,12 +184,18 @@ def test_a_hub_split_is_stored_by_its_fingerprint(tmp_path, monkeypatch):
         rng = np.random.default_rng(seed)
         images = [Image.fromarray(rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)) for _ in range(count)]
         (tmp_path / "hub").mkdir(exist_ok=True)
-        Dataset.from_dict({"image": images, "label": [0, 1] * (count // 2)},
-                          features=features).to_parquet(tmp_path / "hub" / "train.parquet")
+        Dataset.from_dict({"image": images, "label": [0, 1] * (count // 2)}, features=features).to_parquet(
+            tmp_path / "hub" / "train.parquet"
+        )
 
     publish(8, seed=0)
-    spec = data_spec("data=food101", f"data.hub_id={tmp_path / 'hub'}", "data.train_split=train", "data.test_split=null",
-                     "data.test_size=0.25")
+    spec = data_spec(
+        "data=food101",
+        f"data.hub_id={tmp_path / 'hub'}",
+        "data.train_split=train",
+        "data.test_split=null",
+        "data.test_size=0.25",
+    )
     splits = load_splits(spec, seed=0, plan=plan(tmp_path / "stores"))
     assert sorted([*splits.train["index"], *splits.val["index"], *splits.test["index"]]) == list(range(8))
     assert len(splits.test) == len(splits.val) == 2
@@ -199,8 +208,11 @@ def test_a_hub_split_is_stored_by_its_fingerprint(tmp_path, monkeypatch):
         assert np.array_equal(train_store.rows(i), np.asarray(ds[i]["image"].convert("RGB")))
         assert torch.equal(torch.from_numpy(eval_store.rows(i)).permute(2, 0, 1), eval_tf(ds[i]["image"]))
     again = load_splits(spec, seed=0, plan=plan(tmp_path / "stores"))
-    assert {k: v.path for k, v in again.stores.items()} == {"train": train_store.path, "val": eval_store.path,
-                                                            "test": eval_store.path}
+    assert {k: v.path for k, v in again.stores.items()} == {
+        "train": train_store.path,
+        "val": eval_store.path,
+        "test": eval_store.path,
+    }
     publish(6, seed=1)  # a new version of the dataset: a new fingerprint, new stores
     changed = load_splits(spec, seed=0, plan=plan(tmp_path / "stores"))
     assert changed.stores["train"].path != train_store.path and len(changed.stores["train"]) == 6
@@ -223,8 +235,13 @@ print(sum(splits.sizes().values()))
 
 
 def start_build(photos, stores, log):
-    return subprocess.Popen([sys.executable, "-c", BUILD, str(photos), str(stores)], cwd=Path(__file__).parent.parent,
-                            stdout=subprocess.PIPE, stderr=open(log, "w"), text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", BUILD, str(photos), str(stores)],
+        cwd=Path(__file__).parent.parent,
+        stdout=subprocess.PIPE,
+        stderr=open(log, "w"),
+        text=True,
+    )
 
 
 def test_concurrent_jobs_wait_for_one_build_and_reuse_it(tmp_path):
@@ -236,8 +253,9 @@ def test_concurrent_jobs_wait_for_one_build_and_reuse_it(tmp_path):
     stores.mkdir()
     # Hold every build lock the jobs will take, as a live builder would (names are keyed by content,
     # not by where the store lives: a probe build elsewhere tells them).
-    probe = load_splits(data_spec("data=imagefolder", f"data.root={tmp_path / 'photos'}"), seed=0,
-                        plan=plan(tmp_path / "probe"))
+    probe = load_splits(
+        data_spec("data=imagefolder", f"data.root={tmp_path / 'photos'}"), seed=0, plan=plan(tmp_path / "probe")
+    )
     names = sorted({store.path.name for store in probe.stores.values()})  # val and test share the pool's
     held = [os.open(stores / f"{name}.lock", os.O_RDWR | os.O_CREAT) for name in names]
     for fd in held:
@@ -290,8 +308,16 @@ cli()
 @needs_mini
 def test_a_full_disk_is_one_line_and_leaves_no_store_behind(tmp_path):
     stores = tmp_path / "stores"
-    args = [*TINY_TRAIN, "data=food101_local", f"data.root={MINI}", "data.store=true", f"data.store_dir={stores}",
-            "data.store_side=4096", "logger=none", f"hydra.run.dir={tmp_path / 'run'}"]
+    args = [
+        *TINY_TRAIN,
+        "data=food101_local",
+        f"data.root={MINI}",
+        "data.store=true",
+        f"data.store_dir={stores}",
+        "data.store_side=4096",
+        "logger=none",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
     done = subprocess.run([sys.executable, "-c", FULL_DISK, *args], capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stderr[-2000:]
     last = done.stderr.strip().splitlines()[-1]
@@ -307,11 +333,24 @@ def test_training_from_a_store_of_originals_matches_the_jpeg_path_exactly(tmp_pa
     """Same pixels, same draws: the same run, to the last digit (workers=0, fp32, CPU)."""
     from peft_food.training.pipeline import train
 
-    common = [*TINY_TRAIN, "data=food101_local", f"data.root={MINI}", "data.per_class=10", "data.test_per_class=5",
-              "logger=none"]
+    common = [
+        *TINY_TRAIN,
+        "data=food101_local",
+        f"data.root={MINI}",
+        "data.per_class=10",
+        "data.test_per_class=5",
+        "logger=none",
+    ]
     jpeg = train(compose_config(*common, output_dir=tmp_path / "jpeg"))
-    stored = train(compose_config(*common, "data.store=true", f"data.store_dir={tmp_path / 'stores'}",
-                                  "data.store_side=4096", output_dir=tmp_path / "store"))
+    stored = train(
+        compose_config(
+            *common,
+            "data.store=true",
+            f"data.store_dir={tmp_path / 'stores'}",
+            "data.store_side=4096",
+            output_dir=tmp_path / "store",
+        )
+    )
     assert stored.epochs == jpeg.epochs and len(stored.epochs) == 2 and stored.test == jpeg.test
     assert len(complete_stores(tmp_path / "stores")) == 3  # train.txt in both forms (val is carved), test.txt
 
@@ -320,8 +359,13 @@ def test_training_from_a_store_of_originals_matches_the_jpeg_path_exactly(tmp_pa
 def test_prepare_builds_what_training_then_opens(tmp_path):
     stores = tmp_path / "stores"
     args = ["data=food101_local", f"data.root={MINI}", "model=vit_tiny", f"data.store_dir={stores}"]
-    done = subprocess.run([sys.executable, "-m", "peft_food.cli.prepare", *args], capture_output=True, text=True,
-                          cwd=tmp_path, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "peft_food.cli.prepare", *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.strip().splitlines()[-3:]
     assert lines[0].startswith(f"train: {stores}/food101-mini-train-train64-") and "(500 images" in lines[0]
@@ -331,8 +375,12 @@ def test_prepare_builds_what_training_then_opens(tmp_path):
     built = complete_stores(stores)
     from peft_food.training.pipeline import data_plan
 
-    spec = parse_config(compose_config(*args[:3], "data.store=true", f"data.store_dir={stores}", output_dir="/tmp/unused"))
+    spec = parse_config(
+        compose_config(*args[:3], "data.store=true", f"data.store_dir={stores}", output_dir="/tmp/unused")
+    )
     splits = load_splits(spec.data, seed=0, plan=data_plan(spec))
     assert sorted(s.path.name for s in splits.stores.values()) == built  # opened, nothing rebuilt
-    assert all(isinstance(s, Store) and s.form in (Form("train", side=64), Form("eval", resize=32, height=32, width=32))
-               for s in splits.stores.values())
+    assert all(
+        isinstance(s, Store) and s.form in (Form("train", side=64), Form("eval", resize=32, height=32, width=32))
+        for s in splits.stores.values()
+    )

@@ -19,9 +19,14 @@ from tests.helpers import TINY, compose_config, offline_env, read_run, run_files
 
 def sweep(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     env = offline_env(tmp_path / "home")  # no ~/.netrc W&B login: offline by default
-    return subprocess.run([sys.executable, "-m", "peft_food", "-m", *TINY, *args,
-                           f"hydra.sweep.dir={tmp_path / 'sweep'}"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "peft_food", "-m", *TINY, *args, f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def basic_sweeper_jobs(params: dict[str, str], task: list[str]) -> list[list[str]]:
@@ -33,12 +38,15 @@ def basic_sweeper_jobs(params: dict[str, str], task: list[str]) -> list[list[str
     return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
 
 
-@pytest.mark.parametrize("params, task", [
-    ({}, ["peft.r=4,8,16", "peft.alpha=8,16"]),
-    # sweep-file params first; a command-line value for the same key keeps the key's place
-    ({"peft.r": "4,8", "peft.alpha": "range(8,33,8)"}, ["peft=lora,dora", "peft.r=16,2", "seed=1"]),
-    ({"peft": "choice(lora,ia3)"}, ["+extra=a,b", "~train.warmup_ratio", "train.lr=1e-3,glob(*)", "x='a,b'"]),
-])
+@pytest.mark.parametrize(
+    "params, task",
+    [
+        ({}, ["peft.r=4,8,16", "peft.alpha=8,16"]),
+        # sweep-file params first; a command-line value for the same key keeps the key's place
+        ({"peft.r": "4,8", "peft.alpha": "range(8,33,8)"}, ["peft=lora,dora", "peft.r=16,2", "seed=1"]),
+        ({"peft": "choice(lora,ia3)"}, ["+extra=a,b", "~train.warmup_ratio", "train.lr=1e-3,glob(*)", "x='a,b'"]),
+    ],
+)
 def test_grid_jobs_launch_in_the_basic_sweepers_order(params, task):
     hydra_cfg = OmegaConf.create({"sweeper": {"params": params}, "overrides": {"task": task}})
     jobs = [job for job, _ in grid_jobs(hydra_cfg)]
@@ -75,8 +83,11 @@ def test_rank_by_alpha_grid_gives_one_wandb_run_per_job_in_one_group(tmp_path):
     assert all(r.exit_code == 0 for r in runs)
 
     # Nothing leaks between jobs: the last job equals the same config trained alone.
-    alone = train(compose_config(*TINY, "peft.r=4", "peft.alpha=8", "train.epochs=1", "logger=none",
-                                 output_dir=tmp_path / "alone"))
+    alone = train(
+        compose_config(
+            *TINY, "peft.r=4", "peft.alpha=8", "train.epochs=1", "logger=none", output_dir=tmp_path / "alone"
+        )
+    )
     assert alone.epochs == records[3].epochs
 
 
@@ -113,7 +124,9 @@ def test_compare_prints_table_and_writes_csv_and_png(failing_sweep, capsys):
     completed = RunRecord.load(tmp_path / "sweep" / "1" / "metrics.json")
     assert rows[1]["monitor"] == "eval_accuracy" and float(rows[1]["val"]) == completed.best
     assert float(rows[1]["test"]) == completed.test["best"]["test_accuracy"] and rows[1]["protocol"] == "val_test"
-    assert any(line.startswith("val: best val accuracy over the epochs (picks the checkpoint); test:") for line in table)
+    assert any(
+        line.startswith("val: best val accuracy over the epochs (picks the checkpoint); test:") for line in table
+    )
     assert int(rows[1]["trainable_params"]) == completed.counts.trainable_params
     png = (tmp_path / "report" / "compare.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000

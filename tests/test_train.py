@@ -14,8 +14,9 @@ from tests.helpers import MINI, TINY, TINY_TRAIN, compose_config, needs_mini, re
 
 
 def test_offline_run_logs_params_and_per_epoch_accuracy_to_wandb(tmp_path, offline_wandb, caplog):
-    cfg = compose_config(*TINY, "train.epochs=3", "peft.r=4", "peft.alpha=8", "train.precision=fp16",
-                         output_dir=tmp_path)
+    cfg = compose_config(
+        *TINY, "train.epochs=3", "peft.r=4", "peft.alpha=8", "train.precision=fp16", output_dir=tmp_path
+    )
     with caplog.at_level(logging.WARNING):
         record = train(cfg)
 
@@ -94,8 +95,7 @@ def test_full_run_saves_whole_model(tmp_path):
 @pytest.mark.slow
 @needs_mini
 def test_food101_local_selects_on_val_and_reports_the_200_test_photos(tmp_path):
-    cfg = compose_config(*TINY_TRAIN, "data=food101_local", f"data.root={MINI}", "logger=none",
-                         output_dir=tmp_path)
+    cfg = compose_config(*TINY_TRAIN, "data=food101_local", f"data.root={MINI}", "logger=none", output_dir=tmp_path)
     record = train(cfg)
     counts = record.counts
     assert (counts.num_train_samples, counts.num_eval_samples, counts.num_test_samples) == (450, 50, 200)
@@ -104,8 +104,11 @@ def test_food101_local_selects_on_val_and_reports_the_200_test_photos(tmp_path):
     saved = json.loads((tmp_path / "model" / "adapter_config.json").read_text())
     assert saved["modules_to_save"] == ["classifier"]
     # Val accuracy is a count over the 50 val photos, test accuracy over exactly the 200 test photos.
-    for value, n in ((record.epochs[-1]["eval_accuracy"], 50), (record.reported("accuracy"), 200),
-                     (record.reported("accuracy", checkpoint="final"), 200)):
+    for value, n in (
+        (record.epochs[-1]["eval_accuracy"], 50),
+        (record.reported("accuracy"), 200),
+        (record.reported("accuracy", checkpoint="final"), 200),
+    ):
         assert abs(value * n - round(value * n)) < 1e-9
     # Labels come from meta/classes.txt, in its order.
     classes = (MINI / "meta" / "classes.txt").read_text().split()
@@ -115,7 +118,10 @@ def test_food101_local_selects_on_val_and_reports_the_200_test_photos(tmp_path):
     card = ModelCard.load(str(tmp_path / "model" / "README.md"))
     # A local folder in Food-101's layout (here 10 classes) is not the Hub's ethz/food101: no claim.
     assert (card.data.library_name, card.data.pipeline_tag, card.data.datasets) == (
-        "peft", "image-classification", None)
+        "peft",
+        "image-classification",
+        None,
+    )
     [accuracy] = [r for r in card.data.eval_results if r.metric_type == "accuracy"]
     assert accuracy.metric_value == round(record.test["best"]["test_accuracy"], 6)
     assert accuracy.dataset_split == "test (meta/test.txt)"
@@ -137,14 +143,31 @@ def test_pretrained_from_a_local_directory_loads_its_weights_and_refuses_pickle(
 
     checkpoint = tmp_path / "checkpoint"
     torch.manual_seed(3)
-    source = ViTForImageClassification(ViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                                 intermediate_size=128, image_size=32, patch_size=4))
+    source = ViTForImageClassification(
+        ViTConfig(
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=128,
+            image_size=32,
+            patch_size=4,
+        )
+    )
     source.save_pretrained(checkpoint)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(checkpoint)
-    train(compose_config(*TINY, "logger=none", "train.epochs=1", "model.pretrained=true",
-                         f"model.name_or_path={checkpoint}", output_dir=tmp_path / "run"))
+    train(
+        compose_config(
+            *TINY,
+            "logger=none",
+            "train.epochs=1",
+            "model.pretrained=true",
+            f"model.name_or_path={checkpoint}",
+            output_dir=tmp_path / "run",
+        )
+    )
     # LoRA leaves the backbone frozen: the saved adapter sits on exactly the checkpoint's weights.
     from peft_food.saved.artifacts import load_trained
+
     trained = load_trained(tmp_path / "run").model.merge_and_unload()
     reference = AutoModelForImageClassification.from_pretrained(checkpoint)
     key = "vit.embeddings.patch_embeddings.projection.weight"
@@ -156,9 +179,17 @@ def test_pretrained_from_a_local_directory_loads_its_weights_and_refuses_pickle(
     shutil.copy(checkpoint / "preprocessor_config.json", pickled)
     torch.save(source.state_dict(), pickled / "pytorch_model.bin")
     from peft_food.errors import UserError
+
     with pytest.raises(UserError, match="only .safetensors checkpoints are loaded"):
-        train(compose_config(*TINY, "logger=none", "model.pretrained=true", f"model.name_or_path={pickled}",
-                             output_dir=tmp_path / "run2"))
+        train(
+            compose_config(
+                *TINY,
+                "logger=none",
+                "model.pretrained=true",
+                f"model.name_or_path={pickled}",
+                output_dir=tmp_path / "run2",
+            )
+        )
 
 
 def test_train_img_per_s_is_one_figure_in_the_record_and_the_epoch_log(tmp_path, caplog):

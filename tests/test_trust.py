@@ -119,8 +119,9 @@ def named_base_code(lora_run, full_run, tmp_path, marker):
     base = tmp_path / "elsewhere" / "base"
     shutil.move(run / "model" / "base", base)
     plant(base, marker)
-    edit_json(run / "model" / "peft_food.json",
-              lambda spec: spec["base"].update(name_or_path=str(base), pretrained=True))
+    edit_json(
+        run / "model" / "peft_food.json", lambda spec: spec["base"].update(name_or_path=str(base), pretrained=True)
+    )
     return run
 
 
@@ -142,15 +143,29 @@ def test_with_the_flag_the_code_the_dir_names_runs(lora_run, full_run, tmp_path,
     marker = tmp_path / "marker"
     run = spec_and_base_code(lora_run, full_run, tmp_path, marker)
     env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-c", "from peft_food.cli.predict import cli; cli()", str(run), str(image),
-                           "--trust-remote-code", "--json"], capture_output=True, text=True, env=env, cwd=str(REPO))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from peft_food.cli.predict import cli; cli()",
+            str(run),
+            str(image),
+            "--trust-remote-code",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(REPO),
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert marker.read_text() == "ran"
     assert json.loads(done.stdout)["predictions"][0]["label"].startswith("class_")
 
 
-def test_a_base_the_dir_names_elsewhere_is_loaded_from_safetensors_and_named(lora_run, full_run, tmp_path, image,
-                                                                            capsys):
+def test_a_base_the_dir_names_elsewhere_is_loaded_from_safetensors_and_named(
+    lora_run, full_run, tmp_path, image, capsys
+):
     run_dir, _ = lora_run
     assert predict([str(run_dir), str(image), "--json"]) == 0
     own = capsys.readouterr()
@@ -159,17 +174,20 @@ def test_a_base_the_dir_names_elsewhere_is_loaded_from_safetensors_and_named(lor
     run = copy_model(run_dir, tmp_path / "downloaded")
     base = tmp_path / "elsewhere" / "base"
     shutil.move(run / "model" / "base", base)
-    edit_json(run / "model" / "peft_food.json",
-              lambda spec: spec["base"].update(name_or_path=str(base), pretrained=True))
+    edit_json(
+        run / "model" / "peft_food.json", lambda spec: spec["base"].update(name_or_path=str(base), pretrained=True)
+    )
     assert predict([str(run), str(image), "--json"]) == 0
     named = capsys.readouterr()
     assert named.out == own.out  # the same base weights: the same predictions
     assert named.err.strip().splitlines() == [
         f"peft-food-predict: base model {base} (named by {run / 'model' / 'peft_food.json'}; not a copy saved with "
-        f"the model)"]
+        f"the model)"
+    ]
     assert predict([str(run), str(image), "--json", "--base", str(run_dir)]) == 0
-    assert capsys.readouterr().err.strip() == (f"peft-food-predict: base model {run_dir / 'model' / 'base'} (--base; "
-                                               f"not a copy saved with the model)")
+    assert capsys.readouterr().err.strip() == (
+        f"peft-food-predict: base model {run_dir / 'model' / 'base'} (--base; not a copy saved with the model)"
+    )
 
     # A base holding only a pickle: never unpickled (it would run code), one line instead.
     marker = tmp_path / "marker"
@@ -188,14 +206,20 @@ def edited(text, change):
 
 SPEC_DAMAGE = {
     "truncated": (lambda text: text[: len(text) // 2], "JSONDecodeError"),
-    "unknown_method": (lambda text: edited(text, lambda spec: spec["peft"].update(method="nonesuch")),
-                       "names method 'nonesuch', which this version of peft_food does not have"),
-    "unknown_key": (lambda text: edited(text, lambda spec: spec["peft"].update(bogus=1)),
-                    "holds peft settings its method does not accept"),
+    "unknown_method": (
+        lambda text: edited(text, lambda spec: spec["peft"].update(method="nonesuch")),
+        "names method 'nonesuch', which this version of peft_food does not have",
+    ),
+    "unknown_key": (
+        lambda text: edited(text, lambda spec: spec["peft"].update(bogus=1)),
+        "holds peft settings its method does not accept",
+    ),
     "no_labels": (lambda text: edited(text, lambda spec: spec.pop("labels")), "labels must be a non-empty list"),
     "not_an_object": (lambda text: "[]", "not a JSON object"),
-    "modules_a_list": (lambda text: edited(text, lambda spec: spec["base"].update(modules=["q_proj"])),
-                       "base must be an object naming the base model, its head and module roles"),
+    "modules_a_list": (
+        lambda text: edited(text, lambda spec: spec["base"].update(modules=["q_proj"])),
+        "base must be an object naming the base model, its head and module roles",
+    ),
 }
 
 
@@ -214,8 +238,11 @@ def test_a_damaged_peft_food_json_is_one_line_naming_it(damage, lora_run, tmp_pa
 
 def modes(root):
     """Every file and folder under `root` whose mode is not what umask 022 gives."""
-    return {str(p.relative_to(root)): oct(stat.S_IMODE(p.lstat().st_mode)) for p in root.rglob("*")
-            if stat.S_IMODE(p.lstat().st_mode) != (0o755 if p.is_dir() else 0o644)}
+    return {
+        str(p.relative_to(root)): oct(stat.S_IMODE(p.lstat().st_mode))
+        for p in root.rglob("*")
+        if stat.S_IMODE(p.lstat().st_mode) != (0o755 if p.is_dir() else 0o644)
+    }
 
 
 def test_every_file_a_run_and_its_export_write_has_the_mode_the_umask_gives(lora_run, full_run, tmp_path):

@@ -42,8 +42,9 @@ def train_save_reload(tmp_path, *overrides, steps=3):
         model(pixel_values=pixels, labels=labels).loss.backward()
         optimizer.step()
     assert all(not torch.equal(p, head[n]) for n, p in model.named_parameters() if n in head)  # the head trained
-    save_trained(model, load_processor(spec.model), model_dir=tmp_path / "model", peft=spec.peft, labels=LABELS,
-                 base=spec.model)
+    save_trained(
+        model, load_processor(spec.model), model_dir=tmp_path / "model", peft=spec.peft, labels=LABELS, base=spec.model
+    )
     return spec, model.eval(), load_trained(tmp_path).model, pixels
 
 
@@ -91,10 +92,13 @@ def test_residual_inits_move_the_base_yet_start_at_it_and_reload_onto_the_origin
     assert not torch.allclose(dict(model.named_parameters())[q], untouched.vit.layers[0].attention.q_proj.weight)
     pixels = torch.randn(4, 3, 32, 32)
     with torch.inference_mode():
-        assert torch.allclose(model.eval()(pixel_values=pixels).logits, untouched(pixel_values=pixels).logits, atol=1e-4)
+        assert torch.allclose(
+            model.eval()(pixel_values=pixels).logits, untouched(pixel_values=pixels).logits, atol=1e-4
+        )
     # Trained, saved and reloaded onto the saved (original, not residual) base: the same logits.
-    _, trained, reloaded, pixels = train_save_reload(tmp_path / "run", "peft=lora", "peft.r=4",
-                                                     f"peft.init_lora_weights={init}")
+    _, trained, reloaded, pixels = train_save_reload(
+        tmp_path / "run", "peft=lora", "peft.r=4", f"peft.init_lora_weights={init}"
+    )
     with torch.inference_mode():
         assert torch.allclose(reloaded(pixel_values=pixels).logits, trained(pixel_values=pixels).logits, atol=1e-4)
 
@@ -112,8 +116,17 @@ def test_gaussian_init_draws_a_with_std_one_over_r_where_the_default_is_kaiming_
 @pytest.mark.slow
 def test_adalora_prunes_ranks_over_the_runs_own_steps_and_adds_its_orthogonality_penalty(tmp_path):
     run_dir = tmp_path / "run"
-    record = train(compose_config(*TINY, "peft=adalora", "peft.init_r=4", "peft.target_r=1", "logger=none",
-                                  "train.epochs=2", output_dir=run_dir))
+    record = train(
+        compose_config(
+            *TINY,
+            "peft=adalora",
+            "peft.init_r=4",
+            "peft.target_r=1",
+            "logger=none",
+            "train.epochs=2",
+            output_dir=run_dir,
+        )
+    )
     steps = 2 * 64 // 16  # 2 epochs of 64 training images in batches of 16
     config = json.loads((run_dir / "model" / "adapter_config.json").read_text())
     # The schedule ran over the run's own step count (not the placeholder the model was built with)...
@@ -137,8 +150,16 @@ def adapter_file(tmp_path):
     from peft import RandLoraConfig, get_peft_model
     from transformers import ViTConfig, ViTForImageClassification
 
-    vit = ViTForImageClassification(ViTConfig(hidden_size=64, num_hidden_layers=1, num_attention_heads=4,
-                                              intermediate_size=128, image_size=32, patch_size=4))
+    vit = ViTForImageClassification(
+        ViTConfig(
+            hidden_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            intermediate_size=128,
+            image_size=32,
+            patch_size=4,
+        )
+    )
     get_peft_model(vit, RandLoraConfig(r=8, target_modules=["q_proj", "v_proj"])).save_pretrained(tmp_path / "exp")
     return tmp_path / "exp" / "adapter_config.json"
 
@@ -147,8 +168,11 @@ def adapter_file(tmp_path):
 def test_a_tuner_from_an_adapter_config_file_trains_end_to_end_and_reloads_without_the_file(tmp_path):
     file = adapter_file(tmp_path)
     run_dir = tmp_path / "run"
-    record = train(compose_config(*TINY, "peft=peft_config", f"peft.file={file}", "logger=none", "train.epochs=1",
-                                  output_dir=run_dir))
+    record = train(
+        compose_config(
+            *TINY, "peft=peft_config", f"peft.file={file}", "logger=none", "train.epochs=1", output_dir=run_dir
+        )
+    )
     assert record.method == "randlora"
     saved = json.loads((run_dir / "model" / "peft_food.json").read_text())["peft"]
     assert saved["file"] is None and saved["config"]["peft_type"] == "RANDLORA" and saved["config"]["r"] == 8
@@ -157,44 +181,74 @@ def test_a_tuner_from_an_adapter_config_file_trains_end_to_end_and_reloads_witho
     assert float((logits.argmax(-1) == labels).mean()) == record.best
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["peft=peft_config"], "needs exactly one of peft.config"),
-    (["peft=peft_config", "peft.config={peft_type: PREFIX_TUNING}"],
-     "peft_type=PREFIX_TUNING does not apply here: it adds past key/values"),
-    (["peft=peft_config", "peft.config={r: 4}"], "peft.config has no peft_type"),
-    (["peft=peft_config", "peft.file=/nonexistent/adapter_config.json"], "does not exist: pass the path of an adapter_config.json"),
-    (["peft=lora", "peft.init_lora_weights=eva"], "peft.init_lora_weights=eva is invalid: choose one of true, gaussian"),
-    (["peft=lora", "peft.r=3", "peft.init_lora_weights=orthogonal"], "use an even rank"),
-    (["peft=hra", "peft.r=3"], "HRA's r must be even"),
-    (["peft=adalora", "peft.target_r=16"], "peft.target_r=16 is invalid: it must not exceed peft.init_r=12"),
-    (["peft=adalora", "peft.tinit_fraction=0.5", "peft.tfinal_fraction=0.5"], "keep their sum below 1"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["peft=peft_config"], "needs exactly one of peft.config"),
+        (
+            ["peft=peft_config", "peft.config={peft_type: PREFIX_TUNING}"],
+            "peft_type=PREFIX_TUNING does not apply here: it adds past key/values",
+        ),
+        (["peft=peft_config", "peft.config={r: 4}"], "peft.config has no peft_type"),
+        (
+            ["peft=peft_config", "peft.file=/nonexistent/adapter_config.json"],
+            "does not exist: pass the path of an adapter_config.json",
+        ),
+        (
+            ["peft=lora", "peft.init_lora_weights=eva"],
+            "peft.init_lora_weights=eva is invalid: choose one of true, gaussian",
+        ),
+        (["peft=lora", "peft.r=3", "peft.init_lora_weights=orthogonal"], "use an even rank"),
+        (["peft=hra", "peft.r=3"], "HRA's r must be even"),
+        (["peft=adalora", "peft.target_r=16"], "peft.target_r=16 is invalid: it must not exceed peft.init_r=12"),
+        (["peft=adalora", "peft.tinit_fraction=0.5", "peft.tfinal_fraction=0.5"], "keep their sum below 1"),
+    ],
+)
 def test_bad_tuner_settings_are_one_line_when_parsed(overrides, message):
     with pytest.raises(ConfigError, match=message) as err:
         parse_config(compose_config(*overrides, output_dir="/tmp/unused"))
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("content, message", [
-    ("{not json", "is not JSON"),
-    ('{"r": 8, "target_modules": ["q_proj"]}', r"is not a peft adapter config \(no peft_type\)"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{not json", "is not JSON"),
+        ('{"r": 8, "target_modules": ["q_proj"]}', r"is not a peft adapter config \(no peft_type\)"),
+    ],
+)
 def test_a_file_that_is_not_an_adapter_config_is_refused(tmp_path, content, message):
     (tmp_path / "adapter_config.json").write_text(content)
     with pytest.raises(ConfigError, match=message):
-        parse_config(compose_config("peft=peft_config", f"peft.file={tmp_path / 'adapter_config.json'}",
-                                    output_dir="/tmp/unused"))
+        parse_config(
+            compose_config(
+                "peft=peft_config", f"peft.file={tmp_path / 'adapter_config.json'}", output_dir="/tmp/unused"
+            )
+        )
 
 
-@pytest.mark.parametrize("config, message", [
-    ("{peft_type: FOO}", "peft_type=FOO is not a peft tuner: choose one of "),
-    ("{peft_type: C3A, block_sise: 16}", "peft.config.block_sise is not a field of C3AConfig: did you mean block_size?"),
-    ("{peft_type: C3A, block_size: 7}", "peft=peft_config does not fit model=vit_tiny"),
-])
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ("{peft_type: FOO}", "peft_type=FOO is not a peft tuner: choose one of "),
+        (
+            "{peft_type: C3A, block_sise: 16}",
+            "peft.config.block_sise is not a field of C3AConfig: did you mean block_size?",
+        ),
+        ("{peft_type: C3A, block_size: 7}", "peft=peft_config does not fit model=vit_tiny"),
+    ],
+)
 def test_an_unknown_tuner_or_field_fails_before_any_data_is_read(tmp_path, config, message):
     # The data folder does not exist: a DataError would mean the data was reached first.
-    cfg = compose_config(*TINY_TRAIN, "logger=none", "peft=peft_config", f"peft.config={config}", "data=imagefolder",
-                         f"data.root={tmp_path / 'no_photos'}", output_dir=tmp_path / "run")
+    cfg = compose_config(
+        *TINY_TRAIN,
+        "logger=none",
+        "peft=peft_config",
+        f"peft.config={config}",
+        "data=imagefolder",
+        f"data.root={tmp_path / 'no_photos'}",
+        output_dir=tmp_path / "run",
+    )
     with pytest.raises(ConfigError, match=message) as err:
         train(cfg)
     assert "\n" not in str(err.value)

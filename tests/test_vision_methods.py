@@ -100,13 +100,25 @@ def logits(model: torch.nn.Module) -> torch.Tensor:
         return model(pixel_values=torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))).logits
 
 
-SSF, ADAPTFORMER, HOULSBY, PFEIFFER = ("peft=ssf",), ("peft=adaptformer",), ("peft=adapter",), (
-    "peft=adapter", "peft.placement=pfeiffer")
+SSF, ADAPTFORMER, HOULSBY, PFEIFFER = (
+    ("peft=ssf",),
+    ("peft=adaptformer",),
+    ("peft=adapter",),
+    ("peft=adapter", "peft.placement=pfeiffer"),
+)
 # Each zero-initialised method on ViT, and on DINOv2 (layer scale, norm2) and Swin (its blocks return
 # (hidden states, attention weights): the hooks must take tuples too) where its hooks differ.
-IDENTITY_CASES = [(SSF, "vit_tiny"), (ADAPTFORMER, "vit_tiny"), (HOULSBY, "vit_tiny"), (PFEIFFER, "vit_tiny"),
-                  (SSF, "dinov2_tiny"), (ADAPTFORMER, "dinov2_tiny"), (HOULSBY, "dinov2_tiny"),
-                  (ADAPTFORMER, "swin_tiny"), (HOULSBY, "swin_tiny")]
+IDENTITY_CASES = [
+    (SSF, "vit_tiny"),
+    (ADAPTFORMER, "vit_tiny"),
+    (HOULSBY, "vit_tiny"),
+    (PFEIFFER, "vit_tiny"),
+    (SSF, "dinov2_tiny"),
+    (ADAPTFORMER, "dinov2_tiny"),
+    (HOULSBY, "dinov2_tiny"),
+    (ADAPTFORMER, "swin_tiny"),
+    (HOULSBY, "swin_tiny"),
+]
 
 
 @pytest.mark.parametrize("overrides, model", IDENTITY_CASES, ids=lambda o: " ".join(o) if isinstance(o, tuple) else o)
@@ -120,17 +132,21 @@ def test_untrained_method_gives_the_base_models_logits_exactly_and_its_modules_a
     assert not torch.allclose(logits(adapted), logits(base), atol=1e-3)
 
 
-def expected_names(method: str, base: torch.nn.Module, *, deep: bool = False,
-                   placement: str = "houlsby") -> set[str]:
+def expected_names(method: str, base: torch.nn.Module, *, deep: bool = False, placement: str = "houlsby") -> set[str]:
     """What each method's definition says trains on the tiny ViT (4 layers), besides the head."""
     layers = range(len(base.vit.layers))
     if method == "ssf":
-        hosts = [n for n, m in base.named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.LayerNorm,
-                                                                      torch.nn.Conv2d)) and n != "classifier"]
+        hosts = [
+            n
+            for n, m in base.named_modules()
+            if isinstance(m, (torch.nn.Linear, torch.nn.LayerNorm, torch.nn.Conv2d)) and n != "classifier"
+        ]
         assert len(hosts) == 1 + 4 * 8 + 1  # patch embedding, 8 per block, final norm
         return {f"{n}.ssf.{p}" for n in hosts for p in ("scale", "shift")}
     if method == "vpt":
-        return {"vit.embeddings.vpt.prompts"} | ({f"vit.layers.{i}.vpt.prompts" for i in layers if i} if deep else set())
+        return {"vit.embeddings.vpt.prompts"} | (
+            {f"vit.layers.{i}.vpt.prompts" for i in layers if i} if deep else set()
+        )
     linear = {f"{m}.{p}" for m in ("down", "up") for p in ("weight", "bias")}
     if method == "adaptformer":
         return {f"vit.layers.{i}.adaptformer.{p}" for i in layers for p in linear}
@@ -138,9 +154,17 @@ def expected_names(method: str, base: torch.nn.Module, *, deep: bool = False,
     return {f"vit.layers.{i}.{h}.adapter.{p}" for i in layers for h in hosts for p in linear}
 
 
-@pytest.mark.parametrize("method, kwargs", [("ssf", {}), ("vpt", {}), ("vpt", {"deep": True}),
-                                            ("adaptformer", {}), ("adapter", {}),
-                                            ("adapter", {"placement": "pfeiffer"})])
+@pytest.mark.parametrize(
+    "method, kwargs",
+    [
+        ("ssf", {}),
+        ("vpt", {}),
+        ("vpt", {"deep": True}),
+        ("adaptformer", {}),
+        ("adapter", {}),
+        ("adapter", {"placement": "pfeiffer"}),
+    ],
+)
 def test_exactly_the_parameters_the_method_names_train_and_the_base_is_untouched(method, kwargs):
     overrides = [f"peft={method}", *(f"peft.{k}={str(v).lower()}" for k, v in kwargs.items())]
     base, adapted = tiny(*overrides)
@@ -172,15 +196,15 @@ def test_vpt_grows_the_sequence_by_the_prompts_at_every_layer_and_deep_replaces_
     assert [h.shape[1] for h in inputs] == [tokens + p + patches] * 4
     assert out.shape[1] == tokens + patches  # the head sees the base's tokens, in the base's places
     prompts = adapted.base_model.embeddings.vpt.prompts
-    assert torch.equal(inputs[0][:, 1:1 + p], prompts.expand(4, -1, -1))  # right after [CLS], at the input
+    assert torch.equal(inputs[0][:, 1 : 1 + p], prompts.expand(4, -1, -1))  # right after [CLS], at the input
     for i in range(1, 4):
-        at_layer = inputs[i][:, 1:1 + p]
+        at_layer = inputs[i][:, 1 : 1 + p]
         if deep:  # this layer's own set replaced what layer i-1 made of the previous one
             assert torch.equal(at_layer, adapted.base_model.layers[i].vpt.prompts.expand(4, -1, -1))
         else:  # shallow: the input prompts, as the previous layers transformed them
             assert not torch.allclose(at_layer, prompts.expand(4, -1, -1))
     base_inputs, _ = sequence_lengths(base)
-    assert torch.equal(inputs[0][:, 1 + p:], base_inputs[0][:, 1:])  # [CLS] and patches as the base embeds them
+    assert torch.equal(inputs[0][:, 1 + p :], base_inputs[0][:, 1:])  # [CLS] and patches as the base embeds them
     assert not torch.allclose(logits(adapted), logits(base))  # the prompts reach [CLS]
 
 
@@ -188,23 +212,31 @@ def test_vpt_prompts_never_enter_dinov2s_patch_mean():
     p = 3
     _, adapted = tiny("peft=vpt", f"peft.prompts={p}", model="dinov2_tiny")
     norm, seen = adapted.dinov2.layernorm, {}
-    hooks = [norm.register_forward_pre_hook(lambda m, args: seen.update(sequence=args[0])),
-             adapted.classifier.register_forward_pre_hook(lambda m, args: seen.update(head=args[0]))]
+    hooks = [
+        norm.register_forward_pre_hook(lambda m, args: seen.update(sequence=args[0])),
+        adapted.classifier.register_forward_pre_hook(lambda m, args: seen.update(head=args[0])),
+    ]
     logits(adapted)
     for hook in hooks:
         hook.remove()
     with torch.no_grad():
-        normed = torch.nn.functional.layer_norm(seen["sequence"], norm.normalized_shape, norm.weight, norm.bias,
-                                                norm.eps)
+        normed = torch.nn.functional.layer_norm(
+            seen["sequence"], norm.normalized_shape, norm.weight, norm.bias, norm.eps
+        )
     assert seen["sequence"].shape[1] == 1 + p + 64  # the prompts went through the encoder
-    patch_mean = normed[:, 1 + p:].mean(1)
+    patch_mean = normed[:, 1 + p :].mean(1)
     assert torch.allclose(seen["head"], torch.cat([normed[:, 0], patch_mean], dim=1), atol=1e-6)
     with_prompts = normed[:, 1:].mean(1)
     assert not torch.allclose(seen["head"][:, 64:], with_prompts, atol=1e-3)
 
 
-RUNS = [("peft=ssf",), ("peft=vpt", "peft.prompts=4"), ("peft=vpt", "peft.prompts=4", "peft.deep=true"),
-        ("peft=adaptformer",), ("peft=adapter", "peft.width=8")]  # pfeiffer saves and loads as houlsby does
+RUNS = [
+    ("peft=ssf",),
+    ("peft=vpt", "peft.prompts=4"),
+    ("peft=vpt", "peft.prompts=4", "peft.deep=true"),
+    ("peft=adaptformer",),
+    ("peft=adapter", "peft.width=8"),
+]  # pfeiffer saves and loads as houlsby does
 
 
 @pytest.mark.parametrize("overrides", RUNS, ids=lambda o: " ".join(o))
@@ -243,8 +275,12 @@ def test_each_method_trains_saves_what_trained_reloads_exactly_predicts_and_expo
     else:  # nothing to fold: one line saying why and what to use instead, and no export written
         assert export_cli([str(run_dir), str(tmp_path / "exported")]) == 2
         [line] = capsys.readouterr().err.strip().splitlines()
-        assert line.startswith(f"peft-food-export: error: peft={method} cannot be exported as a plain transformers "
-                               f"model: ") and "peft-food-predict <run dir>" in line
+        assert (
+            line.startswith(
+                f"peft-food-export: error: peft={method} cannot be exported as a plain transformers model: "
+            )
+            and "peft-food-predict <run dir>" in line
+        )
         assert not (tmp_path / "exported" / "model.safetensors").exists()
         # The run's model card says so too, instead of offering the export.
         card = (run_dir / "model" / "README.md").read_text()
@@ -267,18 +303,30 @@ def check_ssf_export(run_dir, out_dir, *, expected, labels, image):
     assert top[0]["label"] in labels
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["peft=vpt", "peft.prompts=0"], "peft.prompts=0 is invalid: prompts of peft=vpt must be positive"),
-    (["peft=adapter", "peft.width=0"], "peft.width=0 is invalid: width of peft=adapter must be positive"),
-    (["peft=adaptformer", "peft.width=0"], "peft.width=0 is invalid: width of peft=adaptformer must be positive"),
-    (["peft=adapter", "peft.placement=middle"], "peft.placement='middle' is invalid: use houlsby or pfeiffer"),
-    (["peft=adaptformer", "peft.scale=0"], "peft.scale=0.0 is invalid: the branch's output scale s must be positive"),
-    (["peft=vpt", "model=swin_tiny"], "peft=vpt supports ViT, DeiT, DINOv2 backbones"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["peft=vpt", "peft.prompts=0"], "peft.prompts=0 is invalid: prompts of peft=vpt must be positive"),
+        (["peft=adapter", "peft.width=0"], "peft.width=0 is invalid: width of peft=adapter must be positive"),
+        (["peft=adaptformer", "peft.width=0"], "peft.width=0 is invalid: width of peft=adaptformer must be positive"),
+        (["peft=adapter", "peft.placement=middle"], "peft.placement='middle' is invalid: use houlsby or pfeiffer"),
+        (
+            ["peft=adaptformer", "peft.scale=0"],
+            "peft.scale=0.0 is invalid: the branch's output scale s must be positive",
+        ),
+        (["peft=vpt", "model=swin_tiny"], "peft=vpt supports ViT, DeiT, DINOv2 backbones"),
+    ],
+)
 def test_bad_input_fails_with_one_line_before_any_data_is_read(overrides, message, tmp_path):
     # data=imagefolder on a folder that does not exist: reading any data would raise a DataError.
-    cfg = compose_config(*TINY, "logger=none", "data=imagefolder", f"data.root={tmp_path / 'no_data'}", *overrides,
-                         output_dir=tmp_path / "run")
+    cfg = compose_config(
+        *TINY,
+        "logger=none",
+        "data=imagefolder",
+        f"data.root={tmp_path / 'no_data'}",
+        *overrides,
+        output_dir=tmp_path / "run",
+    )
     with pytest.raises(ConfigError) as err:
         train(cfg)
     assert message in str(err.value) and len(str(err.value).splitlines()) == 1
@@ -294,8 +342,11 @@ def test_a_key_the_method_lacks_fails_when_composed(override):
         compose_config(f"peft={method}", override)
 
 
-@pytest.mark.parametrize("overrides", [("peft=ssf",), ("peft=vpt", "peft.deep=true"), ("peft=adaptformer",),
-                                       ("peft=adapter",)], ids=lambda o: " ".join(o))
+@pytest.mark.parametrize(
+    "overrides",
+    [("peft=ssf",), ("peft=vpt", "peft.deep=true"), ("peft=adaptformer",), ("peft=adapter",)],
+    ids=lambda o: " ".join(o),
+)
 def test_each_method_trains_under_fp16_autocast_and_only_its_own_tensors_move(overrides):
     # The GPU recipe's fp16 (autocast over fp32 weights, loss scaling), on the CPU's fp16 autocast:
     # the added modules take half-precision activations and hand them on in the model's dtype.
@@ -320,14 +371,20 @@ def sweep_jobs(*overrides: str) -> list:
         with open_dict(hydra_cfg):  # the command line's overrides, as Hydra's multirun records them
             hydra_cfg.overrides.task = [*TINY, *overrides]
         check_grid(hydra_cfg)
-        return [parse_config(compose(config_name="train", overrides=[*job, "output_dir=/x"]))
-                for job, _ in grid_jobs(hydra_cfg)]
+        return [
+            parse_config(compose(config_name="train", overrides=[*job, "output_dir=/x"]))
+            for job, _ in grid_jobs(hydra_cfg)
+        ]
 
 
 def test_methods_that_share_a_key_sweep_together_and_one_that_lacks_it_stops_the_sweep(capsys):
     specs = sweep_jobs("peft=adaptformer,adapter", "peft.width=2,4")
     assert sorted((s.peft.method, s.peft.width) for s in specs) == [
-        ("adapter", 2), ("adapter", 4), ("adaptformer", 2), ("adaptformer", 4)]
+        ("adapter", 2),
+        ("adapter", 4),
+        ("adaptformer", 2),
+        ("adaptformer", 4),
+    ]
     with pytest.raises(SystemExit) as stopped:
         sweep_jobs("peft=adaptformer,ssf", "peft.width=2,4")
     assert stopped.value.code == 2

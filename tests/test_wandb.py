@@ -81,7 +81,9 @@ def test_the_model_is_an_artifact_that_predicts_like_the_run(lora_wandb_run, tmp
     assert set(model.aliases) == {"best", "latest"} and model.name == f"model-{wb.run.run_id}"
     assert model.metadata["method"] == "lora" and model.metadata["best"] == record.best
     assert model.metadata["trainable_params"] == record.counts.trainable_params
-    assert {"adapter_model.safetensors", "peft_food.json", "preprocessor_config.json", "base/model.safetensors"} <= set(model.files)
+    assert {"adapter_model.safetensors", "peft_food.json", "preprocessor_config.json", "base/model.safetensors"} <= set(
+        model.files
+    )
 
     downloaded = tmp_path / "artifact"  # what `wandb artifact get` would write
     for path, staged in model.files.items():
@@ -100,16 +102,21 @@ def test_the_model_is_an_artifact_that_predicts_like_the_run(lora_wandb_run, tmp
 def test_full_fine_tuning_logs_its_model_only_when_asked(tmp_path, offline_wandb):
     for log_model, expected in (("null", []), ("true", ["model"])):
         run_dir = tmp_path / log_model
-        train(compose_config(*TINY, "peft=full", "train.epochs=1", f"logger.log_model={log_model}",
-                             output_dir=run_dir))
+        train(compose_config(*TINY, "peft=full", "train.epochs=1", f"logger.log_model={log_model}", output_dir=run_dir))
         [run_file] = run_files(run_dir)
         assert [a.type for a in read_run(run_file).artifacts if a.type == "model"] == expected
 
 
 def test_wandb_environment_is_honoured_and_the_config_wins_over_it(tmp_path, offline_wandb, monkeypatch):
-    env = {"WANDB_PROJECT": "cluster-proj", "WANDB_RUN_GROUP": "cluster-group", "WANDB_NAME": "cluster-name",
-           "WANDB_JOB_TYPE": "cluster-job", "WANDB_TAGS": "night, a100", "WANDB_NOTES": "from the script",
-           "WANDB_DIR": str(tmp_path / "wandb-dir")}
+    env = {
+        "WANDB_PROJECT": "cluster-proj",
+        "WANDB_RUN_GROUP": "cluster-group",
+        "WANDB_NAME": "cluster-name",
+        "WANDB_JOB_TYPE": "cluster-job",
+        "WANDB_TAGS": "night, a100",
+        "WANDB_NOTES": "from the script",
+        "WANDB_DIR": str(tmp_path / "wandb-dir"),
+    }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     train(compose_config(*TINY, "train.epochs=1", "logger.examples=0", output_dir=tmp_path / "env"))
@@ -117,12 +124,27 @@ def test_wandb_environment_is_honoured_and_the_config_wins_over_it(tmp_path, off
     [run_file] = sorted((tmp_path / "wandb-dir").glob("wandb/offline-run-*/run-*.wandb"))
     run = read_run(run_file).run
     assert (run.project, run.run_group, run.display_name, run.job_type, run.notes) == (
-        "cluster-proj", "cluster-group", "cluster-name", "cluster-job", "from the script")
+        "cluster-proj",
+        "cluster-group",
+        "cluster-name",
+        "cluster-job",
+        "from the script",
+    )
     assert set(run.tags) == {"night", "a100", "lora", "vit_tiny"}
 
-    train(compose_config(*TINY, "train.epochs=1", "logger.examples=0", "logger.project=mine", "logger.group=g",
-                         "logger.job_type=probe", f"logger.dir={tmp_path / 'mine'}", "logger.tags=[x]",
-                         output_dir=tmp_path / "explicit"))
+    train(
+        compose_config(
+            *TINY,
+            "train.epochs=1",
+            "logger.examples=0",
+            "logger.project=mine",
+            "logger.group=g",
+            "logger.job_type=probe",
+            f"logger.dir={tmp_path / 'mine'}",
+            "logger.tags=[x]",
+            output_dir=tmp_path / "explicit",
+        )
+    )
     [run_file] = sorted((tmp_path / "mine").glob("wandb/offline-run-*/run-*.wandb"))
     run = read_run(run_file).run
     assert (run.project, run.run_group, run.display_name, run.job_type) == ("mine", "g", "cluster-name", "probe")
@@ -132,9 +154,24 @@ def test_wandb_environment_is_honoured_and_the_config_wins_over_it(tmp_path, off
 def sweep(tmp_path: Path, *args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env.update(HOME=str(tmp_path / "home"), **(env_extra or {}))
-    return subprocess.run([sys.executable, "-m", "peft_food", "-m", *TINY, "train.epochs=1",
-                           "logger.examples=0", *args, f"hydra.sweep.dir={tmp_path / 'sweep'}"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "peft_food",
+            "-m",
+            *TINY,
+            "train.epochs=1",
+            "logger.examples=0",
+            *args,
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_seeds_group_by_setting_and_compare_says_whether_a_gap_is_noise(tmp_path, capsys):
@@ -147,12 +184,16 @@ def test_seeds_group_by_setting_and_compare_says_whether_a_gap_is_noise(tmp_path
 
     assert compare([str(tmp_path / "sweep"), "--wandb"]) == 0
     out = capsys.readouterr().out
-    section = out[out.index("\nsetting "):].strip().splitlines()
+    section = out[out.index("\nsetting ") :].strip().splitlines()
     # Selected on val (mean over the seeds), reported on test (mean over the same seeds).
-    val = {setting: sum(r.summary["best_val_accuracy"] for r in pair) / 2
-           for setting, pair in (("r=2", runs[:2]), ("r=4", runs[2:]))}
-    test = {setting: sum(r.summary["test/accuracy"] for r in pair) / 2
-            for setting, pair in (("r=2", runs[:2]), ("r=4", runs[2:]))}
+    val = {
+        setting: sum(r.summary["best_val_accuracy"] for r in pair) / 2
+        for setting, pair in (("r=2", runs[:2]), ("r=4", runs[2:]))
+    }
+    test = {
+        setting: sum(r.summary["test/accuracy"] for r in pair) / 2
+        for setting, pair in (("r=2", runs[:2]), ("r=4", runs[2:]))
+    }
     top = max(val, key=val.get)
     assert section[1].split()[:3] == [top, "2", f"{val[top]:.4f}"]
     assert f"{test[top]:.4f} +- " in section[1]
@@ -178,16 +219,24 @@ def test_a_sweep_keeps_the_users_wandb_group(tmp_path):
 def test_the_command_a_wandb_agent_runs_composes_and_trains(spec, tmp_path):
     sweep_spec = yaml.safe_load(spec.read_text())
     # The first point of the search, as the agent passes it: key=value pairs (${args_no_hyphens}).
-    point = {key: p["values"][0] if "values" in p else p.get("value", p.get("min"))
-             for key, p in sweep_spec["parameters"].items()}
+    point = {
+        key: p["values"][0] if "values" in p else p.get("value", p.get("min"))
+        for key, p in sweep_spec["parameters"].items()
+    }
     args = [f"{key}={value}" for key, value in point.items()]
     assert sweep_spec["command"] == ["${env}", "${program}", "${args_no_hyphens}"]
     exe = shutil.which(sweep_spec["program"], path=str(Path(sys.executable).parent))
     # Pinned to the offline quickstart so it runs here (what `experiment: {value: quickstart}` adds).
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env.update(HOME=str(tmp_path / "home"), WANDB_MODE="offline")
-    done = subprocess.run([exe, *args, "experiment=quickstart", "train.epochs=1", "logger.examples=0"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [exe, *args, "experiment=quickstart", "train.epochs=1", "logger.examples=0"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert sweep_spec["metric"]["name"] in summary  # the metric the sweep optimises is in the summary
@@ -207,7 +256,8 @@ def closed_port() -> int:
 
 @pytest.mark.parametrize("problem", ["malformed key", "unreachable"])
 def test_an_online_run_wandb_cannot_start_fails_fast_in_one_line_and_records_failed(
-        tmp_path, offline_wandb, monkeypatch, problem):
+    tmp_path, offline_wandb, monkeypatch, problem
+):
     """The record is written failed (W&B starts inside the failure path), within the bound, and the
     error is one line naming the fix; no network beyond localhost."""
     from peft_food.errors import UserError

@@ -32,8 +32,15 @@ def data_rate(ds, *, workers: int, batch_size: int, limit: int, mean, std) -> fl
 
 
 def _data_rate(ds, *, workers: int, batch_size: int, limit: int, mean, std) -> float:
-    loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate, shuffle=False,
-                        persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+    loader = DataLoader(
+        ds,
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=collate,
+        shuffle=False,
+        persistent_workers=workers > 0,
+        pin_memory=torch.cuda.is_available(),
+    )
     iterator = iter(loader)
     normalize(next(iterator)["pixel_values"], mean=mean, std=std)  # start-up and first batch untimed
     seen, started = 0, time.perf_counter()
@@ -90,8 +97,10 @@ class PeakRSS:
     def _sample(self) -> None:
         process = psutil.Process()
         while not self._stop.wait(0.01):
-            self.peak = max(self.peak, process.memory_info().rss + sum(
-                c.memory_info().rss for c in process.children(recursive=True)))
+            self.peak = max(
+                self.peak,
+                process.memory_info().rss + sum(c.memory_info().rss for c in process.children(recursive=True)),
+            )
 
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()

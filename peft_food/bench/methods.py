@@ -40,10 +40,17 @@ def bench_methods(spec: RunSpec, bench: BenchSpec, *, methods: dict[str, PeftSpe
         for name, method_spec in methods.items():
             with context.Pool(1) as pool:
                 runs[name].append(pool.apply(bench_method, (spec, bench, method_spec, out_dir / "scratch")))
-    result = {name: {"label": methods[name].label, "trainable_params": rs[0]["trainable_params"],
-                     "step_s": min(r["step_s"] for r in rs), "img_per_s": max(r["img_per_s"] for r in rs),
-                     "train_mem_mb": min(r["train_mem_mb"] for r in rs), "peak_mem_mb": min(r["peak_mem_mb"] for r in rs)}
-              for name, rs in runs.items()}
+    result = {
+        name: {
+            "label": methods[name].label,
+            "trainable_params": rs[0]["trainable_params"],
+            "step_s": min(r["step_s"] for r in rs),
+            "img_per_s": max(r["img_per_s"] for r in rs),
+            "train_mem_mb": min(r["train_mem_mb"] for r in rs),
+            "peak_mem_mb": min(r["peak_mem_mb"] for r in rs),
+        }
+        for name, rs in runs.items()
+    }
     whole = next((name for name, method in methods.items() if method.saves_whole_model), None)
     if whole is not None:
         for row in result.values():

@@ -59,10 +59,16 @@ def run_bench(cfg: DictConfig, *, out_dir: Path, passed: list[str] = ()) -> dict
     # The configured method's settings where it is timed, each other method's defaults.
     methods = {name: spec.peft if spec.peft.method == name else METHODS[name]() for name in bench.methods}
     processor = load_processor(spec.model)  # no model needed for the data section
-    result: dict[str, Any] = {"device": hardware(), "model": spec.model.name, "batch_size": bench.batch_size,
-                              "precision": resolve_precision(spec.train.precision),
-                              "attention": spec.model.attn_implementation, "compile": spec.train.compile,
-                              "workers": resolve_workers(spec.train.workers), "data_store": spec.data.store}
+    result: dict[str, Any] = {
+        "device": hardware(),
+        "model": spec.model.name,
+        "batch_size": bench.batch_size,
+        "precision": resolve_precision(spec.train.precision),
+        "attention": spec.model.attn_implementation,
+        "compile": spec.train.compile,
+        "workers": resolve_workers(spec.train.workers),
+        "data_store": spec.data.store,
+    }
     time_data = spec.data.source != "synthetic" and "data" in bench.sections  # nothing to decode otherwise
     train_real = "train" in bench.sections and "real" in bench.inputs and bool(bench.methods)
     # Read (and for local folders, screened) once: every section and run below re-uses it.
@@ -75,8 +81,16 @@ def run_bench(cfg: DictConfig, *, out_dir: Path, passed: list[str] = ()) -> dict
         if time_data:
             result["data"] = bench_data(loaded, spec, bench, processor, stored=stored)
         if "train" in bench.sections:
-            result.update(bench_all_train(spec, bench, methods=methods, loaded=loaded,
-                                          stored=stored if spec.data.store else None, out_dir=out_dir))
+            result.update(
+                bench_all_train(
+                    spec,
+                    bench,
+                    methods=methods,
+                    loaded=loaded,
+                    stored=stored if spec.data.store else None,
+                    out_dir=out_dir,
+                )
+            )
         if "methods" in bench.sections:
             result["methods"] = bench_methods(spec, bench, methods=methods, out_dir=out_dir)
         if "startup" in bench.sections:

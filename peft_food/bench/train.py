@@ -53,8 +53,16 @@ class SyntheticPixels(Dataset):
         return {"pixel_values": self.pixels[j], "labels": int(self.labels[j])}
 
 
-def bench_train(spec: RunSpec, bench: BenchSpec, *, method_spec, recipe: str, loaded: Splits | None,
-                out_dir: Path, stored: Splits | None = None) -> dict[str, Any]:
+def bench_train(
+    spec: RunSpec,
+    bench: BenchSpec,
+    *,
+    method_spec,
+    recipe: str,
+    loaded: Splits | None,
+    out_dir: Path,
+    stored: Splits | None = None,
+) -> dict[str, Any]:
     """One short training run; `loaded` is the real data (end to end), None for synthetic pixels;
     `stored`: the same through data stores, which ours reads with data.store=true."""
     ours = recipe == "ours"
@@ -76,8 +84,15 @@ def bench_train(spec: RunSpec, bench: BenchSpec, *, method_spec, recipe: str, lo
         pool = 4 * bench.batch_size
         train_ds = SyntheticPixels(n=n, size=size, num_labels=len(labels), uint8=ours, pool=pool)
         eval_ds = SyntheticPixels(n=min(n, pool), size=size, num_labels=len(labels), uint8=ours)
-    train_spec = replace(spec.train, batch_size=bench.batch_size, eval_batch_size=bench.batch_size, grad_accum=1,
-                         max_steps=steps, logging_steps=10_000, compile=ours and spec.train.compile)
+    train_spec = replace(
+        spec.train,
+        batch_size=bench.batch_size,
+        eval_batch_size=bench.batch_size,
+        grad_accum=1,
+        max_steps=steps,
+        logging_steps=10_000,
+        compile=ours and spec.train.compile,
+    )
     precision = resolve_precision(spec.train.precision)
     workers = resolve_workers(spec.train.workers) if ours and loaded else 0
     timer = StepTimer(bench.warmup_steps)
@@ -85,9 +100,20 @@ def bench_train(spec: RunSpec, bench: BenchSpec, *, method_spec, recipe: str, lo
     # (NO_SELECTION, as protocol retrain), and for the seed recipe its unfused AdamW (ours keeps
     # training's default, fused where torch has it).
     overrides = dict(NO_SELECTION, save_strategy="no", **({} if ours else {"optim": "adamw_torch"}))
-    trainer = build_image_trainer(model=model, processor=processor, train_dataset=train_ds, eval_dataset=eval_ds,
-                                  train=train_spec, precision=precision, workers=workers, run_dir=out_dir,
-                                  seed=spec.seed, callbacks=[timer], metrics=None, **overrides)
+    trainer = build_image_trainer(
+        model=model,
+        processor=processor,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        train=train_spec,
+        precision=precision,
+        workers=workers,
+        run_dir=out_dir,
+        seed=spec.seed,
+        callbacks=[timer],
+        metrics=None,
+        **overrides,
+    )
     args = trainer.args
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
@@ -105,19 +131,38 @@ def bench_train(spec: RunSpec, bench: BenchSpec, *, method_spec, recipe: str, lo
     evaluated = trainer.evaluate()
     eval_n = len(eval_ds)
     step_s = sum(times) / len(times)
-    return {"img_per_s": bench.batch_size / step_s, "step_s": step_s, "step_s_median": statistics.median(times),
-            "steps_timed": len(times), "timing": timer.timing, "peak_reserved_mb": reserved,
-            "peak_mem_mb": peak_mb, "train_mem_mb": train_mem_mb,
-            "trainable_params": count_parameters(model)["trainable_params"],
-            "eval_img_per_s": eval_n / (time.perf_counter() - started), "precision": precision,
-            "attention": model_spec.attn_implementation, "optim": args.optim, "workers": workers,
-            "compile": args.torch_compile, "gradient_checkpointing": spec.train.gradient_checkpointing,
-            "input_size": list(size), "eval_loss": evaluated.get("eval_loss"),
-            "data_store": bool(loaded and ours and stored is not None)}
+    return {
+        "img_per_s": bench.batch_size / step_s,
+        "step_s": step_s,
+        "step_s_median": statistics.median(times),
+        "steps_timed": len(times),
+        "timing": timer.timing,
+        "peak_reserved_mb": reserved,
+        "peak_mem_mb": peak_mb,
+        "train_mem_mb": train_mem_mb,
+        "trainable_params": count_parameters(model)["trainable_params"],
+        "eval_img_per_s": eval_n / (time.perf_counter() - started),
+        "precision": precision,
+        "attention": model_spec.attn_implementation,
+        "optim": args.optim,
+        "workers": workers,
+        "compile": args.torch_compile,
+        "gradient_checkpointing": spec.train.gradient_checkpointing,
+        "input_size": list(size),
+        "eval_loss": evaluated.get("eval_loss"),
+        "data_store": bool(loaded and ours and stored is not None),
+    }
 
 
-def dropout_cost(spec: RunSpec, bench: BenchSpec, *, method: PeftSpec, inputs: dict[str, Splits | None],
-                 out_dir: Path, stored: Splits | None = None) -> dict[str, Any]:
+def dropout_cost(
+    spec: RunSpec,
+    bench: BenchSpec,
+    *,
+    method: PeftSpec,
+    inputs: dict[str, Splits | None],
+    out_dir: Path,
+    stored: Splits | None = None,
+) -> dict[str, Any]:
     """A method with dropout as configured (LoRA: the seed's 0.1) against the same method without
     it, our settings, first input, alternating `bench.repeats` times (best of each). Dropout on the
     LoRA input path is an extra pass over each targeted layer's input, kept for the backward pass."""
@@ -125,31 +170,66 @@ def dropout_cost(spec: RunSpec, bench: BenchSpec, *, method: PeftSpec, inputs: d
     runs: dict[str, list[dict[str, Any]]] = {"with": [], "without": []}
     for _ in range(bench.repeats):
         for name, spec_ in (("with", method), ("without", replace(method, dropout=0.0))):
-            runs[name].append(bench_train(spec, bench, method_spec=spec_, recipe="ours", loaded=inputs[source],
-                                          stored=stored if source == "real" else None, out_dir=out_dir))
+            runs[name].append(
+                bench_train(
+                    spec,
+                    bench,
+                    method_spec=spec_,
+                    recipe="ours",
+                    loaded=inputs[source],
+                    stored=stored if source == "real" else None,
+                    out_dir=out_dir,
+                )
+            )
     best = {name: max(r["img_per_s"] for r in rs) for name, rs in runs.items()}
     peak = {name: min(r["peak_mem_mb"] for r in rs) for name, rs in runs.items()}
-    return {"method": method.label, "dropout": method.dropout, "input": source, "repeats": bench.repeats,
-            "img_per_s": best["with"], "img_per_s_without": best["without"],
-            "peak_mem_mb": peak["with"], "peak_mem_mb_without": peak["without"],
-            "time_cost": best["without"] / best["with"] - 1, "memory_cost": peak["with"] / peak["without"] - 1}
+    return {
+        "method": method.label,
+        "dropout": method.dropout,
+        "input": source,
+        "repeats": bench.repeats,
+        "img_per_s": best["with"],
+        "img_per_s_without": best["without"],
+        "peak_mem_mb": peak["with"],
+        "peak_mem_mb_without": peak["without"],
+        "time_cost": best["without"] / best["with"] - 1,
+        "memory_cost": peak["with"] / peak["without"] - 1,
+    }
 
 
-def bench_all_train(spec: RunSpec, bench: BenchSpec, *, methods: dict[str, PeftSpec], loaded: Splits | None,
-                    stored: Splits | None, out_dir: Path) -> dict[str, Any]:
+def bench_all_train(
+    spec: RunSpec,
+    bench: BenchSpec,
+    *,
+    methods: dict[str, PeftSpec],
+    loaded: Splits | None,
+    stored: Splits | None,
+    out_dir: Path,
+) -> dict[str, Any]:
     inputs = {source: loaded if source == "real" else None for source in bench.inputs}
     result: dict[str, Any] = {"train": {}}
     for method in bench.methods:
         result["train"][method] = {}
         for source in bench.inputs:
-            pair = {recipe: bench_train(spec, bench, method_spec=methods[method], recipe=recipe, loaded=inputs[source],
-                                        stored=stored if source == "real" else None, out_dir=out_dir / "scratch")
-                    for recipe in ("ours", "seed_recipe")}
+            pair = {
+                recipe: bench_train(
+                    spec,
+                    bench,
+                    method_spec=methods[method],
+                    recipe=recipe,
+                    loaded=inputs[source],
+                    stored=stored if source == "real" else None,
+                    out_dir=out_dir / "scratch",
+                )
+                for recipe in ("ours", "seed_recipe")
+            }
             pair["speedup"] = pair["ours"]["img_per_s"] / pair["seed_recipe"]["img_per_s"]
             result["train"][method][source] = pair
-    result["dropout"] = {name: dropout_cost(spec, bench, method=method, inputs=inputs, out_dir=out_dir / "scratch",
-                                            stored=stored)
-                         for name, method in methods.items() if getattr(method, "dropout", 0) > 0}
+    result["dropout"] = {
+        name: dropout_cost(spec, bench, method=method, inputs=inputs, out_dir=out_dir / "scratch", stored=stored)
+        for name, method in methods.items()
+        if getattr(method, "dropout", 0) > 0
+    }
     # Each method's peak memory against the method that trains everything (full fine-tuning), if timed.
     whole = next((name for name, method in methods.items() if method.saves_whole_model), None)
     if whole is not None:

@@ -19,6 +19,7 @@ def print_error(prog: str, err: BaseException) -> None:
 def one_line_errors(prog: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
     """A command's `main` with its user mistakes (UserError) printed as `<prog>: error: <message>` on
     stderr and exit status 2, no traceback; the one epilogue every command shares."""
+
     def wrap(main: Callable[..., int]) -> Callable[..., int]:
         @functools.wraps(main)
         def run(*args, **kwargs) -> int:
@@ -27,7 +28,9 @@ def one_line_errors(prog: str) -> Callable[[Callable[..., int]], Callable[..., i
             except UserError as err:
                 print_error(prog, err)
                 return 2
+
         return run
+
     return wrap
 
 

@@ -1,7 +1,7 @@
 """peft-food-bench: this package's data and training path against the seed recipe (bench/).
 
-    peft-food-bench data=food101_local data.root=../shared/data/food101-mini model=vit_tiny
-    peft-food-bench model=vit_base model.pretrained=false data=food101_local data.root=... train.precision=bf16
+peft-food-bench data=food101_local data.root=../shared/data/food101-mini model=vit_tiny
+peft-food-bench model=vit_base model.pretrained=false data=food101_local data.root=... train.precision=bf16
 """
 
 from __future__ import annotations
@@ -37,7 +37,11 @@ def bench_and_say(cfg: DictConfig, *, out_dir: Path, passed: list[str]) -> int:
 def main(cfg: DictConfig) -> None:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     # The model and precision the command line chose, for the startup section's training jobs.
-    passed = [o for o in HydraConfig.get().overrides.task if o.split("=")[0].lstrip("+~").startswith(("model", "train.precision"))]
+    passed = [
+        o
+        for o in HydraConfig.get().overrides.task
+        if o.split("=")[0].lstrip("+~").startswith(("model", "train.precision"))
+    ]
     if status := bench_and_say(cfg, out_dir=out_dir, passed=passed):
         sys.exit(status)
 

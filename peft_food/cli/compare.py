@@ -31,11 +31,20 @@ from peft_food.tracking.sweep import is_run_dir
 @one_line_errors("peft-food-compare")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="peft-food-compare", description=__doc__.splitlines()[0])
-    parser.add_argument("sweep_dirs", type=Path, nargs="+", metavar="sweep_dir",
-                        help="a multirun dir (holding 0/, 1/, ...), a committed record, or a run dir (one run); several are "
-                             "compared as one")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="where to write compare.csv/.png (default: the first sweep_dir; nowhere when that is a run dir)")
+    parser.add_argument(
+        "sweep_dirs",
+        type=Path,
+        nargs="+",
+        metavar="sweep_dir",
+        help="a multirun dir (holding 0/, 1/, ...), a committed record, or a run dir (one run); several are "
+        "compared as one",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where to write compare.csv/.png (default: the first sweep_dir; nowhere when that is a run dir)",
+    )
     parser.add_argument("--wandb", action="store_true", help="also log the PNG and the table to a W&B run")
     args = parser.parse_args(argv)
     for sweep_dir in args.sweep_dirs:
@@ -44,19 +53,25 @@ def main(argv: list[str] | None = None) -> int:
     # A run dir is one run's data: compare reads it and writes into it only when --out says so.
     out = args.out or (None if is_run_dir(args.sweep_dirs[0]) else args.sweep_dirs[0])
     if args.wandb and out is None:
-        raise UserError(f"{args.sweep_dirs[0]} is a run dir, which compare does not write into: pass --out DIR for "
-                        f"the compare.png that --wandb logs")
+        raise UserError(
+            f"{args.sweep_dirs[0]} is a run dir, which compare does not write into: pass --out DIR for "
+            f"the compare.png that --wandb logs"
+        )
     rows = collect(*args.sweep_dirs)
     if not rows:
-        raise UserError(f"no jobs in {' '.join(map(str, args.sweep_dirs))}: expected job dirs with .hydra/ "
-                        f"(e.g. multirun/<date>/<time>)")
+        raise UserError(
+            f"no jobs in {' '.join(map(str, args.sweep_dirs))}: expected job dirs with .hydra/ "
+            f"(e.g. multirun/<date>/<time>)"
+        )
     print(format_table(rows))
     for section in (method_by_model(rows), by_setting(rows), class_gaps(rows)):
         if section:
             print(f"\n{section}")
     if out is None:
-        print(f"\n{args.sweep_dirs[0]} is a run dir (one run): wrote no compare.csv/.png into it; pass --out DIR "
-              f"to write them")
+        print(
+            f"\n{args.sweep_dirs[0]} is a run dir (one run): wrote no compare.csv/.png into it; pass --out DIR "
+            f"to write them"
+        )
         return 0
     out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out / "compare.csv")
@@ -65,8 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.wandb:
         from peft_food.tracking.wandb_run import log_comparison
 
-        run = log_comparison(figure=out / "compare.png", rows=rows, columns=COLUMNS, out_dir=out,
-                             name=f"compare-{'+'.join(d.resolve().name for d in args.sweep_dirs)}")
+        run = log_comparison(
+            figure=out / "compare.png",
+            rows=rows,
+            columns=COLUMNS,
+            out_dir=out,
+            name=f"compare-{'+'.join(d.resolve().name for d in args.sweep_dirs)}",
+        )
         print(f"logged to W&B run {run.id} ({run.settings.mode})")
     return 0
 

@@ -1,7 +1,7 @@
 """Export: merge a run into a standalone model that needs neither peft nor this package (saved/export.py).
 
-    peft-food-export outputs/2026-11-22/10-00-00 exported/food-vit
-    python -c "from transformers import pipeline; print(pipeline('image-classification', model='exported/food-vit')('photo.jpg'))"
+peft-food-export outputs/2026-11-22/10-00-00 exported/food-vit
+python -c "from transformers import pipeline; print(pipeline('image-classification', model='exported/food-vit')('photo.jpg'))"
 """
 
 from __future__ import annotations
@@ -19,8 +19,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="peft-food-export", description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a run dir (outputs/<date>/<time>) or its model/ dir")
     parser.add_argument("out_dir", type=Path, help="where to write the standalone model")
-    parser.add_argument("--trust-remote-code", action="store_true",
-                        help="run Python code the saved model or its base names (auto_map); never without this flag")
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run Python code the saved model or its base names (auto_map); never without this flag",
+    )
     args = parser.parse_args(argv)
     if args.out_dir.exists() and any(args.out_dir.iterdir()):
         print(f"peft-food-export: error: {args.out_dir} exists and is not empty: choose a new folder", file=sys.stderr)
@@ -32,10 +35,16 @@ def main(argv: list[str] | None = None) -> int:
     from peft_food.saved.export import export
 
     with torch.no_grad():
-        export(args.run, args.out_dir, trust_remote_code=args.trust_remote_code,
-               say=lambda note: print(f"peft-food-export: {note}", file=sys.stderr))
-    print(f"exported {args.run} to {args.out_dir} (load with transformers.pipeline('image-classification', "
-          f"model='{args.out_dir}'))")
+        export(
+            args.run,
+            args.out_dir,
+            trust_remote_code=args.trust_remote_code,
+            say=lambda note: print(f"peft-food-export: {note}", file=sys.stderr),
+        )
+    print(
+        f"exported {args.run} to {args.out_dir} (load with transformers.pipeline('image-classification', "
+        f"model='{args.out_dir}'))"
+    )
     return 0
 
 

@@ -24,19 +24,21 @@ GROUPS = ["model", "peft", "data", "train", "logger", "experiment", "sweep", "hy
 @dataclass(frozen=True)
 class Command:
     prog: str
-    about: list[str]                     # what it does, a few lines
-    config: str = "train"                # its entry config in conf/
+    about: list[str]  # what it does, a few lines
+    config: str = "train"  # its entry config in conf/
     groups: list[str] = field(default_factory=lambda: list(GROUPS))
-    keys: str | None = None              # its own key section in the entry config (bench.*), listed with comments
+    keys: str | None = None  # its own key section in the entry config (bench.*), listed with comments
     examples: list[tuple[str, str]] = field(default_factory=list)
     multirun: bool = False
 
 
 TRAIN = Command(
     prog="peft-food-train",
-    about=["fine-tune a Vision Transformer on Food-101 or your own image folders, by full",
-           "fine-tuning or a parameter-efficient method (LoRA and others); every run writes its model,",
-           "metrics.json and per-class results to its run dir (outputs/<date>/<time>/) and logs to W&B."],
+    about=[
+        "fine-tune a Vision Transformer on Food-101 or your own image folders, by full",
+        "fine-tuning or a parameter-efficient method (LoRA and others); every run writes its model,",
+        "metrics.json and per-class results to its run dir (outputs/<date>/<time>/) and logs to W&B.",
+    ],
     multirun=True,
     examples=[
         ("peft-food-train experiment=quickstart", "offline, CPU, ~1 minute: a tiny ViT learns 10 classes"),
@@ -48,29 +50,39 @@ TRAIN = Command(
 )
 PREPARE = Command(
     prog="peft-food-prepare",
-    about=["build the data stores a training run with the same data, model and data.store_* keys",
-           "will read (data.store=true), ahead of time, e.g. before a SLURM array; prints one line per",
-           "store and builds nothing that is already there."],
+    about=[
+        "build the data stores a training run with the same data, model and data.store_* keys",
+        "will read (data.store=true), ahead of time, e.g. before a SLURM array; prints one line per",
+        "store and builds nothing that is already there.",
+    ],
     config="prepare",
     groups=["model", "data", "experiment"],
     examples=[
-        ("peft-food-prepare data=food101_local data.root=../shared/data/food101-mini model=vit_tiny",
-         "the mini photos at the toy ViT's sizes"),
+        (
+            "peft-food-prepare data=food101_local data.root=../shared/data/food101-mini model=vit_tiny",
+            "the mini photos at the toy ViT's sizes",
+        ),
         ("peft-food-prepare data.store_dir=/scratch/$USER/stores", "Food-101 from the Hub, for ViT-B/16"),
     ],
 )
 BENCH = Command(
     prog="peft-food-bench",
-    about=["time this package's data and training path against the seed recipe, side by side, on",
-           "the training config groups; writes bench.json to outputs/bench/<date>/<time>/."],
+    about=[
+        "time this package's data and training path against the seed recipe, side by side, on",
+        "the training config groups; writes bench.json to outputs/bench/<date>/<time>/.",
+    ],
     config="bench",
     groups=["model", "peft", "data", "train", "experiment"],
     keys="bench",
     examples=[
-        ("peft-food-bench data=food101_local data.root=../shared/data/food101-mini model=vit_tiny",
-         "both recipes, tiny ViT, CPU"),
-        ("peft-food-bench data=food101_local data.root=... model=vit_base model.pretrained=false",
-         "ViT-B/16 with random weights"),
+        (
+            "peft-food-bench data=food101_local data.root=../shared/data/food101-mini model=vit_tiny",
+            "both recipes, tiny ViT, CPU",
+        ),
+        (
+            "peft-food-bench data=food101_local data.root=... model=vit_base model.pretrained=false",
+            "ViT-B/16 with random weights",
+        ),
     ],
 )
 
@@ -89,8 +101,10 @@ def own_keys(section: str, *, config: Path) -> list[str]:
     """`section.key=default  # comment` for each key of the entry config's own section."""
     values = yaml.safe_load(config.read_text())[section]
     comments = dict(re.findall(r"^  (\w+):[^#\n]*#\s*(.*)$", config.read_text(), flags=re.M))
-    return [f"  {f'{section}.{key}={flow(value)}':<38}# {comments.get(key, '')}".rstrip(" #")
-            for key, value in values.items()]
+    return [
+        f"  {f'{section}.{key}={flow(value)}':<38}# {comments.get(key, '')}".rstrip(" #")
+        for key, value in values.items()
+    ]
 
 
 def flow(value: object) -> str:
@@ -100,9 +114,14 @@ def flow(value: object) -> str:
 
 def help_text(command: Command = TRAIN, *, conf_dir: Path = Path(CONF_DIR)) -> str:
     prog, chosen = command.prog, defaults(conf_dir)
-    lines = [f"{prog}: {command.about[0]}", *command.about[1:], "",
-             f"usage: {prog} {'[-m] ' if command.multirun else ''}[GROUP=OPTION ...] [KEY=VALUE ...]", "",
-             "Config groups (pick one option each; * marks the default):"]
+    lines = [
+        f"{prog}: {command.about[0]}",
+        *command.about[1:],
+        "",
+        f"usage: {prog} {'[-m] ' if command.multirun else ''}[GROUP=OPTION ...] [KEY=VALUE ...]",
+        "",
+        "Config groups (pick one option each; * marks the default):",
+    ]
     for group in command.groups:
         names = options(group, conf_dir=conf_dir)
         if not names:
@@ -110,11 +129,16 @@ def help_text(command: Command = TRAIN, *, conf_dir: Path = Path(CONF_DIR)) -> s
         label = "+sweep=" if group == "sweep" else f"{group}="
         marked = [f"{name}*" if chosen.get(group) == name else name for name in names]
         lines.append(f"  {label:<17}{', '.join(marked)}")
-    lines += ["", "Keys: any key of the composed config, e.g. "
-              + ("peft.r=8 train.epochs=3 logger=none." if command.config == "train" else "data.root=... data.store_dir=...")]
+    lines += [
+        "",
+        "Keys: any key of the composed config, e.g. "
+        + ("peft.r=8 train.epochs=3 logger=none." if command.config == "train" else "data.root=... data.store_dir=..."),
+    ]
     if command.keys:
-        lines += [f"  its own {command.keys}.* keys (defaults):",
-                  *own_keys(command.keys, config=conf_dir / f"{command.config}.yaml")]
+        lines += [
+            f"  its own {command.keys}.* keys (defaults):",
+            *own_keys(command.keys, config=conf_dir / f"{command.config}.yaml"),
+        ]
     lines += [
         f"  {prog} --cfg job [GROUP=OPTION ...]   prints the composed config (every key, as YAML)",
         "  Your own groups: --config-dir DIR (DIR/model/my_vit.yaml, DIR/experiment/..., ...)",
@@ -122,7 +146,7 @@ def help_text(command: Command = TRAIN, *, conf_dir: Path = Path(CONF_DIR)) -> s
         "Examples:",
         *(f"  {example:<66} # {why}" for example, why in command.examples),
         "",
-        "Hydra's own options: --hydra-help; tab completion: eval \"$(" + prog + " -sc install=bash)\"",
+        "Hydra's own options: --hydra-help; tab completion: eval \"$(" + prog + ' -sc install=bash)"',
     ]
     return "\n".join(lines)
 

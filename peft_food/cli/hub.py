@@ -25,7 +25,9 @@ def hub_reachable(endpoint: str, *, timeout: float) -> bool:
     """One TCP connection to the Hub's host (DNS included), given up after `timeout` seconds."""
     url = urlparse(endpoint)
     try:
-        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=timeout):
+        with socket.create_connection(
+            (url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=timeout
+        ):
             return True
     except OSError:
         return False

@@ -1,7 +1,7 @@
 """Classify photos with a finished run (saved/predict.py).
 
-    peft-food-predict outputs/2026-11-22/10-00-00 my_photos/ dinner.jpg --top-k 5
-    peft-food-predict outputs/2026-11-22/10-00-00 my_photos/ --json > predictions.jsonl
+peft-food-predict outputs/2026-11-22/10-00-00 my_photos/ dinner.jpg --top-k 5
+peft-food-predict outputs/2026-11-22/10-00-00 my_photos/ --json > predictions.jsonl
 """
 
 from __future__ import annotations
@@ -23,11 +23,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top-k", type=int, default=5, help="labels to show per image (default 5)")
     parser.add_argument("--json", action="store_true", help="one JSON object per image per line")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                        help="a progress bar (default: only on a terminal)")
-    parser.add_argument("--base", type=Path, help="load the run's adapter or trained tensors onto this base model dir instead of the recorded base")
-    parser.add_argument("--trust-remote-code", action="store_true",
-                        help="run Python code the saved model or its base names (auto_map); never without this flag")
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a progress bar (default: only on a terminal)",
+    )
+    parser.add_argument(
+        "--base",
+        type=Path,
+        help="load the run's adapter or trained tensors onto this base model dir instead of the recorded base",
+    )
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run Python code the saved model or its base names (auto_map); never without this flag",
+    )
     args = parser.parse_args(argv)
     if args.top_k < 1 or args.batch_size < 1:
         parser.error("--top-k and --batch-size must be at least 1")

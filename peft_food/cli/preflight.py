@@ -60,8 +60,9 @@ def compose(argv: list[str], *, config_name: str) -> tuple[DictConfig, bool] | N
     try:
         hydra = Hydra.create_main_hydra2(task_name=config_name, config_search_path=search_path)
         mode = RunMode.MULTIRUN if args.multirun else RunMode.RUN
-        cfg = hydra.compose_config(args.config_name or config_name, args.overrides, run_mode=mode,
-                                   with_log_configuration=False)
+        cfg = hydra.compose_config(
+            args.config_name or config_name, args.overrides, run_mode=mode, with_log_configuration=False
+        )
     except HydraException as err:
         raise ConfigError(hydra_error(err, overrides=args.overrides)) from None
     finally:
@@ -74,7 +75,11 @@ def hydra_error(err: HydraException, *, overrides: list[str]) -> str:
     text, cause = str(err), err.__cause__
     if isinstance(err, MissingConfigException) and err.missing_cfg_file:
         group, _, name = err.missing_cfg_file.rpartition("/")
-        if group == "hydra/launcher" and name.startswith("submitit") and importlib.util.find_spec(LAUNCHER_PLUGIN) is None:
+        if (
+            group == "hydra/launcher"
+            and name.startswith("submitit")
+            and importlib.util.find_spec(LAUNCHER_PLUGIN) is None
+        ):
             chosen = next((o for o in overrides if o.startswith("hydra/launcher=")), "this launcher")
             return f"{chosen} needs the submitit launcher plugin: pip install 'peft-food[slurm]'"
         return f"{group}={name} is not an option: choose one of {', '.join(err.options or [])}"
@@ -82,12 +87,18 @@ def hydra_error(err: HydraException, *, overrides: list[str]) -> str:
         key, parent = found.group(1), found.group(1).rpartition(".")[0]
         return f"{key} is not a key of {parent}: its keys are {', '.join(map(str, cause.parent_node.keys()))}"
     if found := re.match(r"Ambiguous value for argument '([^=]+)=(.*)'", text):
-        return (f"{found.group(1)}={found.group(2)} is a sweep: add -m to run one job per value "
-                f"(or {found.group(1)}=[{found.group(2)}] for a list)")
+        return (
+            f"{found.group(1)}={found.group(2)} is a sweep: add -m to run one job per value "
+            f"(or {found.group(1)}=[{found.group(2)}] for a list)"
+        )
     if found := re.match(r"Could not append to config. An item is already at '([^']+)'", text):
         return f"+{found.group(1)}=...: {found.group(1)} exists already: drop the + to set it"
     bad = next((o for o in overrides if not _parses(o)), None)
-    return f"{bad}: {first_line(err)} (the override grammar: key=value, group=option, +key=value)" if bad else first_line(err)
+    return (
+        f"{bad}: {first_line(err)} (the override grammar: key=value, group=option, +key=value)"
+        if bad
+        else first_line(err)
+    )
 
 
 def _parses(override: str) -> bool:
@@ -135,11 +146,15 @@ def check_dir_names(cfg: DictConfig, *, multirun: bool) -> None:
     limit = _name_max(path)
     for part, named in [*((p, key) for p in path.split(os.sep)), (log_name, "hydra.job.name")]:
         if len(part.encode()) > limit:
-            raise ConfigError(f"{named}: the name {part[:40]!r}... is {len(part.encode())} bytes, over the "
-                              f"filesystem's limit of {limit} for one file or folder name: give a shorter {named}")
+            raise ConfigError(
+                f"{named}: the name {part[:40]!r}... is {len(part.encode())} bytes, over the "
+                f"filesystem's limit of {limit} for one file or folder name: give a shorter {named}"
+            )
     if len(path.encode()) + 1 + len(log_name.encode()) > _path_max(path):
-        raise ConfigError(f"{key}: the path {path[:40]!r}... is {len(path.encode())} bytes, over the "
-                          f"filesystem's limit of {_path_max(path)}: give a shorter {key}")
+        raise ConfigError(
+            f"{key}: the path {path[:40]!r}... is {len(path.encode())} bytes, over the "
+            f"filesystem's limit of {_path_max(path)}: give a shorter {key}"
+        )
 
 
 def _existing(path: str) -> str:
@@ -166,9 +181,11 @@ def check_launcher(cfg: DictConfig) -> None:
     """The SLURM launcher needs SLURM: off a cluster, submitit fails only at launch, in 25 lines."""
     target = str(cfg.hydra.launcher.get("_target_", ""))
     if target.endswith("SlurmLauncher") and shutil.which("srun") is None:
-        raise ConfigError(f"hydra/launcher={cfg.hydra.runtime.choices['hydra/launcher']} submits to SLURM, "
-                          "but there is no srun here: run it on the cluster's login node, or use "
-                          "hydra/launcher=local (each job in a process here) or drop it (jobs one after another)")
+        raise ConfigError(
+            f"hydra/launcher={cfg.hydra.runtime.choices['hydra/launcher']} submits to SLURM, "
+            "but there is no srun here: run it on the cluster's login node, or use "
+            "hydra/launcher=local (each job in a process here) or drop it (jobs one after another)"
+        )
 
 
 def preflight(argv: list[str], *, config_name: str, prog: str, extra_keys: tuple[str, ...] = ()) -> bool:
@@ -180,8 +197,9 @@ def preflight(argv: list[str], *, config_name: str, prog: str, extra_keys: tuple
     return composed is not None
 
 
-def console_script(main: Callable[[], Any], *, command: Command, config_name: str,
-                   extra_keys: tuple[str, ...] = ()) -> None:
+def console_script(
+    main: Callable[[], Any], *, command: Command, config_name: str, extra_keys: tuple[str, ...] = ()
+) -> None:
     """A Hydra command's console script: our own --help (fast, no Hydra internals), then the command
     line checked (one line, exit 2, before any run dir), the Hub probed once, then Hydra's `main`."""
     if answered_help(command):

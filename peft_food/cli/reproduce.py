@@ -31,19 +31,30 @@ from peft_food.training.reproduce import (
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="peft-food-reproduce", description=__doc__.splitlines()[0])
     parser.add_argument("record_dir", type=Path, help="an experiment record, e.g. experiments/quickstart")
-    parser.add_argument("--record", type=Path, metavar="RUN_OR_SWEEP_DIR",
-                        help="create/refresh the record from a finished run or sweep instead of re-running")
-    parser.add_argument("--pending", nargs="+", metavar="OVERRIDE",
-                        help="create a record awaiting results from these peft-food-train overrides")
+    parser.add_argument(
+        "--record",
+        type=Path,
+        metavar="RUN_OR_SWEEP_DIR",
+        help="create/refresh the record from a finished run or sweep instead of re-running",
+    )
+    parser.add_argument(
+        "--pending",
+        nargs="+",
+        metavar="OVERRIDE",
+        help="create a record awaiting results from these peft-food-train overrides",
+    )
     parser.add_argument("--hardware", default="GPU", help="with --pending: where it must run")
     parser.add_argument("--description", default="", help="with --record/--pending: what the experiment shows")
-    parser.add_argument("--out", type=Path, help="where re-runs write (default outputs/reproduce/<name>/<time>; "
-                                                 "the newest unfinished one there is continued)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="where re-runs write (default outputs/reproduce/<name>/<time>; "
+        "the newest unfinished one there is continued)",
+    )
     parser.add_argument("--wandb", action="store_true", help="log re-runs to W&B as the record's config says")
     args = parser.parse_args(argv)
     if args.pending:
-        record_pending(args.record_dir, overrides=args.pending, description=args.description,
-                       hardware=args.hardware)
+        record_pending(args.record_dir, overrides=args.pending, description=args.description, hardware=args.hardware)
         command = OmegaConf.load(args.record_dir / "experiment.yaml").command
         print(f"wrote {args.record_dir}, awaiting results from `{command}`")
         return 0

@@ -43,11 +43,17 @@ def disjoint(parts: Parts, *, bad_images: str, protocol: str) -> Parts:
     count = sum(len(rows) for rows in found.values())
     where = ", ".join(f"{len(rows)} in {name}" for name, rows in found.items())
     if bad_images == "fail":
-        raise DataError(f"{count} image(s) are also in a split evaluated on ({where}), e.g. {examples[0]}: "
-                        f"the reported accuracy would count images trained or selected on; remove one copy of "
-                        f"each, or set data.bad_images=skip to leave the {' and '.join(found)} copies out")
-    log.warning("data.bad_images=skip: leaving out %d image(s) that are also in a split evaluated on (%s), e.g. %s",
-                count, where, examples[0])
+        raise DataError(
+            f"{count} image(s) are also in a split evaluated on ({where}), e.g. {examples[0]}: "
+            f"the reported accuracy would count images trained or selected on; remove one copy of "
+            f"each, or set data.bad_images=skip to leave the {' and '.join(found)} copies out"
+        )
+    log.warning(
+        "data.bad_images=skip: leaving out %d image(s) that are also in a split evaluated on (%s), e.g. %s",
+        count,
+        where,
+        examples[0],
+    )
     for name, rows in found.items():
         setattr(parts, name, _without(getattr(parts, name), rows))
     return parts
@@ -56,12 +62,16 @@ def disjoint(parts: Parts, *, bad_images: str, protocol: str) -> Parts:
 def _pairs(parts: Parts, *, protocol: str) -> list[tuple[str, str]]:
     """The pairs of lists to compare: both present and screened. Under protocol retrain val is
     trained on too, so train and val are one training set (a duplicate there leaks nothing)."""
+
     def screened(name: str) -> bool:
         part = getattr(parts, name)
         return part is not None and part.digests is not None
 
-    return [(keep, drop) for keep, drop in PAIRS if screened(keep) and screened(drop)
-            and not (protocol == "retrain" and {keep, drop} == {"train", "val"})]
+    return [
+        (keep, drop)
+        for keep, drop in PAIRS
+        if screened(keep) and screened(drop) and not (protocol == "retrain" and {keep, drop} == {"train", "val"})
+    ]
 
 
 def _example(drop: str, dropped: str, keep: str, kept: str) -> str:
@@ -73,5 +83,9 @@ def _example(drop: str, dropped: str, keep: str, kept: str) -> str:
 def _without(part: Part, rows: set[int]) -> Part:
     """`part` less `rows`; its stores stay (the dataset's `index` column still points into them)."""
     kept = [row for row in range(len(part.ds)) if row not in rows]
-    return Part(part.ds.select(kept), part.stores, digests=[part.digests[row] for row in kept],
-                describe=lambda row: part.describe(kept[row]))
+    return Part(
+        part.ds.select(kept),
+        part.stores,
+        digests=[part.digests[row] for row in kept],
+        describe=lambda row: part.describe(kept[row]),
+    )

@@ -44,8 +44,15 @@ def eval_processor(processor: Any) -> Any:
 
     (height, width), resize = input_sizes(processor)
     return BitImageProcessor(
-        do_resize=True, size={"shortest_edge": resize}, resample=PILImage.Resampling.BILINEAR,
-        do_center_crop=True, crop_size={"height": height, "width": width},
-        do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
-        image_mean=list(processor.image_mean), image_std=list(processor.image_std), do_convert_rgb=True,
+        do_resize=True,
+        size={"shortest_edge": resize},
+        resample=PILImage.Resampling.BILINEAR,
+        do_center_crop=True,
+        crop_size={"height": height, "width": width},
+        do_rescale=True,
+        rescale_factor=1 / 255,
+        do_normalize=True,
+        image_mean=list(processor.image_mean),
+        image_std=list(processor.image_std),
+        do_convert_rgb=True,
     )

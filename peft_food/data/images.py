@@ -49,13 +49,17 @@ def open_rgb(file: Path | IO[bytes]) -> PILImage.Image:
             with PILImage.open(file) as img:
                 img.load()  # decode now: truncated or corrupt data fails here, not mid-training
                 if min(img.size) < MIN_SIDE:
-                    raise BadImage(f"image is {img.size[0]}x{img.size[1]} pixels, too small to classify "
-                                   f"(needs at least {MIN_SIDE}x{MIN_SIDE})")
+                    raise BadImage(
+                        f"image is {img.size[0]}x{img.size[1]} pixels, too small to classify "
+                        f"(needs at least {MIN_SIDE}x{MIN_SIDE})"
+                    )
                 return to_rgb(img)
     except BadImage:
         raise
     except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning):
-        raise BadImage(f"image is larger than the decompression-bomb limit ({PILImage.MAX_IMAGE_PIXELS:,} pixels)") from None
+        raise BadImage(
+            f"image is larger than the decompression-bomb limit ({PILImage.MAX_IMAGE_PIXELS:,} pixels)"
+        ) from None
     except PILImage.UnidentifiedImageError:
         raise BadImage("not an image file (unrecognised format)") from None
     except (OSError, SyntaxError, ValueError) as err:
@@ -116,6 +120,7 @@ class Screening:
 
 def check_images(paths: list[Path], *, workers: int = 8) -> Screening:
     """Fully decode every image once, hashing the bytes it decodes."""
+
     def screen(i: int) -> bytes | str:
         try:
             return read_rgb(paths[i])[1]
@@ -123,5 +128,7 @@ def check_images(paths: list[Path], *, workers: int = 8) -> Screening:
             return str(err)
 
     found = list(bar(in_threads(screen, range(len(paths)), workers=workers), total=len(paths), desc="screening images"))
-    return Screening(bad={i: why for i, why in enumerate(found) if isinstance(why, str)},
-                     digests=[digest if isinstance(digest, bytes) else b"" for digest in found])
+    return Screening(
+        bad={i: why for i, why in enumerate(found) if isinstance(why, str)},
+        digests=[digest if isinstance(digest, bytes) else b"" for digest in found],
+    )

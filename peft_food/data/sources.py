@@ -63,8 +63,9 @@ def pool_forms(spec: DataSpec, *, has_val: bool, has_test: bool) -> tuple[str, .
 def _read_hub(spec: DataSpec, seed: int, plan: Plan | None) -> Parts:
     train, test = _load_hub(hub_id=spec.hub_id, train_split=spec.train_split, test_split=spec.test_split)
     stored = dict(plan=plan, bad_images=spec.bad_images, hub_id=spec.hub_id)
-    pool = _hub_part(train, split=spec.train_split, kinds=pool_forms(spec, has_val=False, has_test=test is not None),
-                     **stored)
+    pool = _hub_part(
+        train, split=spec.train_split, kinds=pool_forms(spec, has_val=False, has_test=test is not None), **stored
+    )
     return Parts(pool, test=None if test is None else _hub_part(test, split=spec.test_split, kinds=("eval",), **stored))
 
 
@@ -80,9 +81,11 @@ def _read_synthetic(spec: DataSpec, seed: int, plan: Plan | None) -> Parts:
     # Generated balanced already: per_class / val_per_class / test_per_class are the generated
     # counts, each split from its own seed. Generated in memory, so never stored.
     make = dict(num_classes=spec.num_classes, image_size=spec.image_size)
-    return Parts(Part(synthetic_dataset(**make, per_class=spec.per_class or 40, seed=seed)),
-                 val=Part(synthetic_dataset(**make, per_class=spec.val_per_class or 10, seed=seed + 2)),
-                 test=Part(synthetic_dataset(**make, per_class=spec.test_per_class or 10, seed=seed + 1)))
+    return Parts(
+        Part(synthetic_dataset(**make, per_class=spec.per_class or 40, seed=seed)),
+        val=Part(synthetic_dataset(**make, per_class=spec.val_per_class or 10, seed=seed + 2)),
+        test=Part(synthetic_dataset(**make, per_class=spec.test_per_class or 10, seed=seed + 1)),
+    )
 
 
 @dataclass(frozen=True)
@@ -207,12 +210,15 @@ class DataSpec:
         )
         require(
             not SOURCES[self.source].reads_root or bool(self.root),
-            f"data.root is missing: data={self.source} reads images from disk, "
-            f"pass data.root=/path/to/images",
+            f"data.root is missing: data={self.source} reads images from disk, pass data.root=/path/to/images",
         )
-        require(self.bad_images in ("fail", "skip"), f"data.bad_images={self.bad_images!r} is invalid: use fail or skip")
-        require(self.protocol in PROTOCOLS,
-                f"data.protocol={self.protocol!r} is unknown: choose one of {', '.join(PROTOCOLS)}")
+        require(
+            self.bad_images in ("fail", "skip"), f"data.bad_images={self.bad_images!r} is invalid: use fail or skip"
+        )
+        require(
+            self.protocol in PROTOCOLS,
+            f"data.protocol={self.protocol!r} is unknown: choose one of {', '.join(PROTOCOLS)}",
+        )
         require(0.0 < self.test_size < 1.0, f"data.test_size={self.test_size} is invalid: use a fraction in (0, 1)")
         for key in ("val_size", "train_size"):
             value = getattr(self, key)
@@ -220,14 +226,16 @@ class DataSpec:
         for key in ("per_class", "val_per_class", "test_per_class"):
             value = getattr(self, key)
             require(value is None or value > 0, f"data.{key}={value} is invalid: use a positive count or null")
-        require(not (self.store and self.cache),
-                "data.store and data.cache both keep decoded pixels: choose one (data.store=true for sweeps "
-                "and datasets larger than RAM)")
-        require(self.store_side is None or self.store_side >= 8,
-                f"data.store_side={self.store_side} is invalid: use a side of at least 8 pixels, or null")
+        require(
+            not (self.store and self.cache),
+            "data.store and data.cache both keep decoded pixels: choose one (data.store=true for sweeps "
+            "and datasets larger than RAM)",
+        )
+        require(
+            self.store_side is None or self.store_side >= 8,
+            f"data.store_side={self.store_side} is invalid: use a side of at least 8 pixels, or null",
+        )
         require(self.num_classes >= 2, f"data.num_classes={self.num_classes} is invalid: use at least 2")
-
-
 
 
 # Data keys renamed when the protocol came (records made before it name the reported split eval_).
@@ -258,8 +266,16 @@ def _load_hub(*, hub_id: str, train_split: str, test_split: str | None) -> tuple
     return train, test
 
 
-def _labelled(paths: list[Path], labels: list[int], names: list[str], *, bad_images: str,
-              plan: Plan | None = None, kinds: tuple[str, ...] = (), part: str = "") -> Part:
+def _labelled(
+    paths: list[Path],
+    labels: list[int],
+    names: list[str],
+    *,
+    bad_images: str,
+    plan: Plan | None = None,
+    kinds: tuple[str, ...] = (),
+    part: str = "",
+) -> Part:
     """A dataset of image files, screened first: a corrupt image found mid-epoch would crash a
     run hours in, so every file is decoded once before training starts. With a store plan, the
     store's build is the screening (once, for every later run), and the dataset gets an `index`
@@ -270,12 +286,17 @@ def _labelled(paths: list[Path], labels: list[int], names: list[str], *, bad_ima
     columns: dict[str, list] = {"image": [str(paths[i]) for i in kept], "label": [labels[i] for i in kept]}
     if plan is not None:
         columns["index"] = kept
-    return Part(image_dataset(columns, names=names), stores, digests=[found.digests[i] for i in kept],
-                describe=lambda row: str(paths[kept[row]]))
+    return Part(
+        image_dataset(columns, names=names),
+        stores,
+        digests=[found.digests[i] for i in kept],
+        describe=lambda row: str(paths[kept[row]]),
+    )
 
 
-def _hub_part(ds: Dataset, *, split: str, hub_id: str, plan: Plan | None, kinds: tuple[str, ...],
-              bad_images: str) -> Part:
+def _hub_part(
+    ds: Dataset, *, split: str, hub_id: str, plan: Plan | None, kinds: tuple[str, ...], bad_images: str
+) -> Part:
     """A Hub split, through its stores with a store plan (keyed by the dataset's fingerprint)."""
     if plan is None:
         return Part(ds)
@@ -284,8 +305,12 @@ def _hub_part(ds: Dataset, *, split: str, hub_id: str, plan: Plan | None, kinds:
     found = next(iter(stores.values()))
     kept = _kept(len(ds), found.bad, describe=lambda i: f"{name}[{i}]", bad_images=bad_images)
     ds = ds.add_column("index", list(range(len(ds))))
-    return Part(ds.select(kept) if len(kept) < len(ds) else ds, stores, digests=[found.digests[i] for i in kept],
-                describe=lambda row: f"{name}[{kept[row]}]")
+    return Part(
+        ds.select(kept) if len(kept) < len(ds) else ds,
+        stores,
+        digests=[found.digests[i] for i in kept],
+        describe=lambda row: f"{name}[{kept[row]}]",
+    )
 
 
 def _stores(images: Images, plan: Plan, *, kinds: tuple[str, ...], part: str) -> dict[str, Store]:
@@ -299,8 +324,9 @@ def _kept(count: int, bad: dict[int, str], *, describe: Callable[[int], str], ba
     if bad:
         listing = "; ".join(f"{describe(i)}: {why}" for i, why in list(bad.items())[:3])
         if bad_images == "fail":
-            raise DataError(f"{len(bad)} unusable image(s), e.g. {listing} "
-                            f"(fix or remove them, or set data.bad_images=skip)")
+            raise DataError(
+                f"{len(bad)} unusable image(s), e.g. {listing} (fix or remove them, or set data.bad_images=skip)"
+            )
         log.warning("data.bad_images=skip: skipping %d unusable image(s), e.g. %s", len(bad), listing)
     return [i for i in range(count) if i not in bad]
 
@@ -309,8 +335,10 @@ def _require_every_class(train: Dataset, other: Dataset, *, where: Path) -> None
     names = train.features["label"].names
     missing = sorted(set(train["label"]) - set(other["label"]))
     if missing:
-        raise DataError(f"{where}: class(es) {', '.join(names[i] for i in missing[:5])} have training images but "
-                        f"none here to evaluate on: add images for them or remove the class")
+        raise DataError(
+            f"{where}: class(es) {', '.join(names[i] for i in missing[:5])} have training images but "
+            f"none here to evaluate on: add images for them or remove the class"
+        )
 
 
 def _existing_dir(root: Path) -> Path:
@@ -337,8 +365,15 @@ def _load_food101_layout(root: Path, *, spec: DataSpec, plan: Plan | None = None
         missing = [p for p in paths if not p.is_file()]
         if missing:
             raise DataError(f"{meta / list_file} lists {len(missing)} missing image(s), e.g. {missing[0]}")
-        return _labelled(paths, [index[e.split("/")[0]] for e in entries], classes, bad_images=spec.bad_images,
-                         plan=plan, kinds=kinds, part=f"{root.resolve().name}-{Path(list_file).stem}")
+        return _labelled(
+            paths,
+            [index[e.split("/")[0]] for e in entries],
+            classes,
+            bad_images=spec.bad_images,
+            plan=plan,
+            kinds=kinds,
+            part=f"{root.resolve().name}-{Path(list_file).stem}",
+        )
 
     # Food-101's test list is only ever evaluated; val (protocol val_test) comes out of train.txt.
     train = split("train.txt", pool_forms(spec, has_val=False, has_test=True))

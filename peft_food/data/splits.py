@@ -88,8 +88,7 @@ def _seed_splits(spec: DataSpec, parts: Parts, *, seed: int, labels: list[str], 
         train, test = held["train"], held["test"]
     elif spec.test_per_class is not None:
         test = balanced_subset(test, per_class=spec.test_per_class, seed=seed)
-    stores = {} if not stored else {"train": parts.train.stores["train"],
-                                    "val": _eval_store(parts.test, parts.train)}
+    stores = {} if not stored else {"train": parts.train.stores["train"], "val": _eval_store(parts.test, parts.train)}
     if stores:
         stores["test"] = stores["val"]
     return Splits(train=train, val=test, test=test, labels=labels, stores=stores)
@@ -108,28 +107,38 @@ def _val_test_splits(spec: DataSpec, parts: Parts, *, seed: int, labels: list[st
     train = pool if spec.per_class is None else balanced_subset(pool, per_class=spec.per_class, seed=seed)
     if spec.test_per_class is not None:
         test = balanced_subset(test, per_class=spec.test_per_class, seed=seed)
-    stores = {} if not stored else {"train": parts.train.stores["train"],
-                                    "val": _eval_store(parts.val, parts.train),
-                                    "test": _eval_store(parts.test, parts.train)}
+    stores = (
+        {}
+        if not stored
+        else {
+            "train": parts.train.stores["train"],
+            "val": _eval_store(parts.val, parts.train),
+            "test": _eval_store(parts.test, parts.train),
+        }
+    )
     if spec.protocol == "retrain":
         return _retrain(train, val, test=test, labels=labels, stores=stores, val_given=parts.val is not None)
     return Splits(train=train, val=val, test=test, labels=labels, stores=stores)
 
 
-def _retrain(train: Dataset, val: Dataset, *, test: Dataset, labels: list[str], stores: dict[str, Store],
-             val_given: bool) -> Splits:
+def _retrain(
+    train: Dataset, val: Dataset, *, test: Dataset, labels: list[str], stores: dict[str, Store], val_given: bool
+) -> Splits:
     """Train on train + val: the images val_test would have selected on, now trained on."""
     from datasets import concatenate_datasets
 
     if stores and val_given:  # a val/ list's images are in an eval-form store only: none to augment
-        raise DataError("data.protocol=retrain trains on val, but this source's val images are stored for "
-                        "evaluation only: set data.store=false, or move them into train/")
+        raise DataError(
+            "data.protocol=retrain trains on val, but this source's val images are stored for "
+            "evaluation only: set data.store=false, or move them into train/"
+        )
     stores = {name: store for name, store in stores.items() if name != "val"}
     return Splits(train=concatenate_datasets([train, val]), val=None, test=test, labels=labels, stores=stores)
 
 
-def carve(pool: Dataset, *, fraction: float, seed: int, split: str,
-          per_class: int | None = None) -> tuple[Dataset, Dataset]:
+def carve(
+    pool: Dataset, *, fraction: float, seed: int, split: str, per_class: int | None = None
+) -> tuple[Dataset, Dataset]:
     """(the rest, the carved split): `per_class` images of every class, or `fraction` of the pool
     (a count when >= 1) spread over the classes in proportion (largest remainders, so a count is
     met exactly), at least one and never a class's last image, drawn with `seed`. Both keep the
@@ -140,9 +149,11 @@ def carve(pool: Dataset, *, fraction: float, seed: int, split: str,
     classes, sizes = np.unique(labels, return_counts=True)
     for label, size in zip(classes, sizes):
         if size < 2:
-            raise DataError(f"class {names[label]} has {size} training image left, too few to hold one out "
-                            f"as {split} and train on another: add images of it, or give {split} images "
-                            f"(imagefolder: a {split}/ folder)")
+            raise DataError(
+                f"class {names[label]} has {size} training image left, too few to hold one out "
+                f"as {split} and train on another: add images of it, or give {split} images "
+                f"(imagefolder: a {split}/ folder)"
+            )
     takes = np.full(len(classes), per_class) if per_class is not None else _shares(sizes, fraction)
     carved = []
     for label, size, take in zip(classes, sizes, takes):

@@ -113,9 +113,12 @@ def store_plan(processor: Any, *, side: int | None, store_dir: str | None) -> Pl
     at most `side` (null: twice the input side, so a crop of a quarter of the image or more still
     has input-size pixels), eval images as the eval transform's final crop."""
     (height, width), resize = input_sizes(processor)
-    return Plan(train=Form("train", side=side or 2 * max(height, width)),
-                eval=Form("eval", resize=resize, height=height, width=width),
-                root=Path(store_dir) if store_dir else default_dir(), workers=os.cpu_count() or 1)
+    return Plan(
+        train=Form("train", side=side or 2 * max(height, width)),
+        eval=Form("eval", resize=resize, height=height, width=width),
+        root=Path(store_dir) if store_dir else default_dir(),
+        workers=os.cpu_count() or 1,
+    )
 
 
 # --- what a store is built from ----------------------------------------------------------------
@@ -198,7 +201,7 @@ class Store:
         self.bad: dict[int, str] = {int(i): why for i, why in meta["bad"].items()}
         self.index = np.load(path / "index.npy")
         raw = (path / "digests.bin").read_bytes()
-        self.digests = [raw[k:k + DIGEST_SIZE] for k in range(0, len(raw), DIGEST_SIZE)]
+        self.digests = [raw[k : k + DIGEST_SIZE] for k in range(0, len(raw), DIGEST_SIZE)]
         self.nbytes, self.build_s = int(meta["bytes"]), float(meta["build_s"])
         self._fd, self._pid = -1, -1
 
@@ -243,12 +246,21 @@ def ensure(images: Images, forms: list[Form], *, root: Path, part: str, workers:
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise DataError(f"cannot create the data store directory {root} ({err.strerror}): "
-                            f"set data.store_dir to a writable directory") from None
+            raise DataError(
+                f"cannot create the data store directory {root} ({err.strerror}): "
+                f"set data.store_dir to a writable directory"
+            ) from None
         with ExitStack() as held:
             for path in sorted(paths):  # one order in every process: two builders never deadlock
-                held.enter_context(FileLock(root / f"{path.name}.lock", wait=True, on_wait=functools.partial(
-                    log.info, "waiting for another process to finish building the data store %s", path.name)))
+                held.enter_context(
+                    FileLock(
+                        root / f"{path.name}.lock",
+                        wait=True,
+                        on_wait=functools.partial(
+                            log.info, "waiting for another process to finish building the data store %s", path.name
+                        ),
+                    )
+                )
             # Another process may have built some while we waited.
             missing = [(form, path) for form, path in zip(forms, paths) if not _complete(path)]
             for _, path in missing:  # killed builds (we hold the lock: none is live)
@@ -283,10 +295,16 @@ def _build(images: Images, targets: list[tuple[Form, Path]], *, workers: int) ->
             np.save(buffer, index)
             write_atomic(tmp / "index.npy", buffer.getvalue())
             write_atomic(tmp / "digests.bin", b"".join(digests))
-            meta = {"format": FORMAT, "form": asdict(form), "count": len(images), "bytes": total,
-                    "bad": {str(i): why for i, why in bad.items()}, "build_s": build_s,
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                    "example": images.describe(0) if len(images) else None}
+            meta = {
+                "format": FORMAT,
+                "form": asdict(form),
+                "count": len(images),
+                "bytes": total,
+                "bad": {str(i): why for i, why in bad.items()},
+                "build_s": build_s,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "example": images.describe(0) if len(images) else None,
+            }
             write_atomic(tmp / "meta.json", json.dumps(meta, indent=1).encode())
         for tmp, (_, path) in zip(tmps, targets):
             os.rename(tmp, path)  # atomic: each store appears complete or not at all
@@ -295,9 +313,11 @@ def _build(images: Images, targets: list[tuple[Form, Path]], *, workers: int) ->
         for tmp in tmps:
             shutil.rmtree(tmp, ignore_errors=True)
         if err.errno in DISK_FULL:
-            raise DataError(f"the disk holding {tmps[0].parent} is full ({err.strerror}) while building the data "
-                            f"store ({len(images)} images): free space, set data.store_dir to a larger disk, or "
-                            f"data.store=false") from None
+            raise DataError(
+                f"the disk holding {tmps[0].parent} is full ({err.strerror}) while building the data "
+                f"store ({len(images)} images): free space, set data.store_dir to a larger disk, or "
+                f"data.store=false"
+            ) from None
         raise
     except BaseException:
         for tmp in tmps:
@@ -307,8 +327,9 @@ def _build(images: Images, targets: list[tuple[Form, Path]], *, workers: int) ->
         log.info("built the data store %s: %d images, %.1f MB in %.1f s", path, len(images), total / 2**20, build_s)
 
 
-def _write_pixels(images: Images, forms: list[Form], targets: list[Path], *,
-                  workers: int) -> tuple[list[tuple[np.ndarray, int]], dict[int, str], list[bytes]]:
+def _write_pixels(
+    images: Images, forms: list[Form], targets: list[Path], *, workers: int
+) -> tuple[list[tuple[np.ndarray, int]], dict[int, str], list[bytes]]:
     """Decode each image once (threads: PIL releases the GIL), shape it to every form, append in
     order to each form's file. Returns each form's (index, bytes), the unusable images and every
     image's content digest."""

@@ -1,6 +1,6 @@
 """Images generated in-process (data=synthetic): learnable, deterministic for a seed, no files.
 
-    peft-food-train data=synthetic data.num_classes=4 data.per_class=16
+peft-food-train data=synthetic data.num_classes=4 data.per_class=16
 """
 
 from __future__ import annotations
@@ -34,4 +34,3 @@ def synthetic_dataset(*, num_classes: int, per_class: int, image_size: int, seed
             images.append(np.clip(pixels, 0, 255).astype(np.uint8))
             labels.append(label)
     return image_dataset({"image": images, "label": labels}, names=[f"class_{k}" for k in range(num_classes)])
-

@@ -41,8 +41,6 @@ except ImportError:  # then PIL decodes: the same bytes (libjpeg-turbo both), on
 log = logging.getLogger(__name__)
 
 
-
-
 class DecodeToTensor:
     """An image as opened (file bytes/path not yet decoded, a PIL image, or decoded HWC pixels
     from the cache) -> uint8 RGB (3, H, W). JPEGs decode with torchvision's libjpeg-turbo
@@ -89,7 +87,7 @@ class TensorAugment:
     def __call__(self, value: Any) -> torch.Tensor:
         image = self.decode(value)
         box = self.crop.make_params([image])
-        region = image[:, box["top"]:box["top"] + box["height"], box["left"]:box["left"] + box["width"]]
+        region = image[:, box["top"] : box["top"] + box["height"], box["left"] : box["left"] + box["width"]]
         return resize_and_flip(region, self.size)
 
 
@@ -102,20 +100,15 @@ def build_transforms(processor: Any, *, uint8: bool = True, fast_decode: bool = 
     by image; uint8=False is the seed recipe (ToTensor + Normalize per image).
     fast_decode=True (with uint8) decodes and augments train images as tensors (see above)."""
     size, resize = input_sizes(processor)
-    tail = [T.PILToTensor()] if uint8 else [T.ToTensor(), T.Normalize(mean=processor.image_mean, std=processor.image_std)]
+    tail = (
+        [T.PILToTensor()] if uint8 else [T.ToTensor(), T.Normalize(mean=processor.image_mean, std=processor.image_std)]
+    )
     if uint8 and fast_decode:
         train = TensorAugment(size)
     else:
         train = T.Compose([T.Lambda(as_rgb), T.RandomResizedCrop(size), T.RandomHorizontalFlip(), *tail])
     eval_ = T.Compose([T.Lambda(as_rgb), eval_geometry(resize, size), *tail])
     return train, eval_
-
-
-
-
-
-
-
 
 
 def normalize(pixels: torch.Tensor, *, mean: list[float], std: list[float]) -> torch.Tensor:
@@ -188,12 +181,14 @@ def decode_all(ds: Dataset, *, workers: int = 8) -> list[np.ndarray]:
         # np.array, not asarray: torch.from_numpy wants a writable array (asarray of a PIL image is not).
         return np.array(as_rgb(plain[i]["image"]))
 
-    return list(bar(in_threads(decode, range(len(plain)), workers=workers), total=len(plain),
-                    desc="decoding once (data.cache)"))
+    return list(
+        bar(in_threads(decode, range(len(plain)), workers=workers), total=len(plain), desc="decoding once (data.cache)")
+    )
 
 
-def attach_transforms(splits: Splits, processor: Any, *, uint8: bool = True, cache: bool = False,
-                      fast_decode: bool = False) -> Splits:
+def attach_transforms(
+    splits: Splits, processor: Any, *, uint8: bool = True, cache: bool = False, fast_decode: bool = False
+) -> Splits:
     """`splits` with decode + augment attached, run lazily per batch in the dataloader workers
     (with_transform: new datasets, `splits` itself is left as it was, so one loaded dataset can
     be attached several ways).
@@ -206,15 +201,23 @@ def attach_transforms(splits: Splits, processor: Any, *, uint8: bool = True, cac
     fast_decode=True hands the train transform the undecoded file, for libjpeg-turbo to decode."""
     if splits.stores:
         size, _ = input_sizes(processor)
-        chosen = {"train": (StoreAugment(splits.stores["train"], size), _position),
-                  **{name: (StoreEval(splits.stores[name]), _position) for name in _evaluated(splits)}}
+        chosen = {
+            "train": (StoreAugment(splits.stores["train"], size), _position),
+            **{name: (StoreEval(splits.stores[name]), _position) for name in _evaluated(splits)},
+        }
         return _attached(splits, chosen)
     train_tf, eval_tf = build_transforms(processor, uint8=uint8, fast_decode=fast_decode)
     chosen = {}
     for name in ("train", *_evaluated(splits)):
         transform = train_tf if name == "train" else eval_tf
         ds = getattr(splits, name)
-        if name == "train" and fast_decode and uint8 and not cache and isinstance(ds.features.get("image"), ImageFeature):
+        if (
+            name == "train"
+            and fast_decode
+            and uint8
+            and not cache
+            and isinstance(ds.features.get("image"), ImageFeature)
+        ):
             # datasets would decode the whole image before our transform sees it.
             ds = ds.cast_column("image", ImageFeature(decode=False))
             splits = replace(splits, train=ds)
@@ -245,8 +248,9 @@ def _attached(splits: Splits, chosen: dict[str, tuple[Any, Callable[[int], Any] 
     for name, (transform, by_index) in chosen.items():
         ds = getattr(splits, name)
         # By index (cache, store), only the index and label columns are read: no image is decoded.
-        attached[name] = ds.with_transform(_apply(transform, by_index),
-                                           columns=["index", "label"] if by_index is not None else None)
+        attached[name] = ds.with_transform(
+            _apply(transform, by_index), columns=["index", "label"] if by_index is not None else None
+        )
     if "test" not in attached:
         attached["test"] = attached["val"]
     return replace(splits, **attached)

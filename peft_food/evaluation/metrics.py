@@ -79,8 +79,13 @@ def per_class(confusion: np.ndarray, labels: list[str]) -> list[dict[str, Any]]:
         row = confusion[i]
         wrong = row.copy()
         wrong[i] = 0
-        rows.append({"class": name, "eval_images": int(row.sum()),
-                     "accuracy": round(float(row[i] / row.sum()), 6) if row.sum() else None,
-                     "most_confused_with": labels[int(wrong.argmax())] if wrong.any() else None,
-                     "times": int(wrong.max())})
+        rows.append(
+            {
+                "class": name,
+                "eval_images": int(row.sum()),
+                "accuracy": round(float(row[i] / row.sum()), 6) if row.sum() else None,
+                "most_confused_with": labels[int(wrong.argmax())] if wrong.any() else None,
+                "times": int(wrong.max()),
+            }
+        )
     return rows

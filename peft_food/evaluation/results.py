@@ -66,9 +66,16 @@ class EvalResults:
         return [(self.names[t], self.names[p], int(off[t, p])) for t, p in pairs if off[t, p] > 0]
 
     def example_rows(self, indices: list[int]) -> list[dict[str, Any]]:
-        return [{"index": i, "true": self.names[self.labels[i]], "predicted": self.names[self.predictions[i]],
-                 "confidence": round(float(self.confidence[i]), 4), "correct": bool(self.predictions[i] == self.labels[i])}
-                for i in indices]
+        return [
+            {
+                "index": i,
+                "true": self.names[self.labels[i]],
+                "predicted": self.names[self.predictions[i]],
+                "confidence": round(float(self.confidence[i]), 4),
+                "correct": bool(self.predictions[i] == self.labels[i]),
+            }
+            for i in indices
+        ]
 
 
 def _by_class(indices: np.ndarray, labels: np.ndarray) -> list[int]:
@@ -125,7 +132,9 @@ def _plot_confusion(confusion: np.ndarray, names: list[str], path: Path) -> None
     font = 9 if len(names) <= 20 else 6
     ax.set_xticks(range(len(names)), names, rotation=90, fontsize=font)
     ax.set_yticks(range(len(names)), names, fontsize=font)
-    ax.set(xlabel="predicted", ylabel="true", title=f"Confusion of the saved model ({int(confusion.sum())} eval images)")
+    ax.set(
+        xlabel="predicted", ylabel="true", title=f"Confusion of the saved model ({int(confusion.sum())} eval images)"
+    )
     fig.tight_layout()
     _save_figure(fig, path, dpi=100)
     plt.close(fig)
@@ -144,8 +153,11 @@ def _plot_examples(rows: list[dict[str, Any]], images: list[Any], path: Path) ->
         ax.axis("off")
     for ax, row, image in zip(axes.flat, rows, images):
         ax.imshow(image)
-        ax.set_title(f"{row['true']}\n-> {row['predicted']} ({row['confidence']:.2f})", fontsize=8,
-                     color="black" if row["correct"] else "red")
+        ax.set_title(
+            f"{row['true']}\n-> {row['predicted']} ({row['confidence']:.2f})",
+            fontsize=8,
+            color="black" if row["correct"] else "red",
+        )
     fig.tight_layout()
     _save_figure(fig, path, dpi=80)
     plt.close(fig)
@@ -159,12 +171,19 @@ def log_to_wandb(run: Any, results: EvalResults, *, examples: list[int], images:
     rows = per_class(results.confusion, results.names)
     columns = list(rows[0])
     shown = results.example_rows(examples)
-    run.log({
-        "confusion": wandb.Image(str(out_dir / "confusion.png")),
-        "per_class": wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in rows]),
-        "top_confusions": wandb.Table(columns=["true", "predicted", "count"],
-                                      data=[list(c) for c in results.top_confusions()]),
-        "examples": wandb.Table(columns=["image", "true", "predicted", "confidence", "correct"],
-                                data=[[wandb.Image(image), r["true"], r["predicted"], r["confidence"], r["correct"]]
-                                      for r, image in zip(shown, images)]),
-    })
+    run.log(
+        {
+            "confusion": wandb.Image(str(out_dir / "confusion.png")),
+            "per_class": wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in rows]),
+            "top_confusions": wandb.Table(
+                columns=["true", "predicted", "count"], data=[list(c) for c in results.top_confusions()]
+            ),
+            "examples": wandb.Table(
+                columns=["image", "true", "predicted", "confidence", "correct"],
+                data=[
+                    [wandb.Image(image), r["true"], r["predicted"], r["confidence"], r["correct"]]
+                    for r, image in zip(shown, images)
+                ],
+            ),
+        }
+    )

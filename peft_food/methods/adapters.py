@@ -63,8 +63,9 @@ class AdapterSpec(Method):
     def save(self, model: Any, *, model_dir: Path, head: str) -> None:
         model.save_pretrained(str(model_dir))
 
-    def load(self, model_dir: Path, *, base: BaseLoader, labels: list[str], head: str,
-             roles: dict[str, str] | None = None) -> Any:
+    def load(
+        self, model_dir: Path, *, base: BaseLoader, labels: list[str], head: str, roles: dict[str, str] | None = None
+    ) -> Any:
         import torch
         from peft import PeftModel
 
@@ -81,13 +82,17 @@ class AdapterSpec(Method):
             with tempfile.TemporaryDirectory() as scratch:
                 model = PeftModel.from_pretrained(frozen, str(renamed_adapter(model_dir, frozen, Path(scratch))))
         except (RuntimeError, ValueError, KeyError) as err:
-            require_fit(False, next((line.strip() for line in str(err).splitlines() if "size mismatch" in line),
-                                    first_line(err)))
+            require_fit(
+                False,
+                next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), first_line(err)),
+            )
         predicting = active_head(model, head=head)
         for key, tensor in saved_head.items():
             if not torch.equal(getattr(predicting, key.rsplit(".", 1)[-1]).detach().cpu(), tensor):
-                raise UserError(f"the classifier head did not load from the adapter ({key}); refusing to predict "
-                                f"with a randomly initialised head")
+                raise UserError(
+                    f"the classifier head did not load from the adapter ({key}); refusing to predict "
+                    f"with a randomly initialised head"
+                )
         return model
 
     def merge(self, model: Any) -> Any:
@@ -100,8 +105,11 @@ class AdapterSpec(Method):
         for name, module in list(merged.named_modules()):
             if isinstance(module, ModulesToSaveWrapper):
                 parent, _, child = name.rpartition(".")
-                setattr(merged.get_submodule(parent), child,
-                        module.unload_and_optionally_merge_module(merge=True, safe_merge=False, adapter_names=None))
+                setattr(
+                    merged.get_submodule(parent),
+                    child,
+                    module.unload_and_optionally_merge_module(merge=True, safe_merge=False, adapter_names=None),
+                )
         return merged
 
 
@@ -127,17 +135,26 @@ class LoraSpec(AdapterSpec):
         require_positive(self, "r")
         require_positive(self, "alpha")
         require_fraction(self.dropout, "dropout")
-        require(self.bias in ("none", "all", "lora_only"), f"peft.bias={self.bias!r} is invalid: use none, all or lora_only")
+        require(
+            self.bias in ("none", "all", "lora_only"), f"peft.bias={self.bias!r} is invalid: use none, all or lora_only"
+        )
         require_targets(self.target_modules)
         self.init_lora_weights = self.init_lora_weights.lower()  # Hydra turns `true` into "True"
         init = self.init_lora_weights
-        require(init in LORA_INITS or re.fullmatch(r"pissa_niter_\d+", init) is not None,
-                f"peft.init_lora_weights={init} is invalid: choose one of {', '.join(LORA_INITS)} or "
-                f"pissa_niter_<N> ({NOT_OFFLINE})")
-        require(not (self.residual and self.use_dora), f"peft.init_lora_weights={init} with peft.use_dora=true "
-                f"is not supported: a saved DoRA magnitude cannot be moved off the residual base; drop one")
-        require(init != "orthogonal" or self.r % 2 == 0,
-                f"peft.r={self.r} is invalid with init_lora_weights=orthogonal: use an even rank")
+        require(
+            init in LORA_INITS or re.fullmatch(r"pissa_niter_\d+", init) is not None,
+            f"peft.init_lora_weights={init} is invalid: choose one of {', '.join(LORA_INITS)} or "
+            f"pissa_niter_<N> ({NOT_OFFLINE})",
+        )
+        require(
+            not (self.residual and self.use_dora),
+            f"peft.init_lora_weights={init} with peft.use_dora=true "
+            f"is not supported: a saved DoRA magnitude cannot be moved off the residual base; drop one",
+        )
+        require(
+            init != "orthogonal" or self.r % 2 == 0,
+            f"peft.r={self.r} is invalid with init_lora_weights=orthogonal: use an even rank",
+        )
 
     @property
     def residual(self) -> bool:
@@ -154,8 +171,16 @@ class LoraSpec(AdapterSpec):
         from peft import LoraConfig
 
         init = True if self.init_lora_weights == "true" else self.init_lora_weights
-        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, bias=self.bias,
-                          use_dora=self.use_dora, use_rslora=self.use_rslora, init_lora_weights=init, **common)
+        return LoraConfig(
+            r=self.r,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            bias=self.bias,
+            use_dora=self.use_dora,
+            use_rslora=self.use_rslora,
+            init_lora_weights=init,
+            **common,
+        )
 
     def prepare(self, base: Any, *, resolve: Resolve, head: str) -> Any:
         if self.residual and next(base.parameters()).is_meta:
@@ -184,7 +209,9 @@ class LoraSpec(AdapterSpec):
             save_tensors(initial, start / ADAPTER_WEIGHTS)
             model.save_pretrained(str(model_dir), path_initial_model_for_weight_conversion=str(start))
         # ...and keeps only A and B (lora/model.py subtract_mutated_init): put the trained head back.
-        others = {k: v for k, v in get_peft_model_state_dict(model).items() if ".lora_A." not in k and ".lora_B." not in k}
+        others = {
+            k: v for k, v in get_peft_model_state_dict(model).items() if ".lora_A." not in k and ".lora_B." not in k
+        }
         save_tensors({**read_tensors(model_dir / ADAPTER_WEIGHTS), **others}, model_dir / ADAPTER_WEIGHTS)
 
 
@@ -212,8 +239,9 @@ class LohaSpec(AdapterSpec):
     def peft_config(self, resolve: Resolve, **common: Any) -> Any:
         from peft import LoHaConfig
 
-        return LoHaConfig(r=self.r, alpha=self.alpha, rank_dropout=self.rank_dropout,
-                          module_dropout=self.module_dropout, **common)
+        return LoHaConfig(
+            r=self.r, alpha=self.alpha, rank_dropout=self.rank_dropout, module_dropout=self.module_dropout, **common
+        )
 
 
 @register
@@ -239,16 +267,24 @@ class LokrSpec(AdapterSpec):
         require_positive(self, "alpha")
         require_fraction(self.rank_dropout, "rank_dropout")
         require_fraction(self.module_dropout, "module_dropout")
-        require(self.decompose_factor == -1 or self.decompose_factor > 0,
-                 f"peft.decompose_factor={self.decompose_factor} is invalid: use -1 (auto) or a positive factor")
+        require(
+            self.decompose_factor == -1 or self.decompose_factor > 0,
+            f"peft.decompose_factor={self.decompose_factor} is invalid: use -1 (auto) or a positive factor",
+        )
         require_targets(self.target_modules)
 
     def peft_config(self, resolve: Resolve, **common: Any) -> Any:
         from peft import LoKrConfig
 
-        return LoKrConfig(r=self.r, alpha=self.alpha, rank_dropout=self.rank_dropout,
-                          module_dropout=self.module_dropout, decompose_both=self.decompose_both,
-                          decompose_factor=self.decompose_factor, **common)
+        return LoKrConfig(
+            r=self.r,
+            alpha=self.alpha,
+            rank_dropout=self.rank_dropout,
+            module_dropout=self.module_dropout,
+            decompose_both=self.decompose_both,
+            decompose_factor=self.decompose_factor,
+            **common,
+        )
 
 
 @register
@@ -267,8 +303,11 @@ class IA3Spec(AdapterSpec):
         require_method(self, "ia3")
         require_targets(self.target_modules)
         missing = sorted(set(self.feedforward_modules) - set(self.target_modules))
-        require(not missing, f"peft.feedforward_modules has {missing} not in peft.target_modules: "
-                              f"add them to target_modules or drop them")
+        require(
+            not missing,
+            f"peft.feedforward_modules has {missing} not in peft.target_modules: "
+            f"add them to target_modules or drop them",
+        )
 
     def peft_config(self, resolve: Resolve, **common: Any) -> Any:
         from peft import IA3Config
@@ -300,8 +339,7 @@ class VeraSpec(AdapterSpec):
 
         # save_projection: the shared random A/B go into the adapter file, so a reload does not
         # depend on regenerating them from the PRNG key on another torch version.
-        return VeraConfig(r=self.r, vera_dropout=self.dropout, d_initial=self.d_initial, save_projection=True,
-                          **common)
+        return VeraConfig(r=self.r, vera_dropout=self.dropout, d_initial=self.d_initial, save_projection=True, **common)
 
 
 @register
@@ -329,5 +367,11 @@ class OftSpec(AdapterSpec):
         from peft import OFTConfig
 
         # r=0: the number of blocks follows from the block size and each layer's width.
-        return OFTConfig(r=0, oft_block_size=self.block_size, module_dropout=self.module_dropout,
-                         coft=self.coft, eps=self.eps, **common)
+        return OFTConfig(
+            r=0,
+            oft_block_size=self.block_size,
+            module_dropout=self.module_dropout,
+            coft=self.coft,
+            eps=self.eps,
+            **common,
+        )

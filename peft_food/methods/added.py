@@ -39,18 +39,24 @@ class AddedSpec(Method):
 
         save_tensors({n: p for n, p in model.named_parameters() if p.requires_grad}, model_dir / TRAINED_WEIGHTS)
 
-    def load(self, model_dir: Path, *, base: BaseLoader, labels: list[str], head: str,
-             roles: dict[str, str] | None = None) -> Any:
+    def load(
+        self, model_dir: Path, *, base: BaseLoader, labels: list[str], head: str, roles: dict[str, str] | None = None
+    ) -> Any:
         from peft_food.model.backbone import resolve_target_modules
         from peft_food.model.weights import check_loaded, read_tensors
 
         saved = read_tensors(model_dir / TRAINED_WEIGHTS)
         model = base({k: v for k, v in saved.items() if k.startswith(f"{head}.")})
-        model = self.prepare(model, head=head, resolve=lambda requested: resolve_target_modules(
-            model, requested=requested, head=head, roles=roles))
+        model = self.prepare(
+            model,
+            head=head,
+            resolve=lambda requested: resolve_target_modules(model, requested=requested, head=head, roles=roles),
+        )
         expected = {n for n, p in model.named_parameters() if p.requires_grad}
-        require_fit(set(saved) == expected, f"saved {sorted(set(saved) - expected)[:3]}, the base has "
-                                            f"{sorted(expected - set(saved))[:3]} instead")
+        require_fit(
+            set(saved) == expected,
+            f"saved {sorted(set(saved) - expected)[:3]}, the base has {sorted(expected - set(saved))[:3]} instead",
+        )
         try:
             model.load_state_dict(saved, strict=False)
         except RuntimeError as err:
@@ -59,5 +65,7 @@ class AddedSpec(Method):
         return model
 
     def merge(self, model: Any) -> Any:
-        raise UserError(f"peft={self.method} cannot be exported as a plain transformers model: {self.unfoldable}; "
-                        f"predict with `peft-food-predict <run dir> photo.jpg`, which reloads it exactly")
+        raise UserError(
+            f"peft={self.method} cannot be exported as a plain transformers model: {self.unfoldable}; "
+            f"predict with `peft-food-predict <run dir> photo.jpg`, which reloads it exactly"
+        )

@@ -28,8 +28,7 @@ def check_targets(model: ModelSpec, *, peft: PeftSpec) -> None:
         except ConfigError:
             raise
         except (ValueError, TypeError) as err:  # e.g. OFT's block size not dividing a layer's width
-            raise ConfigError(f"peft={peft.method} does not fit model={model.name}: "
-                              f"{first_line(err)}") from None
+            raise ConfigError(f"peft={peft.method} does not fit model={model.name}: {first_line(err)}") from None
 
 
 def apply_peft(base: torch.nn.Module, *, peft: PeftSpec, model: ModelSpec) -> torch.nn.Module:

@@ -42,8 +42,9 @@ def require_method(spec: Any, name: str) -> None:
 
 def require_positive(spec: Any, key: str) -> None:
     value = getattr(spec, key)
-    require(value > 0, f"peft.{key}={value} is invalid: {key} of peft={spec.method} must be positive "
-                        f"(e.g. peft.{key}=16)")
+    require(
+        value > 0, f"peft.{key}={value} is invalid: {key} of peft={spec.method} must be positive (e.g. peft.{key}=16)"
+    )
 
 
 def require_fraction(value: float, key: str) -> None:
@@ -57,8 +58,9 @@ def require_targets(targets: list[str]) -> None:
 def require_fit(ok: bool, detail: str) -> None:
     """The saved weights must fit the base they are loaded onto."""
     if not ok:
-        raise UserError(f"what this run saved does not fit the base model (another architecture or label "
-                        f"count): {detail}")
+        raise UserError(
+            f"what this run saved does not fit the base model (another architecture or label count): {detail}"
+        )
 
 
 class Method:
@@ -93,8 +95,9 @@ class Method:
         """Write only what trained into `model_dir`."""
         raise NotImplementedError
 
-    def load(self, model_dir: Path, *, base: BaseLoader, labels: list[str], head: str,
-             roles: dict[str, str] | None = None) -> Any:
+    def load(
+        self, model_dir: Path, *, base: BaseLoader, labels: list[str], head: str, roles: dict[str, str] | None = None
+    ) -> Any:
         """Read back what `save` wrote; `base(saved_head)` loads the frozen base it goes onto, and
         `roles` are its module roles (model.modules) for methods that find layers by role."""
         raise NotImplementedError

@@ -51,15 +51,18 @@ class AdaptFormerSpec(AddedSpec):
     def __post_init__(self) -> None:
         require_method(self, "adaptformer")
         require_positive(self, "width")
-        require(self.scale > 0, f"peft.scale={self.scale} is invalid: the branch's output scale s must be positive "
-                                f"(AdaptFormer's is 0.1)")
+        require(
+            self.scale > 0,
+            f"peft.scale={self.scale} is invalid: the branch's output scale s must be positive (AdaptFormer's is 0.1)",
+        )
         require_fraction(self.dropout, "dropout")
 
     def attach(self, base: Any, *, resolve: Resolve, head: str) -> None:
         from peft_food.methods.hooks import attach_adaptformer
 
-        attach_adaptformer(base, width=self.width, scale=self.scale, dropout=self.dropout,
-                           mlp_in=resolve(["mlp_in"])[0])
+        attach_adaptformer(
+            base, width=self.width, scale=self.scale, dropout=self.dropout, mlp_in=resolve(["mlp_in"])[0]
+        )
 
 
 @register
@@ -80,15 +83,24 @@ class BottleneckAdapterSpec(AddedSpec):
 
     def __post_init__(self) -> None:
         require_method(self, "adapter")
-        require(self.placement in PLACEMENTS, f"peft.placement={self.placement!r} is invalid: use "
-                                              f"{' or '.join(PLACEMENTS)}")
+        require(
+            self.placement in PLACEMENTS, f"peft.placement={self.placement!r} is invalid: use {' or '.join(PLACEMENTS)}"
+        )
         require_positive(self, "width")
-        require(self.activation in ACTIVATIONS, f"peft.activation={self.activation!r} is invalid: use "
-                                                f"{', '.join(ACTIVATIONS)}")
+        require(
+            self.activation in ACTIVATIONS,
+            f"peft.activation={self.activation!r} is invalid: use {', '.join(ACTIVATIONS)}",
+        )
         require_fraction(self.dropout, "dropout")
 
     def attach(self, base: Any, *, resolve: Resolve, head: str) -> None:
         from peft_food.methods.hooks import attach_adapters
 
-        attach_adapters(base, after=resolve(PLACEMENTS[self.placement]), width=self.width,
-                        activation=ACTIVATIONS[self.activation], dropout=self.dropout, head=head)
+        attach_adapters(
+            base,
+            after=resolve(PLACEMENTS[self.placement]),
+            width=self.width,
+            activation=ACTIVATIONS[self.activation],
+            dropout=self.dropout,
+            head=head,
+        )

@@ -1,6 +1,6 @@
 """Full fine-tuning: every parameter trains, and the whole model is saved.
 
-    peft-food-train peft=full
+peft-food-train peft=full
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ class FullSpec(Method):
     def save(self, model: Any, *, model_dir: Path, head: str) -> None:
         model.save_pretrained(str(model_dir))
 
-    def load(self, model_dir: Path, *, base: BaseLoader, labels: list[str], head: str,
-             roles: dict[str, str] | None = None) -> Any:
+    def load(
+        self, model_dir: Path, *, base: BaseLoader, labels: list[str], head: str, roles: dict[str, str] | None = None
+    ) -> Any:
         return base({})  # the base of a method that saves the whole model is that model (saved/artifacts.py)

@@ -38,8 +38,15 @@ NOT_HERE = {
     "ADALORA": "its rank budget needs a per-step training hook: use peft=adalora",
 }
 # Fields peft writes into adapter_config.json that describe the file, not the tuner.
-FILE_FIELDS = {"peft_type", "task_type", "base_model_name_or_path", "revision", "inference_mode", "auto_mapping",
-               "peft_version"}
+FILE_FIELDS = {
+    "peft_type",
+    "task_type",
+    "base_model_name_or_path",
+    "revision",
+    "inference_mode",
+    "auto_mapping",
+    "peft_version",
+}
 
 
 @register
@@ -57,14 +64,18 @@ class PeftConfigSpec(AdapterSpec):
 
     def __post_init__(self) -> None:
         require_method(self, "peft_config")
-        require(bool(self.config) != (self.file is not None),
-                "peft=peft_config needs exactly one of peft.config={peft_type: ..., ...} or "
-                "peft.file=path/to/adapter_config.json" + (" (both are set)" if self.config else ""))
+        require(
+            bool(self.config) != (self.file is not None),
+            "peft=peft_config needs exactly one of peft.config={peft_type: ..., ...} or "
+            "peft.file=path/to/adapter_config.json" + (" (both are set)" if self.config else ""),
+        )
         if self.file is not None:
             self.config, self.file = read_adapter_config(Path(self.file)), None
         self.config = dict(self.config)
-        require(bool(self.config.get("peft_type")), "peft.config has no peft_type: add one, e.g. "
-                                                     "peft.config={peft_type: C3A}")
+        require(
+            bool(self.config.get("peft_type")),
+            "peft.config has no peft_type: add one, e.g. peft.config={peft_type: C3A}",
+        )
         self.config["peft_type"] = str(self.config["peft_type"]).upper()
         reason = NOT_HERE.get(self.config["peft_type"])
         require(reason is None, f"peft_type={self.config['peft_type']} does not apply here: {reason}")
@@ -92,8 +103,10 @@ class PeftConfigSpec(AdapterSpec):
             if key not in known:
                 close = difflib.get_close_matches(key, sorted(known), n=1)
                 hint = f"did you mean {close[0]}? " if close else ""
-                raise ConfigError(f"peft.config.{key} is not a field of {config_class.__name__}: {hint}"
-                                  f"its fields are {', '.join(sorted(known))}")
+                raise ConfigError(
+                    f"peft.config.{key} is not a field of {config_class.__name__}: {hint}"
+                    f"its fields are {', '.join(sorted(known))}"
+                )
         try:
             return config_class(**{**settings, **common})
         except (TypeError, ValueError) as err:
@@ -105,15 +118,21 @@ class PeftConfigSpec(AdapterSpec):
 def read_adapter_config(path: Path) -> dict[str, Any]:
     """An adapter_config.json's settings, or a one-line error saying what the file is not."""
     if not path.is_file():
-        raise ConfigError(f"peft.file={path} does not exist: pass the path of an adapter_config.json "
-                          f"(peft's save_pretrained writes one)")
+        raise ConfigError(
+            f"peft.file={path} does not exist: pass the path of an adapter_config.json "
+            f"(peft's save_pretrained writes one)"
+        )
     try:
         config = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ConfigError(f"peft.file={path} is not JSON ({err.__class__.__name__}): pass a peft adapter_config.json") from None
+        raise ConfigError(
+            f"peft.file={path} is not JSON ({err.__class__.__name__}): pass a peft adapter_config.json"
+        ) from None
     if not isinstance(config, dict) or "peft_type" not in config:
-        raise ConfigError(f"peft.file={path} is not a peft adapter config (no peft_type): pass the "
-                          f"adapter_config.json that peft's save_pretrained writes")
+        raise ConfigError(
+            f"peft.file={path} is not a peft adapter config (no peft_type): pass the "
+            f"adapter_config.json that peft's save_pretrained writes"
+        )
     return config
 
 
@@ -121,8 +140,9 @@ def tuner_config_class(peft_type: str) -> type:
     """peft's config class for `peft_type`, or a one-line error listing the tuners that apply."""
     from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
 
-    usable = sorted(str(getattr(t, "value", t)) for t in PEFT_TYPE_TO_CONFIG_MAPPING
-                    if str(getattr(t, "value", t)) not in NOT_HERE)
+    usable = sorted(
+        str(getattr(t, "value", t)) for t in PEFT_TYPE_TO_CONFIG_MAPPING if str(getattr(t, "value", t)) not in NOT_HERE
+    )
     if peft_type not in usable:
         raise ConfigError(f"peft_type={peft_type} is not a peft tuner: choose one of {', '.join(usable)}")
     return PEFT_TYPE_TO_CONFIG_MAPPING[peft_type]

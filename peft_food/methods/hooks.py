@@ -51,8 +51,11 @@ class ScaleShift(torch.nn.Module):
 
 def attach_ssf(model: torch.nn.Module, *, head: str) -> None:
     """A ScaleShift (`<layer>.ssf`) after every Linear, LayerNorm and Conv2d outside the head."""
-    hosts = [module for name, module in model.named_modules()
-             if isinstance(module, SSF_HOSTS) and name != head and not name.startswith(f"{head}.")]
+    hosts = [
+        module
+        for name, module in model.named_modules()
+        if isinstance(module, SSF_HOSTS) and name != head and not name.startswith(f"{head}.")
+    ]
     for host in hosts:
         conv = isinstance(host, torch.nn.Conv2d)
         channels = host.out_channels if conv else getattr(host, "out_features", None) or host.normalized_shape[-1]
@@ -68,8 +71,10 @@ def fold_ssf(model: torch.nn.Module) -> torch.nn.Module:
         if not isinstance(ssf, ScaleShift):
             continue
         if host.bias is None:
-            raise UserError(f"peft=ssf cannot be exported: {name} has no bias to take the shift into; predict "
-                            f"with `peft-food-predict <run dir> photo.jpg` instead")
+            raise UserError(
+                f"peft=ssf cannot be exported: {name} has no bias to take the shift into; predict "
+                f"with `peft-food-predict <run dir> photo.jpg` instead"
+            )
         scale, shift = ssf.scale.detach(), ssf.shift.detach()
         with torch.no_grad():
             host.weight.mul_(scale.view((-1,) + (1,) * (host.weight.dim() - 1)))  # one scale per output
@@ -101,12 +106,12 @@ class Prompts(torch.nn.Module):
     def replace(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         """Before a layer (deep VPT): this layer's prompts take the previous layer's places."""
         hidden = args[0] if args else kwargs["hidden_states"]
-        hidden = torch.cat([hidden[:, :1], self.batch(hidden), hidden[:, 1 + len(self.prompts):]], dim=1)
+        hidden = torch.cat([hidden[:, :1], self.batch(hidden), hidden[:, 1 + len(self.prompts) :]], dim=1)
         return ((hidden, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": hidden})
 
     def strip(self, module: torch.nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
         """After the final norm: the sequence as the head expects it, prompts removed."""
-        return torch.cat([output[:, :1], output[:, 1 + len(self.prompts):]], dim=1)
+        return torch.cat([output[:, :1], output[:, 1 + len(self.prompts) :]], dim=1)
 
 
 def attach_prompts(model: torch.nn.Module, *, tokens: int, deep: bool, dropout: float, mlp_in: str) -> None:
@@ -166,18 +171,22 @@ def attach_adaptformer(model: torch.nn.Module, *, width: int, scale: float, drop
     """A Bottleneck (`<block>.adaptformer`) beside every block's MLP, on the MLP norm's input."""
     for block in blocks(model, mlp_in=mlp_in):
         norm = mlp_norm(block)
-        block.adaptformer = Bottleneck(dim=norm.normalized_shape[-1], width=width, activation="ReLU",
-                                       dropout=dropout, scale=scale)
+        block.adaptformer = Bottleneck(
+            dim=norm.normalized_shape[-1], width=width, activation="ReLU", dropout=dropout, scale=scale
+        )
         norm.register_forward_hook(block.adaptformer.branch)
         block.register_forward_hook(block.adaptformer.add)
 
 
-def attach_adapters(model: torch.nn.Module, *, after: list[str], width: int, activation: str, dropout: float,
-                    head: str) -> None:
+def attach_adapters(
+    model: torch.nn.Module, *, after: list[str], width: int, activation: str, dropout: float, head: str
+) -> None:
     """A residual Bottleneck (`<layer>.adapter`) after every Linear named in `after`, outside the head."""
-    hosts = [module for name, module in model.named_modules()
-             if name.rsplit(".", 1)[-1] in after and name != head and not name.startswith(f"{head}.")]
+    hosts = [
+        module
+        for name, module in model.named_modules()
+        if name.rsplit(".", 1)[-1] in after and name != head and not name.startswith(f"{head}.")
+    ]
     for host in hosts:
-        host.adapter = Bottleneck(dim=host.out_features, width=width, activation=activation, dropout=dropout,
-                                  scale=1.0)
+        host.adapter = Bottleneck(dim=host.out_features, width=width, activation=activation, dropout=dropout, scale=1.0)
         host.register_forward_hook(host.adapter.residual)

@@ -24,9 +24,14 @@ def backbone(model: torch.nn.Module) -> torch.nn.Module:
 def blocks(model: torch.nn.Module, *, mlp_in: str) -> list[torch.nn.Module]:
     """The transformer blocks in order: the items of a ModuleList that hold the MLP's input Linear
     (`mlp_in`, resolved from the mlp_in role) and no ModuleList of their own (Swin's stages do)."""
-    found = [item for module in model.modules() if isinstance(module, torch.nn.ModuleList) for item in module
-             if any(name.rsplit(".", 1)[-1] == mlp_in for name, _ in item.named_modules())
-             and not any(isinstance(inner, torch.nn.ModuleList) for inner in item.modules())]
+    found = [
+        item
+        for module in model.modules()
+        if isinstance(module, torch.nn.ModuleList)
+        for item in module
+        if any(name.rsplit(".", 1)[-1] == mlp_in for name, _ in item.named_modules())
+        and not any(isinstance(inner, torch.nn.ModuleList) for inner in item.modules())
+    ]
     if not found:
         raise ConfigError(f"this model has no transformer blocks with an MLP Linear named {mlp_in!r}")
     return found
@@ -39,8 +44,10 @@ def mlp_norm(block: torch.nn.Module) -> torch.nn.LayerNorm:
         if isinstance(norm, torch.nn.LayerNorm):
             return norm
     children = ", ".join(name for name, _ in block.named_children())
-    raise ConfigError(f"{type(block).__name__} has no LayerNorm named {' or '.join(MLP_NORMS)} before its MLP "
-                      f"(its modules: {children})")
+    raise ConfigError(
+        f"{type(block).__name__} has no LayerNorm named {' or '.join(MLP_NORMS)} before its MLP "
+        f"(its modules: {children})"
+    )
 
 
 def final_norm(model: torch.nn.Module) -> torch.nn.LayerNorm:

@@ -43,8 +43,9 @@ class PartialSpec(Method):
 
         save_tensors({n: p for n, p in model.named_parameters() if p.requires_grad}, model_dir / TRAINED_WEIGHTS)
 
-    def load(self, model_dir: Path, *, base: BaseLoader, labels: list[str], head: str,
-             roles: dict[str, str] | None = None) -> Any:
+    def load(
+        self, model_dir: Path, *, base: BaseLoader, labels: list[str], head: str, roles: dict[str, str] | None = None
+    ) -> Any:
         from peft_food.model.weights import check_loaded, read_tensors
 
         if not (model_dir / TRAINED_WEIGHTS).is_file() and (model_dir / OLD_HEAD_WEIGHTS).is_file():

@@ -59,8 +59,13 @@ class BoftSpec(AdapterSpec):
         # One butterfly factor: peft uses more only with its CUDA extension and silently falls back
         # to one without it (boft/layer.py get_fbd_cuda), so a larger value would not mean the same
         # model on every machine.
-        return BOFTConfig(boft_block_size=self.block_size, boft_block_num=0, boft_n_butterfly_factor=1,
-                          boft_dropout=self.dropout, **common)
+        return BOFTConfig(
+            boft_block_size=self.block_size,
+            boft_block_num=0,
+            boft_n_butterfly_factor=1,
+            boft_dropout=self.dropout,
+            **common,
+        )
 
 
 @register
@@ -82,8 +87,9 @@ class LnTuningSpec(AdapterSpec):
         # LayerNorms are found by type, not by role: roles name Linear layers (model.modules).
         norms = norm_module_names(base, exclude=head)
         if not norms:
-            raise ConfigError("peft=ln_tuning: this backbone has no torch LayerNorm outside its head; "
-                              "choose another method")
+            raise ConfigError(
+                "peft=ln_tuning: this backbone has no torch LayerNorm outside its head; choose another method"
+            )
         return get_peft_model(base, LNTuningConfig(target_modules=norms, modules_to_save=[head]))
 
 
@@ -112,8 +118,9 @@ class FourierFTSpec(AdapterSpec):
     def peft_config(self, resolve: Resolve, **common: Any) -> Any:
         from peft import FourierFTConfig
 
-        return FourierFTConfig(n_frequency=self.n_frequency, scaling=self.scaling,
-                               random_loc_seed=self.random_loc_seed, **common)
+        return FourierFTConfig(
+            n_frequency=self.n_frequency, scaling=self.scaling, random_loc_seed=self.random_loc_seed, **common
+        )
 
 
 @register
@@ -173,14 +180,19 @@ class AdaLoraSpec(AdapterSpec):
         require_method(self, "adalora")
         for key in ("init_r", "target_r", "alpha", "delta_t"):
             require_positive(self, key)
-        require(self.target_r <= self.init_r, f"peft.target_r={self.target_r} is invalid: it must not exceed "
-                                              f"peft.init_r={self.init_r} (AdaLoRA only prunes ranks)")
+        require(
+            self.target_r <= self.init_r,
+            f"peft.target_r={self.target_r} is invalid: it must not exceed "
+            f"peft.init_r={self.init_r} (AdaLoRA only prunes ranks)",
+        )
         require_fraction(self.dropout, "dropout")
         for key in ("tinit_fraction", "tfinal_fraction"):
             require_fraction(getattr(self, key), key)
-        require(self.tinit_fraction + self.tfinal_fraction < 1,
-                f"peft.tinit_fraction + peft.tfinal_fraction = {self.tinit_fraction + self.tfinal_fraction:g} "
-                f"leaves no steps to reallocate ranks in: keep their sum below 1")
+        require(
+            self.tinit_fraction + self.tfinal_fraction < 1,
+            f"peft.tinit_fraction + peft.tfinal_fraction = {self.tinit_fraction + self.tfinal_fraction:g} "
+            f"leaves no steps to reallocate ranks in: keep their sum below 1",
+        )
         for key in ("beta1", "beta2"):
             value = getattr(self, key)
             require(0 < value < 1, f"peft.{key}={value} is invalid: use a value in (0, 1)")
@@ -192,9 +204,20 @@ class AdaLoraSpec(AdapterSpec):
 
         # total_step is the run's: set when training begins (AdaLoraSchedule). Until then, a
         # one-step schedule satisfies peft's check (it needs total_step > tinit + tfinal).
-        return AdaLoraConfig(init_r=self.init_r, target_r=self.target_r, lora_alpha=self.alpha,
-                             lora_dropout=self.dropout, tinit=0, tfinal=0, total_step=1, deltaT=self.delta_t,
-                             beta1=self.beta1, beta2=self.beta2, orth_reg_weight=self.orth_reg_weight, **common)
+        return AdaLoraConfig(
+            init_r=self.init_r,
+            target_r=self.target_r,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            tinit=0,
+            tfinal=0,
+            total_step=1,
+            deltaT=self.delta_t,
+            beta1=self.beta1,
+            beta2=self.beta2,
+            orth_reg_weight=self.orth_reg_weight,
+            **common,
+        )
 
     def prepare(self, base: Any, *, resolve: Resolve, head: str) -> Any:
         model = super().prepare(base, resolve=resolve, head=head)

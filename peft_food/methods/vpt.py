@@ -59,10 +59,12 @@ class VptSpec(AddedSpec):
 
     def attach(self, base: Any, *, resolve: Resolve, head: str) -> None:
         kind = base.config.model_type
-        require(kind in SUPPORTED, f"peft=vpt supports {', '.join(SUPPORTED.values())} backbones "
-                                   f"(model=vit_base, deit_small, dinov2_small or their toys), not {kind}: "
-                                   f"choose one of those or another method (e.g. peft=lora) for {kind}")
+        require(
+            kind in SUPPORTED,
+            f"peft=vpt supports {', '.join(SUPPORTED.values())} backbones "
+            f"(model=vit_base, deit_small, dinov2_small or their toys), not {kind}: "
+            f"choose one of those or another method (e.g. peft=lora) for {kind}",
+        )
         from peft_food.methods.hooks import attach_prompts
 
-        attach_prompts(base, tokens=self.prompts, deep=self.deep, dropout=self.dropout,
-                       mlp_in=resolve(["mlp_in"])[0])
+        attach_prompts(base, tokens=self.prompts, deep=self.deep, dropout=self.dropout, mlp_in=resolve(["mlp_in"])[0])

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 # What every Hub model error says to do without a connection (the CLIs go offline at once then: cli/hub.py).
 OFFLINE_FIX = "offline, pass model.name_or_path=<local checkpoint dir> or model.pretrained=false"
 
+
 def base_config(model: ModelSpec, *, labels: list[str] | None = None) -> PretrainedConfig:
     """The backbone's config: the checkpoint's (a small JSON from the Hub) or the shipped `arch`."""
     if model.pretrained:
@@ -37,9 +38,11 @@ def base_config(model: ModelSpec, *, labels: list[str] | None = None) -> Pretrai
             config = AutoConfig.from_pretrained(model.name_or_path, trust_remote_code=model.trust_remote_code)
         except (OSError, ValueError) as err:  # ValueError: a directory whose config.json names no model type
             if Path(model.name_or_path).is_dir():
-                raise UserError(f"model.name_or_path={model.name_or_path} is not a transformers checkpoint "
-                                f"({first_line(err)}): point it at the folder holding config.json and "
-                                f"model.safetensors") from None
+                raise UserError(
+                    f"model.name_or_path={model.name_or_path} is not a transformers checkpoint "
+                    f"({first_line(err)}): point it at the folder holding config.json and "
+                    f"model.safetensors"
+                ) from None
             raise UserError(f"could not load model {model.name_or_path!r} ({first_line(err)}); {OFFLINE_FIX}") from None
     else:
         arch = dict(model.arch)
@@ -53,8 +56,6 @@ def base_config(model: ModelSpec, *, labels: list[str] | None = None) -> Pretrai
     return config
 
 
-
-
 def load_processor(model: ModelSpec) -> Any:
     """The image processor that feeds the backbone: the checkpoint's, or the shipped kwargs."""
     if not model.pretrained:
@@ -63,16 +64,22 @@ def load_processor(model: ModelSpec) -> Any:
         return AutoImageProcessor.from_pretrained(model.name_or_path, trust_remote_code=model.trust_remote_code)
     except (OSError, ValueError) as err:
         if not Path(model.name_or_path).is_dir():
-            raise UserError(f"could not load the image processor of {model.name_or_path!r} "
-                            f"({first_line(err)}); {OFFLINE_FIX}") from None
+            raise UserError(
+                f"could not load the image processor of {model.name_or_path!r} ({first_line(err)}); {OFFLINE_FIX}"
+            ) from None
         # A local checkpoint saved without its processor (e.g. model.save_pretrained alone).
         if model.processor:
-            log.warning("%s has no image processor config (preprocessor_config.json): using model.processor (%s)",
-                        model.name_or_path, model.processor.get("image_processor_type"))
+            log.warning(
+                "%s has no image processor config (preprocessor_config.json): using model.processor (%s)",
+                model.name_or_path,
+                model.processor.get("image_processor_type"),
+            )
             return processor_from(model.processor)
-        raise UserError(f"{model.name_or_path} has no image processor config (preprocessor_config.json): save the "
-                        f"checkpoint's processor there, or give its settings as model.processor (e.g. "
-                        f"model=vit_base model.name_or_path=... supplies ViT-B/16's)") from None
+        raise UserError(
+            f"{model.name_or_path} has no image processor config (preprocessor_config.json): save the "
+            f"checkpoint's processor there, or give its settings as model.processor (e.g. "
+            f"model=vit_base model.name_or_path=... supplies ViT-B/16's)"
+        ) from None
 
 
 def processor_from(kwargs: dict[str, Any]) -> Any:
@@ -95,12 +102,18 @@ def load_base(*, model: ModelSpec, labels: list[str]) -> tuple[torch.nn.Module, 
     # checkpoint get a head of another size. Safetensors only: no pickle from the Hub.
     try:
         base = AutoModelForImageClassification.from_pretrained(
-            model.name_or_path, config=config, ignore_mismatched_sizes=True, use_safetensors=True,
-            trust_remote_code=model.trust_remote_code, attn_implementation=model.attn_implementation,
+            model.name_or_path,
+            config=config,
+            ignore_mismatched_sizes=True,
+            use_safetensors=True,
+            trust_remote_code=model.trust_remote_code,
+            attn_implementation=model.attn_implementation,
         )
     except OSError as err:
-        raise UserError(f"could not load the weights of {model.name_or_path!r} ({first_line(err)}); "
-                        f"only .safetensors checkpoints are loaded; {OFFLINE_FIX}") from None
+        raise UserError(
+            f"could not load the weights of {model.name_or_path!r} ({first_line(err)}); "
+            f"only .safetensors checkpoints are loaded; {OFFLINE_FIX}"
+        ) from None
     return base, load_processor(model)
 
 
@@ -130,12 +143,14 @@ def head_module(model: torch.nn.Module, *, head: str) -> torch.nn.Module:
         return model.get_submodule(head)
     except AttributeError:
         children = ", ".join(name for name, _ in model.named_children())
-        raise ConfigError(f"model.head={head!r} is not a module of this model; its top-level modules are "
-                          f"{children}") from None
+        raise ConfigError(
+            f"model.head={head!r} is not a module of this model; its top-level modules are {children}"
+        ) from None
 
 
-def resolve_target_modules(model: torch.nn.Module, *, requested: list[str], head: str,
-                           roles: dict[str, str] | None = None) -> list[str]:
+def resolve_target_modules(
+    model: torch.nn.Module, *, requested: list[str], head: str, roles: dict[str, str] | None = None
+) -> list[str]:
     """Map roles (query, value, mlp_out, ...) and raw names onto this model's Linear module names,
     or fail listing what there is."""
     roles = roles or {}
@@ -157,8 +172,6 @@ def resolve_target_modules(model: torch.nn.Module, *, requested: list[str], head
 def target_resolver(base: torch.nn.Module, *, model: ModelSpec) -> Callable[[list[str]], list[str]]:
     """What a method spec calls to turn its target roles into this backbone's module names."""
     return lambda requested: resolve_target_modules(base, requested=requested, head=model.head, roles=model.modules)
-
-
 
 
 def count_parameters(model: torch.nn.Module) -> dict[str, Any]:

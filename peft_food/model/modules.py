@@ -10,8 +10,14 @@ are mapped the same way when they are read back.
 from __future__ import annotations
 
 # Role (what peft.target_modules names) -> Linear module name on transformers >= 5.9.
-DEFAULT_ROLES = {"query": "q_proj", "key": "k_proj", "value": "v_proj", "attn_out": "o_proj",
-                 "mlp_in": "fc1", "mlp_out": "fc2"}
+DEFAULT_ROLES = {
+    "query": "q_proj",
+    "key": "k_proj",
+    "value": "v_proj",
+    "attn_out": "o_proj",
+    "mlp_in": "fc1",
+    "mlp_out": "fc2",
+}
 
 # Short module names before 5.9 -> after ("dense" was the attention output projection).
 OLD_TO_NEW = {"query": "q_proj", "key": "k_proj", "value": "v_proj", "dense": "o_proj"}

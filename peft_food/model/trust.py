@@ -44,5 +44,7 @@ def _refs(auto_map: object) -> list[object]:
 def require_trust(reason: str | None, *, trusted: bool) -> None:
     """Stop with one line when something would run code the person did not ask for."""
     if reason is not None and not trusted:
-        raise UserError(f"{reason}; a saved model never runs its own code unless you ask: pass {FLAG} to run it "
-                        f"if you trust where it came from")
+        raise UserError(
+            f"{reason}; a saved model never runs its own code unless you ask: pass {FLAG} to run it "
+            f"if you trust where it came from"
+        )

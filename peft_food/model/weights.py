@@ -34,14 +34,19 @@ def load_model(source: str | Path, *, labels: list[str], trust_remote_code: bool
     explicitly: transformers would otherwise prompt on a terminal)."""
     try:
         return AutoModelForImageClassification.from_pretrained(
-            str(source), **label_maps(labels), ignore_mismatched_sizes=True, use_safetensors=True,
+            str(source),
+            **label_maps(labels),
+            ignore_mismatched_sizes=True,
+            use_safetensors=True,
             trust_remote_code=trust_remote_code,
         )
     except (OSError, ValueError) as err:
         if not trust_remote_code and "trust_remote_code" in str(err):  # a Hub base whose config names its code
             require_trust(f"the base model {str(source)!r} runs code of its own to load", trusted=False)
-        raise UserError(f"could not load the base model {str(source)!r}: {first_line(err)}; offline, pass the base "
-                        f"as a local dir (peft-food-predict --base DIR) or have it in the Hugging Face cache") from None
+        raise UserError(
+            f"could not load the base model {str(source)!r}: {first_line(err)}; offline, pass the base "
+            f"as a local dir (peft-food-predict --base DIR) or have it in the Hugging Face cache"
+        ) from None
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
@@ -51,8 +56,10 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
 def read_tensors(path: Path, *, keep: Callable[[str], bool] = lambda key: True) -> dict[str, torch.Tensor]:
     """The file's tensors whose key `keep` accepts (reading only those)."""
     if not path.is_file():
-        raise UserError(f"{path} is missing: the trained weights were not saved or were removed; re-run "
-                        f"training or restore the file")
+        raise UserError(
+            f"{path} is missing: the trained weights were not saved or were removed; re-run "
+            f"training or restore the file"
+        )
     with safe_open(str(path), framework="pt") as f:
         return {k: f.get_tensor(k) for k in f.keys() if keep(k)}
 
@@ -69,8 +76,10 @@ def check_loaded(model: torch.nn.Module, saved: dict[str, torch.Tensor], *, pref
     for key, tensor in saved.items():
         name = prefix + key
         if name not in params or not torch.equal(params[name].detach().cpu(), tensor):
-            raise UserError(f"the trained weights did not load ({key}); refusing to predict with a randomly "
-                            f"initialised head or layer")
+            raise UserError(
+                f"the trained weights did not load ({key}); refusing to predict with a randomly "
+                f"initialised head or layer"
+            )
 
 
 def active_head(model: torch.nn.Module, *, head: str) -> torch.nn.Module:

@@ -57,8 +57,9 @@ def save_base(base: torch.nn.Module, *, model_dir: Path) -> None:
     share_safetensors(model_dir / "base")
 
 
-def save_trained(model: torch.nn.Module, processor: Any, *, model_dir: Path, peft: PeftSpec,
-                 labels: list[str], base: ModelSpec) -> None:
+def save_trained(
+    model: torch.nn.Module, processor: Any, *, model_dir: Path, peft: PeftSpec, labels: list[str], base: ModelSpec
+) -> None:
     """What the method trained (its spec decides), the image processor and the spec file."""
     model_dir.mkdir(parents=True, exist_ok=True)
     peft.save(model, model_dir=model_dir, head=base.head)
@@ -76,21 +77,27 @@ def find_model_dir(path: Path) -> Path:
     if checkpoint is not None or path.name == "checkpoints":
         # A Trainer checkpoint holds no peft_food.json (labels, base): the run dir's model/ does.
         run_dir = (checkpoint or path / "x").parent.parent
-        raise UserError(f"{path} is a training checkpoint, not a saved model: pass the run dir ({run_dir}), "
-                        f"whose model/ holds the best checkpoint's weights with its labels and base")
+        raise UserError(
+            f"{path} is a training checkpoint, not a saved model: pass the run dir ({run_dir}), "
+            f"whose model/ holds the best checkpoint's weights with its labels and base"
+        )
     for candidate in (path, path / "model"):
         if any((candidate / name).is_file() for name in (SPEC_FILE, "adapter_config.json", "config.json")):
             return candidate
-    raise UserError(f"{path} holds no saved model (no model/ with {SPEC_FILE}): the run may not have finished; "
-                    f"check its metrics.json status")
+    raise UserError(
+        f"{path} holds no saved model (no model/ with {SPEC_FILE}): the run may not have finished; "
+        f"check its metrics.json status"
+    )
 
 
 def read_spec_file(path: Path) -> dict[str, Any]:
     """A saved `peft_food.json`, checked for the shape every reader relies on: labels, a base, a
     method; a truncated or hand-edited file is one line naming it."""
+
     def damaged(detail: str) -> UserError:
-        return UserError(f"{path} is damaged ({detail}): restore it from the run (it is written with the model), "
-                         f"or train again")
+        return UserError(
+            f"{path} is damaged ({detail}): restore it from the run (it is written with the model), or train again"
+        )
 
     try:
         spec = json.loads(path.read_text())
@@ -101,8 +108,9 @@ def read_spec_file(path: Path) -> dict[str, Any]:
     labels, base, settings = spec.get("labels"), spec.get("base"), spec.get("peft", {"method": spec.get("method")})
     if not (isinstance(labels, list) and labels and all(isinstance(label, str) for label in labels)):
         raise damaged("labels must be a non-empty list of class names")
-    if not (isinstance(base, dict) and isinstance(base.get("head", ""), str)
-            and isinstance(base.get("modules") or {}, dict)):
+    if not (
+        isinstance(base, dict) and isinstance(base.get("head", ""), str) and isinstance(base.get("modules") or {}, dict)
+    ):
         raise damaged("base must be an object naming the base model, its head and module roles")
     if not (isinstance(settings, dict) and isinstance(settings.get("method"), str)):
         raise damaged("it names no method")
@@ -125,15 +133,18 @@ def _peft_of(spec: dict[str, Any], *, model_dir: Path) -> PeftSpec:
     try:
         return spec_of(spec)
     except KeyError as err:
-        raise UserError(f"{where} names method {err.args[0]!r}, which this version of peft_food does not have "
-                        f"(it has {', '.join(METHODS)}): load it with the version that trained it") from None
+        raise UserError(
+            f"{where} names method {err.args[0]!r}, which this version of peft_food does not have "
+            f"(it has {', '.join(METHODS)}): load it with the version that trained it"
+        ) from None
     except (TypeError, ValueError) as err:  # a key the method does not take, or a bad value
-        raise UserError(f"{where} holds peft settings its method does not accept ({first_line(err)}): load it with "
-                        f"the version that trained it, or restore the file") from None
+        raise UserError(
+            f"{where} holds peft settings its method does not accept ({first_line(err)}): load it with "
+            f"the version that trained it, or restore the file"
+        ) from None
 
 
-def _base_source(model_dir: Path, spec: dict[str, Any], *, peft: PeftSpec,
-                 base_override: Path | None) -> str | Path:
+def _base_source(model_dir: Path, spec: dict[str, Any], *, peft: PeftSpec, base_override: Path | None) -> str | Path:
     """Where the base comes from: the saved model itself (a method that saves the whole model),
     --base, the run's own random-init copy, or the base the spec names (a Hub id or a path)."""
     labels = spec["labels"]
@@ -144,15 +155,19 @@ def _base_source(model_dir: Path, spec: dict[str, Any], *, peft: PeftSpec,
         if (source / SPEC_FILE).is_file():
             base_labels = read_spec_file(source / SPEC_FILE)["labels"]
             if len(base_labels) != len(labels):
-                raise UserError(f"the model in {model_dir} was trained for {len(labels)} labels but the base "
-                                f"{source} has {len(base_labels)}: use the base it was trained on")
+                raise UserError(
+                    f"the model in {model_dir} was trained for {len(labels)} labels but the base "
+                    f"{source} has {len(base_labels)}: use the base it was trained on"
+                )
         return source / "base" if (source / "base").is_dir() else source
     if (model_dir / "base").is_dir():
         return model_dir / "base"
     named = spec["base"].get("name_or_path")
     if not isinstance(named, str) or not named:
-        raise UserError(f"{model_dir / SPEC_FILE} names no base model and {model_dir} holds no base/: pass the "
-                        f"base it was trained on with --base DIR")
+        raise UserError(
+            f"{model_dir / SPEC_FILE} names no base model and {model_dir} holds no base/: pass the "
+            f"base it was trained on with --base DIR"
+        )
     return named
 
 
@@ -164,8 +179,10 @@ def _base_loader(source: str | Path, *, model_dir: Path, labels: list[str], trus
     def load(saved_head: dict[str, torch.Tensor]) -> torch.nn.Module:
         weight = next((t for k, t in saved_head.items() if k.endswith("weight")), None)
         if weight is not None and weight.shape[0] != len(labels):
-            raise UserError(f"{model_dir}: the saved head has {weight.shape[0]} outputs but {len(labels)} labels "
-                            f"are recorded; the weights and {SPEC_FILE} come from different runs")
+            raise UserError(
+                f"{model_dir}: the saved head has {weight.shape[0]} outputs but {len(labels)} labels "
+                f"are recorded; the weights and {SPEC_FILE} come from different runs"
+            )
         return load_model(source, labels=labels, trust_remote_code=trust_remote_code)
 
     return load
@@ -190,15 +207,29 @@ def load_trained(path: Path, *, base: Path | None = None, trust_remote_code: boo
         require_trust(code_named_in(folder), trusted=trust_remote_code)
     spec = _read_spec(model_dir, trust_remote_code=trust_remote_code)
     if spec["base"].get("trust_remote_code"):
-        require_trust(f"{model_dir / SPEC_FILE} says its base model was trained with model.trust_remote_code=true "
-                      f"(it runs code of its own)", trusted=trust_remote_code)
+        require_trust(
+            f"{model_dir / SPEC_FILE} says its base model was trained with model.trust_remote_code=true "
+            f"(it runs code of its own)",
+            trusted=trust_remote_code,
+        )
     peft = _peft_of(spec, model_dir=model_dir)
     source = _base_source(model_dir, spec, peft=peft, base_override=base)
     if Path(source).is_dir():
         require_trust(code_named_in(Path(source)), trusted=trust_remote_code)
     loader = _base_loader(source, model_dir=model_dir, labels=spec["labels"], trust_remote_code=trust_remote_code)
-    model = peft.load(model_dir, base=loader, labels=spec["labels"], head=spec["base"].get("head", "classifier"),
-                      roles=spec["base"].get("modules"))
+    model = peft.load(
+        model_dir,
+        base=loader,
+        labels=spec["labels"],
+        head=spec["base"].get("head", "classifier"),
+        roles=spec["base"].get("modules"),
+    )
     processor = AutoImageProcessor.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
-    return Trained(model=model.eval(), processor=processor, labels=spec["labels"], peft=peft, model_dir=model_dir,
-                   base_note=base_note(source, model_dir=model_dir, base_override=base))
+    return Trained(
+        model=model.eval(),
+        processor=processor,
+        labels=spec["labels"],
+        peft=peft,
+        model_dir=model_dir,
+        base_note=base_note(source, model_dir=model_dir, base_override=base),
+    )

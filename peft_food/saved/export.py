@@ -28,8 +28,9 @@ from peft_food.tracking.record import FILE as RECORD_FILE
 from peft_food.tracking.record import RunRecord
 
 
-def export(run: Path, out_dir: Path, *, trust_remote_code: bool = False,
-           say: Callable[[str], None] = lambda note: None) -> Path:
+def export(
+    run: Path, out_dir: Path, *, trust_remote_code: bool = False, say: Callable[[str], None] = lambda note: None
+) -> Path:
     """`trust_remote_code`: run code the saved files name (the person's choice); `say` gets the
     base model loaded when it is not a copy saved with the run."""
     trained = load_trained(run, trust_remote_code=trust_remote_code)

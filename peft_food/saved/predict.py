@@ -58,7 +58,7 @@ def classify(trained: Trained, files: list[Path], *, top_k: int, batch_size: int
     batches = range(0, len(files), batch_size)
     for start in bar(batches, desc="predicting", unit="batch"):
         good, pixels = [], []
-        for result, path in zip(results[start:start + batch_size], files[start:start + batch_size]):
+        for result, path in zip(results[start : start + batch_size], files[start : start + batch_size]):
             try:
                 pixels.append(eval_tf(open_rgb(path)))
                 good.append(result)
@@ -70,8 +70,9 @@ def classify(trained: Trained, files: list[Path], *, top_k: int, batch_size: int
         logits = trained.model(pixel_values=batch).logits
         scores, indices = logits.softmax(-1).topk(k, dim=-1)
         for result, row_scores, row_indices in zip(good, scores.tolist(), indices.tolist()):
-            result.predictions = [{"label": trained.labels[i], "score": round(s, 6)}
-                                  for s, i in zip(row_scores, row_indices)]
+            result.predictions = [
+                {"label": trained.labels[i], "score": round(s, 6)} for s, i in zip(row_scores, row_indices)
+            ]
     return results
 
 

@@ -28,8 +28,25 @@ from typing import Any
 from peft_food.tracking.record import RunRecord
 from peft_food.tracking.sweep import job_records
 
-COLUMNS = ["job", "status", "method", "model", "r", "alpha", "trainable_params", "saved_mb", "img_per_s",
-           "monitor", "val", "test", "test_final", "protocol", "epochs", "runtime_s", "setting"]
+COLUMNS = [
+    "job",
+    "status",
+    "method",
+    "model",
+    "r",
+    "alpha",
+    "trainable_params",
+    "saved_mb",
+    "img_per_s",
+    "monitor",
+    "val",
+    "test",
+    "test_final",
+    "protocol",
+    "epochs",
+    "runtime_s",
+    "setting",
+]
 
 
 def job_row(job: str, record: RunRecord) -> dict[str, Any]:
@@ -68,13 +85,17 @@ def collect(*sweep_dirs: Path) -> list[dict[str, Any]]:
     """A row per job of each sweep (or committed record, or run dir: one job). With several, a job
     is named `<sweep>/<job>`, so two multiruns' `0/` stay apart; a run dir given itself is named
     `<date>/<time>`; `dir` keeps where its files are."""
+
     def name(sweep_dir: Path, job_dir: Path) -> str:
         if job_dir == sweep_dir:
             return "/".join(sweep_dir.resolve().parts[-2:])
         return f"{sweep_dir.resolve().name}/{job_dir.name}" if len(sweep_dirs) > 1 else job_dir.name
 
-    return [{**job_row(name(sweep_dir, job_dir), record), "dir": job_dir}
-            for sweep_dir in sweep_dirs for job_dir, record in job_records(sweep_dir)]
+    return [
+        {**job_row(name(sweep_dir, job_dir), record), "dir": job_dir}
+        for sweep_dir in sweep_dirs
+        for job_dir, record in job_records(sweep_dir)
+    ]
 
 
 def finished(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -88,11 +109,14 @@ def caption(rows: list[dict[str, Any]]) -> str:
     if not done:
         return ""
     metric = done[0]["monitor"].removeprefix("eval_")
-    lines = [f"val: best val {metric} over the epochs (picks the checkpoint); test: that checkpoint's test "
-             f"{metric}; test_final: the last epoch's. One run per row."]
+    lines = [
+        f"val: best val {metric} over the epochs (picks the checkpoint); test: that checkpoint's test "
+        f"{metric}; test_final: the last epoch's. One run per row."
+    ]
     if any(r["protocol"] == "seed" for r in done):
-        lines.append("protocol seed rows: val and test are one held-out split, so test is selected on the "
-                     "reported split")
+        lines.append(
+            "protocol seed rows: val and test are one held-out split, so test is selected on the reported split"
+        )
     return "\n".join(lines)
 
 
@@ -121,10 +145,17 @@ def settings(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for name, members in groups.items():
         vals = [float(r["val"]) if r["val"] != "" else math.nan for r in members]
         tests = [float(r["test"]) for r in members]
-        out.append({**{k: members[0][k] for k in ("method", "model", "r", "alpha", "trainable_params", "monitor")},
-                    "setting": name, "n": len(members), "val": statistics.fmean(vals), "test": statistics.fmean(tests),
-                    "val_std": statistics.stdev(vals) if len(vals) > 1 else math.nan,
-                    "test_std": statistics.stdev(tests) if len(tests) > 1 else math.nan})
+        out.append(
+            {
+                **{k: members[0][k] for k in ("method", "model", "r", "alpha", "trainable_params", "monitor")},
+                "setting": name,
+                "n": len(members),
+                "val": statistics.fmean(vals),
+                "test": statistics.fmean(tests),
+                "val_std": statistics.stdev(vals) if len(vals) > 1 else math.nan,
+                "test_std": statistics.stdev(tests) if len(tests) > 1 else math.nan,
+            }
+        )
     return sorted(out, key=lambda s: math.inf if math.isnan(s["val"]) else -s["val"])  # no val (retrain) last
 
 
@@ -148,8 +179,10 @@ def method_by_model(rows: list[dict[str, Any]]) -> str:
     lines = [f"test {metric}".ljust(width) + "".join(m.rjust(width) for m in models)]
     for method in methods:
         lines.append(method.ljust(width) + "".join(cells.get((method, m), "-").rjust(width) for m in models))
-    lines.append(f"each cell: test {metric} of the cell's setting with the best val {metric} (mean +- std over "
-                 f"seeds where a setting ran several)")
+    lines.append(
+        f"each cell: test {metric} of the cell's setting with the best val {metric} (mean +- std over "
+        f"seeds where a setting ran several)"
+    )
     return "\n".join(lines)
 
 
@@ -164,11 +197,15 @@ def by_setting(rows: list[dict[str, Any]]) -> str:
     top = stats[0]
     metric = top["monitor"].removeprefix("eval_")
     width = max(len(s["setting"]) for s in stats) + 2
-    lines = [f"{'setting'.ljust(width)}  n  val {metric}: mean +- std   test {metric}: mean +- std   "
-             f"test gap to {top['setting']} (selected on val)"]
+    lines = [
+        f"{'setting'.ljust(width)}  n  val {metric}: mean +- std   test {metric}: mean +- std   "
+        f"test gap to {top['setting']} (selected on val)"
+    ]
     for s in stats:
-        line = f"{s['setting'].ljust(width)}{s['n']:>3}  {_mean_std(s['val'], s['val_std'])}   " \
-               f"{_mean_std(s['test'], s['test_std'])}"
+        line = (
+            f"{s['setting'].ljust(width)}{s['n']:>3}  {_mean_std(s['val'], s['val_std'])}   "
+            f"{_mean_std(s['test'], s['test_std'])}"
+        )
         if s is not top:
             var = lambda x: 0 if math.isnan(x["test_std"]) else x["test_std"] ** 2 / x["n"]  # noqa: E731
             noise = 2 * math.sqrt(var(top) + var(s))
@@ -193,8 +230,9 @@ def class_gaps(rows: list[dict[str, Any]], *, top: int = 10) -> str:
             return {r["class"]: float(r["accuracy"]) for r in csv.DictReader(f) if r["accuracy"]}
 
     high, low = accuracy(best), accuracy(worst)
-    gaps = sorted(((c, high[c] - low[c]) for c in high.keys() & low.keys() if high[c] != low[c]),
-                  key=lambda g: (-abs(g[1]), g[0]))
+    gaps = sorted(
+        ((c, high[c] - low[c]) for c in high.keys() & low.keys() if high[c] != low[c]), key=lambda g: (-abs(g[1]), g[0])
+    )
     lines = [f"test accuracy per class, best run by val (job {best['job']}) vs worst (job {worst['job']}):"]
     lines += [f"  {name:<24}{high[name]:.3f} vs {low[name]:.3f}  ({gap:+.3f})" for name, gap in gaps[:top]]
     return "\n".join(lines)

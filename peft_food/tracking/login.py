@@ -37,5 +37,7 @@ def require_login(spec: LoggerSpec) -> None:
     if not spec.enabled or resolve_mode(spec) != "online" or has_wandb_credentials():
         return
     asked = "logger.mode=online" if spec.mode else "WANDB_MODE=online"
-    raise UserError(f"{asked} but no W&B API key is configured (WANDB_API_KEY or ~/.netrc): run `wandb login`, "
-                    f"or pass logger.mode=offline (upload later with `wandb sync`)")
+    raise UserError(
+        f"{asked} but no W&B API key is configured (WANDB_API_KEY or ~/.netrc): run `wandb login`, "
+        f"or pass logger.mode=offline (upload later with `wandb sync`)"
+    )

@@ -34,8 +34,11 @@ def plot(rows: list[dict[str, Any]], path: Path, *, title: str) -> None:
         axes[0][0].set(xlabel=labels[0], ylabel=labels[1], title=f"Test {metric}: {labels[1]} x {labels[0]}")
     _cost(plt, axes[0][-1], points, metric=metric)
     done = len([r for r in rows if r["test"] != ""])
-    fig.suptitle(f"{title}  ({done} of {len(rows)} jobs with results)\n"
-                 f"test {metric} of the checkpoint with the best val {metric}; mean +- std over seeds", fontsize=10)
+    fig.suptitle(
+        f"{title}  ({done} of {len(rows)} jobs with results)\n"
+        f"test {metric} of the checkpoint with the best val {metric}; mean +- std over seeds",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -68,8 +71,16 @@ def _heatmap(fig: Any, ax: Any, cells: dict[tuple[Any, Any], float], *, xs: list
     fig.colorbar(image, ax=ax, label=label)
     for (x, y), value in cells.items():
         bright = image.norm(value) > 0.6  # dark text on the yellow end of viridis
-        ax.text(xs.index(x), ys.index(y), f"{value:.3f}", ha="center", va="center",
-                color="black" if bright else "white", fontsize=9, fontweight="bold")
+        ax.text(
+            xs.index(x),
+            ys.index(y),
+            f"{value:.3f}",
+            ha="center",
+            va="center",
+            color="black" if bright else "white",
+            fontsize=9,
+            fontweight="bold",
+        )
     ax.set_xticks(range(len(xs)), [str(x) for x in xs])
     ax.set_yticks(range(len(ys)), [str(y) for y in ys])
 
@@ -82,8 +93,16 @@ def _cost(plt: Any, ax: Any, points: list[dict[str, Any]], *, metric: str) -> No
     markers = dict(zip(models, "osD^vP*X"))
     colors = dict(zip(methods, plt.cm.tab10.colors * 3))
     for p in points:
-        ax.errorbar(p["trainable_params"], p["test"], yerr=None if math.isnan(p["test_std"]) else p["test_std"],
-                    fmt=markers.get(p["model"], "o"), color=colors[p["method"]], markersize=7, capsize=3, alpha=0.85)
+        ax.errorbar(
+            p["trainable_params"],
+            p["test"],
+            yerr=None if math.isnan(p["test_std"]) else p["test_std"],
+            fmt=markers.get(p["model"], "o"),
+            color=colors[p["method"]],
+            markersize=7,
+            capsize=3,
+            alpha=0.85,
+        )
         label = p["method"] if len(methods) > 1 else p["setting"]
         ax.annotate(label, (p["trainable_params"], p["test"]), textcoords="offset points", xytext=(5, 4), fontsize=7)
     front = pareto([(p["trainable_params"], p["test"]) for p in points])
@@ -95,5 +114,9 @@ def _cost(plt: Any, ax: Any, points: list[dict[str, Any]], *, metric: str) -> No
         handles += [plt.Line2D([], [], color="grey", marker=markers[m], linestyle="", label=m) for m in models]
     handles.append(plt.Line2D([], [], color="black", linestyle="--", label="Pareto front"))
     ax.legend(handles=handles, fontsize=7, loc="best")
-    ax.set(xlabel="trainable parameters (log)", ylabel=f"test {metric}", title=f"Test {metric} against trainable parameters")
+    ax.set(
+        xlabel="trainable parameters (log)",
+        ylabel=f"test {metric}",
+        title=f"Test {metric} against trainable parameters",
+    )
     ax.grid(True, alpha=0.3)

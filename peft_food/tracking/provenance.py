@@ -16,9 +16,18 @@ import torch
 
 from peft_food.tracking.record import Provenance
 
-PACKAGES = ("peft-food", "torch", "torchvision", "transformers", "peft", "datasets",
-            "hydra-core", "wandb", "numpy", "pillow")
-
+PACKAGES = (
+    "peft-food",
+    "torch",
+    "torchvision",
+    "transformers",
+    "peft",
+    "datasets",
+    "hydra-core",
+    "wandb",
+    "numpy",
+    "pillow",
+)
 
 
 def git_state(path: Path) -> dict[str, Any]:
@@ -28,9 +37,11 @@ def git_state(path: Path) -> dict[str, Any]:
     Untracked files do not make a run dirty: the README's own `my_conf/` and `exported/` (and any
     outputs/ a .gitignore misses) would otherwise mark every later run "with uncommitted changes"
     though the code that ran is the commit's."""
+
     def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True,
-                              check=True, timeout=10).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(path), *args], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
 
     try:
         status = git("status", "--porcelain", "--untracked-files=all").splitlines()
@@ -62,6 +73,12 @@ def hardware() -> dict[str, Any]:
 
 
 def provenance(*, precision: str, world_size: int, effective_batch_size: int) -> Provenance:
-    return Provenance(git=git_state(Path(__file__).resolve().parent), versions=package_versions(),
-                      hardware=hardware(), command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-                      precision=precision, world_size=world_size, effective_batch_size=effective_batch_size)
+    return Provenance(
+        git=git_state(Path(__file__).resolve().parent),
+        versions=package_versions(),
+        hardware=hardware(),
+        command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        precision=precision,
+        world_size=world_size,
+        effective_batch_size=effective_batch_size,
+    )

@@ -163,27 +163,43 @@ class RunRecord:
         counts = self.counts
         if self.protocol == "seed":
             sizes = f" ({counts.num_train_samples} train / {counts.num_eval_samples} held out)" if counts else ""
-            return (f"{metric} on the held-out split of the epoch with the best {watched} on that same split: "
-                    f"selected on the reported split (seed protocol){sizes}")
+            return (
+                f"{metric} on the held-out split of the epoch with the best {watched} on that same split: "
+                f"selected on the reported split (seed protocol){sizes}"
+            )
         if self.protocol == "retrain":
-            sizes = f" ({counts.num_train_samples} train + val / {counts.num_test_samples} test images)" if counts else ""
+            sizes = (
+                f" ({counts.num_train_samples} train + val / {counts.num_test_samples} test images)" if counts else ""
+            )
             return f"test {metric} of the last epoch, trained on train + val: nothing selected{sizes}"
-        sizes = (f" ({counts.num_train_samples} train / {counts.num_eval_samples} val / {counts.num_test_samples} "
-                 f"test images)") if counts else ""
+        sizes = (
+            (
+                f" ({counts.num_train_samples} train / {counts.num_eval_samples} val / {counts.num_test_samples} "
+                f"test images)"
+            )
+            if counts
+            else ""
+        )
         return f"test {metric} of the checkpoint with the best val {watched}{sizes}"
 
     def summary(self) -> dict[str, Any]:
         """Flat scalars for W&B's run summary and tables: best_/final_<split>_<metric> of the epochs
         (split: val, or eval under the seed protocol), test/<metric> of the selected checkpoint and
         test_final/<metric> of the last one, counts, efficiency."""
-        out: dict[str, Any] = {"status": self.status, "method": self.method, "monitor": self.monitor,
-                               "protocol": self.protocol, "precision": self.provenance.precision}
+        out: dict[str, Any] = {
+            "status": self.status,
+            "method": self.method,
+            "monitor": self.monitor,
+            "protocol": self.protocol,
+            "precision": self.provenance.precision,
+        }
         out.update(asdict(self.counts) if self.counts else {})
         out.update(asdict(self.efficiency))
         split = self.selected_on
         for prefix, epoch in (("best", self.best_epoch), ("final", self.epochs[-1] if self.epochs else None)):
-            out.update({f"{prefix}_{split}_{k.removeprefix('eval_')}": v for k, v in (epoch or {}).items()
-                        if k != "epoch"})
+            out.update(
+                {f"{prefix}_{split}_{k.removeprefix('eval_')}": v for k, v in (epoch or {}).items() if k != "epoch"}
+            )
         tested = self.test or {}
         for prefix, values in (("test", tested.get("best", tested.get("final"))), ("test_final", tested.get("final"))):
             out.update({f"{prefix}/{k.removeprefix('test_')}": v for k, v in (values or {}).items()})
@@ -208,8 +224,9 @@ class RunRecord:
                 raise ValueError("not a JSON object")
             return cls.from_json(body)
         except (ValueError, TypeError, KeyError) as err:  # JSONDecodeError is a ValueError
-            raise DamagedRecord(f"{path} is damaged ({type(err).__name__}: {first_line(err)}): "
-                                f"delete it, or restore it from a backup") from None
+            raise DamagedRecord(
+                f"{path} is damaged ({type(err).__name__}: {first_line(err)}): delete it, or restore it from a backup"
+            ) from None
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> "RunRecord":
@@ -220,8 +237,12 @@ class RunRecord:
         known = {f.name for f in fields(cls)}
         record = cls(**{k: v for k, v in body.items() if k in known})
         record.counts = Counts(**record.counts) if isinstance(record.counts, dict) else record.counts
-        record.efficiency = Efficiency(**record.efficiency) if isinstance(record.efficiency, dict) else record.efficiency
-        record.provenance = Provenance(**record.provenance) if isinstance(record.provenance, dict) else record.provenance
+        record.efficiency = (
+            Efficiency(**record.efficiency) if isinstance(record.efficiency, dict) else record.efficiency
+        )
+        record.provenance = (
+            Provenance(**record.provenance) if isinstance(record.provenance, dict) else record.provenance
+        )
         wrong = _wrong_type(record)
         if wrong:
             raise TypeError(wrong)
@@ -235,8 +256,11 @@ def _wrong_type(record: Any, *, prefix: str = "") -> str | None:
     hints = get_type_hints(type(record))
     for f in fields(record):
         value = getattr(record, f.name)
-        wrong = (_wrong_type(value, prefix=f"{prefix}{f.name}.") if is_dataclass(value)
-                 else _mismatch(value, hints[f.name], where=f"{prefix}{f.name}"))
+        wrong = (
+            _wrong_type(value, prefix=f"{prefix}{f.name}.")
+            if is_dataclass(value)
+            else _mismatch(value, hints[f.name], where=f"{prefix}{f.name}")
+        )
         if wrong:
             return wrong
     return None
@@ -255,10 +279,19 @@ def _mismatch(value: Any, hint: Any, *, where: str) -> str | None:
     elif origin is list and isinstance(value, list):
         return next((m for i, item in enumerate(value) if (m := _mismatch(item, args[0], where=f"{where}[{i}]"))), None)
     elif origin is dict and isinstance(value, dict):
-        return next((m for k, v in value.items()
-                     if (m := _mismatch(k, args[0], where=where) or _mismatch(v, args[1], where=f"{where}.{k}"))), None)
-    elif hint is Any or (hint in (int, float) and isinstance(value, (int, float) if hint is float else int)
-                         and not isinstance(value, bool)):
+        return next(
+            (
+                m
+                for k, v in value.items()
+                if (m := _mismatch(k, args[0], where=where) or _mismatch(v, args[1], where=f"{where}.{k}"))
+            ),
+            None,
+        )
+    elif hint is Any or (
+        hint in (int, float)
+        and isinstance(value, (int, float) if hint is float else int)
+        and not isinstance(value, bool)
+    ):
         return None
     elif hint not in (int, float) and origin is None and isinstance(value, hint):
         return None
@@ -278,14 +311,22 @@ def _required(cls: type) -> list[str]:
 
 def _from_schema_1(flat: dict[str, Any]) -> dict[str, Any]:
     """Schema 1 kept every key at the top level and monitored eval accuracy."""
+
     def take(cls: type) -> dict[str, Any]:
         return {f.name: flat[f.name] for f in fields(cls) if f.name in flat}
 
     counts = take(Counts)
-    return {**{k: flat[k] for k in ("status", "method", "epochs", "labels", "config", "error", "resumed_from",
-                                     "wandb_run_id") if k in flat},
-            "monitor": "eval_accuracy", "counts": counts if len(counts) >= len(_required(Counts)) else None,
-            "efficiency": take(Efficiency), "provenance": take(Provenance)}
+    return {
+        **{
+            k: flat[k]
+            for k in ("status", "method", "epochs", "labels", "config", "error", "resumed_from", "wandb_run_id")
+            if k in flat
+        },
+        "monitor": "eval_accuracy",
+        "counts": counts if len(counts) >= len(_required(Counts)) else None,
+        "efficiency": take(Efficiency),
+        "provenance": take(Provenance),
+    }
 
 
 def portable(config: dict[str, Any], *, root: Path | None = None) -> dict[str, Any]:

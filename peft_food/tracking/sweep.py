@@ -56,7 +56,9 @@ def job_labels(*, sweep_name: str | None) -> dict[str, str]:
     if not is_multirun():
         return {}
     hydra_cfg = HydraConfig.get()
-    values = {o.key_or_group: o.value() for o in OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task))}
+    values = {
+        o.key_or_group: o.value() for o in OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task))
+    }
     parts = [(key, f"{key.rsplit('.', 1)[-1]}={values[key]}") for key in swept_keys(hydra_cfg) if key in values]
     name = ",".join(part for _, part in parts) or f"job{hydra_cfg.job.num}"
     setting = ",".join(part for key, part in parts if key != "seed") or name
@@ -78,8 +80,11 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
         return [sweep_dir]
     if (sweep_dir / "runs").is_dir():
         sweep_dir = sweep_dir / "runs"
-    found = (d for d in sweep_dir.iterdir()
-             if not d.name.startswith(".") and (is_run_dir(d) or (d / "config.yaml").is_file()))
+    found = (
+        d
+        for d in sweep_dir.iterdir()
+        if not d.name.startswith(".") and (is_run_dir(d) or (d / "config.yaml").is_file())
+    )
     return sorted(found, key=lambda d: (not d.name.isdigit(), int(d.name) if d.name.isdigit() else d.name))
 
 
@@ -138,7 +143,7 @@ def _choices(parsed: list[Override]) -> dict[str, list[str]]:
 
 
 def _method_keys(job: list[str], default: str) -> str:
-    """"peft=<option> takes k1, k2, ..." for the job's method, to say what it would accept."""
+    """ "peft=<option> takes k1, k2, ..." for the job's method, to say what it would accept."""
     from hydra import compose
 
     from peft_food.methods import keys_of
@@ -159,8 +164,11 @@ def check_grid(hydra_cfg: Any) -> None:
         except Exception as err:
             reason = first_line(err)
             hint = _method_keys(job, hydra_cfg.runtime.choices.get("peft", "lora")) if "peft." in reason else ""
-            print(f"peft-food-train: error: sweep job `{label}` is not a valid config: {reason}"
-                  f"{f' ({hint})' if hint else ''}; no job was run", file=sys.stderr)
+            print(
+                f"peft-food-train: error: sweep job `{label}` is not a valid config: {reason}"
+                f"{f' ({hint})' if hint else ''}; no job was run",
+                file=sys.stderr,
+            )
             sys.exit(2)
 
 
@@ -178,8 +186,9 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         jobs = job_records(Path(config.hydra.sweep.dir))
         failed = [(d, m) for d, m in jobs if m.status != "completed"]
-        log.info("sweep finished: %d of %d jobs completed (%s)", len(jobs) - len(failed), len(jobs),
-                 config.hydra.sweep.dir)
+        log.info(
+            "sweep finished: %d of %d jobs completed (%s)", len(jobs) - len(failed), len(jobs), config.hydra.sweep.dir
+        )
         for job_dir, record in failed:
             log.error("job %s %s: %s", job_dir.name, record.status, record.error or "no error recorded")
         if failed:

@@ -61,8 +61,10 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def wandb_settings(spec: LoggerSpec, *, run_dir: Path, tags: list[str]) -> dict[str, Any]:
     """wandb.init's arguments, each from the config if set there, else the user's WANDB_*
     environment, else this package's default; WANDB_TAGS are merged with the config's and ours."""
-    settings = {key: next((v for v in (getattr(spec, key), from_env(key), DEFAULTS.get(key)) if v is not None), None)
-                for key in ENV}
+    settings = {
+        key: next((v for v in (getattr(spec, key), from_env(key), DEFAULTS.get(key)) if v is not None), None)
+        for key in ENV
+    }
     settings["dir"] = settings["dir"] or str(run_dir)
     env_tags = [t.strip() for t in (os.environ.get("WANDB_TAGS") or "").split(",") if t.strip()]
     settings["tags"] = sorted({*spec.tags, *env_tags, *tags})
@@ -70,8 +72,16 @@ def wandb_settings(spec: LoggerSpec, *, run_dir: Path, tags: list[str]) -> dict[
     return settings
 
 
-def start_wandb(*, spec: LoggerSpec, run_dir: Path, config: dict[str, Any], tags: list[str], metrics: list[str],
-                split: str = "val", run_id: str | None = None):
+def start_wandb(
+    *,
+    spec: LoggerSpec,
+    run_dir: Path,
+    config: dict[str, Any],
+    tags: list[str],
+    metrics: list[str],
+    split: str = "val",
+    run_id: str | None = None,
+):
     """Open this job's own W&B run (its files under `run_dir/wandb` unless WANDB_DIR or
     logger.dir say otherwise), or return None for logger=none. `config` is all the run's W&B
     config holds; `split`: what the per-epoch evaluation is named (val/accuracy). `run_id` of an interrupted run resumes that W&B run instead of forking a new one."""
@@ -103,8 +113,9 @@ def start_wandb(*, spec: LoggerSpec, run_dir: Path, config: dict[str, Any], tags
     for name in dict.fromkeys([*metrics, "loss"]):
         run.define_metric(f"{split}/{name}", step_metric="train/epoch")
     if settings["mode"] == "offline":
-        log.warning("W&B: no API key found, logging offline to %s (upload later: wandb sync %s)",
-                    run.dir, Path(run.dir).parent)
+        log.warning(
+            "W&B: no API key found, logging offline to %s (upload later: wandb sync %s)", run.dir, Path(run.dir).parent
+        )
     return run
 
 
@@ -112,11 +123,14 @@ def unavailable(err: BaseException, *, mode: str) -> WandbUnavailable:
     """wandb.init's error (its first line: wandb's own runs to several) with the way out."""
     where = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
     if mode != "online":
-        return WandbUnavailable(f"W&B could not start a {mode} run: {first_line(err)}; pass logger=none to train "
-                                f"without W&B")
-    return WandbUnavailable(f"W&B could not start an online run at {where}: {first_line(err)}; check WANDB_API_KEY "
-                            f"and the network (`wandb login --relogin`), or pass logger.mode=offline to log offline "
-                            f"(upload later with `wandb sync`)")
+        return WandbUnavailable(
+            f"W&B could not start a {mode} run: {first_line(err)}; pass logger=none to train without W&B"
+        )
+    return WandbUnavailable(
+        f"W&B could not start an online run at {where}: {first_line(err)}; check WANDB_API_KEY "
+        f"and the network (`wandb login --relogin`), or pass logger.mode=offline to log offline "
+        f"(upload later with `wandb sync`)"
+    )
 
 
 class WandbMetrics(TrainerCallback):
@@ -149,11 +163,20 @@ def log_model(run: Any, *, model_dir: Path, record: RunRecord, base: str) -> Non
     model/. Offline runs stage it for `wandb sync`."""
     import wandb
 
-    metadata = {"method": record.method, "base_model": base, "monitor": record.monitor, "best": record.best,
-                "trainable_params": record.counts.trainable_params if record.counts else None,
-                "num_labels": len(record.labels)}
-    artifact = wandb.Artifact(name=f"model-{run.id}", type="model", metadata=metadata,
-                              description=f"{record.method} on {base}: best {record.monitor} {record.best}")
+    metadata = {
+        "method": record.method,
+        "base_model": base,
+        "monitor": record.monitor,
+        "best": record.best,
+        "trainable_params": record.counts.trainable_params if record.counts else None,
+        "num_labels": len(record.labels),
+    }
+    artifact = wandb.Artifact(
+        name=f"model-{run.id}",
+        type="model",
+        metadata=metadata,
+        description=f"{record.method} on {base}: best {record.monitor} {record.best}",
+    )
     artifact.add_dir(str(model_dir))
     run.log_artifact(artifact, aliases=["best", "latest"])
 
@@ -165,16 +188,18 @@ def finish_wandb(run, *, summary: dict[str, Any], failed: bool) -> None:
     run.finish(exit_code=1 if failed else 0)
 
 
-def log_comparison(*, figure: Path, rows: list[dict[str, Any]], columns: list[str], name: str,
-                   out_dir: Path) -> Any:
+def log_comparison(*, figure: Path, rows: list[dict[str, Any]], columns: list[str], name: str, out_dir: Path) -> Any:
     """One W&B run (job type `compare`) holding a sweep's comparison figure and table, named and
     placed by the user's WANDB_* variables like every run; offline without an API key."""
     import wandb
 
-    settings = {**wandb_settings(LoggerSpec(), run_dir=out_dir, tags=["compare"]), "job_type": "compare",
-                "name": name}
+    settings = {**wandb_settings(LoggerSpec(), run_dir=out_dir, tags=["compare"]), "job_type": "compare", "name": name}
     run = wandb.init(**settings, reinit="finish_previous")
-    run.log({"compare": wandb.Image(str(figure)),
-             "runs": wandb.Table(columns=columns, data=[[str(row[c]) for c in columns] for row in rows])})
+    run.log(
+        {
+            "compare": wandb.Image(str(figure)),
+            "runs": wandb.Table(columns=columns, data=[[str(row[c]) for c in columns] for row in rows]),
+        }
+    )
     run.finish()
     return run

@@ -57,8 +57,13 @@ def complete(checkpoint: Path) -> bool:
     weights = sorted(checkpoint.glob("*.safetensors"))
     states = ["optimizer.pt", "scheduler.pt", *(["scaler.pt"] if (checkpoint / "scaler.pt").exists() else [])]
     rng = sorted(checkpoint.glob("rng_state*.pth"))
-    return (bool(weights) and all(map(_safetensors_whole, weights)) and bool(rng)
-            and all(_zip_whole(checkpoint / name) for name in states) and all(map(_zip_whole, rng)))
+    return (
+        bool(weights)
+        and all(map(_safetensors_whole, weights))
+        and bool(rng)
+        and all(_zip_whole(checkpoint / name) for name in states)
+        and all(map(_zip_whole, rng))
+    )
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -74,8 +79,11 @@ def drop_torn_checkpoints(run_dir: Path) -> None:
     newest = int(latest.name.split("-")[-1]) if latest else -1
     for torn in [c for c in _checkpoints(run_dir) if int(c.name.split("-")[-1]) > newest]:
         shutil.rmtree(torn, ignore_errors=True)
-        log.warning("%s is incomplete (torn by a kill or a full disk): deleted, resuming from %s",
-                    torn, latest.name if latest else "the start")
+        log.warning(
+            "%s is incomplete (torn by a kill or a full disk): deleted, resuming from %s",
+            torn,
+            latest.name if latest else "the start",
+        )
 
 
 def checkpoint_epoch(checkpoint: Path) -> float:

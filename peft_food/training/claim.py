@@ -48,9 +48,9 @@ class RunDirInUse(UserError):
 
 @dataclass
 class Claim:
-    path: Path            # absolute
-    made: bool            # this launch made the dir: only then may it remove it
-    fresh: bool           # named from the clock: a new run in the package's layout, never an old one
+    path: Path  # absolute
+    made: bool  # this launch made the dir: only then may it remove it
+    fresh: bool  # named from the clock: a new run in the package's layout, never an old one
     lock: FileLock | None  # held from the claim until the run lets go of it
 
 
@@ -59,13 +59,20 @@ _claims: dict[Path, Claim] = {}  # this process's launches (a test may launch se
 
 def holder() -> str:
     """What a run dir's lock file says about its holder (for the "in use" line)."""
-    return json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
-                       "since": datetime.datetime.now().isoformat(timespec="seconds")})
+    return json.dumps(
+        {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "since": datetime.datetime.now().isoformat(timespec="seconds"),
+        }
+    )
 
 
 def in_use(run_dir: Path, holder_text: str) -> RunDirInUse:
-    return RunDirInUse(f"{run_dir} is in use by a running training process ({_describe(holder_text)}); "
-                       f"wait for it to finish, or start a separate run with train.resume=false")
+    return RunDirInUse(
+        f"{run_dir} is in use by a running training process ({_describe(holder_text)}); "
+        f"wait for it to finish, or start a separate run with train.resume=false"
+    )
 
 
 def _describe(holder_text: str) -> str:
@@ -97,8 +104,10 @@ def claim(path: Path, *, fresh: bool) -> Claim:
             raise in_use(candidate, busy.holder) from None
         _claims[candidate] = found = Claim(path=candidate, made=made, fresh=fresh, lock=lock)
         return found
-    raise UserError(f"{MAX_SAME_NAME + 1} runs were started in the second {path.name} under {path.parent}: "
-                    f"start fewer at once, or give each its own hydra.run.dir")
+    raise UserError(
+        f"{MAX_SAME_NAME + 1} runs were started in the second {path.name} under {path.parent}: "
+        f"start fewer at once, or give each its own hydra.run.dir"
+    )
 
 
 def claimed(path: Path) -> Claim | None:
@@ -212,6 +221,9 @@ def sweep_dead_starts(search_root: Path) -> list[Path]:
             except OSError:
                 pass
     if removed:
-        log.warning("removed %d run dir(s) of launches that died before training (nothing of a run in them): %s",
-                    len(removed), ", ".join(str(p) for p in removed))
+        log.warning(
+            "removed %d run dir(s) of launches that died before training (nothing of a run in them): %s",
+            len(removed),
+            ", ".join(str(p) for p in removed),
+        )
     return removed

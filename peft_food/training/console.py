@@ -31,8 +31,9 @@ class StepsToFile(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and logs:
-            figures = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                               for k, v in logs.items() if k != "total_flos")
+            figures = " ".join(
+                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in logs.items() if k != "total_flos"
+            )
             steps_log.info("step %d: %s", state.global_step, figures)
 
 

@@ -55,14 +55,22 @@ def job_slot(folder: Path, *, share: Share, poll_s: float = 0.2) -> Iterator[Non
             try:
                 with FileLock(folder / f"slot-{slot}.lock", wait=False, holder=str(os.getpid())):
                     torch.set_num_threads(share.threads)
-                    log.info("local launcher: training in slot %d of %d with %d of %d cores (hydra.launcher.cpus_per_task)",
-                             slot + 1, share.slots, share.threads, os.cpu_count())
+                    log.info(
+                        "local launcher: training in slot %d of %d with %d of %d cores (hydra.launcher.cpus_per_task)",
+                        slot + 1,
+                        share.slots,
+                        share.threads,
+                        os.cpu_count(),
+                    )
                     yield
                     return
             except LockBusy:
                 continue
         if not said:
-            log.info("local launcher: %d job(s) already training on this machine's %d cores; waiting for one to end",
-                     share.slots, os.cpu_count())
+            log.info(
+                "local launcher: %d job(s) already training on this machine's %d cores; waiting for one to end",
+                share.slots,
+                os.cpu_count(),
+            )
             said = True
         time.sleep(poll_s)

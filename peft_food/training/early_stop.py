@@ -36,13 +36,19 @@ class EarlyStop(EarlyStoppingCallback):
         super().on_evaluate(args, state, control, metrics, **kwargs)
         if control.should_training_stop and self.stopped is None:
             best_step = state.best_global_step
-            self.stopped = {"epoch": round(state.epoch, 4), "step": state.global_step,
-                            "patience": self.early_stopping_patience, "best": best,
-                            "best_step": best_step}
+            self.stopped = {
+                "epoch": round(state.epoch, 4),
+                "step": state.global_step,
+                "patience": self.early_stopping_patience,
+                "best": best,
+                "best_step": best_step,
+            }
             watched = args.metric_for_best_model.removeprefix("eval_")
             # The selection split (val; under the seed protocol the reported split), never test.
-            log.info(f"early stopping at epoch {state.epoch:g} (step {state.global_step}): {watched} has not "
-                     f"improved on {best:.4f} (step {best_step}) for {self.early_stopping_patience_counter} "
-                     f"evaluation(s) (train.early_stopping_patience={self.early_stopping_patience}); "
-                     f"the best checkpoint is the model")
+            log.info(
+                f"early stopping at epoch {state.epoch:g} (step {state.global_step}): {watched} has not "
+                f"improved on {best:.4f} (step {best_step}) for {self.early_stopping_patience_counter} "
+                f"evaluation(s) (train.early_stopping_patience={self.early_stopping_patience}); "
+                f"the best checkpoint is the model"
+            )
         return control

@@ -23,8 +23,10 @@ Mixer = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]
 
 def batch_mixer(*, mixup_alpha: float, cutmix_alpha: float, num_classes: int) -> Mixer | None:
     """(pixels, int labels) -> (mixed pixels, soft labels (N, num_classes)); None when both are off."""
-    chosen = [*([v2.MixUp(alpha=mixup_alpha, num_classes=num_classes)] if mixup_alpha > 0 else []),
-              *([v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes)] if cutmix_alpha > 0 else [])]
+    chosen = [
+        *([v2.MixUp(alpha=mixup_alpha, num_classes=num_classes)] if mixup_alpha > 0 else []),
+        *([v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes)] if cutmix_alpha > 0 else []),
+    ]
     if not chosen:
         return None
     return chosen[0] if len(chosen) == 1 else v2.RandomChoice(chosen)

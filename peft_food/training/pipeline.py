@@ -81,8 +81,9 @@ def train(cfg: DictConfig, *, resume_search: Path | None = None, started: float 
     return run(parse_config(cfg), resume_search=resume_search, started=started)
 
 
-def build_trainer(spec: RunSpec, *, run_dir: Path, precision: str, record: RunRecord,
-                  callbacks: list[TrainerCallback]) -> tuple[Trainer, Any, Splits]:
+def build_trainer(
+    spec: RunSpec, *, run_dir: Path, precision: str, record: RunRecord, callbacks: list[TrainerCallback]
+) -> tuple[Trainer, Any, Splits]:
     """Data, model and Trainer, once each; fills the record's labels and counts. The
     Trainer evaluates val every epoch; the returned splits' test is for the end."""
     splits = load_splits(spec.data, seed=spec.seed, plan=data_plan(spec))
@@ -91,20 +92,41 @@ def build_trainer(spec: RunSpec, *, run_dir: Path, precision: str, record: RunRe
         save_base(base, model_dir=run_dir / "model")
     model = apply_peft(base, peft=spec.peft, model=spec.model)
     record.labels = splits.labels
-    record.counts = Counts(**count_parameters(model), num_labels=len(splits.labels),
-                           num_train_samples=len(splits.train), num_eval_samples=len(splits.val or []),
-                           num_test_samples=None if splits.selects_on_test else len(splits.test))
-    log.info("trainable params: %(trainable_params)s || all params: %(total_params)s "
-             "|| trainable%%: %(trainable_percent)s", vars(record.counts))
-    log.info("protocol %s, %d classes (%s): the run reports the %s", record.protocol, len(splits.labels),
-             named(splits.labels), record.describe_protocol())
-    splits = attach_transforms(splits, processor, uint8=spec.data.uint8, cache=spec.data.cache,
-                               fast_decode=spec.data.fast_decode)
-    trainer = build_image_trainer(model=model, processor=processor, train_dataset=splits.train,
-                                  eval_dataset=splits.val, train=spec.train, precision=precision,
-                                  workers=resolve_workers(spec.train.workers), run_dir=run_dir, seed=spec.seed,
-                                  callbacks=callbacks, metrics=spec.train.metrics,
-                                  **(NO_SELECTION if splits.val is None else {}))
+    record.counts = Counts(
+        **count_parameters(model),
+        num_labels=len(splits.labels),
+        num_train_samples=len(splits.train),
+        num_eval_samples=len(splits.val or []),
+        num_test_samples=None if splits.selects_on_test else len(splits.test),
+    )
+    log.info(
+        "trainable params: %(trainable_params)s || all params: %(total_params)s || trainable%%: %(trainable_percent)s",
+        vars(record.counts),
+    )
+    log.info(
+        "protocol %s, %d classes (%s): the run reports the %s",
+        record.protocol,
+        len(splits.labels),
+        named(splits.labels),
+        record.describe_protocol(),
+    )
+    splits = attach_transforms(
+        splits, processor, uint8=spec.data.uint8, cache=spec.data.cache, fast_decode=spec.data.fast_decode
+    )
+    trainer = build_image_trainer(
+        model=model,
+        processor=processor,
+        train_dataset=splits.train,
+        eval_dataset=splits.val,
+        train=spec.train,
+        precision=precision,
+        workers=resolve_workers(spec.train.workers),
+        run_dir=run_dir,
+        seed=spec.seed,
+        callbacks=callbacks,
+        metrics=spec.train.metrics,
+        **(NO_SELECTION if splits.val is None else {}),
+    )
     return trainer, processor, splits
 
 
@@ -161,8 +183,16 @@ def _write_record(record: RunRecord, path: Path) -> None:
         log.warning("could not write %s (no space left): it still says the run is running", path)
 
 
-def report_results(trainer: Trainer, test: Any, *, labels: list[str], out_dir: Path | None, wandb_run: Any,
-                   examples: int, metrics: list[str]) -> dict[str, float]:
+def report_results(
+    trainer: Trainer,
+    test: Any,
+    *,
+    labels: list[str],
+    out_dir: Path | None,
+    wandb_run: Any,
+    examples: int,
+    metrics: list[str],
+) -> dict[str, float]:
     """The test metrics and per-class results of the model that is saved (the best checkpoint,
     reloaded at the end): files in the run dir and tables in W&B (results.py). Every rank
     predicts; the main one writes."""
@@ -184,14 +214,18 @@ def run(spec: RunSpec, *, resume_search: Path | None = None, started: float | No
     started = time.time() if started is None else started
     progress.use(spec.progress)
     check_targets(spec.model, peft=spec.peft)
-    resume_dir = plan_resume(Path(spec.output_dir), mode=spec.train.resume, search_root=resume_search,
-                             config=spec.config)
+    resume_dir = plan_resume(
+        Path(spec.output_dir), mode=spec.train.resume, search_root=resume_search, config=spec.config
+    )
     run_dir = resume_dir or Path(spec.output_dir)
     main_process = is_main_process()  # under torchrun only rank 0 writes records and logs to W&B
     with _held(run_dir, stub=Path(spec.output_dir)) if main_process else nullcontext():
         if resume_dir is not None and main_process:
-            log.warning("resuming the unfinished run in %s from %s (train.resume=false starts fresh)",
-                        run_dir, latest_checkpoint(run_dir).name)
+            log.warning(
+                "resuming the unfinished run in %s from %s (train.resume=false starts fresh)",
+                run_dir,
+                latest_checkpoint(run_dir).name,
+            )
             adopt_stub(Path(spec.output_dir), run_dir=run_dir)
         record = _train_in(run_dir, spec, resumed=resume_dir is not None, started=started)
     # outputs/latest names the run a user looks for next. Only in the default layout (outputs/<date>/<time>):
@@ -227,29 +261,41 @@ def _train_in(run_dir: Path, spec: RunSpec, *, resumed: bool, started: float) ->
     if path is not None:
         record.write(path)
     split = selection_split(spec.data.protocol)
-    open_wandb = _wandb_starter(spec, run_dir=run_dir, record=record, previous=previous, split=split,
-                                main_process=main_process)
+    open_wandb = _wandb_starter(
+        spec, run_dir=run_dir, record=record, previous=previous, split=split, main_process=main_process
+    )
     stopper = StopOnSignal(checkpoint=lambda: latest_checkpoint(run_dir))
     with recorded(record, path=path, wandb=open_wandb) as wandb_run, stopper:
         if wandb_run is not None and previous is not None:
             wandb_run.summary["resumed_after"] = previous.status  # how the launch before ended (dead: killed)
         trainer, processor, splits = build_trainer(
-            spec, run_dir=run_dir, precision=precision, record=record,
-            callbacks=[EpochRecorder(record, run_dir / RECORD_FILE, metrics=spec.train.metrics, started=started), stopper,
-                       *([WandbMetrics(wandb_run, split=split)] if wandb_run else []),
-                       *spec.peft.callbacks()])  # e.g. AdaLoRA's rank budget, updated every step
+            spec,
+            run_dir=run_dir,
+            precision=precision,
+            record=record,
+            callbacks=[
+                EpochRecorder(record, run_dir / RECORD_FILE, metrics=spec.train.metrics, started=started),
+                stopper,
+                *([WandbMetrics(wandb_run, split=split)] if wandb_run else []),
+                *spec.peft.callbacks(),
+            ],
+        )  # e.g. AdaLoRA's rank budget, updated every step
         if wandb_run is not None:
             wandb_run.summary.update(vars(record.counts))
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         stopper.finish()  # stopped by a signal: Interrupted; from here on a signal stops at once
-        _select_and_test(trainer, splits, record=record, spec=spec, out_dir=run_dir if main_process else None,
-                         wandb_run=wandb_run)
+        _select_and_test(
+            trainer, splits, record=record, spec=spec, out_dir=run_dir if main_process else None, wandb_run=wandb_run
+        )
         log.info(result_line(record))
         if main_process:
             _save(trainer.model, processor, record=record, spec=spec, model_dir=run_dir / "model")
-        record.efficiency = replace(record.efficiency, train_img_per_s=record.efficiency.img_per_s(),
-                                    peak_mem_mb=peak_memory_mb(),
-                                    model_size_mb=weights_mb(run_dir / "model") if main_process else None)
+        record.efficiency = replace(
+            record.efficiency,
+            train_img_per_s=record.efficiency.img_per_s(),
+            peak_mem_mb=peak_memory_mb(),
+            model_size_mb=weights_mb(run_dir / "model") if main_process else None,
+        )
         _log_model(wandb_run, spec=spec, record=record, model_dir=run_dir / "model")
     return record
 
@@ -268,40 +314,63 @@ def _resume_point(run_dir: Path, *, resumed: bool, main_process: bool) -> tuple[
 def _new_record(spec: RunSpec, *, precision: str, previous: RunRecord | None, checkpoint: Path | None) -> RunRecord:
     """The run's record as it starts: what runs, where it came from, and what a resumed run keeps."""
     return RunRecord(
-        status="running", method=spec.peft.label, protocol=spec.data.protocol, monitor=spec.train.monitor_key,
+        status="running",
+        method=spec.peft.label,
+        protocol=spec.data.protocol,
+        monitor=spec.train.monitor_key,
         config=spec.config,
-        provenance=provenance(precision=precision, world_size=world_size(),
-                              effective_batch_size=spec.train.batch_size * spec.train.grad_accum * world_size()),
+        provenance=provenance(
+            precision=precision,
+            world_size=world_size(),
+            effective_batch_size=spec.train.batch_size * spec.train.grad_accum * world_size(),
+        ),
         resumed_from=[*(previous.resumed_from if previous else []), *([checkpoint.name] if checkpoint else [])],
         epochs=kept_epochs(previous, checkpoint),  # the epochs done up to the checkpoint are never lost
     )
 
 
-def _wandb_starter(spec: RunSpec, *, run_dir: Path, record: RunRecord, previous: RunRecord | None, split: str,
-                   main_process: bool) -> Callable[[], Any]:
+def _wandb_starter(
+    spec: RunSpec, *, run_dir: Path, record: RunRecord, previous: RunRecord | None, split: str, main_process: bool
+) -> Callable[[], Any]:
     """How `recorded` starts the W&B run (inside the failure path): the run's config is the resolved
     Hydra config, the method and where the run came from; a resumed run continues its W&B run."""
     logger = spec.logger if main_process else replace(spec.logger, enabled=False)
     wandb_config = {"method": spec.peft.label, **spec.config, "provenance": asdict(record.provenance)}
-    return functools.partial(start_wandb, spec=logger, run_dir=run_dir, config=wandb_config,
-                             tags=[spec.peft.label, spec.model.name], metrics=spec.train.metrics, split=split,
-                             run_id=previous.wandb_run_id if previous else None)
+    return functools.partial(
+        start_wandb,
+        spec=logger,
+        run_dir=run_dir,
+        config=wandb_config,
+        tags=[spec.peft.label, spec.model.name],
+        metrics=spec.train.metrics,
+        split=split,
+        run_id=previous.wandb_run_id if previous else None,
+    )
 
 
-def _select_and_test(trainer: Trainer, splits: Splits, *, record: RunRecord, spec: RunSpec, out_dir: Path | None,
-                     wandb_run: Any) -> None:
+def _select_and_test(
+    trainer: Trainer, splits: Splits, *, record: RunRecord, spec: RunSpec, out_dir: Path | None, wandb_run: Any
+) -> None:
     """The epochs into the record; the last epoch's model tested, then the selected checkpoint loaded
     and tested with its per-class results (protocol retrain: the last epoch's model, nothing selected)."""
     record.epochs = epoch_metrics(trainer.state.log_history, metrics=spec.train.metrics)
-    record.stopped_early = next((c.stopped for c in trainer.callback_handler.callbacks if isinstance(c, EarlyStop)),
-                                None)
+    record.stopped_early = next(
+        (c.stopped for c in trainer.callback_handler.callbacks if isinstance(c, EarlyStop)), None
+    )
     final_test = None
     if splits.val is not None:  # the last epoch's model is in hand: test it, then load the selected one
         if not splits.selects_on_test:
             final_test = test_metrics(trainer, splits.test, metrics=spec.train.metrics)
         load_best(trainer)
-    best_test = report_results(trainer, splits.test, labels=record.labels, out_dir=out_dir, wandb_run=wandb_run,
-                               examples=spec.logger.examples, metrics=spec.train.metrics)
+    best_test = report_results(
+        trainer,
+        splits.test,
+        labels=record.labels,
+        out_dir=out_dir,
+        wandb_run=wandb_run,
+        examples=spec.logger.examples,
+        metrics=spec.train.metrics,
+    )
     if splits.val is None:  # protocol retrain: the model is the last epoch's, nothing was selected
         record.test = {"final": best_test}
     elif not splits.selects_on_test:
@@ -318,8 +387,12 @@ def _log_model(wandb_run: Any, *, spec: RunSpec, record: RunRecord, model_dir: P
     """The saved model as a W&B artifact: by default only what is small (not a whole model)."""
     wants_model = spec.logger.log_model if spec.logger.log_model is not None else not spec.peft.saves_whole_model
     if wandb_run is not None and wants_model:
-        log_model(wandb_run, model_dir=model_dir, record=record,
-                  base=spec.model.name_or_path or f"{spec.model.name} (random init)")
+        log_model(
+            wandb_run,
+            model_dir=model_dir,
+            record=record,
+            base=spec.model.name_or_path or f"{spec.model.name} (random init)",
+        )
 
 
 def result_line(record: RunRecord) -> str:
@@ -334,5 +407,8 @@ def result_line(record: RunRecord) -> str:
     final = record.reported("accuracy", checkpoint="final")
     value = record.reported("accuracy")
     head = "eval" if record.protocol == "seed" else "test"
-    return (f"{head} accuracy {value:.4f} ({chosen}; final epoch: {final:.4f}); "
-            f"{record.describe_protocol()}") if value is not None and final is not None else "no result"
+    return (
+        (f"{head} accuracy {value:.4f} ({chosen}; final epoch: {final:.4f}); {record.describe_protocol()}")
+        if value is not None and final is not None
+        else "no result"
+    )

@@ -45,8 +45,14 @@ ACROSS_VERSIONS = {"eval_accuracy": 0.05, "eval_loss": 0.03}
 NUMERIC_PACKAGES = ("python", "torch", "torchvision", "transformers", "peft", "datasets", "numpy", "pillow")
 # The exact environment the committed records were made in (README, Reproducing).
 LOCK_FILE = "experiments/requirements.lock"
-EXACT_KEYS = ("trainable_params", "total_params", "num_labels", "num_train_samples", "num_eval_samples",
-              "num_test_samples")
+EXACT_KEYS = (
+    "trainable_params",
+    "total_params",
+    "num_labels",
+    "num_train_samples",
+    "num_eval_samples",
+    "num_test_samples",
+)
 
 
 def tolerance(*, on_gpu: bool, monitor: str, across_versions: bool = False) -> dict[str, float]:
@@ -92,8 +98,10 @@ def record(source: Path, record_dir: Path, *, description: str) -> Path:
         jobs = job_records(source)
     unfinished = [d.name for d, m in jobs if m.status != "completed"]
     if not jobs or unfinished:
-        raise UserError(f"{source} has {'no runs' if not jobs else 'unfinished jobs: ' + ', '.join(unfinished)}; "
-                        f"record a finished run or sweep dir")
+        raise UserError(
+            f"{source} has {'no runs' if not jobs else 'unfinished jobs: ' + ', '.join(unfinished)}; "
+            f"record a finished run or sweep dir"
+        )
     root = repo_root(record_dir)
     for job_dir, metrics in jobs:
         config = portable(metrics.config, root=root)
@@ -133,18 +141,25 @@ def record_pending(record_dir: Path, *, overrides: list[str], description: str, 
             out.mkdir(parents=True, exist_ok=True)
             OmegaConf.save(OmegaConf.create(config), out / "config.yaml")
     multirun = ["-m"] if len(jobs) > 1 else []
-    meta = {"description": description, "status": f"awaiting a run on {hardware}",
-            "command": " ".join(["peft-food-train", *multirun, *overrides]), "hardware": hardware,
-            "tolerance": GPU_TOLERANCE,
-            "tolerance_across_versions": tolerance(on_gpu=True, monitor="eval_accuracy", across_versions=True)}
+    meta = {
+        "description": description,
+        "status": f"awaiting a run on {hardware}",
+        "command": " ".join(["peft-food-train", *multirun, *overrides]),
+        "hardware": hardware,
+        "tolerance": GPU_TOLERANCE,
+        "tolerance_across_versions": tolerance(on_gpu=True, monitor="eval_accuracy", across_versions=True),
+    }
     OmegaConf.save(OmegaConf.create(meta), record_dir / "experiment.yaml")
     return record_dir
 
 
 def compare(name: str, recorded: RunRecord, new: RunRecord, tolerance: dict[str, float]) -> list[str]:
     """Human-readable differences beyond tolerance (empty: the run reproduced)."""
-    diffs = [f"{name}: {key} recorded {getattr(recorded.counts, key, None)}, now {getattr(new.counts, key, None)}"
-             for key in EXACT_KEYS if getattr(recorded.counts, key, None) != getattr(new.counts, key, None)]
+    diffs = [
+        f"{name}: {key} recorded {getattr(recorded.counts, key, None)}, now {getattr(new.counts, key, None)}"
+        for key in EXACT_KEYS
+        if getattr(recorded.counts, key, None) != getattr(new.counts, key, None)
+    ]
     if recorded.monitor not in tolerance:
         diffs.append(f"{name}: the record's monitor {recorded.monitor} has no tolerance in experiment.yaml")
     old_epochs, new_epochs = recorded.epochs, new.epochs
@@ -157,8 +172,10 @@ def compare(name: str, recorded: RunRecord, new: RunRecord, tolerance: dict[str,
     for checkpoint in ("best", "final"):
         old, now = ((record.test or {}).get(checkpoint) for record in (recorded, new))
         if (old is None) != (now is None):
-            diffs.append(f"{name}: test of the {checkpoint} checkpoint {'recorded' if old else 'not recorded'}, "
-                         f"{'measured' if now else 'not measured'} now")
+            diffs.append(
+                f"{name}: test of the {checkpoint} checkpoint {'recorded' if old else 'not recorded'}, "
+                f"{'measured' if now else 'not measured'} now"
+            )
         elif old is not None:
             diffs += _beyond(f"{name}: {checkpoint} checkpoint", old, now, test_tolerance)
     return diffs
@@ -169,8 +186,9 @@ def _beyond(where: str, old: dict[str, float], now: dict[str, float], tolerance:
     for key, tol in tolerance.items():
         gap = abs(old[key] - now[key])
         if gap > tol:
-            diffs.append(f"{where} {key} recorded {old[key]:.6g}, now {now[key]:.6g} "
-                         f"(|diff| {gap:.3g} > tolerance {tol:g})")
+            diffs.append(
+                f"{where} {key} recorded {old[key]:.6g}, now {now[key]:.6g} (|diff| {gap:.3g} > tolerance {tol:g})"
+            )
     return diffs
 
 
@@ -200,8 +218,10 @@ def across_versions(meta: dict[str, Any]) -> dict[str, float]:
     """The record's cross-version tolerance (records written before it had none: the measured one)."""
     if "tolerance_across_versions" in meta:
         return meta["tolerance_across_versions"]
-    return {key: max(value, ACROSS_VERSIONS.get(key, ACROSS_VERSIONS["eval_accuracy"]))
-            for key, value in meta["tolerance"].items()}
+    return {
+        key: max(value, ACROSS_VERSIONS.get(key, ACROSS_VERSIONS["eval_accuracy"]))
+        for key, value in meta["tolerance"].items()
+    }
 
 
 def describe(tol: dict[str, float]) -> str:
@@ -237,9 +257,11 @@ def reproduce(record_dir: Path, *, out_dir: Path, wandb: bool) -> Outcome:
 
     meta, runs = load_record(record_dir)
     if meta.get("status") != "recorded":
-        raise UserError(f"{record_dir.name} has no recorded results yet ({meta.get('status')}): "
-                        f"run `{meta.get('command')}`, then record it with "
-                        f"`peft-food-reproduce {record_dir} --record <run dir>`")
+        raise UserError(
+            f"{record_dir.name} has no recorded results yet ({meta.get('status')}): "
+            f"run `{meta.get('command')}`, then record it with "
+            f"`peft-food-reproduce {record_dir} --record <run dir>`"
+        )
     installed = package_versions()
     outcome = Outcome(across=across_versions(meta))
     for run_dir in runs:
@@ -261,9 +283,15 @@ def reproduce(record_dir: Path, *, out_dir: Path, wandb: bool) -> Outcome:
         values = " ".join(f"{e[new.monitor]:.4f}" for e in new.epochs)
         check = "within the cross-version tolerance" if numeric else "exact check"
         reported = new.reported("accuracy")
-        test = f"; {'test' if new.protocol != 'seed' else 'reported'} accuracy {reported:.4f}" if reported is not None else ""
-        print(f"{run_dir.name}: {'MATCH' if not found else 'DIFFERS'} ({check})  {new.selected_on} "
-              f"{new.monitor.removeprefix('eval_')} per epoch: {values}{test}")
+        test = (
+            f"; {'test' if new.protocol != 'seed' else 'reported'} accuracy {reported:.4f}"
+            if reported is not None
+            else ""
+        )
+        print(
+            f"{run_dir.name}: {'MATCH' if not found else 'DIFFERS'} ({check})  {new.selected_on} "
+            f"{new.monitor.removeprefix('eval_')} per epoch: {values}{test}"
+        )
         outcome.diffs += found
     return outcome
 
@@ -273,10 +301,12 @@ def explain_versions(outcome: Outcome) -> list[str]:
     if not outcome.numeric_changes:
         lines = ["versions: the record's (exact check)"]
     else:
-        lines = [f"versions differ from the record's: {'; '.join(sorted(outcome.numeric_changes))}",
-                 f"so the check is within the cross-version tolerance ({describe(outcome.across)}), not exact; "
-                 f"for the exact check install the versions it was made with (the committed records' "
-                 f"environment: pip install -r {LOCK_FILE} -e .)"]
+        lines = [
+            f"versions differ from the record's: {'; '.join(sorted(outcome.numeric_changes))}",
+            f"so the check is within the cross-version tolerance ({describe(outcome.across)}), not exact; "
+            f"for the exact check install the versions it was made with (the committed records' "
+            f"environment: pip install -r {LOCK_FILE} -e .)",
+        ]
     if outcome.other_changes:
         lines.append(f"also differ (cannot move the numbers): {'; '.join(sorted(outcome.other_changes))}")
     return lines

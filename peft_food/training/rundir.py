@@ -59,6 +59,7 @@ def resumed_record(run_dir: Path) -> RunRecord | None:
 
 # --- which run to continue -----------------------------------------------------------------------
 
+
 def _overrides(run_dir: Path) -> list[str] | None:
     path = run_dir / ".hydra" / "overrides.yaml"
     if not path.is_file():
@@ -112,7 +113,9 @@ def config_changes(run_dir: Path, *, config: dict[str, Any]) -> list[str]:
     changed = []
     for key in sorted(old.keys() | new.keys()):
         then, now = old.get(key, "<unset>"), new.get(key, "<unset>")
-        grows = key == "train.epochs" and isinstance(then, (int, float)) and isinstance(now, (int, float)) and now >= then
+        grows = (
+            key == "train.epochs" and isinstance(then, (int, float)) and isinstance(now, (int, float)) and now >= then
+        )
         if then != now and not grows and not key.startswith(RESUME_MAY_CHANGE):
             changed.append(f"{key} ({_short(then)} -> {_short(now)})")
     return changed
@@ -120,14 +123,16 @@ def config_changes(run_dir: Path, *, config: dict[str, Any]) -> list[str]:
 
 def _short(value: Any, width: int = 40) -> str:
     text = json.dumps(value, default=str)
-    return text if len(text) <= width else text[:width - 3] + "..."
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def refuse_changed_config(run_dir: Path, *, config: dict[str, Any] | None) -> None:
     if config is not None and (changed := config_changes(run_dir, config=config)):
-        raise UserError(f"{run_dir} is an unfinished run of this command but its config differs: "
-                        f"{', '.join(changed)}; restore those values to resume it, or start a separate "
-                        f"run with train.resume=false")
+        raise UserError(
+            f"{run_dir} is an unfinished run of this command but its config differs: "
+            f"{', '.join(changed)}; restore those values to resume it, or start a separate "
+            f"run with train.resume=false"
+        )
 
 
 def find_resumable(run_dir: Path, *, search_root: Path | None) -> Path | None:
@@ -155,8 +160,9 @@ def refuse_a_second_copy(run_dir: Path, *, search_root: Path | None) -> None:
                 raise in_use(other, holder)
 
 
-def plan_resume(run_dir: Path, *, mode: bool | None, search_root: Path | None,
-                config: dict[str, Any] | None = None) -> Path | None:
+def plan_resume(
+    run_dir: Path, *, mode: bool | None, search_root: Path | None, config: dict[str, Any] | None = None
+) -> Path | None:
     """The run dir to continue in, or None to start fresh (mode: None = auto, True, False).
     Unless mode is False (a separate run on purpose), the same command still training elsewhere
     refuses, and so does an unfinished run of the same overrides whose resolved config differs
@@ -166,8 +172,10 @@ def plan_resume(run_dir: Path, *, mode: bool | None, search_root: Path | None,
     refuse_a_second_copy(run_dir, search_root=search_root)
     found = find_resumable(run_dir, search_root=search_root)
     if found is None and mode is True:
-        raise UserError(f"train.resume=true but no unfinished run with a checkpoint was found for this command "
-                        f"(looked in {run_dir} and {search_root}); drop train.resume to start fresh")
+        raise UserError(
+            f"train.resume=true but no unfinished run with a checkpoint was found for this command "
+            f"(looked in {run_dir} and {search_root}); drop train.resume to start fresh"
+        )
     if found is not None:
         refuse_changed_config(found, config=config)
     return found

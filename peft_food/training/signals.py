@@ -72,11 +72,16 @@ class StopOnSignal(TrainerCallback):
             raise Interrupted(signum, self.checkpoint())
         self.signum = signum
         if not self.in_loop:
-            log.warning("%s received outside a training step: stopping now; the run resumes from its last epoch "
-                        "checkpoint", signal.Signals(signum).name)
+            log.warning(
+                "%s received outside a training step: stopping now; the run resumes from its last epoch checkpoint",
+                signal.Signals(signum).name,
+            )
             raise Interrupted(signum, self.checkpoint())
-        log.warning("%s received: stopping after this step; the run resumes from its last epoch checkpoint "
-                    "(press Ctrl-C again to stop at once)", signal.Signals(signum).name)
+        log.warning(
+            "%s received: stopping after this step; the run resumes from its last epoch checkpoint "
+            "(press Ctrl-C again to stop at once)",
+            signal.Signals(signum).name,
+        )
 
     def finish(self) -> None:
         """Training is over: stop now if a signal stopped it, and at once on any later one."""

@@ -52,8 +52,9 @@ def resolve_workers(requested: int | None) -> int:
     return min(8, cores) if torch.cuda.is_available() else max(0, min(8, cores - 1))
 
 
-def training_arguments(*, train: TrainSpec, precision: str, workers: int, run_dir: Path,
-                       seed: int, report_to: list[str], **overrides: Any) -> TrainingArguments:
+def training_arguments(
+    *, train: TrainSpec, precision: str, workers: int, run_dir: Path, seed: int, report_to: list[str], **overrides: Any
+) -> TrainingArguments:
     """Trainer's settings for a run. `overrides`: TrainingArguments fields set otherwise, at
     construction (the benchmark's: no checkpoints or evaluation, the seed recipe's optimizer)."""
     settings = dict(
@@ -110,35 +111,61 @@ def knob_arguments(train: TrainSpec) -> dict[str, Any]:
     if train.gradient_checkpointing:
         # transformers >= 5.2x names it activation_checkpointing (gradient_* is a deprecated alias);
         # non-reentrant checkpointing (its default) passes gradients to adapters under a frozen embedding.
-        name = ("activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
-                else "gradient_checkpointing")
+        name = (
+            "activation_checkpointing"
+            if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
+            else "gradient_checkpointing"
+        )
         settings[name] = True
         settings[f"{name}_kwargs"] = {"use_reentrant": False}
     if train.eval_steps is not None:
         # Saving at each evaluation keeps the val-best checkpoint on disk (Trainer keeps it beside the latest).
-        settings.update(eval_strategy="steps", eval_steps=train.eval_steps, save_strategy="steps",
-                        save_steps=train.eval_steps)
+        settings.update(
+            eval_strategy="steps", eval_steps=train.eval_steps, save_strategy="steps", save_steps=train.eval_steps
+        )
     if train.early_stopping:
         # EarlyStoppingCallback's patience counter is saved in each checkpoint; restore it on resume.
         settings["restore_callback_states_from_checkpoint"] = True
     return settings
 
 
-def build_image_trainer(*, model: Any, processor: Any, train_dataset: Any, eval_dataset: Any, train: TrainSpec,
-                        precision: str, workers: int, run_dir: Path, seed: int, callbacks: list[TrainerCallback],
-                        metrics: list[str] | None, **overrides: Any) -> "ImageTrainer":
+def build_image_trainer(
+    *,
+    model: Any,
+    processor: Any,
+    train_dataset: Any,
+    eval_dataset: Any,
+    train: TrainSpec,
+    precision: str,
+    workers: int,
+    run_dir: Path,
+    seed: int,
+    callbacks: list[TrainerCallback],
+    metrics: list[str] | None,
+    **overrides: Any,
+) -> "ImageTrainer":
     """The Trainer every training path uses, training and the benchmark alike: the run's settings
     (`overrides` as in training_arguments), uint8 batches normalised on the device with the
     processor's mean and std, `metrics` computed at each evaluation (None: none)."""
-    args = training_arguments(train=train, precision=precision, workers=workers, run_dir=run_dir, seed=seed,
-                              report_to=[], **overrides)
-    mixer = batch_mixer(mixup_alpha=train.mixup_alpha, cutmix_alpha=train.cutmix_alpha,
-                        num_classes=model.config.num_labels)
+    args = training_arguments(
+        train=train, precision=precision, workers=workers, run_dir=run_dir, seed=seed, report_to=[], **overrides
+    )
+    mixer = batch_mixer(
+        mixup_alpha=train.mixup_alpha, cutmix_alpha=train.cutmix_alpha, num_classes=model.config.num_labels
+    )
     stop = [EarlyStop(train.early_stopping_patience)] if train.early_stopping and args.eval_strategy != "no" else []
-    trainer = ImageTrainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                           data_collator=collate, compute_metrics=Evaluator(metrics) if metrics else None,
-                           callbacks=[*callbacks, *stop], mean=processor.image_mean, std=processor.image_std,
-                           mixer=mixer)
+    trainer = ImageTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=collate,
+        compute_metrics=Evaluator(metrics) if metrics else None,
+        callbacks=[*callbacks, *stop],
+        mean=processor.image_mean,
+        std=processor.image_std,
+        mixer=mixer,
+    )
     quiet_console(trainer)  # step figures to train.log only: the console gets one line per epoch
     return trainer
 
@@ -153,8 +180,11 @@ def split_metrics(measured: dict[str, Any], *, prefix: str, metrics: list[str]) 
 def epoch_metrics(log_history: list[dict[str, Any]], *, metrics: list[str]) -> list[dict[str, Any]]:
     """One entry per evaluation: its epoch, eval_loss and eval_<name> for each of `metrics`."""
     keys = ["eval_loss", *(f"eval_{name}" for name in metrics if name != "loss")]
-    return [{"epoch": round(entry["epoch"], 4), **{key: entry[key] for key in keys}}
-            for entry in log_history if "eval_loss" in entry and "epoch" in entry]
+    return [
+        {"epoch": round(entry["epoch"], 4), **{key: entry[key] for key in keys}}
+        for entry in log_history
+        if "eval_loss" in entry and "epoch" in entry
+    ]
 
 
 def epoch_line(record: RunRecord, log_history: list[dict[str, Any]]) -> str:
@@ -201,12 +231,16 @@ class EpochRecorder(TrainerCallback):
         efficiency.epoch_wall_s.append(round(time.perf_counter() - self._started, 2))
         # Optimizer steps x effective batch, capped at the split (the last batch of an epoch is short).
         batch = args.train_batch_size * args.gradient_accumulation_steps * args.world_size
-        efficiency.epoch_images.append(min((state.global_step - self._step) * batch, self.record.counts.num_train_samples))
+        efficiency.epoch_images.append(
+            min((state.global_step - self._step) * batch, self.record.counts.num_train_samples)
+        )
         if args.eval_strategy == "no" and state.is_world_process_zero:  # no val: the epoch's line is its training
             self.record.write(self.path)
             losses = [e["loss"] for e in state.log_history if "loss" in e]
-            log.info(f"epoch {state.epoch:g}: no val (nothing selected)"
-                     f"{f' | train loss {losses[-1]:.4f}' if losses else ''} | {efficiency.img_per_s(-1):.0f} img/s")
+            log.info(
+                f"epoch {state.epoch:g}: no val (nothing selected)"
+                f"{f' | train loss {losses[-1]:.4f}' if losses else ''} | {efficiency.img_per_s(-1):.0f} img/s"
+            )
 
     def on_evaluate(self, args, state, control, **kwargs):
         self.record.epochs = epoch_metrics(state.log_history, metrics=self.metrics)
@@ -245,8 +279,9 @@ class ImageTrainer(Trainer):
         # Mixup/CutMix on training batches only: evaluation (prediction_step) runs in eval mode and
         # takes Trainer's path, so val and test batches are never mixed.
         if self.mixer is None or not model.training:
-            return super().compute_loss(model, inputs, return_outputs=return_outputs,
-                                        num_items_in_batch=num_items_in_batch)
+            return super().compute_loss(
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
         pixels, targets = self.mixer(inputs["pixel_values"], inputs["labels"])
         outputs = model(pixel_values=pixels)
         losses = soft_cross_entropy(outputs.logits, targets, smoothing=self.args.label_smoothing_factor)
@@ -271,8 +306,9 @@ class ImageTrainer(Trainer):
         if "save_original_format" not in inspect.signature(model.save_pretrained).parameters:
             return super()._save(output_dir, state_dict)  # a release that saves no renamed keys: nothing to undo
         os.makedirs(output_dir, exist_ok=True)
-        model.save_pretrained(output_dir, state_dict=state_dict, is_main_process=self.args.should_save,
-                              save_original_format=False)
+        model.save_pretrained(
+            output_dir, state_dict=state_dict, is_main_process=self.args.should_save, save_original_format=False
+        )
         torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
 
     def _get_dataloader(self, *args, **kwargs):
@@ -296,8 +332,9 @@ class ImageTrainer(Trainer):
 
     def _save_rng_state(self, output_dir: str) -> None:
         super()._save_rng_state(output_dir)
-        self.worker_states.save(Path(output_dir), epoch=self.state.epoch, rank=self.args.process_index,
-                                world=self.args.world_size)
+        self.worker_states.save(
+            Path(output_dir), epoch=self.state.epoch, rank=self.args.process_index, world=self.args.world_size
+        )
 
     def _prepare_inputs(self, inputs):
         inputs = super()._prepare_inputs(inputs)

@@ -45,9 +45,11 @@ def current_states() -> dict[str, Any]:
     """This process's Python, NumPy and torch CPU RNG states, as JSON-ready values."""
     name, keys, pos, has_gauss, gauss = np.random.get_state()
     version, internal, gauss_next = random.getstate()
-    return {"python": [version, list(internal), gauss_next],
-            "numpy": [name, keys.tolist(), pos, has_gauss, gauss],
-            "torch": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode()}
+    return {
+        "python": [version, list(internal), gauss_next],
+        "numpy": [name, keys.tolist(), pos, has_gauss, gauss],
+        "torch": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode(),
+    }
 
 
 def set_states(states: dict[str, Any]) -> None:

@@ -18,8 +18,13 @@ from peft_food.bench.acceptance.rows import Bench
 from peft_food.bench.acceptance.run import unusable
 from peft_food.bench.acceptance.sizes import SIZES
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs a CUDA GPU (CI is CPU-only): run on the GPU machine, README 'GPU acceptance'")]
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(
+        not torch.cuda.is_available(),
+        reason="needs a CUDA GPU (CI is CPU-only): run on the GPU machine, README 'GPU acceptance'",
+    ),
+]
 
 FULL = SIZES["full"]
 
@@ -43,15 +48,19 @@ def test_torchrun_one_process_on_nccl(tmp_path):
 
 
 def test_the_data_store_feeds_a_cuda_run_normalised_on_the_device(tmp_path):
-    photos = write_food101_layout(tmp_path / "photos", classes=4, train_per_class=40, test_per_class=4,
-                                  size=FULL.jpeg_size)
+    photos = write_food101_layout(
+        tmp_path / "photos", classes=4, train_per_class=40, test_per_class=4, size=FULL.jpeg_size
+    )
     assert_met(*runs.store_check(size=FULL, precision="bf16", device="cuda", photos=photos, work=tmp_path / "w"))
 
 
 @pytest.mark.parametrize("method", ["lora", "full"])
 def test_train_compile(method, tmp_path):
-    assert_met(*checks.method_check(method=method, size=FULL, precision="bf16", device="cuda", work=tmp_path / "w",
-                                    compile=True, steps=10))
+    assert_met(
+        *checks.method_check(
+            method=method, size=FULL, precision="bf16", device="cuda", work=tmp_path / "w", compile=True, steps=10
+        )
+    )
 
 
 @pytest.mark.parametrize("recipe", ["ours", "seed_recipe"])

@@ -19,17 +19,36 @@ def names(text: str) -> list[str]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m peft_food.bench.acceptance",
-                                description="GPU checks and benchmark in one run; every figure to OUT_DIR/acceptance.json.")
-    p.add_argument("out_dir", type=Path, help="where acceptance.json is written (e.g. experiments/gpu_acceptance/<date>)")
-    p.add_argument("--size", choices=sorted(SIZES), default="full",
-                   help="full: ViT-B/16 at 224 px (the GPU targets); toy: a tiny ViT, seconds on CPU (what CI runs)")
-    p.add_argument("--budget-s", type=float, default=420.0,
-                   help="stop before this many seconds from start, skipping what would not fit (default 420)")
-    p.add_argument("--parts", type=names, help=f"groups of parts to run, comma-separated: {', '.join(PARTS)} "
-                                                "(default: all; a run the budget cut short prints the line that runs the rest)")
-    p.add_argument("--methods", type=names,
-                   help="methods to check, comma-separated (default: every shipped one at full, five at toy)")
+    p = argparse.ArgumentParser(
+        prog="python -m peft_food.bench.acceptance",
+        description="GPU checks and benchmark in one run; every figure to OUT_DIR/acceptance.json.",
+    )
+    p.add_argument(
+        "out_dir", type=Path, help="where acceptance.json is written (e.g. experiments/gpu_acceptance/<date>)"
+    )
+    p.add_argument(
+        "--size",
+        choices=sorted(SIZES),
+        default="full",
+        help="full: ViT-B/16 at 224 px (the GPU targets); toy: a tiny ViT, seconds on CPU (what CI runs)",
+    )
+    p.add_argument(
+        "--budget-s",
+        type=float,
+        default=420.0,
+        help="stop before this many seconds from start, skipping what would not fit (default 420)",
+    )
+    p.add_argument(
+        "--parts",
+        type=names,
+        help=f"groups of parts to run, comma-separated: {', '.join(PARTS)} "
+        "(default: all; a run the budget cut short prints the line that runs the rest)",
+    )
+    p.add_argument(
+        "--methods",
+        type=names,
+        help="methods to check, comma-separated (default: every shipped one at full, five at toy)",
+    )
     return p
 
 
@@ -44,8 +63,15 @@ def main(argv: list[str]) -> int:
             p.error(f"{option} has unknown {', '.join(unknown)}: choose from {', '.join(known)}")
     from peft_food.bench.acceptance.run import acceptance  # torch, transformers, peft: only now
 
-    return acceptance(args.out_dir, size_name=args.size, budget_s=args.budget_s, methods=args.methods,
-                      parts=args.parts, argv=argv, started=STARTED)
+    return acceptance(
+        args.out_dir,
+        size_name=args.size,
+        budget_s=args.budget_s,
+        methods=args.methods,
+        parts=args.parts,
+        argv=argv,
+        started=STARTED,
+    )
 
 
 if __name__ == "__main__":

@@ -96,27 +96,60 @@ def logits(model: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
         return model(pixel_values=pixels).logits.float()
 
 
-def method_check(*, method: str, size: Size, precision: str, device: str, work: Path, compile: bool = False,
-                 steps: int | None = None, export: bool = True) -> tuple[dict[str, bool], dict[str, Any]]:
+def method_check(
+    *,
+    method: str,
+    size: Size,
+    precision: str,
+    device: str,
+    work: Path,
+    compile: bool = False,
+    steps: int | None = None,
+    export: bool = True,
+) -> tuple[dict[str, bool], dict[str, Any]]:
     """Train `method` at its shipped defaults; returns (criteria, figures). `export`: also check the
     export through pipeline() (where the method folds)."""
     steps = steps or size.check_steps
-    spec = run_spec(*size.model, f"peft={method}", f"train.precision={precision}", f"train.compile={compile}",
-                    output_dir=work / "run")
+    spec = run_spec(
+        *size.model,
+        f"peft={method}",
+        f"train.precision={precision}",
+        f"train.compile={compile}",
+        output_dir=work / "run",
+    )
     labels = [f"class_{k}" for k in range(CLASSES)]
     model_dir = work / "run" / "model"
-    probe, losses, pixels, ended, figures = train_and_save(spec, size=size, precision=precision, steps=steps,
-                                                           labels=labels, model_dir=model_dir, device=device,
-                                                           shared_base=work.parent / "shared_base")
+    probe, losses, pixels, ended, figures = train_and_save(
+        spec,
+        size=size,
+        precision=precision,
+        steps=steps,
+        labels=labels,
+        model_dir=model_dir,
+        device=device,
+        shared_base=work.parent / "shared_base",
+    )
     figures.update(compile=compile, trainable_params_meta=meta_trainable(spec, labels))
     criteria = training_criteria(losses, probe, figures, steps=steps, precision=precision)
-    criteria.update(reload_criteria(spec, model_dir, pixels=pixels, ended=ended, device=device, work=work,
-                                    export=export, figures=figures))
+    criteria.update(
+        reload_criteria(
+            spec, model_dir, pixels=pixels, ended=ended, device=device, work=work, export=export, figures=figures
+        )
+    )
     return criteria, figures
 
 
-def train_and_save(spec: RunSpec, *, size: Size, precision: str, steps: int, labels: list[str], model_dir: Path,
-                   device: str, shared_base: Path) -> tuple[StepProbe, list[float], torch.Tensor, torch.Tensor, dict]:
+def train_and_save(
+    spec: RunSpec,
+    *,
+    size: Size,
+    precision: str,
+    steps: int,
+    labels: list[str],
+    model_dir: Path,
+    device: str,
+    shared_base: Path,
+) -> tuple[StepProbe, list[float], torch.Tensor, torch.Tensor, dict]:
     """`steps` optimizer steps through training's Trainer, then the model saved as a run saves it.
     Returns the step probe, the logged losses, the probe images (uint8), the logits the trained model
     gives them (fp32) and the run's figures."""
@@ -126,15 +159,32 @@ def train_and_save(spec: RunSpec, *, size: Size, precision: str, steps: int, lab
         link_base(base, shared=shared_base, model_dir=model_dir)
     model = apply_peft(base, peft=spec.peft, model=spec.model)
     trainable = count_parameters(model)["trainable_params"]
-    pixels = ColourPixels(n=size.check_batch * steps, size=input_sizes(processor)[0], classes=CLASSES,
-                          pool=4 * size.check_batch)
+    pixels = ColourPixels(
+        n=size.check_batch * steps, size=input_sizes(processor)[0], classes=CLASSES, pool=4 * size.check_batch
+    )
     probe = StepProbe()
-    train = replace(spec.train, batch_size=size.check_batch, eval_batch_size=size.check_batch, grad_accum=1,
-                    max_steps=steps, logging_steps=1)
-    trainer = build_image_trainer(model=model, processor=processor, train_dataset=pixels, eval_dataset=None,
-                                  train=train, precision=precision, workers=0, run_dir=model_dir.parent,
-                                  seed=spec.seed, callbacks=[probe, *spec.peft.callbacks()], metrics=None,
-                                  **{**NO_SELECTION, "save_strategy": "no"})
+    train = replace(
+        spec.train,
+        batch_size=size.check_batch,
+        eval_batch_size=size.check_batch,
+        grad_accum=1,
+        max_steps=steps,
+        logging_steps=1,
+    )
+    trainer = build_image_trainer(
+        model=model,
+        processor=processor,
+        train_dataset=pixels,
+        eval_dataset=None,
+        train=train,
+        precision=precision,
+        workers=0,
+        run_dir=model_dir.parent,
+        seed=spec.seed,
+        callbacks=[probe, *spec.peft.callbacks()],
+        metrics=None,
+        **{**NO_SELECTION, "save_strategy": "no"},
+    )
     probe.trainer = trainer
     trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
@@ -145,14 +195,24 @@ def train_and_save(spec: RunSpec, *, size: Size, precision: str, steps: int, lab
     finite = all(bool(torch.isfinite(p).all()) for p in model.parameters() if p.requires_grad)
     save_trained(model, processor, model_dir=model_dir, peft=spec.peft, labels=labels, base=spec.model)
     step_s = probe.step_s[1:] or probe.step_s
-    figures = {"model": spec.model.name, "precision": precision, "batch": size.check_batch, "steps": len(losses),
-               "lr": train.lr, "losses": losses, "trainable_params": trainable, "trained_params_finite": finite,
-               "first_step_s": probe.step_s[0] if probe.step_s else None, "median_step_s": statistics.median(step_s)}
+    figures = {
+        "model": spec.model.name,
+        "precision": precision,
+        "batch": size.check_batch,
+        "steps": len(losses),
+        "lr": train.lr,
+        "losses": losses,
+        "trainable_params": trainable,
+        "trained_params_finite": finite,
+        "first_step_s": probe.step_s[0] if probe.step_s else None,
+        "median_step_s": statistics.median(step_s),
+    }
     return probe, losses, probe_pixels, ended, figures
 
 
-def training_criteria(losses: list[float], probe: StepProbe, figures: dict[str, Any], *, steps: int,
-                      precision: str) -> dict[str, bool]:
+def training_criteria(
+    losses: list[float], probe: StepProbe, figures: dict[str, Any], *, steps: int, precision: str
+) -> dict[str, bool]:
     first, last = statistics.fmean(losses[:LOSS_WINDOW]), statistics.fmean(losses[-LOSS_WINDOW:])
     figures.update(loss_first_mean=first, loss_last_mean=last, loss_last_over_first=last / first)
     criteria = {
@@ -169,8 +229,17 @@ def training_criteria(losses: list[float], probe: StepProbe, figures: dict[str, 
     return criteria
 
 
-def reload_criteria(spec: RunSpec, model_dir: Path, *, pixels: torch.Tensor, ended: torch.Tensor, device: str,
-                    work: Path, export: bool, figures: dict[str, Any]) -> dict[str, bool]:
+def reload_criteria(
+    spec: RunSpec,
+    model_dir: Path,
+    *,
+    pixels: torch.Tensor,
+    ended: torch.Tensor,
+    device: str,
+    work: Path,
+    export: bool,
+    figures: dict[str, Any],
+) -> dict[str, bool]:
     """The saved model reloaded (predict's loader) against the trained logits; and its export."""
     trained = load_trained(model_dir)
     files = write_pngs(pixels, work / "probe")
@@ -184,13 +253,17 @@ def reload_criteria(spec: RunSpec, model_dir: Path, *, pixels: torch.Tensor, end
     if predicted is None:
         figures["export"] = f"not exported: {spec.peft.unfoldable or 'checked in the last precision only'}"
     else:
-        criteria.update(export_agrees(model_dir, work / "exported", files=files, predicted=predicted, device=device,
-                                      figures=figures))
+        criteria.update(
+            export_agrees(
+                model_dir, work / "exported", files=files, predicted=predicted, device=device, figures=figures
+            )
+        )
     return criteria
 
 
-def export_agrees(model_dir: Path, out_dir: Path, *, files: list[Path], predicted: list[Any], device: str,
-                  figures: dict[str, Any]) -> dict[str, bool]:
+def export_agrees(
+    model_dir: Path, out_dir: Path, *, files: list[Path], predicted: list[Any], device: str, figures: dict[str, Any]
+) -> dict[str, bool]:
     """peft-food-export's model through transformers' pipeline() on `device`, against predict's scores."""
     export(model_dir, out_dir)
     classifier = pipeline("image-classification", model=str(out_dir), device=torch.device(device))
@@ -201,5 +274,7 @@ def export_agrees(model_dir: Path, out_dir: Path, *, files: list[Path], predicte
         diffs += [abs(mine[r["label"]] - r["score"]) for r in theirs]
         same_top1.append(ours.predictions[0]["label"] == theirs[0]["label"])
     figures.update(export_max_abs_prob_diff=max(diffs), export_same_top1=sum(same_top1), export_images=len(files))
-    return {"export + pipeline(): same top-1 as predict on every image": all(same_top1),
-            f"export + pipeline(): probabilities within {EXPORT_TOL:g} of predict": max(diffs) <= EXPORT_TOL}
+    return {
+        "export + pipeline(): same top-1 as predict on every image": all(same_top1),
+        f"export + pipeline(): probabilities within {EXPORT_TOL:g} of predict": max(diffs) <= EXPORT_TOL,
+    }

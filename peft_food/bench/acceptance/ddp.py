@@ -23,8 +23,11 @@ def main(argv: list[str]) -> int:
 
     result, run_dir, overrides = Path(argv[0]), Path(argv[1]), argv[2:]
     record = train(compose(*overrides, output_dir=run_dir))
-    report = {"status": record.status, "world_size_recorded": record.provenance.world_size,
-              "initialized": dist.is_initialized()}
+    report = {
+        "status": record.status,
+        "world_size_recorded": record.provenance.world_size,
+        "initialized": dist.is_initialized(),
+    }
     if dist.is_initialized():
         device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
         ones = torch.ones(1, device=device)

@@ -46,8 +46,9 @@ def write_pngs(pixels: torch.Tensor, folder: Path) -> list[Path]:
     return paths
 
 
-def write_food101_layout(root: Path, *, classes: int, train_per_class: int, test_per_class: int,
-                         size: tuple[int, int], seed: int = 0) -> Path:
+def write_food101_layout(
+    root: Path, *, classes: int, train_per_class: int, test_per_class: int, size: tuple[int, int], seed: int = 0
+) -> Path:
     """A folder in Food-101's layout (images/<class>/<id>.jpg, meta/{classes,train,test}.txt) of JPEGs
     at `size` (width, height): a smooth colour field per class with a gradient and mild noise, so the
     files decode like photos rather than like noise (which JPEG cannot compress)."""

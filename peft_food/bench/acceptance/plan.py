@@ -22,14 +22,14 @@ FILE = "acceptance.json"
 
 @dataclass
 class Check:
-    name: str                       # e.g. train/lora/bf16
-    kind: str                       # train, torchrun, store, compile, bench, matmul
-    verdict: str = "skip"           # pass | fail | skip
-    reason: str | None = None       # why skipped or failed
+    name: str  # e.g. train/lora/bf16
+    kind: str  # train, torchrun, store, compile, bench, matmul
+    verdict: str = "skip"  # pass | fail | skip
+    reason: str | None = None  # why skipped or failed
     seconds: float | None = None
     criteria: dict[str, bool] = field(default_factory=dict)  # each stated criterion -> met
     figures: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None        # the traceback's tail, where the part raised
+    error: str | None = None  # the traceback's tail, where the part raised
 
 
 class Budget:
@@ -81,23 +81,41 @@ class Record:
 
     def as_dict(self) -> dict[str, Any]:
         counts = {v: sum(c.verdict == v for c in self.checks) for v in ("pass", "fail", "skip")}
-        return finite({**self.header, "verdict": self.verdict(), "counts": counts, "stopped": self.stopped,
-                       "checks": [asdict(c) for c in self.checks], **self.sections})
+        return finite(
+            {
+                **self.header,
+                "verdict": self.verdict(),
+                "counts": counts,
+                "stopped": self.stopped,
+                "checks": [asdict(c) for c in self.checks],
+                **self.sections,
+            }
+        )
 
     def write(self) -> None:
         with self._lock:
             write_atomic(self.path, (json.dumps(self.as_dict(), indent=2) + "\n").encode())
 
 
-def run_part(record: Record, budget: Budget, *, name: str, kind: str, prior: float,
-             part: Callable[[], tuple[dict[str, bool], dict[str, Any]]], skip: str | None = None) -> Check:
+def run_part(
+    record: Record,
+    budget: Budget,
+    *,
+    name: str,
+    kind: str,
+    prior: float,
+    part: Callable[[], tuple[dict[str, bool], dict[str, Any]]],
+    skip: str | None = None,
+) -> Check:
     """Run one part unless `skip` (a reason) or the budget says no; its criteria decide the verdict,
     and an exception fails it with the error's first line (the traceback's tail kept in the record)."""
     check = Check(name=name, kind=kind)
     record.checks.append(check)
     if skip is None and not budget.fits(kind, prior=prior):
-        skip = (f"budget: {max(0.0, budget.left()):.0f} s left of {budget.seconds:.0f}, a {kind} part takes "
-                f"~{budget.estimate(kind, prior=prior):.0f} s")
+        skip = (
+            f"budget: {max(0.0, budget.left()):.0f} s left of {budget.seconds:.0f}, a {kind} part takes "
+            f"~{budget.estimate(kind, prior=prior):.0f} s"
+        )
     if skip is not None:
         check.reason = skip
         record.write()
@@ -122,14 +140,18 @@ def run_part(record: Record, budget: Budget, *, name: str, kind: str, prior: flo
 def watchdog(record: Record, budget: Budget, *, on_stop: Callable[[], None]) -> threading.Timer:
     """The budget as a hard stop: a part still running at the deadline (a hang, a guess far too low)
     ends the run there; the record says which part, and `on_stop` prints the table before exiting."""
+
     def stop() -> None:
         record.stopped = f"the budget of {budget.seconds:.0f} s ran out during {record.current or 'start-up'}"
         for check in record.checks:
             if check.name == record.current:  # unfinished: a skip for lack of time, as the ones not started
                 check.reason = "budget: ran out while this part ran"
         reached = {check.name for check in record.checks}
-        record.checks += [Check(name=name, kind=kind, reason="budget: not reached")
-                          for name, kind in record.planned if name not in reached]
+        record.checks += [
+            Check(name=name, kind=kind, reason="budget: not reached")
+            for name, kind in record.planned
+            if name not in reached
+        ]
         record.write()
         on_stop()
 

@@ -28,8 +28,9 @@ def summary(record: dict[str, Any], *, batch: int, seed_precision: str) -> dict[
         out[f"lora_img_per_s_{p}"] = lora and lora["img_per_s_median"]
         out[f"full_img_per_s_{p}"] = full and full["img_per_s_median"]
         out[f"lora_over_full_peak_mem_{p}"] = lora and full and lora["peak_mem_mb"] / full["peak_mem_mb"]
-        out[f"lora_over_full_peak_reserved_{p}"] = (lora and full and lora.get("peak_reserved_mb")
-                                                    and lora["peak_reserved_mb"] / full["peak_reserved_mb"])
+        out[f"lora_over_full_peak_reserved_{p}"] = (
+            lora and full and lora.get("peak_reserved_mb") and lora["peak_reserved_mb"] / full["peak_reserved_mb"]
+        )
         for (method, precision, b, recipe), row in synthetic.items():
             seed = synthetic.get((method, seed_precision, batch, "seed_recipe"))
             if precision == p and b == batch and recipe == "ours" and seed:
@@ -45,9 +46,13 @@ def brief(check: dict[str, Any]) -> str:
     """A check's key figures in a few words."""
     f = check["figures"]
     if check["kind"] in ("train", "compile") and "loss_first_mean" in f:
-        parts = [f"loss {f['loss_first_mean']:.2f}->{f['loss_last_mean']:.2f}",
-                 f"trainable {f['trainable_params']:,}" + ("" if f["trainable_params"] == f["trainable_params_meta"]
-                                                           else f" (meta {f['trainable_params_meta']:,})")]
+        parts = [
+            f"loss {f['loss_first_mean']:.2f}->{f['loss_last_mean']:.2f}",
+            f"trainable {f['trainable_params']:,}"
+            + (
+                "" if f["trainable_params"] == f["trainable_params_meta"] else f" (meta {f['trainable_params_meta']:,})"
+            ),
+        ]
         if "final_scale" in f:
             parts.append(f"scale {f['final_scale']:g}")
         if "reload_max_abs_logit_diff" in f:
@@ -59,8 +64,10 @@ def brief(check: dict[str, Any]) -> str:
         return ", ".join(parts)
     if check["kind"] in ("bench", "bench_more", "bench_e2e") and "img_per_s_median" in f:
         reserved = f" / {f['peak_reserved_mb']:,.0f}" if f.get("peak_reserved_mb") else ""
-        return (f"{f['img_per_s_median']:,.0f} img/s, {f['step_s_median'] * 1000:.1f} ms, "
-                f"{f['peak_mem_mb']:,.0f}{reserved} MB, {f['fraction_of_matmul']:.0%} of matmul")
+        return (
+            f"{f['img_per_s_median']:,.0f} img/s, {f['step_s_median'] * 1000:.1f} ms, "
+            f"{f['peak_mem_mb']:,.0f}{reserved} MB, {f['fraction_of_matmul']:.0%} of matmul"
+        )
     if check["kind"] == "torchrun" and "backend" in f:
         return f"backend {f['backend']}, world {f['world_size']}, all-reduce {f['all_reduce']:g}"
     if check["kind"] == "store" and "input_device" in f:
@@ -80,8 +87,10 @@ def table(record: dict[str, Any]) -> str:
     """One line per check, then the targets beside their figures, then the verdict (last, so the
     tail of a long log still shows it)."""
     head = record["counts"]
-    verdict = (f"{record['verdict'].upper()}: {head['pass']} pass, {head['fail']} fail, {head['skip']} skipped "
-               f"in {record.get('elapsed_s', 0):.0f} s of {record['budget_s']:.0f}")
+    verdict = (
+        f"{record['verdict'].upper()}: {head['pass']} pass, {head['fail']} fail, {head['skip']} skipped "
+        f"in {record.get('elapsed_s', 0):.0f} s of {record['budget_s']:.0f}"
+    )
     lines = [f"peft_food acceptance, size {record['size']} on {record['device']['device']}"]
     for check in record["checks"]:
         detail = check["reason"] if check["verdict"] != "pass" else brief(check)
@@ -101,15 +110,21 @@ def targets(s: dict[str, Any], *, size: str) -> list[str]:
     if not any(key.startswith(("lora_img_per_s_", "over_seed_end_to_end_")) for key in s):
         return []
     t = s["targets"]
-    lines = [f"targets (batch {s['batch']}; {'one H200' if size == 'full' else 'toy: not comparable'})"
-             f"{'':<10}measured      target"]
+    lines = [
+        f"targets (batch {s['batch']}; {'one H200' if size == 'full' else 'toy: not comparable'})"
+        f"{'':<10}measured      target"
+    ]
     for p in ("fp16", "bf16", "fp32"):
         if f"lora_img_per_s_{p}" not in s:
             continue
         lines.append(f"  LoRA img/s, {p:<30}{fmt(s[f'lora_img_per_s_{p}'], '>10,.0f')}  >= {t['lora_img_per_s']:,}")
-        lines.append(f"  full fine-tuning img/s, {p:<18}{fmt(s[f'full_img_per_s_{p}'], '>10,.0f')}  >= {t['full_img_per_s']:,}")
-        lines.append(f"  LoRA / full peak memory, {p:<17}{fmt(s[f'lora_over_full_peak_mem_{p}'], '>10.2f')}  "
-                     f"<= {t['lora_over_full_peak_mem']}")
+        lines.append(
+            f"  full fine-tuning img/s, {p:<18}{fmt(s[f'full_img_per_s_{p}'], '>10,.0f')}  >= {t['full_img_per_s']:,}"
+        )
+        lines.append(
+            f"  LoRA / full peak memory, {p:<17}{fmt(s[f'lora_over_full_peak_mem_{p}'], '>10.2f')}  "
+            f"<= {t['lora_over_full_peak_mem']}"
+        )
         for method in ("lora", "full"):
             ratio = s.get(f"over_seed_synthetic_{method}_{p}")
             if ratio is not None:
@@ -117,6 +132,7 @@ def targets(s: dict[str, Any], *, size: str) -> list[str]:
     for key, value in s.items():
         if key.startswith("over_seed_end_to_end_"):
             method, precision = key.removeprefix("over_seed_end_to_end_").split("_")
-            lines.append(f"  ours / seed end to end, {method} {precision:<12}{value:>10.1f}x >= "
-                         f"{t['over_seed_end_to_end']:g}x")
+            lines.append(
+                f"  ours / seed end to end, {method} {precision:<12}{value:>10.1f}x >= {t['over_seed_end_to_end']:g}x"
+            )
     return lines

@@ -33,34 +33,72 @@ from peft_food.errors import ConfigError
 from peft_food.tracking.provenance import git_state, hardware, package_versions
 
 # Seconds a part of each kind is guessed to take on the GPU before one has run (then: the longest so far).
-PRIORS = {"matmul": 10, "train": 8, "bench": 6, "bench_more": 8, "bench_e2e": 20, "setup": 10, "torchrun": 40,
-          "store": 30, "compile": 90}
+PRIORS = {
+    "matmul": 10,
+    "train": 8,
+    "bench": 6,
+    "bench_more": 8,
+    "bench_e2e": 20,
+    "setup": 10,
+    "torchrun": 40,
+    "store": 30,
+    "compile": 90,
+}
 NO_GPU = "needs CUDA: no GPU here"
 Skip = str | Callable[[], str | None] | None  # a reason to skip a part, or a function giving one at its turn
-GROUP_OF = {"train": "checks", "matmul": "bench", "bench": "bench", "setup": "e2e", "bench_e2e": "e2e",
-            "torchrun": "runs", "store": "runs", "compile": "compile", "bench_more": "batches"}
+GROUP_OF = {
+    "train": "checks",
+    "matmul": "bench",
+    "bench": "bench",
+    "setup": "e2e",
+    "bench_e2e": "e2e",
+    "torchrun": "runs",
+    "store": "runs",
+    "compile": "compile",
+    "bench_more": "batches",
+}
 
 
 def header(*, size: Size, budget_s: float, device: str, argv: list[str]) -> dict[str, Any]:
     cuda = torch.cuda.is_available()
-    return {"command": " ".join(["python -m peft_food.bench.acceptance", *argv]), "size": size.name,
-            "budget_s": budget_s, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "device": {**hardware(), "cuda": torch.version.cuda if cuda else None,
-                       "memory_gib": torch.cuda.get_device_properties(0).total_memory / 2**30 if cuda else None,
-                       "driver": driver() if cuda else None},
-            "versions": {**package_versions(), "torch_cuda": torch.version.cuda},
-            "git": git_state(Path(__file__).resolve().parent), "run_on": device,
-            "package_dir": str(Path(__file__).resolve().parents[2]),  # the source tree that ran
-            "criteria": {"loss_window": checks.LOSS_WINDOW, "scale_floor": checks.SCALE_FLOOR,
-                         "reload_tol": checks.RELOAD_TOL, "export_tol": checks.EXPORT_TOL, "grid_tol": runs.GRID_TOL,
-                         "statement": (checks.__doc__ or "").split("Criteria", 1)[-1].strip()},
-            "targets": TARGETS}
+    return {
+        "command": " ".join(["python -m peft_food.bench.acceptance", *argv]),
+        "size": size.name,
+        "budget_s": budget_s,
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "device": {
+            **hardware(),
+            "cuda": torch.version.cuda if cuda else None,
+            "memory_gib": torch.cuda.get_device_properties(0).total_memory / 2**30 if cuda else None,
+            "driver": driver() if cuda else None,
+        },
+        "versions": {**package_versions(), "torch_cuda": torch.version.cuda},
+        "git": git_state(Path(__file__).resolve().parent),
+        "run_on": device,
+        "package_dir": str(Path(__file__).resolve().parents[2]),  # the source tree that ran
+        "criteria": {
+            "loss_window": checks.LOSS_WINDOW,
+            "scale_floor": checks.SCALE_FLOOR,
+            "reload_tol": checks.RELOAD_TOL,
+            "export_tol": checks.EXPORT_TOL,
+            "grid_tol": runs.GRID_TOL,
+            "statement": (checks.__doc__ or "").split("Criteria", 1)[-1].strip(),
+        },
+        "targets": TARGETS,
+    }
 
 
 def driver() -> str | None:
     try:
-        return subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                              capture_output=True, text=True, timeout=20).stdout.strip() or None
+        return (
+            subprocess.run(
+                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -94,12 +132,21 @@ def rerun(record: dict[str, Any], *, out_dir: Path, size: str) -> str | None:
         return None
     groups = [g for g in PARTS if any(GROUP_OF[c["kind"]] == g for c in left)]
     methods = sorted({c["name"].split("/")[1] for c in left if c["kind"] == "train"})
-    return (f"python -m peft_food.bench.acceptance {out_dir}-rest --size {size} --parts {','.join(groups)}"
-            + (f" --methods {','.join(methods)}" if methods else ""))
+    return f"python -m peft_food.bench.acceptance {out_dir}-rest --size {size} --parts {','.join(groups)}" + (
+        f" --methods {','.join(methods)}" if methods else ""
+    )
 
 
-def acceptance(out_dir: Path, *, size_name: str, budget_s: float, methods: list[str] | None,
-               parts: list[str] | None, argv: list[str], started: float) -> int:
+def acceptance(
+    out_dir: Path,
+    *,
+    size_name: str,
+    budget_s: float,
+    methods: list[str] | None,
+    parts: list[str] | None,
+    argv: list[str],
+    started: float,
+) -> int:
     size = SIZES[size_name]
     chosen_parts = set(parts or PARTS)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -131,15 +178,31 @@ def acceptance(out_dir: Path, *, size_name: str, budget_s: float, methods: list[
     def part(name: str, kind: str, fn: Callable[[Path], tuple[dict, dict]], skip: Skip = None) -> None:
         plan.append((name, kind, fn, skip))
 
-    plan_parts(part, chosen_parts, size=size, device=device, precisions=precisions, work=work, budget=budget,
-               record=record, methods=methods or list(size.check_methods or shipped_methods()))
+    plan_parts(
+        part,
+        chosen_parts,
+        size=size,
+        device=device,
+        precisions=precisions,
+        work=work,
+        budget=budget,
+        record=record,
+        methods=methods or list(size.check_methods or shipped_methods()),
+    )
     record.planned = [(name, kind) for name, kind, _, _ in plan]  # a stopped run names the parts never reached
     timer = watchdog(record, budget, on_stop=stop)
     try:
         for name, kind, fn, skip in plan:
             folder = work / name.replace("/", "_")
-            run_part(record, budget, name=name, kind=kind, prior=PRIORS[kind], part=functools.partial(fn, folder),
-                     skip=skip() if callable(skip) else skip)
+            run_part(
+                record,
+                budget,
+                name=name,
+                kind=kind,
+                prior=PRIORS[kind],
+                part=functools.partial(fn, folder),
+                skip=skip() if callable(skip) else skip,
+            )
             shutil.rmtree(folder, ignore_errors=True)  # models and stores are GBs at full size
     finally:
         timer.cancel()
@@ -149,8 +212,18 @@ def acceptance(out_dir: Path, *, size_name: str, budget_s: float, methods: list[
     return 0 if result["verdict"] == "pass" else 1
 
 
-def plan_parts(part: Callable, chosen: set[str], *, size: Size, device: str, precisions: tuple[str, ...], work: Path,
-               budget: Budget, record: Record, methods: list[str]) -> None:
+def plan_parts(
+    part: Callable,
+    chosen: set[str],
+    *,
+    size: Size,
+    device: str,
+    precisions: tuple[str, ...],
+    work: Path,
+    budget: Budget,
+    record: Record,
+    methods: list[str],
+) -> None:
     """Every part of the run, in order, through `part(name, kind, fn, skip)`: fn(folder) -> (criteria,
     figures) runs later; `skip` is a reason, or a function giving one (or None) when the part's turn comes."""
     gpu_only = None if device == "cuda" else NO_GPU
@@ -177,14 +250,28 @@ def plan_parts(part: Callable, chosen: set[str], *, size: Size, device: str, pre
     if "e2e" in chosen:
         bench.end_to_end(photos=photos, precision=precisions[0], stores=work / "e2e_stores", skip=no_photos)
     if "runs" in chosen:
-        part("torchrun/nccl", "torchrun", lambda w: runs.torchrun_check(
-            size=size, precision=last, work=w, timeout=max(5.0, budget.left())), skip=gpu_only)
-        part("store/normalise_on_device", "store", lambda w: runs.store_check(
-            size=size, precision=last, device=device, photos=photos, work=w), skip=no_photos)
+        part(
+            "torchrun/nccl",
+            "torchrun",
+            lambda w: runs.torchrun_check(size=size, precision=last, work=w, timeout=max(5.0, budget.left())),
+            skip=gpu_only,
+        )
+        part(
+            "store/normalise_on_device",
+            "store",
+            lambda w: runs.store_check(size=size, precision=last, device=device, photos=photos, work=w),
+            skip=no_photos,
+        )
     if "compile" in chosen:
         for method in ("lora", "full"):
-            part(f"compile/{method}/{last}", "compile", lambda w, m=method: checks.method_check(
-                method=m, size=size, precision=last, device=device, work=w, compile=True, steps=10), skip=gpu_only)
+            part(
+                f"compile/{method}/{last}",
+                "compile",
+                lambda w, m=method: checks.method_check(
+                    method=m, size=size, precision=last, device=device, work=w, compile=True, steps=10
+                ),
+                skip=gpu_only,
+            )
     if "checks" in chosen:
         train_checks(part, [m for m in methods if m not in first], size=size, precisions=precisions, device=device)
     if "batches" in chosen:
@@ -199,5 +286,11 @@ def train_checks(part: Callable, methods: list[str], *, size: Size, precisions: 
     for method in methods:
         reason = unusable(method, Path(tempfile.gettempdir()))
         for precision in precisions:
-            part(f"train/{method}/{precision}", "train", lambda w, m=method, p=precision: checks.method_check(
-                method=m, size=size, precision=p, device=device, work=w, export=p == precisions[-1]), skip=reason)
+            part(
+                f"train/{method}/{precision}",
+                "train",
+                lambda w, m=method, p=precision: checks.method_check(
+                    method=m, size=size, precision=p, device=device, work=w, export=p == precisions[-1]
+                ),
+                skip=reason,
+            )

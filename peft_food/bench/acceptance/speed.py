@@ -57,8 +57,14 @@ def matmul_rate(*, device: str, n: int, repeats: int = 20) -> dict[str, Any]:
             a @ b
             times.append(time.perf_counter() - started)
     median = statistics.median(times)
-    return {"dtype": str(dtype).removeprefix("torch."), "n": n, "repeats": repeats, "median_s": median,
-            "flop_per_s": 2 * n**3 / median, "tflop_per_s": 2 * n**3 / median / 1e12}
+    return {
+        "dtype": str(dtype).removeprefix("torch."),
+        "n": n,
+        "repeats": repeats,
+        "median_s": median,
+        "flop_per_s": 2 * n**3 / median,
+        "tflop_per_s": 2 * n**3 / median / 1e12,
+    }
 
 
 def flops_per_image(spec: RunSpec, *, labels: int = BENCH_LABELS) -> float:
@@ -68,7 +74,8 @@ def flops_per_image(spec: RunSpec, *, labels: int = BENCH_LABELS) -> float:
     height, width = input_sizes(load_processor(spec.model))[0]
     with torch.device("meta"):
         skeleton = AutoModelForImageClassification.from_config(
-            base_config(model_spec, labels=[str(i) for i in range(labels)]), attn_implementation="eager")
+            base_config(model_spec, labels=[str(i) for i in range(labels)]), attn_implementation="eager"
+        )
         model = apply_peft(skeleton, peft=spec.peft, model=model_spec).train()
         pixels = torch.randn(1, 3, height, width)
     with FlopCounterMode(display=False) as counter:
@@ -85,18 +92,40 @@ def clear_device() -> None:
         torch.cuda.empty_cache()
 
 
-def bench_row(spec: RunSpec, *, batch: int, warmup: int, steps: int, recipe: str, work: Path, flops: float,
-              matmul: float, loaded: Any = None, stored: Any = None) -> dict[str, Any]:
+def bench_row(
+    spec: RunSpec,
+    *,
+    batch: int,
+    warmup: int,
+    steps: int,
+    recipe: str,
+    work: Path,
+    flops: float,
+    matmul: float,
+    loaded: Any = None,
+    stored: Any = None,
+) -> dict[str, Any]:
     """One of bench_train's runs (synthetic pixels unless `loaded`), with the median's figures."""
     clear_device()
-    bench = BenchSpec(sections=["train"], batch_size=batch, warmup_steps=warmup, train_steps=steps,
-                      methods=[spec.peft.method], inputs=["real" if loaded else "synthetic"])
-    row = bench_train(spec, bench, method_spec=spec.peft, recipe=recipe, loaded=loaded, stored=stored,
-                      out_dir=work)
+    bench = BenchSpec(
+        sections=["train"],
+        batch_size=batch,
+        warmup_steps=warmup,
+        train_steps=steps,
+        methods=[spec.peft.method],
+        inputs=["real" if loaded else "synthetic"],
+    )
+    row = bench_train(spec, bench, method_spec=spec.peft, recipe=recipe, loaded=loaded, stored=stored, out_dir=work)
     median = row["step_s_median"]
-    row.update(method=spec.peft.label, recipe=recipe, batch=batch, img_per_s_median=batch / median,
-               flops_per_step=flops * batch, achieved_flop_per_s=flops * batch / median,
-               fraction_of_matmul=flops * batch / median / matmul)
+    row.update(
+        method=spec.peft.label,
+        recipe=recipe,
+        batch=batch,
+        img_per_s_median=batch / median,
+        flops_per_step=flops * batch,
+        achieved_flop_per_s=flops * batch / median,
+        fraction_of_matmul=flops * batch / median / matmul,
+    )
     return row
 
 
@@ -115,5 +144,8 @@ def stored_input(spec: RunSpec, *, root: Path) -> Any:
 
 def row_criteria(row: dict[str, Any]) -> dict[str, bool]:
     keys = ("step_s_median", "img_per_s_median", "peak_mem_mb", "flops_per_step", "fraction_of_matmul")
-    return {"timed, every figure positive and finite": all(
-        isinstance(row.get(k), (int, float)) and 0 < row[k] < float("inf") for k in keys)}
+    return {
+        "timed, every figure positive and finite": all(
+            isinstance(row.get(k), (int, float)) and 0 < row[k] < float("inf") for k in keys
+        )
+    }
