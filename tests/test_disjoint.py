@@ -175,7 +175,7 @@ def test_the_data_store_keeps_the_digests_so_a_later_run_checks_without_reading(
         raise AssertionError("an image was read again")
 
     monkeypatch.setattr("peft_food.data.store.read_rgb", no_reading)
-    monkeypatch.setattr("peft_food.data.sources.check_images", no_reading)
+    monkeypatch.setattr("peft_food.data.parts.check_images", no_reading)
     with pytest.raises(DataError, match=f"train image {original} is byte-identical to test image {copy}"):
         load_splits(spec, seed=0, plan=plan)
     splits = load_splits(replace(spec, bad_images="skip"), seed=0, plan=plan)

@@ -161,7 +161,7 @@ def test_bad_images_are_found_by_the_build_and_not_decoded_again(tmp_path, monke
 
     monkeypatch.setattr("peft_food.data.images.open_rgb", no_decoding)
     monkeypatch.setattr("peft_food.data.store.read_rgb", no_decoding)
-    monkeypatch.setattr("peft_food.data.sources.check_images", no_decoding)
+    monkeypatch.setattr("peft_food.data.parts.check_images", no_decoding)
     skipped = load_splits(replace(spec, bad_images="skip"), seed=0, plan=plan(tmp_path / "stores"))
     assert complete_stores(tmp_path / "stores") == built
     assert sum(skipped.sizes().values()) == 8

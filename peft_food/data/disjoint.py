@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 
-from peft_food.data.sources import Part, Parts
+from peft_food.data.parts import Part, Parts
 from peft_food.errors import DataError
 
 log = logging.getLogger(__name__)

@@ -12,13 +12,13 @@ data.store=true they also get an `index` column into the data stores (store.py) 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
-from peft_food.data.columns import image_dataset
-from peft_food.data.images import IMAGE_SUFFIXES, check_images
-from peft_food.data.store import DatasetImages, FileImages, Images, Plan, Store, ensure
+from peft_food.data.images import IMAGE_SUFFIXES
+from peft_food.data.parts import Part, Parts, hub_part, labelled
+from peft_food.data.store import Plan
 from peft_food.data.synthetic import synthetic_dataset
 from peft_food.errors import DataError, first_line, require
 
@@ -26,29 +26,6 @@ if TYPE_CHECKING:  # datasets is imported when a source is read, not when the co
     from datasets import Dataset
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Part:
-    """One image list as read (Food-101's train.txt, a Hub split): its dataset and, with data.store,
-    its stores by form, which the dataset's `index` column points into."""
-
-    ds: Dataset
-    stores: dict[str, Store] = field(default_factory=dict)
-    # Each row's content digest, from the screening or the store (None: not screened, a Hub split
-    # without data.store), and how a row is named in a message: disjoint.py checks the splits by them.
-    digests: list[bytes] | None = None
-    describe: Callable[[int], str] = str
-
-
-@dataclass
-class Parts:
-    """What a source has: a training pool, and the val and test lists it ships (None: splits.py
-    carves them out of the pool, seeded and class-stratified)."""
-
-    train: Part
-    val: Part | None = None
-    test: Part | None = None
 
 
 def pool_forms(spec: DataSpec, *, has_val: bool, has_test: bool) -> tuple[str, ...]:
@@ -63,10 +40,10 @@ def pool_forms(spec: DataSpec, *, has_val: bool, has_test: bool) -> tuple[str, .
 def _read_hub(spec: DataSpec, seed: int, plan: Plan | None) -> Parts:
     train, test = _load_hub(hub_id=spec.hub_id, train_split=spec.train_split, test_split=spec.test_split)
     stored = dict(plan=plan, bad_images=spec.bad_images, hub_id=spec.hub_id)
-    pool = _hub_part(
+    pool = hub_part(
         train, split=spec.train_split, kinds=pool_forms(spec, has_val=False, has_test=test is not None), **stored
     )
-    return Parts(pool, test=None if test is None else _hub_part(test, split=spec.test_split, kinds=("eval",), **stored))
+    return Parts(pool, test=None if test is None else hub_part(test, split=spec.test_split, kinds=("eval",), **stored))
 
 
 def _read_food101_layout(spec: DataSpec, seed: int, plan: Plan | None) -> Parts:
@@ -266,71 +243,6 @@ def _load_hub(*, hub_id: str, train_split: str, test_split: str | None) -> tuple
     return train, test
 
 
-def _labelled(
-    paths: list[Path],
-    labels: list[int],
-    names: list[str],
-    *,
-    bad_images: str,
-    plan: Plan | None = None,
-    kinds: tuple[str, ...] = (),
-    part: str = "",
-) -> Part:
-    """A dataset of image files, screened first: a corrupt image found mid-epoch would crash a
-    run hours in, so every file is decoded once before training starts. With a store plan, the
-    store's build is the screening (once, for every later run), and the dataset gets an `index`
-    column: each image's position in the stores."""
-    stores = {} if plan is None else _stores(FileImages(paths), plan, kinds=kinds, part=part)
-    found = check_images(paths) if plan is None else next(iter(stores.values()))
-    kept = _kept(len(paths), found.bad, describe=lambda i: str(paths[i]), bad_images=bad_images)
-    columns: dict[str, list] = {"image": [str(paths[i]) for i in kept], "label": [labels[i] for i in kept]}
-    if plan is not None:
-        columns["index"] = kept
-    return Part(
-        image_dataset(columns, names=names),
-        stores,
-        digests=[found.digests[i] for i in kept],
-        describe=lambda row: str(paths[kept[row]]),
-    )
-
-
-def _hub_part(
-    ds: Dataset, *, split: str, hub_id: str, plan: Plan | None, kinds: tuple[str, ...], bad_images: str
-) -> Part:
-    """A Hub split, through its stores with a store plan (keyed by the dataset's fingerprint)."""
-    if plan is None:
-        return Part(ds)
-    name = f"{hub_id}:{split}"
-    stores = _stores(DatasetImages(ds, name=name), plan, kinds=kinds, part=name)
-    found = next(iter(stores.values()))
-    kept = _kept(len(ds), found.bad, describe=lambda i: f"{name}[{i}]", bad_images=bad_images)
-    ds = ds.add_column("index", list(range(len(ds))))
-    return Part(
-        ds.select(kept) if len(kept) < len(ds) else ds,
-        stores,
-        digests=[found.digests[i] for i in kept],
-        describe=lambda row: f"{name}[{kept[row]}]",
-    )
-
-
-def _stores(images: Images, plan: Plan, *, kinds: tuple[str, ...], part: str) -> dict[str, Store]:
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in part)
-    built = ensure(images, [getattr(plan, kind) for kind in kinds], root=plan.root, part=safe, workers=plan.workers)
-    return dict(zip(kinds, built))
-
-
-def _kept(count: int, bad: dict[int, str], *, describe: Callable[[int], str], bad_images: str) -> list[int]:
-    """Positions of the usable images; unusable ones fail the run or are skipped (data.bad_images)."""
-    if bad:
-        listing = "; ".join(f"{describe(i)}: {why}" for i, why in list(bad.items())[:3])
-        if bad_images == "fail":
-            raise DataError(
-                f"{len(bad)} unusable image(s), e.g. {listing} (fix or remove them, or set data.bad_images=skip)"
-            )
-        log.warning("data.bad_images=skip: skipping %d unusable image(s), e.g. %s", len(bad), listing)
-    return [i for i in range(count) if i not in bad]
-
-
 def _require_every_class(train: Dataset, other: Dataset, *, where: Path) -> None:
     names = train.features["label"].names
     missing = sorted(set(train["label"]) - set(other["label"]))
@@ -365,7 +277,7 @@ def _load_food101_layout(root: Path, *, spec: DataSpec, plan: Plan | None = None
         missing = [p for p in paths if not p.is_file()]
         if missing:
             raise DataError(f"{meta / list_file} lists {len(missing)} missing image(s), e.g. {missing[0]}")
-        return _labelled(
+        return labelled(
             paths,
             [index[e.split("/")[0]] for e in entries],
             classes,
@@ -409,7 +321,7 @@ def _load_imagefolder(root: Path, *, spec: DataSpec, plan: Plan | None = None) -
     def to_part(found: dict[str, list[Path]], kinds: tuple[str, ...], part: str) -> Part:
         paths = [p for name in names for p in found.get(name, [])]
         labels = [i for i, name in enumerate(names) for _ in found.get(name, [])]
-        return _labelled(paths, labels, names, bad_images=spec.bad_images, plan=plan, kinds=kinds, part=part)
+        return labelled(paths, labels, names, bad_images=spec.bad_images, plan=plan, kinds=kinds, part=part)
 
     kinds = pool_forms(spec, has_val="val" in given, has_test="test" in given)
     parts = Parts(to_part(train, kinds, f"{root.resolve().name}{'-train' if has_splits else ''}"))

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from peft_food.data.disjoint import disjoint
-from peft_food.data.sources import SOURCES, DataSpec, Part, Parts
+from peft_food.data.parts import Part, Parts
+from peft_food.data.sources import SOURCES, DataSpec
 from peft_food.data.store import Plan, Store
 from peft_food.errors import DataError
 

@@ -25,11 +25,9 @@ from peft_food.data.images import to_rgb
 from peft_food.data.splits import Splits, load_splits, selection_split
 from peft_food.data.store import Plan, store_plan
 from peft_food.data.transforms import attach_transforms
-from peft_food.errors import Interrupted
 from peft_food.evaluation.results import EvalResults
 from peft_food.evaluation.results import log_to_wandb as log_results
 from peft_food.evaluation.results import write as write_results
-from peft_food.files import disk_full
 from peft_food.methods.apply import apply_peft, check_targets
 from peft_food.model.backbone import count_parameters, load_base, load_processor
 from peft_food.saved.artifacts import save_base, save_trained
@@ -39,13 +37,13 @@ from peft_food.tracking.record import FILE as RECORD_FILE
 from peft_food.tracking.record import Counts, RunRecord
 from peft_food.tracking.wandb_run import (
     WandbMetrics,
-    finish_wandb,
     log_model,
     start_wandb,
 )
 from peft_food.training.checkpoints import drop_torn_checkpoints, kept_epochs
 from peft_food.training.distributed import is_main_process, world_size
 from peft_food.training.early_stop import EarlyStop
+from peft_food.training.ending import recorded
 from peft_food.training.rundir import (
     RunDirInUse,
     RunDirLock,
@@ -141,46 +139,6 @@ def data_plan(spec: RunSpec) -> Plan | None:
     if not spec.data.store:
         return None
     return store_plan(load_processor(spec.model), side=spec.data.store_side, store_dir=spec.data.store_dir)
-
-
-@contextmanager
-def recorded(record: RunRecord, *, path: Path | None, wandb: Callable[[], Any]) -> Iterator[Any]:
-    """The failure path of a run, in one place (lightning-hydra-template's task_wrapper): every
-    exit sets the status, the runtime, writes the record and finishes the W&B run. `wandb` starts
-    the W&B run (None for none) inside it, so a W&B that cannot start fails the record too;
-    yields that run."""
-    started = time.perf_counter()
-    wandb_run = None
-    try:
-        wandb_run = wandb()
-        record.wandb_run_id = wandb_run.id if wandb_run is not None else None
-        yield wandb_run
-        record.status = "completed"
-    except (Interrupted, KeyboardInterrupt) as err:
-        record.status, record.error = "interrupted", str(err) or "KeyboardInterrupt"
-        raise
-    except BaseException as err:
-        full = disk_full(err, where=path.parent if path is not None else Path.cwd())
-        record.status, record.error = "failed", str(full) if full else f"{type(err).__name__}: {err}"
-        if full is not None:
-            raise full from None  # one line: the library's own error names no path, or no cause at all
-        raise
-    finally:
-        record.efficiency.runtime_s = round(time.perf_counter() - started, 2)
-        if path is not None:
-            _write_record(record, path)
-        finish_wandb(wandb_run, summary=record.summary(), failed=record.status != "completed")
-
-
-def _write_record(record: RunRecord, path: Path) -> None:
-    """The record at the end of a run; on a full disk the previous one stays (atomic writes) and a
-    warning says so: the same command still resumes a run whose record says `running`."""
-    try:
-        record.write(path)
-    except OSError as err:
-        if disk_full(err, where=path.parent) is None:
-            raise
-        log.warning("could not write %s (no space left): it still says the run is running", path)
 
 
 def report_results(
