@@ -232,15 +232,20 @@ cli()
 """
 
 
-def test_a_second_sigterm_stops_at_once_with_one_line(tmp_path):
-    done = subprocess.run(
-        [sys.executable, "-c", TWICE, *TINY, "logger=none", "progress=false"],
-        cwd=tmp_path,
+def run_script(script: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`script` (which ends by calling the train command line) on the tiny run, in a process of its own."""
+    return subprocess.run(
+        [sys.executable, "-c", script, *TINY, "logger=none", "progress=false"],
+        cwd=cwd,
         env={**os.environ, "PYTHONPATH": str(REPO)},
         capture_output=True,
         text=True,
         timeout=300,
     )
+
+
+def test_a_second_sigterm_stops_at_once_with_one_line(tmp_path):
+    done = run_script(TWICE, tmp_path)
     out = done.stdout + done.stderr
     assert done.returncode == 128 + signal.SIGTERM, out[-3000:]
     assert "Traceback" not in out and "KeyboardInterrupt" not in out, out[-3000:]
@@ -269,14 +274,7 @@ train.cli()
 
 
 def test_ctrl_c_during_start_up_is_one_line(tmp_path):
-    done = subprocess.run(
-        [sys.executable, "-c", EARLY, *TINY, "logger=none", "progress=false"],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_script(EARLY, tmp_path)
     out = done.stdout + done.stderr
     assert done.returncode == 128 + signal.SIGINT, out[-3000:]
     assert "Traceback" not in out and "KeyboardInterrupt" not in out, out[-3000:]
