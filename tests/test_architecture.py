@@ -1,5 +1,5 @@
 """The house: stages import only downward (no cycle either), and the extension points are what the
-README's Architecture section says: a data source is one reader + one YAML, a method one class +
+docs/architecture.md says: a data source is one reader + one YAML, a method one class +
 one YAML, each added here through them and trained for real."""
 
 import ast

@@ -17,6 +17,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 from peft_food.config import CONF_DIR, SCHEMAS
+from tests import pages
 from tests.helpers import compose_config
 
 CONF = Path(CONF_DIR)
@@ -128,9 +129,9 @@ def test_every_default_has_one_line_of_help(group, path):
 
 
 def test_readme_table_marks_the_shipped_choices():
-    """README Configuration's group table says `(default)` after exactly the option train.yaml picks."""
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    marked = dict(re.findall(r"^\| `(\w+)=` \| [^|]*?`(\w+)` \(default\)", readme, flags=re.M))
-    assert marked, "README Configuration has no group table with (default) marks"
+    """The Configuration page's group table (wherever README.md and docs/ hold it) says `(default)`
+    after exactly the option train.yaml picks."""
+    marked = dict(re.findall(r"^\| `(\w+)=` \| [^|]*?`(\w+)` \(default\)", pages.text(), flags=re.M))
+    assert marked, "no group table with (default) marks in README.md or docs/"
     assert marked == {group: chosen(group) for group in marked}
     assert set(marked) == {"model", "peft", "data", "logger"}  # train= has the one option, default

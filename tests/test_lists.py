@@ -1,4 +1,4 @@
-"""Lists written by hand (README tables, conf comments, docstrings) checked against what they list:
+"""Lists written by hand (tables in README.md and docs/, conf comments, docstrings) checked against what they list:
 the method registry, the packaged conf/ groups and the package tree. Each failure names what is
 missing and where, so a new method, backbone, sweep or module cannot leave a stale list behind."""
 
@@ -11,23 +11,16 @@ import yaml
 from peft_food.config import CONF_DIR
 from peft_food.methods import METHODS
 from tests.helpers import REPO, compose_config
+from tests.pages import section
 
 CONF = Path(CONF_DIR)
 PACKAGE = REPO / "peft_food"
-README = (REPO / "README.md").read_text()
 CODE = re.compile(r"`([^`]+)`")
 
 
 def options(group: str) -> set[str]:
     """The options of a config group: one YAML file each in peft_food/conf/<group>/."""
     return {path.stem for path in (CONF / group).glob("*.yaml")}
-
-
-def section(title: str) -> str:
-    """The README's `## <title>` section, up to the next `## ` heading."""
-    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## )", README, re.M | re.S)
-    assert match, f"README has no '## {title}' section"
-    return match.group(1)
 
 
 def table_rows(text: str) -> dict[str, list[str]]:
@@ -61,10 +54,10 @@ def test_every_registered_method_has_its_config_and_every_config_a_registered_me
 def test_readme_configuration_table_names_every_option_of_each_group(group):
     key = f"`+{group}=`" if group == "sweep" else f"`{group}=`"
     rows = table_rows(section("Configuration"))
-    assert key in rows, f"README Configuration table has no {key} row"
+    assert key in rows, f"docs Configuration table has no {key} row"
     listed, present = names_in(rows[key][1]), options(group)
     assert listed == present, (
-        f"README Configuration, row {key}: missing {sorted(present - listed)} "
+        f"docs Configuration, row {key}: missing {sorted(present - listed)} "
         f"(in peft_food/conf/{group}/), naming {sorted(listed - present)} that do not exist"
     )
 
@@ -73,7 +66,7 @@ def test_readme_methods_table_has_a_row_per_config_file():
     rows = table_rows(section("Methods and backbones"))
     listed = {CODE.match(first).group(1) for first in rows if CODE.match(first)}
     missing = sorted(options("peft") - listed)
-    assert not missing, f"README 'Methods and backbones' method table has no row for peft={missing}"
+    assert not missing, f"docs 'Methods and backbones' method table has no row for peft={missing}"
 
 
 def test_readme_backbone_table_names_every_model_config():
@@ -83,11 +76,11 @@ def test_readme_backbone_table_names_every_model_config():
     listed = set().union(*(names_in(row[0]) for row in table_rows(table).values()))
     present = options("model")
     assert listed >= present, (
-        f"README 'Methods and backbones' backbone table misses model={sorted(present - listed)} "
+        f"docs 'Methods and backbones' backbone table misses model={sorted(present - listed)} "
         f"(in peft_food/conf/model/)"
     )
     assert listed - {"model="} <= present, (
-        f"README backbone table names {sorted(listed - present - {'model='})}, not in peft_food/conf/model/"
+        f"docs backbone table names {sorted(listed - present - {'model='})}, not in peft_food/conf/model/"
     )
 
 
@@ -120,18 +113,18 @@ STAGES = sorted(path.name for path in PACKAGE.iterdir() if (path / "__init__.py"
 def test_readme_architecture_row_names_every_module_of_its_stage(stage):
     rows = table_rows(section("Architecture"))
     key = f"`{stage}/`"
-    assert key in rows, f"README Architecture table has no row for peft_food/{stage}/"
+    assert key in rows, f"docs Architecture table has no row for peft_food/{stage}/"
     row = rows[key][1]
     named = set(re.findall(r"[\w/]+\.py|\w+/", row)) | {f"{word}.py" for word in names_in(row)}
     missing = sorted(stage_modules(PACKAGE / stage) - named)
-    assert not missing, f"README Architecture, row {key}: does not name {missing}"
+    assert not missing, f"docs Architecture, row {key}: does not name {missing}"
 
 
 def test_readme_architecture_names_every_top_level_module():
     rows = table_rows(section("Architecture"))
     named = set().union(*(names_in(cells[0]) for cells in rows.values()))
     present = {path.name for path in PACKAGE.glob("*.py") if path.name not in ("__init__.py", "__main__.py")}
-    assert present <= named, f"README Architecture table has no row naming peft_food/{sorted(present - named)}"
+    assert present <= named, f"docs Architecture table has no row naming peft_food/{sorted(present - named)}"
 
 
 def test_methods_docstring_names_every_registered_method():

@@ -12,6 +12,7 @@ import pytest
 from peft_food.config import parse_config
 from peft_food.methods.apply import apply_peft
 from peft_food.model.backbone import count_parameters, load_base, resolve_target_modules
+from tests import pages
 from tests.helpers import compose_config
 
 LABELS = [f"food_{i}" for i in range(101)]
@@ -226,7 +227,7 @@ def test_a_tuner_given_as_config_counts_as_its_own_definition(vit_b):
 
 
 def test_readme_methods_table_gives_each_methods_count_at_its_shipped_defaults():
-    """README's methods table, "with the 101-class head" column: what `peft=<name>` trains on ViT-B/16
+    """The methods table's (docs/methods.md) "with the 101-class head" column: what `peft=<name>` trains on ViT-B/16
     at its YAML's defaults (the first figure where a row gives two variants, e.g. VPT shallow; deep),
     counted on a meta-device skeleton. Rows that need settings of their own (`peft_config`,
     `lora peft....`) are checked above."""
@@ -238,8 +239,8 @@ def test_readme_methods_table_gives_each_methods_count_at_its_shipped_defaults()
     from peft_food.config import CONF_DIR
     from peft_food.model.backbone import base_config
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    table = readme[readme.index("| `peft=` | what trains |") :].split("\n\n", 1)[0].splitlines()[2:]
+    docs = pages.text()  # the methods table, wherever README.md and docs/ hold it
+    table = docs[docs.index("| `peft=` | what trains |") :].split("\n\n", 1)[0].splitlines()[2:]
     stated, got = {}, {}
     for row in table:
         cells = [c.strip() for c in row.strip("|").split("|")]

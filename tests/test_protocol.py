@@ -1,4 +1,4 @@
-"""The evaluation protocol (README, Protocol): three disjoint splits from every source, the
+"""The evaluation protocol (docs/protocol.md): three disjoint splits from every source, the
 checkpoint selected on val only, test reported for that checkpoint and the last epoch, and every
 sweeper's objective a val number."""
 

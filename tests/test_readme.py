@@ -1,7 +1,6 @@
-"""The README's commands work as written."""
+"""The commands of the README and the docs pages (tests/pages.py) work as written."""
 
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -9,16 +8,11 @@ from pathlib import Path
 
 from peft_food.tracking.record import RunRecord
 from tests.helpers import REPO, read_run, run_files, skip_without_mini
-
-
-def readme_commands(prefix: str) -> list[str]:
-    blocks = re.findall(r"```(?:bash|sh)?\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)
-    lines = [line.split("  #")[0].strip() for block in blocks for line in block.splitlines()]
-    return [line for line in lines if line.startswith(prefix)]
+from tests.pages import commands
 
 
 def test_readme_quickstart_runs_offline_and_beats_chance(tmp_path, offline_wandb):
-    [command] = [c for c in readme_commands("peft-food-train") if "quickstart" in c and "-m" not in c]
+    [command] = [c for c in commands("peft-food-train") if "quickstart" in c and "-m" not in c]
     exe = shutil.which("peft-food-train", path=str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])
     done = subprocess.run([exe, *command.split()[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -42,7 +36,7 @@ def test_readme_data_store_commands_build_once_then_reuse(tmp_path):
     skip_without_mini()
     env = {**os.environ, "PEFT_FOOD_CACHE": str(tmp_path / "cache"), "WANDB_MODE": "disabled"}
     bin_dir = Path(sys.executable).parent
-    [prepare] = [c for c in readme_commands("peft-food-prepare") if "food101-mini" in c]
+    [prepare] = [c for c in commands("peft-food-prepare") if "food101-mini" in c]
     done = subprocess.run(
         [str(bin_dir / "peft-food-prepare"), *prepare.split()[1:]],
         cwd=REPO,
@@ -56,7 +50,7 @@ def test_readme_data_store_commands_build_once_then_reuse(tmp_path):
     # train.txt in the train form and in the eval form (val is carved out of it), test.txt in the eval form.
     assert [s.name.split("-")[2:4] for s in stores] == [["test", "eval32"], ["train", "eval32"], ["train", "train64"]]
     assert "built the data store" in done.stdout
-    [train] = [c for c in readme_commands("peft-food-train") if "food101_mini" in c and "data.store=true" in c]
+    [train] = [c for c in commands("peft-food-train") if "food101_mini" in c and "data.store=true" in c]
     done = subprocess.run(
         [str(bin_dir / "peft-food-train"), *train.split()[1:], "train.epochs=1", f"hydra.run.dir={tmp_path / 'run'}"],
         cwd=REPO,

@@ -129,7 +129,7 @@ class DataSpec:
     source: str = "food101"
     # Directory for food101_local / imagefolder.
     root: Optional[str] = None
-    # How the splits are used (README, Protocol). val_test: the best checkpoint is chosen on val
+    # How the splits are used (docs/protocol.md). val_test: the best checkpoint is chosen on val
     # (carved from the training pool, seeded and class-stratified) and test is reported, once for
     # that checkpoint and once for the last epoch. seed: the seed recipe's protocol, kept so its
     # numbers reproduce: one held-out split both picks the best epoch and is reported (records
@@ -166,9 +166,9 @@ class DataSpec:
     # Decode every image once and keep the pixels in RAM (datasets that fit: ~0.6 MB per photo).
     cache: bool = False
     # Train images: decode JPEGs with torchvision (libjpeg-turbo) into uint8 tensors and crop,
-    # resize and flip the tensors, faster per core than PIL (README, Performance) (needs uint8; false: PIL, as the seed).
+    # resize and flip the tensors, faster per core than PIL (docs/performance.md) (needs uint8; false: PIL, as the seed).
     fast_decode: bool = True
-    # Preprocess once, train many (README, Data store): decode every image once into a store on
+    # Preprocess once, train many (docs/data.md): decode every image once into a store on
     # disk that this and every later run with the same images and sizes read, sweep jobs included.
     store: bool = False
     # Where stores live; null: $PEFT_FOOD_CACHE/stores, else ~/.cache/peft_food/stores.

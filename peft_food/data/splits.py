@@ -1,5 +1,5 @@
 """The splits a run uses: a source read (sources.py), then the seeded carving and the
-class-balanced subsets, by the run's protocol (README, Protocol).
+class-balanced subsets, by the run's protocol (docs/protocol.md).
 
     peft-food-train data.per_class=50 data.val_per_class=10 data.test_per_class=20     # val_test
     peft-food-train data.protocol=seed data.train_split=train[:5000] data.test_split=null   # the seed's

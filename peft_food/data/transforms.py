@@ -6,7 +6,7 @@ lazily to the datasets, and the collate that batches them.
 The train path (`data.fast_decode=true`, with uint8) decodes JPEGs with torchvision's
 libjpeg-turbo straight into a uint8 tensor and crops, resizes (bilinear, antialiased) and flips
 the tensor (`TensorAugment`): the same augmentations with the same random draws as PIL's decode +
-crop + resize, faster per core (figures: README, Performance). Only the resampling arithmetic
+crop + resize, faster per core (figures: docs/performance.md). Only the resampling arithmetic
 differs from PIL's, by a grey level or two. Eval always goes through PIL as the seed does, and as
 peft-food-predict does, so eval accuracy and predictions agree.
 """

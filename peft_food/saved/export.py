@@ -3,7 +3,7 @@
     peft-food-export outputs/2026-11-22/10-00-00 exported/food-vit
     python -c "from transformers import pipeline; print(pipeline('image-classification', model='exported/food-vit')('photo.jpg'))"
 
-Each method's spec merges its own run (methods/ `merge`; which methods fold is the README's
+Each method's spec merges its own run (methods/ `merge`; which methods fold is docs/methods.md's
 "exports as a plain model" column): peft's tuners fold their update into the base weights with
 peft's merge_and_unload and the trained head replaces the base's; SSF folds its scales and shifts
 into the layers they follow; full and partial runs already are plain models. The result is saved

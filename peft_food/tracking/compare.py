@@ -4,7 +4,7 @@
     peft-food-compare multirun/2026-11-22/10-00-00 --out reports/   # CSV + PNG elsewhere
     peft-food-compare experiments/mini_methods experiments/mini_vpt  # several sweeps as one table
 
-Every choice is made on val and every reported number is test (README, Protocol): per job, `val`
+Every choice is made on val and every reported number is test (docs/protocol.md): per job, `val`
 is the monitored metric's best value over the epochs (on val, it picked the checkpoint) and
 `test` that checkpoint's test value (`test_final`: the last epoch's). A sweep that repeats
 settings over seeds (`-m peft.r=4,16 seed=1,2,3`) gets, per setting, val and test as mean +- std

@@ -34,7 +34,7 @@ def git_state(path: Path) -> dict[str, Any]:
     """Commit of the checkout holding `path`, whether its tracked files differ from that commit
     (`dirty`), and how many untracked files it has (None each outside a git checkout).
 
-    Untracked files do not make a run dirty: the README's own `my_conf/` and `exported/` (and any
+    Untracked files do not make a run dirty: the docs' own `my_conf/` and `exported/` (and any
     outputs/ a .gitignore misses) would otherwise mark every later run "with uncommitted changes"
     though the code that ran is the commit's."""
 

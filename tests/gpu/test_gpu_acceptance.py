@@ -1,7 +1,7 @@
 """The GPU acceptance checks as pytest tests (marker `gpu`): the functions `python -m
 peft_food.bench.acceptance OUT --size full` runs, at the same size (ViT-B/16, random weights, 224 px),
 with their criteria as assertions. Skipped where CUDA is absent: CI is CPU-only. On the GPU machine,
-after the wheels step of README's "GPU acceptance":
+after the wheels step of docs/gpu-acceptance.md:
 
     python3 -m pytest -m gpu tests/gpu -q -x -p no:cacheprovider
 
@@ -22,7 +22,7 @@ pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(
         not torch.cuda.is_available(),
-        reason="needs a CUDA GPU (CI is CPU-only): run on the GPU machine, README 'GPU acceptance'",
+        reason="needs a CUDA GPU (CI is CPU-only): run on the GPU machine, docs/gpu-acceptance.md",
     ),
 ]
 

@@ -3,7 +3,7 @@
     python -m peft_food.bench.acceptance experiments/gpu_acceptance/<date> --size full   # one H200, < 8 min
     python -m peft_food.bench.acceptance /tmp/acceptance --size toy                     # CPU, under a minute (CI)
 
-From the source tree, no install (README, Performance: GPU acceptance, has the wheels step). It runs:
+From the source tree, no install (docs/gpu-acceptance.md has the wheels step). It runs:
 - checks (checks.py, runs.py): every shipped method at its defaults, each precision (fp16 and bf16 on
   CUDA, fp32 on CPU), N optimizer steps on learnable pixels (losses finite and falling, GradScaler's
   scale, trainable count against the meta device, the saved model reloaded, export + pipeline());
