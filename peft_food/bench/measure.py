@@ -21,7 +21,7 @@ def data_rate(ds, *, workers: int, batch_size: int, limit: int, mean, std) -> fl
     """Images/s delivered as normalised float batches (the work a training step waits for).
     The main process gets one torch thread, as each dataloader worker does: with 0 workers the
     path then runs on one core, and with workers the main process's batch normalise does not
-    spin extra threads on the cores the workers decode on (that cost ~30% at 2 workers on 2 cores).
+    spin extra threads on the cores the workers decode on (that cost ~30% at 2 workers on a 2-core AMD EPYC CPU).
     On a GPU, training does the normalise there and leaves the CPU to the workers in the same way."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

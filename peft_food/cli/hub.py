@@ -2,9 +2,9 @@
 timeout, before huggingface_hub, transformers or datasets load.
 
 huggingface_hub retries a failed request five times with backoff (1+2+4+8+8 s), and does so for
-each file it looks up, with no setting to turn that off: without a connection a training job spent
-25-28 s and `peft-food-prepare` 98 s in retries, printing 10-22 retry lines, before its one-line
-error. When the Hub does not answer here, this sets HF_HUB_OFFLINE=1 for the process: cached files
+each file it looks up, with no setting to turn that off: without a connection a command spends
+tens of seconds per file in retries, printing a retry line for each, before its one-line error
+(docs/offline.md has the figures). When the Hub does not answer, this sets HF_HUB_OFFLINE=1 for the process: cached files
 are used as they would be after the retries, and anything not cached fails at once with the
 command's one-line error (which names the offline fix).
 """

@@ -8,7 +8,7 @@ config is ours alone. The user's WANDB_* environment is honoured unless the conf
 
 An online run that cannot start (W&B unreachable, a malformed or rejected key) fails once, within
 INIT_TIMEOUT_S (or WANDB_INIT_TIMEOUT), with one line naming logger.mode=offline: wandb's own
-default waits 90 s per attempt and a run took 437 s to end in a traceback.
+default waits 90 s per attempt, and its retries can take minutes before a traceback.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 
 submitit's local executor starts every job of a sweep at once, and each would use every core
 (torch's intra-op threads, plus `train.workers: null` = a worker per core): two jobs on two
-cores trained at ~40 img/s each instead of ~840 img/s alone. Under that launcher a job uses
+cores each train many times slower than one alone (on a 2-core AMD EPYC CPU: ~40 against ~840 img/s). Under that launcher a job uses
 `hydra.launcher.cpus_per_task` cores (torch threads; default workers fit in them too), and at most
 cores // cpus_per_task jobs train at once: the others wait for a slot (an flock in the sweep's
 .submitit/ folder, released by the kernel if a job dies), so the sweep never takes longer than its
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Share:
     threads: int  # torch intra-op threads (and the cores the job's workers fit in)
-    slots: int  # jobs training at once on this machine
+    slots: int  # jobs training at once on the host
 
 
 def local_share(*, cpus_per_task: int | None, cores: int) -> Share:
@@ -68,7 +68,7 @@ def job_slot(folder: Path, *, share: Share, poll_s: float = 0.2) -> Iterator[Non
                 continue
         if not said:
             log.info(
-                "local launcher: %d job(s) already training on this machine's %d cores; waiting for one to end",
+                "local launcher: %d job(s) already training on the host's %d cores; waiting for one to end",
                 share.slots,
                 os.cpu_count(),
             )

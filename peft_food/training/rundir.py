@@ -249,7 +249,7 @@ def discard_stub(stub: Path) -> None:
 def discard_failed_start(stub: Path) -> bool:
     """Remove this launch's run dir when its run stopped on a user mistake before training saved
     anything (no checkpoint, no model, no epoch in its record): a failed metrics.json beside a log
-    is no run, and such dirs would outnumber the real ones (20 of 27 in one afternoon). The date
+    is no run, and such dirs would soon outnumber the real ones. The date
     dir Hydra made for it goes too if nothing else is in it. Only a dir this launch made (a dir the
     user named that was there already stays). Returns whether it was removed."""
     if claimed(stub) is None or (stub / "checkpoints").exists() or (stub / "model").exists():

@@ -152,7 +152,7 @@ def acceptance(
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
         # The toy's CPU figures are not speeds anyone reads; one thread keeps its time steady on a
-        # shared 2-core machine, where oversubscribed threads made its steps ten times slower.
+        # small shared CPU, where oversubscribed threads can make its steps ten times slower.
         torch.set_num_threads(1)
     precisions = ("fp16", "bf16") if device == "cuda" else ("fp32",)
     quiet()
