@@ -33,9 +33,11 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
 
 def _target(link: str, *, source: Path, where: Path, config) -> str:
     """The site's link for `link`, written in `source`, on a page rendered from `where`."""
-    if re.match(r"[a-z]+:", link):  # https:, mailto:
+    if re.match(r"[a-z]+:", link) or link.startswith("/"):  # https:, mailto:; mkdocs judges `/...` links
         return link
     file = (source.parent / link).resolve()
+    if not file.exists() or not file.is_relative_to(ROOT):
+        return link  # mkdocs reports it as not found
     file = DOCS / PAGES[file] if file in PAGES else file
     if file.is_relative_to(DOCS):
         return os.path.relpath(file, where)
