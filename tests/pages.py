@@ -1,4 +1,5 @@
-"""The project's written documentation as tests read it: README.md and every page under docs/.
+"""The project's written documentation as tests read it: README.md, every page under docs/ and the
+experiment records' README (the docs site's pages, mkdocs.yml).
 
 Each fact lives on one page; a test asks for a section by its title or for every command of a
 kind, wherever the section or the command lives now, so moving text between pages keeps it tested."""
@@ -10,8 +11,8 @@ from pathlib import Path
 
 from tests.helpers import REPO
 
-PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
-BLOCK = re.compile(r"```(?:bash|sh)?\n(.*?)```", flags=re.S)
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md")), REPO / "experiments" / "README.md"]
+SHELL = ("", "bash", "sh")  # the languages of the code blocks that hold commands
 
 
 def text() -> str:
@@ -35,8 +36,21 @@ def section(title: str) -> str:
 
 
 def blocks() -> list[tuple[Path, str]]:
-    """Every shell code block of every page, with its page."""
-    return [(page, block) for page in PAGES for block in BLOCK.findall(page.read_text())]
+    """Every shell code block of every page (a fence with no language, bash or sh; indented in a
+    list too), with its page."""
+    found, language, lines = [], None, []
+    for page in PAGES:
+        for line in page.read_text().splitlines():
+            fence = re.match(r"\s*```(\w*)\s*$", line)
+            if fence and language is None:
+                language, lines = fence.group(1), []
+            elif fence:
+                if language in SHELL:
+                    found.append((page, "\n".join(lines)))
+                language = None
+            elif language is not None:
+                lines.append(line)
+    return found
 
 
 def commands(prefix: str) -> list[str]:

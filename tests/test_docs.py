@@ -3,14 +3,16 @@ checks a run gets before Hydra starts it, so a renamed key, option or sweep fail
 page that still says the old one; and the README stays the front door."""
 
 import os
+import re
 import shlex
 import subprocess
 
 import pytest
+import yaml
 
 from peft_food.cli.preflight import preflight
 from tests.helpers import REPO
-from tests.pages import PAGES, blocks
+from tests.pages import PAGES, blocks, section
 
 # Each Hydra command: its config, and the top-level keys it adds (peft-food-bench's `bench`).
 HYDRA = {
@@ -85,3 +87,24 @@ def test_readme_is_the_front_door():
     lines = len((REPO / "README.md").read_text().splitlines())
     assert lines <= 300, f"README.md is {lines} lines: move the detail into a docs/ page and link it"
     assert (REPO / "docs" / "index.md") in PAGES
+
+
+def nav_pages(entries) -> list[str]:
+    """The pages of mkdocs.yml's nav, in order (sections flattened)."""
+    pages = []
+    for entry in entries:
+        value = next(iter(entry.values())) if isinstance(entry, dict) else entry
+        pages += nav_pages(value) if isinstance(value, list) else [value]
+    return pages
+
+
+def test_readme_documentation_table_lists_the_site_pages():
+    """README's Documentation table and the site's nav name the same pages, in the same order."""
+    nav = nav_pages(yaml.safe_load((REPO / "mkdocs.yml").read_text())["nav"])
+    listed = [
+        link.removeprefix("docs/") for link in re.findall(r"^\| \[[^]]+\]\(([^)#]+)\)", section("Documentation"), re.M)
+    ]
+    listed = ["experiments.md" if link == "experiments/README.md" else link for link in listed]
+    assert listed == [page for page in nav if page != "index.md"], (
+        "README's Documentation table and mkdocs.yml's nav differ: list each docs page in both"
+    )
