@@ -1,5 +1,5 @@
 """Without a Hub connection every Hub-touching command fails as fast as HF_HUB_OFFLINE=1 does: one
-connection attempt, no retries, one line naming the offline fix. No timings are asserted (the README
+connection attempt, no retries, one line naming the offline fix. No timings are asserted (docs/offline.md
 has them); what is asserted is the behaviour: the probe's decision, no retry line, the one line."""
 
 import os

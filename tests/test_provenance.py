@@ -21,7 +21,7 @@ def test_dirty_means_tracked_changes_and_untracked_files_are_only_counted(tmp_pa
     sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     assert git_state(repo / "pkg") == {"sha": sha, "dirty": False, "untracked": 0}
 
-    # What the README has users make beside the code: untracked, so the code that runs is the commit's.
+    # What the docs have users make beside the code (docs/configuration.md): untracked, so the code that runs is the commit's.
     (repo / "my_conf" / "model").mkdir(parents=True)
     (repo / "my_conf" / "model" / "my_vit.yaml").write_text("name: my_vit\n")
     (repo / "exported").mkdir()
