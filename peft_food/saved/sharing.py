@@ -211,12 +211,14 @@ def load_section(repo_id: str, *, kind: str, base_model: str | None, notes: list
         base = (
             f'AutoModelForImageClassification.from_pretrained(\n    "{base_model}", **maps, ignore_mismatched_sizes=True\n)'
             if base_model
-            else f'AutoModelForImageClassification.from_pretrained("{repo_id}", subfolder="base")  # random-init base'
+            # Not from_pretrained(repo, subfolder="base"): transformers sees the repo's adapter_config.json
+            # and loads the base that names (none) instead; the downloaded base/ folder has no adapter.
+            else f'AutoModelForImageClassification.from_pretrained(\n    snapshot_download("{repo_id}", allow_patterns="base/*") + "/base"\n)  # the random-init base'
         )
         adapter = f"""```python
 import json
 
-from huggingface_hub import hf_hub_download
+from huggingface_hub import hf_hub_download, snapshot_download
 from peft import PeftModel
 from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
 
