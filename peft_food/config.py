@@ -45,7 +45,7 @@ LR_SCHEDULERS = (
 )
 # Every top-level key of the composed config: the groups, the run-wide keys, a sweep's name. The root
 # is not a schema, so Hydra adds any `+key=value` (`+modle=vit_tiny`) without a word: parse_config refuses it.
-TOP_LEVEL = ("model", "peft", "data", "train", "logger", "seed", "progress", "sweep_name", "output_dir")
+TOP_LEVEL = ("model", "peft", "data", "train", "logger", "hub", "seed", "progress", "sweep_name", "output_dir")
 
 
 @dataclass
@@ -183,6 +183,40 @@ class LoggerSpec:
 
 
 @dataclass
+class HubSpec:
+    """`hub.*`: share the finished run on the Hugging Face Hub (saved/sharing.py builds what is pushed,
+    saved/hub.py pushes it). The defaults and their one-line help live in peft_food/conf/hub/default.yaml.
+    No token here: it comes from HF_TOKEN or `hf auth login` and is never written to a config or record."""
+
+    push: bool = False
+    repo_id: Optional[str] = None
+    merged: bool = False
+    private: bool = False
+    revision: Optional[str] = None
+    dry_run: bool = False
+
+    def __post_init__(self) -> None:
+        require(
+            not self.push or bool(self.repo_id),
+            "hub.push=true needs hub.repo_id: name the repo to push to, e.g. hub.repo_id=<user>/food-vit-lora",
+        )
+        if self.repo_id is not None:
+            check_repo_id(self.repo_id, key="hub.repo_id")
+
+
+def check_repo_id(repo_id: str, *, key: str) -> None:
+    """The Hub's own repo-id rules (huggingface_hub's validate_repo_id), as one line."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id  # only when a repo is named
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise ConfigError(
+            f"{key}={repo_id!r} is not a Hub repo id ({first_line(err)}): use <user or org>/<name>"
+        ) from None
+
+
+@dataclass
 class BenchSpec:
     """What `peft-food-bench` times (peft_food/conf/bench.yaml explains each key)."""
 
@@ -221,6 +255,8 @@ class RunSpec:
     logger: LoggerSpec
     seed: int
     output_dir: str
+    # Absent from records made before it existed: they reproduce with nothing pushed.
+    hub: HubSpec = field(default_factory=HubSpec)
     # null: progress bars on a terminal only; true/false: always/never.
     progress: Optional[bool] = None
     # The composed config with every ${...} resolved (what records and W&B store), resolved once.
@@ -233,6 +269,7 @@ SCHEMAS = {
     "data": DataSpec,
     "train": TrainSpec,
     "logger": LoggerSpec,
+    "hub": HubSpec,
 }
 
 
@@ -244,6 +281,7 @@ def register_schemas() -> None:
     store.store(group="schema/data", name="data", node=DataSpec)
     store.store(group="schema/train", name="train", node=TrainSpec)
     store.store(group="schema/logger", name="logger", node=LoggerSpec)
+    store.store(group="schema/hub", name="hub", node=HubSpec)
     store.store(group="schema/bench", name="bench", node=BenchSpec)
 
 
@@ -334,6 +372,7 @@ def parse_config(cfg: DictConfig, *, extra_keys: tuple[str, ...] = ()) -> RunSpe
         data=data,
         train=train,
         logger=_build(LoggerSpec, tree["logger"], group="logger"),
+        hub=_build(HubSpec, tree.get("hub", {}), group="hub"),
         seed=int(tree["seed"]),
         output_dir=str(tree["output_dir"]),
         progress=tree.get("progress"),

@@ -110,6 +110,8 @@ HIDE_SUBMITIT = "import sys; sys.modules['hydra_plugins.hydra_submitit_launcher'
         (["+peft.rank=8"], "peft.rank is not a key of peft (LoraSpec): its keys are method, r, alpha,"),
         (["peft.r=4,8"], "peft.r=4,8 is a sweep: add -m"),
         (["logger.mode=online"], "run `wandb login`, or pass logger.mode=offline"),
+        (["hub.push=true", "hub.repo_id=me/food"], "no Hugging Face token: set HF_TOKEN or run `hf auth login`"),
+        (["-m", "hub.push=true", "hub.repo_id=me/food", "peft.r=4,8"], "with -m would push every job over one repo"),
         (["-m", "hydra/launcher=slurm", "peft.r=4,8"], "there is no srun here: run it on the cluster's login node"),
         (
             ["-m", "hydra/launcher=slurm", "peft.r=4,8", HIDE_SUBMITIT],

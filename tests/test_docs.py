@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from peft_food.cli.preflight import preflight
+from peft_food.errors import UserError
 from tests.helpers import REPO
 from tests.pages import PAGES, blocks, section
 
@@ -79,6 +80,12 @@ def test_every_hydra_command_on_the_pages_composes_and_passes_its_checks(page, s
             (tmp_path / path).write_text(content)
     program, argv = argv_of(command)
     config_name, extra_keys = HYDRA[program]
+    if "hub.push=true" in command:  # no Hub from the tests: the config passes, then the push check's one line
+        monkeypatch.setenv("HF_TOKEN", "hf_docs_test")
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        with pytest.raises(UserError, match="^cannot push: .*HF_HUB_OFFLINE"):
+            preflight(argv, config_name=config_name, prog=program, extra_keys=extra_keys)
+        argv = [*argv, "hub.dry_run=true"]  # and the rest of the config, checked past the push check
     preflight(argv, config_name=config_name, prog=program, extra_keys=extra_keys)
 
 

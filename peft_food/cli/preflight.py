@@ -125,8 +125,24 @@ def check_run(cfg: DictConfig, *, multirun: bool, prog: str, extra_keys: tuple[s
             job.output_dir = "<run dir>"  # ${hydra:runtime.output_dir}: Hydra sets it when it makes the dir
     if "logger" in job:
         require_login(logger_spec(job))
+    if OmegaConf.select(job, "hub.push") and not OmegaConf.select(job, "hub.dry_run"):
+        check_push(multirun=multirun)
     if not multirun:  # a sweep's swept keys are applied per job; each job checks its own
         parse_config(job, extra_keys=extra_keys)
+
+
+def check_push(*, multirun: bool) -> None:
+    """hub.push=true: refused now, not after training, without a token or with the Hub off; and in a
+    sweep, whose every job would push over the one repo."""
+    if multirun:
+        raise ConfigError(
+            "hub.push=true with -m would push every job over one repo: sweep without it, then push the job "
+            "you choose with peft-food-push <job dir> <user>/<repo>"
+        )
+    from peft_food.saved.hub import TRAIN_LATER, require_online, require_token  # huggingface_hub, only when pushing
+
+    require_token()
+    require_online(later=TRAIN_LATER)
 
 
 def logger_spec(job: DictConfig) -> LoggerSpec:

@@ -32,6 +32,7 @@ from peft_food.methods.apply import apply_peft, check_targets
 from peft_food.model.backbone import count_parameters, load_base, load_processor
 from peft_food.saved.artifacts import save_base, save_trained
 from peft_food.saved.cards import write_card
+from peft_food.saved.hub import TRAIN_LATER, require_online, require_token
 from peft_food.tracking.provenance import provenance
 from peft_food.tracking.record import FILE as RECORD_FILE
 from peft_food.tracking.record import Counts, RunRecord
@@ -43,7 +44,7 @@ from peft_food.tracking.wandb_run import (
 from peft_food.training.checkpoints import drop_torn_checkpoints, kept_epochs
 from peft_food.training.distributed import is_main_process, world_size
 from peft_food.training.early_stop import EarlyStop
-from peft_food.training.ending import recorded
+from peft_food.training.ending import recorded, share
 from peft_food.training.rundir import (
     RunDirInUse,
     RunDirLock,
@@ -172,6 +173,10 @@ def run(spec: RunSpec, *, resume_search: Path | None = None, started: float | No
     started = time.time() if started is None else started
     progress.use(spec.progress)
     check_targets(spec.model, peft=spec.peft)
+    if spec.hub.push and not spec.hub.dry_run and is_main_process():
+        # No token or no Hub: refused now, in one line, not after the whole run has trained.
+        require_token()
+        require_online(later=TRAIN_LATER)
     resume_dir = plan_resume(
         Path(spec.output_dir), mode=spec.train.resume, search_root=resume_search, config=spec.config
     )
@@ -190,6 +195,8 @@ def run(spec: RunSpec, *, resume_search: Path | None = None, started: float | No
     # a run dir of the user's own (hydra.run.dir=...) has no outputs/ of ours to link from.
     if main_process and resume_search is not None and resume_search.name == "outputs":
         point_latest(resume_search, run_dir=run_dir)
+    if main_process and spec.hub.push:  # only a completed run gets here, its record final on disk
+        share(run_dir, hub=spec.hub)
     return record
 
 

@@ -278,6 +278,8 @@ def reproduce(record_dir: Path, *, out_dir: Path, wandb: bool) -> Outcome:
         cfg.logger.enabled = wandb and cfg.logger.enabled
         cfg.logger.group = f"reproduce-{record_dir.name}"
         cfg.logger.job_type = "reproduce"
+        if "hub" in cfg:
+            cfg.hub.push = False  # a re-run checks the numbers; it never publishes over the original
         new = _completed(out_dir / run_dir.name) or train(cfg)  # a stopped re-run continues where it was
         found = compare(run_dir.name, recorded, new, tol)
         values = " ".join(f"{e[new.monitor]:.4f}" for e in new.epochs)
