@@ -41,6 +41,7 @@ from peft_food.tracking.wandb_run import (
     start_wandb,
 )
 from peft_food.training.checkpoints import drop_torn_checkpoints, kept_epochs
+from peft_food.training.console import progress_lines
 from peft_food.training.distributed import is_main_process, world_size
 from peft_food.training.early_stop import EarlyStop
 from peft_food.training.ending import recorded
@@ -234,6 +235,7 @@ def _train_in(run_dir: Path, spec: RunSpec, *, resumed: bool, started: float) ->
             callbacks=[
                 EpochRecorder(record, run_dir / RECORD_FILE, metrics=spec.train.metrics, started=started),
                 stopper,
+                *progress_lines(spec.progress_every_s),  # a redirected log's progress (no bar there)
                 *([WandbMetrics(wandb_run, split=split)] if wandb_run else []),
                 *spec.peft.callbacks(),
             ],
