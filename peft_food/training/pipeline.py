@@ -32,6 +32,8 @@ from peft_food.methods.apply import apply_peft, check_targets
 from peft_food.model.backbone import count_parameters, load_base, load_processor
 from peft_food.saved.artifacts import save_base, save_trained
 from peft_food.saved.cards import write_card
+from peft_food.tracking.curves import FILE as CURVES_FILE
+from peft_food.tracking.curves import write_curves
 from peft_food.tracking.provenance import provenance
 from peft_food.tracking.record import FILE as RECORD_FILE
 from peft_food.tracking.record import Counts, RunRecord
@@ -249,6 +251,7 @@ def _train_in(run_dir: Path, spec: RunSpec, *, resumed: bool, started: float) ->
         )
         log.info(result_line(record))
         if main_process:
+            write_curves(record, trainer.state.log_history, run_dir / CURVES_FILE)  # the selected epoch marked
             _save(trainer.model, processor, record=record, spec=spec, model_dir=run_dir / "model")
         record.efficiency = replace(
             record.efficiency,
