@@ -153,17 +153,18 @@ def report_results(
     wandb_run: Any,
     examples: int,
     metrics: list[str],
+    split: str,
 ) -> dict[str, float]:
     """The test metrics and per-class results of the model that is saved (the best checkpoint,
-    reloaded at the end): files in the run dir and tables in W&B (results.py). Every rank
-    predicts; the main one writes."""
+    reloaded at the end): files in the run dir and tables in W&B (results.py), each naming `split`.
+    Every rank predicts; the main one writes."""
     output = trainer.predict(test, metric_key_prefix="test")
     if out_dir is not None:
         results = EvalResults(logits=np.asarray(output.predictions), labels=np.asarray(output.label_ids), names=labels)
         shown = results.examples(examples)
         raw = test.with_format(None)  # the images as stored, not the model's tensors
         images = [to_rgb(raw[i]["image"]) for i in shown]
-        write_results(results, out_dir=out_dir, examples=shown, images=images)
+        write_results(results, out_dir=out_dir, examples=shown, images=images, split=split)
         if wandb_run is not None:
             log_results(wandb_run, results, examples=shown, images=images, out_dir=out_dir)
     return split_metrics(output.metrics, prefix="test", metrics=metrics)
@@ -333,6 +334,8 @@ def _select_and_test(
         wandb_run=wandb_run,
         examples=spec.logger.examples,
         metrics=spec.train.metrics,
+        # The seed protocol reports its one held-out split, which also picked the checkpoint.
+        split="the held-out eval split" if splits.selects_on_test else "test",
     )
     if splits.val is None:  # protocol retrain: the model is the last epoch's, nothing was selected
         record.test = {"final": best_test}
