@@ -152,8 +152,8 @@ def table_columns(rows: list[dict[str, Any]], *, width: int = WIDTH) -> tuple[li
 
 
 def format_table(rows: list[dict[str, Any]], *, width: int = WIDTH) -> str:
-    """One row per job in at most `width` characters, then what every job shares (said once) and
-    each failed job's error, wrapped."""
+    """One row per job in at most `width` characters, then what every job shares (said once), each
+    failed job's error (one line each, as long as it is) and the caption."""
     columns, same, dropped = table_columns(rows, width=width)
     cells = [[_cell(row[c], c) for c in columns] for row in rows]
     headers = [HEADERS.get(c, c) for c in columns]
@@ -164,9 +164,8 @@ def format_table(rows: list[dict[str, Any]], *, width: int = WIDTH) -> str:
     ]
     shared = ", ".join(f"{HEADERS.get(c, c)} {v}" for c, v in same.items() if v)
     lines += textwrap.wrap(f"every job: {shared}", width) if shared else []
-    for row in rows:
-        if row["error"]:
-            lines += textwrap.wrap(f"job {row['job']} {row['status']}: {row['error']}", width, subsequent_indent="  ")
+    # Each error whole on one line (a path in it stays whole, and `grep "job 3"` finds it).
+    lines += [f"job {row['job']} {row['status']}: {row['error']}" for row in rows if row["error"]]
     notes = [caption(rows)]
     if dropped:
         notes.append(f"left out to fit {width} columns (compare.csv has every column): {', '.join(dropped)}")

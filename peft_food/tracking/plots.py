@@ -65,7 +65,8 @@ def figure(rows: list[dict[str, Any]], *, title: str) -> Any:
     ]
     if any(fronts):  # only where a front was drawn: a line through two or more settings
         handles.append(plt.Line2D([], [], color="black", linestyle="--", label="Pareto front"))
-    right.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), fontsize=8)
+    if handles:  # none while no job has a result yet
+        right.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), fontsize=8)
     done = len([r for r in rows if r["test"] != ""])
     fig.suptitle(
         f"{title}  ({done} of {len(rows)} jobs with results)\n"
