@@ -45,7 +45,19 @@ LR_SCHEDULERS = (
 )
 # Every top-level key of the composed config: the groups, the run-wide keys, a sweep's name. The root
 # is not a schema, so Hydra adds any `+key=value` (`+modle=vit_tiny`) without a word: parse_config refuses it.
-TOP_LEVEL = ("model", "peft", "data", "train", "logger", "hub", "seed", "progress", "sweep_name", "output_dir")
+TOP_LEVEL = (
+    "model",
+    "peft",
+    "data",
+    "train",
+    "logger",
+    "hub",
+    "seed",
+    "progress",
+    "progress_every_s",
+    "sweep_name",
+    "output_dir",
+)
 
 
 @dataclass
@@ -259,6 +271,8 @@ class RunSpec:
     hub: HubSpec = field(default_factory=HubSpec)
     # null: progress bars on a terminal only; true/false: always/never.
     progress: Optional[bool] = None
+    # Where no bar is shown: a progress line every this many seconds of wall time (null or 0: none).
+    progress_every_s: Optional[float] = 30
     # The composed config with every ${...} resolved (what records and W&B store), resolved once.
     config: dict[str, Any] = field(default_factory=dict)
 
@@ -349,6 +363,19 @@ def check_selection(train: TrainSpec, data: DataSpec) -> None:
         )
 
 
+def progress_interval(value: Any) -> float | None:
+    """`progress_every_s`: seconds between progress lines, or None (null or 0: no lines)."""
+    try:
+        seconds = None if value is None else float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    require(
+        seconds is None or seconds >= 0,
+        f"progress_every_s={value} is invalid: use seconds between progress lines (e.g. 30), or 0 for none",
+    )
+    return seconds or None
+
+
 def parse_config(cfg: DictConfig, *, extra_keys: tuple[str, ...] = ()) -> RunSpec:
     """Validate the composed config and turn it into typed specs (the only place DictConfig is read).
     `extra_keys`: top-level sections the caller reads itself (peft-food-bench's `bench`)."""
@@ -376,5 +403,6 @@ def parse_config(cfg: DictConfig, *, extra_keys: tuple[str, ...] = ()) -> RunSpe
         seed=int(tree["seed"]),
         output_dir=str(tree["output_dir"]),
         progress=tree.get("progress"),
+        progress_every_s=progress_interval(tree.get("progress_every_s", 30)),
         config=tree,
     )

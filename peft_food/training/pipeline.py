@@ -33,6 +33,8 @@ from peft_food.model.backbone import count_parameters, load_base, load_processor
 from peft_food.saved.artifacts import save_base, save_trained
 from peft_food.saved.cards import write_card
 from peft_food.saved.hub import TRAIN_LATER, require_online, require_token
+from peft_food.tracking.curves import FILE as CURVES_FILE
+from peft_food.tracking.curves import write_curves
 from peft_food.tracking.provenance import provenance
 from peft_food.tracking.record import FILE as RECORD_FILE
 from peft_food.tracking.record import Counts, RunRecord
@@ -42,6 +44,7 @@ from peft_food.tracking.wandb_run import (
     start_wandb,
 )
 from peft_food.training.checkpoints import drop_torn_checkpoints, kept_epochs
+from peft_food.training.console import progress_lines
 from peft_food.training.distributed import is_main_process, world_size
 from peft_food.training.early_stop import EarlyStop
 from peft_food.training.ending import recorded, share
@@ -151,17 +154,18 @@ def report_results(
     wandb_run: Any,
     examples: int,
     metrics: list[str],
+    split: str,
 ) -> dict[str, float]:
     """The test metrics and per-class results of the model that is saved (the best checkpoint,
-    reloaded at the end): files in the run dir and tables in W&B (results.py). Every rank
-    predicts; the main one writes."""
+    reloaded at the end): files in the run dir and tables in W&B (results.py), each naming `split`.
+    Every rank predicts; the main one writes."""
     output = trainer.predict(test, metric_key_prefix="test")
     if out_dir is not None:
         results = EvalResults(logits=np.asarray(output.predictions), labels=np.asarray(output.label_ids), names=labels)
         shown = results.examples(examples)
         raw = test.with_format(None)  # the images as stored, not the model's tensors
         images = [to_rgb(raw[i]["image"]) for i in shown]
-        write_results(results, out_dir=out_dir, examples=shown, images=images)
+        write_results(results, out_dir=out_dir, examples=shown, images=images, split=split)
         if wandb_run is not None:
             log_results(wandb_run, results, examples=shown, images=images, out_dir=out_dir)
     return split_metrics(output.metrics, prefix="test", metrics=metrics)
@@ -241,6 +245,7 @@ def _train_in(run_dir: Path, spec: RunSpec, *, resumed: bool, started: float) ->
             callbacks=[
                 EpochRecorder(record, run_dir / RECORD_FILE, metrics=spec.train.metrics, started=started),
                 stopper,
+                *progress_lines(spec.progress_every_s),  # a redirected log's progress (no bar there)
                 *([WandbMetrics(wandb_run, split=split)] if wandb_run else []),
                 *spec.peft.callbacks(),
             ],
@@ -254,6 +259,7 @@ def _train_in(run_dir: Path, spec: RunSpec, *, resumed: bool, started: float) ->
         )
         log.info(result_line(record))
         if main_process:
+            write_curves(record, trainer.state.log_history, run_dir / CURVES_FILE)  # the selected epoch marked
             _save(trainer.model, processor, record=record, spec=spec, model_dir=run_dir / "model")
         record.efficiency = replace(
             record.efficiency,
@@ -335,6 +341,8 @@ def _select_and_test(
         wandb_run=wandb_run,
         examples=spec.logger.examples,
         metrics=spec.train.metrics,
+        # The seed protocol reports its one held-out split, which also picked the checkpoint.
+        split="the held-out eval split" if splits.selects_on_test else "test",
     )
     if splits.val is None:  # protocol retrain: the model is the last epoch's, nothing was selected
         record.test = {"final": best_test}

@@ -264,7 +264,7 @@ def reproduce(record_dir: Path, *, out_dir: Path, wandb: bool) -> Outcome:
         )
     installed = package_versions()
     outcome = Outcome(across=across_versions(meta))
-    for run_dir in runs:
+    for number, run_dir in enumerate(runs, 1):
         recorded = RunRecord.load(run_dir / RECORD_FILE)
         numeric, other = version_changes(recorded.provenance.versions, installed)
         outcome.numeric_changes.update(numeric)
@@ -280,7 +280,10 @@ def reproduce(record_dir: Path, *, out_dir: Path, wandb: bool) -> Outcome:
         cfg.logger.job_type = "reproduce"
         if "hub" in cfg:
             cfg.hub.push = False  # a re-run checks the numbers; it never publishes over the original
-        new = _completed(out_dir / run_dir.name) or train(cfg)  # a stopped re-run continues where it was
+        new = _completed(out_dir / run_dir.name)  # a stopped re-run continues where it was
+        if new is None:
+            print(f"{run_dir.name} ({number} of {len(runs)}): training in {out_dir / run_dir.name}", flush=True)
+            new = train(cfg)
         found = compare(run_dir.name, recorded, new, tol)
         values = " ".join(f"{e[new.monitor]:.4f}" for e in new.epochs)
         check = "within the cross-version tolerance" if numeric else "exact check"
