@@ -118,7 +118,10 @@ def has_help(number: int, lines: list[str]) -> bool:
     return bool(re.search(r"\s#\s*\S", lines[number]))
 
 
-HELPED = [(group, path) for group, _, path in FILES if group in ("train", "peft", "logger", "hub")]
+HELPED = [(group, path) for group, _, path in FILES if group in ("train", "peft", "logger", "hub")] + [
+    ("data", path)
+    for path in sorted((CONF / "data").glob("*.yaml"))  # every dataset option, not only the default
+]
 
 
 @pytest.mark.parametrize(("group", "path"), HELPED, ids=[f"{g}/{p.stem}" for g, p in HELPED])

@@ -4,6 +4,7 @@ prints only what was asked, user config dirs beside the packaged ones."""
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -178,3 +179,15 @@ def test_prepare_and_bench_help_list_their_groups_and_keys_without_internals_or_
     imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
     assert imported and not imported & {"torch", "transformers", "peft", "datasets"}
     assert not (tmp_path / "outputs").exists()
+
+
+def test_the_packages_own_deprecations_fail_the_suite_and_only_named_warnings_are_ignored(pytestconfig):
+    # pytest applies pyproject's filterwarnings inside each test: a deprecation raised from (or
+    # attributed to) a peft_food module is an error here, not a silenced line.
+    for category in (DeprecationWarning, FutureWarning):
+        with pytest.raises(category):
+            warnings.warn_explicit("old", category, filename="peft_food/x.py", lineno=1, module="peft_food.x")
+    for entry in pytestconfig.getini("filterwarnings"):
+        action, message, category, module = (entry.split(":") + ["", "", ""])[:4]
+        if action == "ignore":  # a named warning of a named library, never a whole category
+            assert message and category and module and not module.startswith("peft_food"), entry

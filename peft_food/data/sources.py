@@ -165,7 +165,7 @@ class DataSpec:
     uint8: bool = True
     # Decode every image once and keep the pixels in RAM (datasets that fit: ~0.6 MB per photo).
     cache: bool = False
-    # Train images: decode JPEGs with torchvision (libjpeg-turbo) into uint8 tensors and crop,
+    # Train images: decode JPEGs with TorchCodec (libjpeg-turbo) into uint8 tensors and crop,
     # resize and flip the tensors, faster per core than PIL (docs/performance.md) (needs uint8; false: PIL, as the seed).
     fast_decode: bool = True
     # Preprocess once, train many (docs/data.md): decode every image once into a store on
