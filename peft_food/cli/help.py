@@ -153,7 +153,7 @@ def help_text(command: Command = TRAIN, *, conf_dir: Path = Path(CONF_DIR)) -> s
 
 def answered_help(command: Command) -> bool:
     """Print the command's help if asked (--help / -h) and say so: the console script then stops."""
-    if any(arg in ("--help", "-h") for arg in sys.argv[1:]):
+    if any(arg in ("--help", "-h", "-help") for arg in sys.argv[1:]):  # -help: argparse reads -h elp
         print(help_text(command))
         return True
     return False
