@@ -2,14 +2,18 @@
 of the wrong type, a path with a typo or one level off. Each is one line naming the fix, before torch
 (or the data, or W&B) starts: `-X importtime` lists every module a command imported."""
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-import tomllib
 
+import peft_food.cli.train as train_cli
 from peft_food.cli.commands import COMMANDS
+from peft_food.cli.help import TRAIN, help_text, quickstart_time
 from peft_food.cli.preflight import preflight
+from peft_food.config import CONF_DIR
 from peft_food.errors import ConfigError
 from tests.helpers import REPO, offline_env
 
@@ -32,7 +36,9 @@ def run_cli(module: str, *args: str, cwd) -> tuple[subprocess.CompletedProcess, 
 
 
 def test_peft_food_runs_every_console_script_and_its_help_imports_nothing_heavy(tmp_path):
-    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    # pyproject.toml's [project.scripts] (tomllib is 3.11+, and the project runs on 3.10).
+    table = (REPO / "pyproject.toml").read_text().split("[project.scripts]\n")[1].split("\n\n")[0]
+    scripts = dict(re.findall(r'^([\w-]+) = "([^"]+)"', table, flags=re.M))
     assert scripts.pop("peft-food") == "peft_food.cli.commands:cli"
     assert scripts == {f"peft-food-{name}": f"peft_food.cli.{module}:cli" for name, (module, _) in COMMANDS.items()}
     done, imported = run_cli("peft_food.cli.commands", "--help", cwd=tmp_path)
@@ -149,3 +155,18 @@ def test_a_wrong_path_is_one_line_before_torch_the_data_or_wandb_start(tmp_path,
     assert line.startswith(message), line
     assert imported and not imported & HEAVY
     assert sorted(p.name for p in (tmp_path / "outputs" / "2026-01-01").iterdir()) == ["10-00-00"]  # no run dir made
+
+
+def test_the_quickstart_duration_is_one_measured_figure_in_readme_help_and_its_config():
+    figure = quickstart_time()  # conf/experiment/quickstart.yaml's `# Takes:` line
+    assert re.fullmatch(r"about \d+ minutes? on a \d+-core [\w ]+ CPU", figure), figure
+    readme, shown = (REPO / "README.md").read_text(), help_text(TRAIN)
+    assert f"## Quickstart (offline, {figure})" in readme and figure in shown
+    config = (Path(CONF_DIR) / "experiment" / "quickstart.yaml").read_text()
+    claims = [
+        line
+        for text in (readme, shown, train_cli.__doc__, config)
+        for line in text.splitlines()
+        if "quickstart" in line.lower() and re.search(r"\d+ minutes?|a minute|minutes", line)
+    ]
+    assert claims and all(figure in line for line in claims), claims  # no other duration claimed

@@ -1,6 +1,6 @@
 """peft-food-train: compose the config with Hydra, then train (training/pipeline.py).
 
-    peft-food-train experiment=quickstart                  # offline, CPU, ~1 minute
+    peft-food-train experiment=quickstart                  # offline, CPU (conf/experiment/quickstart.yaml: how long)
     peft-food-train                                        # the seed recipe (needs the Hub)
     peft-food-train peft=full                              # full fine-tuning
     peft-food-train peft.r=8 peft.alpha=32 train.epochs=3 logger.project=my-proj
