@@ -121,17 +121,16 @@ def leaf_values(cfg: DictConfig) -> dict[str, Any]:
     """Every dotted key (hydra's own left out) with its value as written (interpolations unresolved)."""
     found = {}
 
-    def walk(node: DictConfig, prefix: str) -> None:
-        for key in node:
-            if f"{prefix}{key}" == "hydra":
-                continue
-            child = node._get_node(key)
-            if isinstance(child, DictConfig):
-                walk(child, f"{prefix}{key}.")
+    def walk(node: dict, prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
             else:
-                found[f"{prefix}{key}"] = child._value()
+                found[f"{prefix}{key}"] = value
 
-    walk(cfg, "")
+    tree = OmegaConf.to_container(cfg, resolve=False)
+    tree.pop("hydra", None)
+    walk(tree, "")
     return found
 
 
