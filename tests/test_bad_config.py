@@ -152,7 +152,7 @@ def test_a_typo_or_a_missing_prerequisite_is_one_line_before_any_run_dir(tmp_pat
         (
             ["data=imagefolder", "data.root=photos", "logger=none"],
             "data.root='photos' is not a directory",
-        ),  # once training has begun
+        ),  # the path too (cli/preflight.py: check_root), before torch or the run dir
     ],
 )
 def test_a_config_error_leaves_no_run_dir(tmp_path, args, fix):

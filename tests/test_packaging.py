@@ -2,6 +2,7 @@
 prints only what was asked, user config dirs beside the packaged ones."""
 
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -151,6 +152,21 @@ def test_the_installed_distribution_declares_its_apache_licence_authors_urls_and
     for text in (shipped.read_text(), (REPO / "LICENSE").read_text()):
         assert text.split()[:4] == ["Apache", "License", "Version", "2.0,"]
         assert "END OF TERMS AND CONDITIONS" in text and "http://www.apache.org/licenses/LICENSE-2.0" in text
+
+
+def test_pip_show_lists_the_licence_with_the_pip_the_readme_installs(tmp_path):
+    """pip reads License-Expression (PEP 639, what the package declares) from the version README's
+    License section names; the README's install upgrades pip to it before installing."""
+    readme = (REPO / "README.md").read_text()
+    install = readme.split("## Install")[1].split("```bash")[1].split("```")[0]
+    assert install.index("pip install --upgrade pip") < install.index("pip install -e")
+    floor = tuple(int(n) for n in re.search(r"lists it with pip (\d+)\.(\d+) or newer", readme).groups())
+    done = run(["-m", "pip", "show", "peft-food"], cwd=tmp_path)
+    version = tuple(
+        int(n) for n in re.match(r"pip (\d+)\.(\d+)", run(["-m", "pip", "--version"], cwd=tmp_path).stdout).groups()
+    )
+    assert done.returncode == 0, done.stderr
+    assert ("License-Expression: Apache-2.0" in done.stdout) == (version >= floor), (version, done.stdout)
 
 
 @pytest.mark.parametrize(

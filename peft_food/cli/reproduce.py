@@ -23,6 +23,7 @@ from peft_food.cli.hub import offline_unless_reachable
 from peft_food.errors import Interrupted
 from peft_food.training.reproduce import (
     explain_versions,
+    load_record,
     record,
     record_pending,
     reproduce,
@@ -83,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         record(args.record, args.record_dir, description=args.description)
         print(f"recorded {args.record} as {args.record_dir}")
         return 0
+    load_record(args.record_dir)  # a mistyped folder is one line before torch loads
     offline_unless_reachable()  # a re-run may load its model or data from the Hub: no Hub, no retries
     reruns = Path("outputs/reproduce") / args.record_dir.name
     out = args.out or unfinished_rerun(reruns, args.record_dir) or reruns / time.strftime("%Y-%m-%d_%H-%M-%S")

@@ -35,7 +35,12 @@ from peft_food.model.weights import label_maps
 log = logging.getLogger(__name__)
 
 # What every Hub model error says to do without a connection (the CLIs go offline at once then: cli/hub.py).
-OFFLINE_FIX = "offline, pass model.name_or_path=<local checkpoint dir> or model.pretrained=false"
+# Not model.pretrained=false alone: the default data (Food-101) is on the Hub too, so that run fails
+# next on the dataset; the real-photo command needs neither.
+OFFLINE_FIX = (
+    "offline, train on local photos with experiment=food101_mini data.root=<a folder in Food-101's layout> "
+    "(or experiment=quickstart, generated images), or pass model.name_or_path=<local checkpoint dir>"
+)
 
 
 def base_config(model: ModelSpec, *, labels: list[str] | None = None) -> PretrainedConfig:
