@@ -48,7 +48,7 @@ from peft_food.evaluation.metrics import METRICS
 from peft_food.files import holder_of, write_atomic
 
 SCHEMA = 3
-FILE = "metrics.json"
+RECORD_FILE = "metrics.json"
 # The run dir's lock file: an flock its live process holds (training/claim.py, rundir.py); the kernel
 # drops it when that process dies, however it dies.
 LOCK = ".lock"

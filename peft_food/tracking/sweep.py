@@ -28,8 +28,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from peft_food.errors import first_line
-from peft_food.tracking.record import FILE as RECORD_FILE
-from peft_food.tracking.record import RunRecord, read_or_damaged, status_now
+from peft_food.tracking.record import RECORD_FILE, RunRecord, read_or_damaged, status_now
 
 log = logging.getLogger(__name__)
 

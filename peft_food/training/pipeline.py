@@ -33,8 +33,7 @@ from peft_food.model.backbone import count_parameters, load_base, load_processor
 from peft_food.saved.artifacts import save_base, save_trained
 from peft_food.saved.cards import write_card
 from peft_food.tracking.provenance import provenance
-from peft_food.tracking.record import FILE as RECORD_FILE
-from peft_food.tracking.record import Counts, RunRecord
+from peft_food.tracking.record import RECORD_FILE, Counts, RunRecord
 from peft_food.tracking.wandb_run import (
     WandbMetrics,
     log_model,
