@@ -23,7 +23,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 from peft_food.data.sources import DataSpec
 from peft_food.errors import ConfigError, first_line, require
 from peft_food.evaluation.metrics import METRICS
-from peft_food.methods import METHODS, PeftSpec
+from peft_food.methods import METHODS, MethodSpec
 from peft_food.model.spec import ModelSpec
 
 CONF_DIR = str(Path(__file__).resolve().parent / "conf")  # package data: there after any pip install
@@ -215,7 +215,7 @@ class RunSpec:
     """Everything a training run needs, typed and validated."""
 
     model: ModelSpec
-    peft: PeftSpec
+    peft: MethodSpec
     data: DataSpec
     train: TrainSpec
     logger: LoggerSpec

@@ -47,9 +47,9 @@ from typing import Any
 # Importing the families fills METHODS (each class registers itself), in this order.
 from peft_food.methods import adapters, bottleneck, full, generic, partial, ssf, tuners, vpt  # noqa: F401
 from peft_food.methods.adapters import LoraSpec
-from peft_food.methods.base import METHODS, BaseLoader, Method, PeftSpec
+from peft_food.methods.base import METHODS, BaseLoader, MethodSpec
 
-__all__ = ["METHODS", "BaseLoader", "Method", "PeftSpec", "keys_of", "spec_of"]
+__all__ = ["METHODS", "BaseLoader", "MethodSpec", "keys_of", "spec_of"]
 
 
 def keys_of(method: str) -> list[str]:
@@ -57,7 +57,7 @@ def keys_of(method: str) -> list[str]:
     return [f.name for f in fields(METHODS[method]) if f.name not in ("method", "recommended_lr")]
 
 
-def spec_of(saved: dict[str, Any]) -> PeftSpec:
+def spec_of(saved: dict[str, Any]) -> MethodSpec:
     """The spec a model dir was saved with: its `peft` settings (format 2), or only the method's
     label (format 1, before specs were saved: `dora`, `rslora`, ... were LoRA's flags)."""
     if "peft" in saved:

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from peft_food.errors import UserError, first_line, require
 from peft_food.methods.base import (
     BaseLoader,
-    Method,
+    MethodSpec,
     Resolve,
     register,
     require_fit,
@@ -40,7 +40,7 @@ NOT_OFFLINE = "eva, corda, lora_ga need data, loftq a quantised base"
 INITIAL = "_peft_food_initial_adapter"
 
 
-class AdapterSpec(Method):
+class AdapterSpec(MethodSpec):
     """peft's own adapter on the targeted roles; the head is trained and saved beside it."""
 
     target_modules: list[str]

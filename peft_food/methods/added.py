@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from peft_food.errors import UserError
-from peft_food.methods.base import BaseLoader, Method, Resolve, require_fit
+from peft_food.methods.base import BaseLoader, MethodSpec, Resolve, require_fit
 from peft_food.methods.partial import TRAINED_WEIGHTS
 
 
-class AddedSpec(Method):
+class AddedSpec(MethodSpec):
     """A frozen base with new trainable modules of the method's (and the head)."""
 
     def attach(self, base: Any, *, resolve: Resolve, head: str) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from peft_food.methods.base import (
     BaseLoader,
-    Method,
+    MethodSpec,
     Resolve,
     register,
     require_fit,
@@ -26,7 +26,7 @@ TRAINED_WEIGHTS = "trained.safetensors"
 OLD_HEAD_WEIGHTS = "head.safetensors"
 
 
-class PartialSpec(Method):
+class PartialSpec(MethodSpec):
     """A frozen base in which some of its own parameters (always the head) train."""
 
     def trains(self, name: str, *, head: str) -> bool:
