@@ -250,7 +250,9 @@ def register_schemas() -> None:
 register_schemas()
 
 
-def keys_of(schema: type) -> str:
+def schema_keys(schema: type) -> str:
+    """Every key of a config group's schema, for the error naming a key it lacks (the method's own
+    keys, without `method`: peft_food.methods.method_keys)."""
     return ", ".join(f.name for f in fields(schema))
 
 
@@ -264,7 +266,7 @@ def _build(schema: type, node: dict[str, Any], *, group: str) -> Any:
         raise
     except (ConfigKeyError, ConfigAttributeError) as err:  # e.g. +peft.rank=8, which Hydra suggests for peft.rank
         raise ConfigError(
-            f"{group}.{err.key} is not a key of {group} ({schema.__name__}): its keys are {keys_of(schema)}"
+            f"{group}.{err.key} is not a key of {group} ({schema.__name__}): its keys are {schema_keys(schema)}"
         ) from None
     except Exception as err:  # omegaconf's ValidationError
         raise ConfigError(f"{schema.__name__}: {first_line(err)}") from None

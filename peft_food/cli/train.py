@@ -79,8 +79,7 @@ def local_share(spec: RunSpec) -> Iterator[RunSpec]:
     if not str(hydra_cfg.launcher.get("_target_", "")).endswith(".LocalLauncher"):
         yield spec
         return
-    from peft_food.training.cores import default_workers, job_slot
-    from peft_food.training.cores import local_share as share_of
+    from peft_food.training.cores import default_workers, job_slot, share_of
 
     share = share_of(cpus_per_task=hydra_cfg.launcher.get("cpus_per_task"), cores=os.cpu_count() or 1)
     if spec.train.workers is None:

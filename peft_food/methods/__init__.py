@@ -49,10 +49,10 @@ from peft_food.methods import adapters, bottleneck, full, generic, partial, ssf,
 from peft_food.methods.adapters import LoraSpec
 from peft_food.methods.base import METHODS, BaseLoader, MethodSpec
 
-__all__ = ["METHODS", "BaseLoader", "MethodSpec", "keys_of", "spec_of"]
+__all__ = ["METHODS", "BaseLoader", "MethodSpec", "method_keys", "spec_of"]
 
 
-def keys_of(method: str) -> list[str]:
+def method_keys(method: str) -> list[str]:
     """The keys `peft=<method>` understands (for error messages)."""
     return [f.name for f in fields(METHODS[method]) if f.name not in ("method", "recommended_lr")]
 

@@ -34,7 +34,7 @@ class Share:
     slots: int  # jobs training at once on this machine
 
 
-def local_share(*, cpus_per_task: int | None, cores: int) -> Share:
+def share_of(*, cpus_per_task: int | None, cores: int) -> Share:
     """A job's share of `cores` when it asks for `cpus_per_task` (None: all of them)."""
     threads = max(1, min(cpus_per_task or cores, cores))
     return Share(threads=threads, slots=max(1, cores // threads))
