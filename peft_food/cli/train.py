@@ -83,7 +83,7 @@ def local_share(spec: RunSpec) -> Iterator[RunSpec]:
 
     share = share_of(cpus_per_task=hydra_cfg.launcher.get("cpus_per_task"), cores=os.cpu_count() or 1)
     if spec.train.workers is None:
-        spec = replace(spec, train=replace(spec.train, workers=default_workers(share.threads)))
+        spec = replace(spec, train=replace(spec.train, workers=default_workers(cores=share.threads, own_core=True)))
     with job_slot(Path(hydra_cfg.sweep.dir) / ".submitit" / "slots", share=share):
         yield spec
 
