@@ -16,7 +16,7 @@ from typing import Any
 
 from peft_food.errors import UserError
 from peft_food.methods.base import BaseLoader, MethodSpec, Resolve, require_fit
-from peft_food.methods.partial import TRAINED_WEIGHTS
+from peft_food.methods.own_weights.partial import TRAINED_WEIGHTS
 
 
 class AddedSpec(MethodSpec):

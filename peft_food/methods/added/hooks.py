@@ -3,7 +3,7 @@ how each is attached: as a child module of the layer it changes (so its paramete
 reloaded by name) run by forward hooks that are its own bound methods (so a deep copy of the model
 stays wired). The model's code and its own parameter names are untouched.
 
-    peft-food-train peft=ssf        # methods/ssf.py, methods/vpt.py, methods/bottleneck.py: the specs
+    peft-food-train peft=ssf        # methods/added/ssf.py, vpt.py, bottleneck.py: the specs
 
 Imported only when a method prepares a model (the specs stay torch-free for the command line).
 """
@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from peft_food.errors import UserError
-from peft_food.methods.layout import (
+from peft_food.methods.added.layout import (
     backbone,
     blocks,
     final_norm,

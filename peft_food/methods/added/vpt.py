@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from peft_food.errors import require
-from peft_food.methods.added import AddedSpec
+from peft_food.methods.added.base import AddedSpec
 from peft_food.methods.base import (
     Resolve,
     register,
@@ -65,6 +65,6 @@ class VptSpec(AddedSpec):
             f"(model=vit_base, deit_small, dinov2_small or their toys), not {kind}: "
             f"choose one of those or another method (e.g. peft=lora) for {kind}",
         )
-        from peft_food.methods.hooks import attach_prompts
+        from peft_food.methods.added.hooks import attach_prompts
 
         attach_prompts(base, tokens=self.prompts, deep=self.deep, dropout=self.dropout, mlp_in=resolve(["mlp_in"])[0])

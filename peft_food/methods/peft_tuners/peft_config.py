@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from peft_food.errors import ConfigError, require
-from peft_food.methods.adapters import AdapterSpec
 from peft_food.methods.base import Resolve, register, require_method
+from peft_food.methods.peft_tuners.lora import AdapterSpec
 
 # Tuners that work on an image classifier's layers but not as a config alone, or not at all:
 # the reason, which the one-line error gives.

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from peft_food.errors import ConfigError, require
-from peft_food.methods.adapters import AdapterSpec
 from peft_food.methods.base import (
     Resolve,
     register,
@@ -23,6 +22,7 @@ from peft_food.methods.base import (
     require_positive,
     require_targets,
 )
+from peft_food.methods.peft_tuners.lora import AdapterSpec
 
 
 @register
@@ -232,6 +232,8 @@ class AdaLoraSpec(AdapterSpec):
         return model
 
     def callbacks(self) -> list[Any]:
-        from peft_food.methods.schedule import AdaLoraSchedule  # transformers: not on the command line's path
+        from peft_food.methods.peft_tuners.adalora_schedule import (
+            AdaLoraSchedule,
+        )  # transformers: not on the command line's path
 
         return [AdaLoraSchedule(tinit_fraction=self.tinit_fraction, tfinal_fraction=self.tfinal_fraction)]
