@@ -23,7 +23,7 @@ Three families share that behaviour, one folder each:
 - `own_weights/`: the base's own parameters train, nothing is added. `FullSpec` (full): every
   parameter trains; the whole model is saved. `PartialSpec` (linear_probe, bitfit): a chosen subset
   trains; those tensors alone are saved (`trained.safetensors`) and put back onto the base on reload.
-- `peft_tuners/`: `AdapterSpec`, peft's own tuners (lora/dora in `lora.py`, loha, lokr, ia3, vera,
+- `peft_tuners/`: `TunerSpec`, peft's own tuners, one module each (lora and dora, loha, lokr, ia3, vera,
   oft, boft, ln_tuning, fourierft, hra, adalora; any other peft tuner as data, `peft=peft_config`),
   with the classifier head trainable and saved beside it (modules_to_save). A method may add Trainer
   callbacks (`callbacks`): AdaLoRA's rank budget is updated after every optimizer step.
@@ -46,7 +46,20 @@ from typing import Any
 from peft_food.methods.added import bottleneck, ssf, vpt  # noqa: F401
 from peft_food.methods.base import METHODS, BaseLoader, MethodSpec
 from peft_food.methods.own_weights import full, partial  # noqa: F401
-from peft_food.methods.peft_tuners import adalora, lora, peft_config  # noqa: F401
+from peft_food.methods.peft_tuners import (  # noqa: F401
+    adalora,
+    boft,
+    fourierft,
+    hra,
+    ia3,
+    ln_tuning,
+    loha,
+    lokr,
+    lora,
+    oft,
+    peft_config,
+    vera,
+)
 from peft_food.methods.peft_tuners.lora import LoraSpec
 
 __all__ = ["METHODS", "BaseLoader", "MethodSpec", "method_keys", "spec_of"]

@@ -3,7 +3,7 @@
     model/
       peft_food.json              format, method, its peft settings, labels, base model spec
       (what the method saved)     by family (methods/__init__.py lists each family's methods):
-                                  peft's tuners (AdapterSpec): adapter_config.json +
+                                  peft's tuners (TunerSpec):  adapter_config.json +
                                     adapter_model.safetensors (adapter + head)
                                   PartialSpec: trained.safetensors (the head, the chosen tensors)
                                   AddedSpec: trained.safetensors (their added modules + the

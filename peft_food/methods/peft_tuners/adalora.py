@@ -1,11 +1,7 @@
-"""More of peft's own tuners, each with its keys checked here: BOFT, LN tuning, FourierFT, HRA and
-AdaLoRA. They share AdapterSpec's save, reload and merge (peft's adapter file with the head beside it).
+"""AdaLoRA (peft=adalora): LoRA whose ranks are pruned by importance while it trains; its rank
+budget follows the run's steps through its own Trainer callback (adalora_schedule.py).
 
-    peft-food-train peft=boft peft.block_size=8         # butterfly orthogonal rotation of q, v
-    peft-food-train peft=ln_tuning                      # every LayerNorm of the backbone + the head
-    peft-food-train peft=fourierft peft.n_frequency=3000  # a few learned Fourier coefficients per target
-    peft-food-train peft=hra peft.r=8                   # r Householder reflections per target
-    peft-food-train peft=adalora peft.init_r=12 peft.target_r=8   # LoRA whose ranks are pruned as it trains
+    peft-food-train peft=adalora peft.init_r=12 peft.target_r=8
 """
 
 from __future__ import annotations
@@ -13,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from peft_food.errors import ConfigError, require
+from peft_food.errors import require
 from peft_food.methods.base import (
     Resolve,
     register,
@@ -22,137 +18,12 @@ from peft_food.methods.base import (
     require_positive,
     require_targets,
 )
-from peft_food.methods.peft_tuners.lora import AdapterSpec
+from peft_food.methods.peft_tuners.base import TunerSpec
 
 
 @register
 @dataclass
-class BoftSpec(AdapterSpec):
-    """BOFT: OFT whose orthogonal matrix is a product of butterfly-permuted block-diagonal ones."""
-
-    method: str = "boft"
-    # Side of each orthogonal block; must divide every target's input width (768 = 192 x 4).
-    block_size: int = 4
-    # Drops whole blocks (multiplicative dropout), as peft's boft_dropout.
-    dropout: float = 0.0
-    target_modules: list[str] = field(default_factory=lambda: ["query", "value"])
-    recommended_lr: float = 5e-3
-
-    def __post_init__(self) -> None:
-        require_method(self, "boft")
-        require_positive(self, "block_size")
-        require_fraction(self.dropout, "dropout")
-        require_targets(self.target_modules)
-
-    def prepare(self, base: Any, *, resolve: Resolve, head: str) -> Any:
-        import torch
-
-        # peft builds BOFT's butterfly permutation with Tensor.item(), which the meta device (the
-        # skeleton check_targets prepares) refuses: build it on the CPU; peft then moves the
-        # adapter to wherever its base layer is.
-        with torch.device("cpu"):
-            return super().prepare(base, resolve=resolve, head=head)
-
-    def peft_config(self, resolve: Resolve, **common: Any) -> Any:
-        from peft import BOFTConfig
-
-        # One butterfly factor: peft uses more only with its CUDA extension and silently falls back
-        # to one without it (boft/layer.py get_fbd_cuda), so a larger value would not mean the same
-        # model on every machine.
-        return BOFTConfig(
-            boft_block_size=self.block_size,
-            boft_block_num=0,
-            boft_n_butterfly_factor=1,
-            boft_dropout=self.dropout,
-            **common,
-        )
-
-
-@register
-@dataclass
-class LnTuningSpec(AdapterSpec):
-    """LN tuning: every LayerNorm of the backbone trains (scale and shift), with the head."""
-
-    method: str = "ln_tuning"
-    recommended_lr: float = 5e-3
-
-    def __post_init__(self) -> None:
-        require_method(self, "ln_tuning")
-
-    def prepare(self, base: Any, *, resolve: Resolve, head: str) -> Any:
-        from peft import LNTuningConfig, get_peft_model
-
-        from peft_food.model.backbone import norm_module_names
-
-        # LayerNorms are found by type, not by role: roles name Linear layers (model.modules).
-        norms = norm_module_names(base, exclude=head)
-        if not norms:
-            raise ConfigError(
-                "peft=ln_tuning: this backbone has no torch LayerNorm outside its head; choose another method"
-            )
-        return get_peft_model(base, LNTuningConfig(target_modules=norms, modules_to_save=[head]))
-
-
-@register
-@dataclass
-class FourierFTSpec(AdapterSpec):
-    """FourierFT: each target's update is the inverse 2-D DFT of n learned coefficients at fixed
-    random frequencies (the same n for every target)."""
-
-    method: str = "fourierft"
-    # The FourierFT paper's ViT-B setting (72K parameters on q, v); peft's default is 1,000.
-    n_frequency: int = 3000
-    # peft's documented value for ViT-B and ViT-L on every image classification task.
-    scaling: float = 300.0
-    # Picks the frequencies: the same seed gives the same spectrum locations on reload.
-    random_loc_seed: int = 777
-    target_modules: list[str] = field(default_factory=lambda: ["query", "value"])
-    recommended_lr: float = 5e-3
-
-    def __post_init__(self) -> None:
-        require_method(self, "fourierft")
-        require_positive(self, "n_frequency")
-        require_positive(self, "scaling")
-        require_targets(self.target_modules)
-
-    def peft_config(self, resolve: Resolve, **common: Any) -> Any:
-        from peft import FourierFTConfig
-
-        return FourierFTConfig(
-            n_frequency=self.n_frequency, scaling=self.scaling, random_loc_seed=self.random_loc_seed, **common
-        )
-
-
-@register
-@dataclass
-class HraSpec(AdapterSpec):
-    """HRA: each target's weight is multiplied by a chain of r Householder reflections."""
-
-    method: str = "hra"
-    # Number of reflections (peft's and the paper's default); even, so the chain starts as the identity.
-    r: int = 8
-    # Gram-Schmidt orthogonalise the reflection vectors (the paper's regularised variant).
-    apply_GS: bool = False
-    target_modules: list[str] = field(default_factory=lambda: ["query", "value"])
-    recommended_lr: float = 5e-3
-
-    def __post_init__(self) -> None:
-        require_method(self, "hra")
-        require_positive(self, "r")
-        # peft pairs identical reflections (H H = I) only for an even r; an odd r starts away from
-        # the pretrained model, with a warning nobody reads.
-        require(self.r % 2 == 0, f"peft.r={self.r} is invalid: HRA's r must be even (e.g. peft.r=8)")
-        require_targets(self.target_modules)
-
-    def peft_config(self, resolve: Resolve, **common: Any) -> Any:
-        from peft import HRAConfig
-
-        return HRAConfig(r=self.r, apply_GS=self.apply_GS, **common)
-
-
-@register
-@dataclass
-class AdaLoraSpec(AdapterSpec):
+class AdaLoraSpec(TunerSpec):
     """AdaLoRA: LoRA in SVD form (P diag(E) Q) whose total rank is pruned from init_r to target_r per
     target on average during training, by importance; the rank budget is updated after every
     optimizer step by the method's own Trainer callback."""
