@@ -94,9 +94,9 @@ class BottleneckAdapterSpec(AddedSpec):
         require_fraction(self.dropout, "dropout")
 
     def attach(self, base: Any, *, resolve: Resolve, head: str) -> None:
-        from peft_food.methods.added.hooks import attach_adapters
+        from peft_food.methods.added.hooks import attach_bottleneck_adapters
 
-        attach_adapters(
+        attach_bottleneck_adapters(
             base,
             after=resolve(PLACEMENTS[self.placement]),
             width=self.width,

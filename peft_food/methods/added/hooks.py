@@ -24,6 +24,7 @@ from peft_food.methods.added.layout import (
     mlp_norm,
     output_with,
 )
+from peft_food.model.modules import in_head
 
 # The layers SSF follows: every Linear and LayerNorm, and the patch embedding's convolution.
 SSF_HOSTS = (torch.nn.Linear, torch.nn.LayerNorm, torch.nn.Conv2d)
@@ -54,7 +55,7 @@ def attach_ssf(model: torch.nn.Module, *, head: str) -> None:
     hosts = [
         module
         for name, module in model.named_modules()
-        if isinstance(module, SSF_HOSTS) and name != head and not name.startswith(f"{head}.")
+        if isinstance(module, SSF_HOSTS) and not in_head(name, head=head)
     ]
     for host in hosts:
         conv = isinstance(host, torch.nn.Conv2d)
@@ -178,14 +179,14 @@ def attach_adaptformer(model: torch.nn.Module, *, width: int, scale: float, drop
         block.register_forward_hook(block.adaptformer.add)
 
 
-def attach_adapters(
+def attach_bottleneck_adapters(
     model: torch.nn.Module, *, after: list[str], width: int, activation: str, dropout: float, head: str
 ) -> None:
     """A residual Bottleneck (`<layer>.adapter`) after every Linear named in `after`, outside the head."""
     hosts = [
         module
         for name, module in model.named_modules()
-        if name.rsplit(".", 1)[-1] in after and name != head and not name.startswith(f"{head}.")
+        if name.rsplit(".", 1)[-1] in after and not in_head(name, head=head)
     ]
     for host in hosts:
         host.adapter = Bottleneck(dim=host.out_features, width=width, activation=activation, dropout=dropout, scale=1.0)

@@ -29,12 +29,13 @@ class LnTuningSpec(TunerSpec):
         require_method(self, "ln_tuning")
 
     def prepare(self, base: Any, *, resolve: Resolve, head: str) -> Any:
+        import torch
         from peft import LNTuningConfig, get_peft_model
 
-        from peft_food.model.backbone import norm_module_names
+        from peft_food.model.backbone import module_names
 
         # LayerNorms are found by type, not by role: roles name Linear layers (model.modules).
-        norms = norm_module_names(base, exclude=head)
+        norms = module_names(base, kind=torch.nn.LayerNorm, head=head)
         if not norms:
             raise ConfigError(
                 "peft=ln_tuning: this backbone has no torch LayerNorm outside its head; choose another method"
