@@ -11,7 +11,6 @@ these schemas back, for every entry point that composes it (train, bench, reprod
 from __future__ import annotations
 
 import difflib
-import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
@@ -126,24 +125,6 @@ class TrainSpec:
     def monitor_key(self) -> str:
         """The monitored metric as Trainer logs it (eval_accuracy, eval_loss, ...)."""
         return f"eval_{self.monitor}"
-
-
-# logger.<key> -> the environment variable cluster scripts set for it.
-ENV = {
-    "project": "WANDB_PROJECT",
-    "entity": "WANDB_ENTITY",
-    "group": "WANDB_RUN_GROUP",
-    "name": "WANDB_NAME",
-    "job_type": "WANDB_JOB_TYPE",
-    "notes": "WANDB_NOTES",
-    "dir": "WANDB_DIR",
-}
-DEFAULTS = {"project": "peft-food", "job_type": "train"}
-
-
-def from_env(key: str) -> str | None:
-    """The user's W&B environment for logger.<key> (None when unset or empty)."""
-    return os.environ.get(ENV[key]) or None
 
 
 @dataclass

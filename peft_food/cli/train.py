@@ -31,8 +31,9 @@ from omegaconf import DictConfig, OmegaConf
 from peft_food.cli import print_error
 from peft_food.cli.help import TRAIN
 from peft_food.cli.preflight import console_script
-from peft_food.config import CONF_DIR, ENV, RunSpec, from_env, parse_config
+from peft_food.config import CONF_DIR, RunSpec, parse_config
 from peft_food.errors import Interrupted, UserError
+from peft_food.tracking.login import ENV, from_env
 from peft_food.tracking.record import RECORD_FILE, RunRecord
 from peft_food.tracking.sweep import is_multirun, job_labels, objective
 from peft_food.training.claim import resume_search_root, sweep_dead_starts

@@ -20,9 +20,9 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from peft_food.config import DEFAULTS, ENV, LoggerSpec, from_env
+from peft_food.config import LoggerSpec
 from peft_food.errors import UserError, first_line
-from peft_food.tracking.login import require_login, resolve_mode
+from peft_food.tracking.login import DEFAULTS, ENV, from_env, require_login, resolve_mode
 from peft_food.tracking.record import RunRecord
 
 log = logging.getLogger(__name__)
