@@ -26,7 +26,6 @@ from peft_food.data.splits import Splits, load_splits, selection_split
 from peft_food.data.store import Plan, store_plan
 from peft_food.data.transforms import attach_transforms
 from peft_food.evaluation.results import EvalResults
-from peft_food.evaluation.results import log_to_wandb as log_results
 from peft_food.evaluation.results import write as write_results
 from peft_food.methods.apply import apply_peft, check_targets
 from peft_food.model.backbone import count_parameters, load_base, load_processor
@@ -37,6 +36,7 @@ from peft_food.tracking.record import RECORD_FILE, Counts, RunRecord
 from peft_food.tracking.wandb_run import (
     WandbMetrics,
     log_model,
+    log_results,
     start_wandb,
 )
 from peft_food.training.checkpoints import drop_torn_checkpoints, kept_epochs
