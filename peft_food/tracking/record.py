@@ -341,6 +341,19 @@ def portable(config: dict[str, Any], *, root: Path | None = None) -> dict[str, A
     return config
 
 
+# A recorded config's data keys renamed when the protocol came (records made before it name the reported split eval_).
+RENAMED = {"eval_split": "test_split", "eval_per_class": "test_per_class"}
+
+
+def recorded_data(data: dict) -> dict:
+    """A data config as a record holds it, for this release: one recorded before the protocol
+    existed (eval_split, eval_per_class: one split both picked the best epoch and was reported)
+    is the same data under protocol seed."""
+    if "protocol" in data:
+        return data
+    return {**{RENAMED.get(key, key): value for key, value in data.items()}, "protocol": "seed"}
+
+
 def read_or_damaged(path: Path) -> RunRecord:
     """The record at `path`, or one saying it is damaged (for readers that list many runs)."""
     try:

@@ -24,9 +24,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from peft_food.data.sources import recorded_data
 from peft_food.errors import UserError
-from peft_food.tracking.record import RECORD_FILE, RunRecord, portable
+from peft_food.tracking.record import RECORD_FILE, RunRecord, portable, recorded_data
 from peft_food.tracking.sweep import job_records
 
 # On the same CPU kind and the same package versions the same seed gives the same numbers to the
