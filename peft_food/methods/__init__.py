@@ -22,19 +22,20 @@ Three families share that behaviour, one folder each:
 
 - `own_weights/`: the base's own parameters train, nothing is added. `FullSpec` (full): every
   parameter trains; the whole model is saved. `PartialSpec` (linear_probe, bitfit): a chosen subset
-  trains; those tensors alone are saved (`trained.safetensors`) and put back onto the base on reload.
+  trains; those tensors alone are saved (`trained.safetensors`, `trained.py`) and put back onto the
+  base on reload.
 - `peft_tuners/`: `TunerSpec`, peft's own tuners, one module each (lora and dora, loha, lokr, ia3, vera,
   oft, boft, ln_tuning, fourierft, hra, adalora; any other peft tuner as data, `peft=peft_config`),
   with the classifier head trainable and saved beside it (modules_to_save). A method may add Trainer
   callbacks (`callbacks`): AdaLoRA's rank budget is updated after every optimizer step.
 - `added/`: `AddedSpec` (vpt, ssf, adaptformer, adapter): modules of the method's own (`hooks.py`)
   attached to transformers' model and run by forward hooks (`layout.py` finds where); they and the
-  head are saved (`trained.safetensors`) and attached again on reload.
+  head are saved (`trained.safetensors`, the same `trained.py`) and attached again on reload.
 
 `target_modules` names module *roles* (query, key, value, attn_out, mlp_in, mlp_out) that each
 backbone's `model.modules` maps to its own Linear names, so one method config works on ViT,
-DeiT, DINOv2 and Swin alike. A new method is one class with `@register` (methods/base.py) in a module of its family's folder,
-imported below, and one file in peft_food/conf/peft/.
+DeiT, DINOv2 and Swin alike. A new method is one class with `@register` (methods/base.py) in a
+module of its family's folder, that module imported below, and one file in peft_food/conf/peft/.
 """
 
 from __future__ import annotations
