@@ -11,7 +11,6 @@ these schemas back, for every entry point that composes it (train, bench, reprod
 from __future__ import annotations
 
 import difflib
-import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
@@ -23,7 +22,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 from peft_food.data.sources import DataSpec
 from peft_food.errors import ConfigError, first_line, require
 from peft_food.evaluation.metrics import METRICS
-from peft_food.methods import METHODS, PeftSpec
+from peft_food.methods import METHODS, MethodSpec
 from peft_food.model.spec import ModelSpec
 
 CONF_DIR = str(Path(__file__).resolve().parent / "conf")  # package data: there after any pip install
@@ -140,24 +139,6 @@ class TrainSpec:
         return f"eval_{self.monitor}"
 
 
-# logger.<key> -> the environment variable cluster scripts set for it.
-ENV = {
-    "project": "WANDB_PROJECT",
-    "entity": "WANDB_ENTITY",
-    "group": "WANDB_RUN_GROUP",
-    "name": "WANDB_NAME",
-    "job_type": "WANDB_JOB_TYPE",
-    "notes": "WANDB_NOTES",
-    "dir": "WANDB_DIR",
-}
-DEFAULTS = {"project": "peft-food", "job_type": "train"}
-
-
-def from_env(key: str) -> str | None:
-    """The user's W&B environment for logger.<key> (None when unset or empty)."""
-    return os.environ.get(ENV[key]) or None
-
-
 @dataclass
 class LoggerSpec:
     """W&B settings. Each null key falls back to the user's environment (WANDB_PROJECT,
@@ -261,7 +242,7 @@ class RunSpec:
     """Everything a training run needs, typed and validated."""
 
     model: ModelSpec
-    peft: PeftSpec
+    peft: MethodSpec
     data: DataSpec
     train: TrainSpec
     logger: LoggerSpec
@@ -302,7 +283,9 @@ def register_schemas() -> None:
 register_schemas()
 
 
-def keys_of(schema: type) -> str:
+def schema_keys(schema: type) -> str:
+    """Every key of a config group's schema, for the error naming a key it lacks (the method's own
+    keys, without `method`: peft_food.methods.method_keys)."""
     return ", ".join(f.name for f in fields(schema))
 
 
@@ -316,7 +299,7 @@ def _build(schema: type, node: dict[str, Any], *, group: str) -> Any:
         raise
     except (ConfigKeyError, ConfigAttributeError) as err:  # e.g. +peft.rank=8, which Hydra suggests for peft.rank
         raise ConfigError(
-            f"{group}.{err.key} is not a key of {group} ({schema.__name__}): its keys are {keys_of(schema)}"
+            f"{group}.{err.key} is not a key of {group} ({schema.__name__}): its keys are {schema_keys(schema)}"
         ) from None
     except Exception as err:  # omegaconf's ValidationError
         raise ConfigError(f"{schema.__name__}: {first_line(err)}") from None

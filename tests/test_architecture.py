@@ -22,7 +22,7 @@ from peft_food.data.sources import (
 )
 from peft_food.methods import METHODS
 from peft_food.methods.base import register
-from peft_food.methods.partial import PartialSpec
+from peft_food.methods.own_weights.partial import PartialSpec
 from peft_food.model.backbone import load_base
 from peft_food.training.pipeline import train
 from tests.helpers import REPO, TINY, TINY_TRAIN, compose_config, eval_logits

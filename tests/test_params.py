@@ -183,7 +183,7 @@ def test_real_backbones_build_offline_at_their_published_size(model):
     assert backbone / 1e6 == pytest.approx(PUBLISHED_M[model], rel=0.02)
 
 
-# peft's other tuners (methods/tuners.py), each from its own definition on ViT-B q/v (24 targets, 768 x 768).
+# peft's other tuners (methods/peft_tuners/), each from its own definition on ViT-B q/v (24 targets, 768 x 768).
 def test_boft_trains_every_block_whole_and_a_scale_per_output(vit_b):
     got, _ = counts(vit_b, "peft=boft", "peft.block_size=8")
     # One butterfly factor: 768 / b blocks of b x b (stored whole), + a 768-long output scale.

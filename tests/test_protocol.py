@@ -16,12 +16,11 @@ from peft_food.data.sources import (
     Part,
     Parts,
     Source,
-    recorded_data,
     synthetic_dataset,
 )
 from peft_food.data.splits import load_splits
 from peft_food.errors import DataError
-from peft_food.tracking.record import RunRecord
+from peft_food.tracking.record import RunRecord, recorded_data
 from peft_food.tracking.sweep import objective, objective_key
 from peft_food.training.pipeline import train
 from tests.helpers import (

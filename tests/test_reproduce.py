@@ -9,10 +9,10 @@ from omegaconf import OmegaConf
 
 from peft_food.cli.reproduce import main as reproduce
 from peft_food.config import parse_config
+from peft_food.tracking.experiments import ACROSS_VERSIONS, LOCK_FILE, version_changes
 from peft_food.tracking.provenance import package_versions
 from peft_food.tracking.record import RunRecord
 from peft_food.training.pipeline import train
-from peft_food.training.reproduce import ACROSS_VERSIONS, LOCK_FILE, version_changes
 from tests.helpers import MINI, REPO, TINY, compose_config, needs_mini
 
 QUICKSTART = REPO / "experiments" / "quickstart"

@@ -90,11 +90,11 @@ def test_submitit_launcher_runs_each_sweep_job_in_its_own_process(tmp_path):
 
 
 def test_local_jobs_share_the_cores_and_wait_for_a_slot(tmp_path):
-    from peft_food.training.cores import Share, job_slot, local_share
+    from peft_food.training.cores import Share, job_slot, share_of
 
-    assert local_share(cpus_per_task=2, cores=16) == Share(threads=2, slots=8)
-    assert local_share(cpus_per_task=4, cores=2) == Share(threads=2, slots=1)  # never more than the machine
-    assert local_share(cpus_per_task=None, cores=8) == Share(threads=8, slots=1)
+    assert share_of(cpus_per_task=2, cores=16) == Share(threads=2, slots=8)
+    assert share_of(cpus_per_task=4, cores=2) == Share(threads=2, slots=1)  # never more than the machine
+    assert share_of(cpus_per_task=None, cores=8) == Share(threads=8, slots=1)
     # One slot: a second job (another process) waits until the first one's training ends.
     holder = subprocess.Popen(
         [

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from peft_food.config import BenchSpec, RunSpec
-from peft_food.methods import PeftSpec
+from peft_food.methods import MethodSpec
 
 
-def bench_method(spec: RunSpec, bench: BenchSpec, method_spec: PeftSpec, out_dir: Path) -> dict[str, Any]:
+def bench_method(spec: RunSpec, bench: BenchSpec, method_spec: MethodSpec, out_dir: Path) -> dict[str, Any]:
     """One method's short run in this process (the child's entry point): the train section's own
     run, ours recipe, on synthetic pixels."""
     from peft_food.bench.train import bench_train
@@ -30,7 +30,7 @@ def bench_method(spec: RunSpec, bench: BenchSpec, method_spec: PeftSpec, out_dir
     return bench_train(spec, bench, method_spec=method_spec, recipe="ours", loaded=None, out_dir=out_dir)
 
 
-def bench_methods(spec: RunSpec, bench: BenchSpec, *, methods: dict[str, PeftSpec], out_dir: Path) -> dict[str, Any]:
+def bench_methods(spec: RunSpec, bench: BenchSpec, *, methods: dict[str, MethodSpec], out_dir: Path) -> dict[str, Any]:
     """Each method `bench.repeats` times, the methods taking turns (a slow spell of a shared machine
     then costs every method one sample, not one method all of its own), each run in a fresh process:
     the best step time and the least memory of each, and each against the whole-model method."""

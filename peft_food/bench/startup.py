@@ -16,8 +16,7 @@ from peft_food.bench.measure import PeakRSS, data_rate
 from peft_food.config import BenchSpec, RunSpec
 from peft_food.data.transforms import attach_transforms
 from peft_food.errors import UserError
-from peft_food.tracking.record import FILE as RECORD_FILE
-from peft_food.tracking.record import RunRecord
+from peft_food.tracking.record import RECORD_FILE, RunRecord
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from peft_food.config import BenchSpec, RunSpec
 from peft_food.data.geometry import input_sizes
 from peft_food.data.splits import Splits
 from peft_food.data.transforms import attach_transforms
-from peft_food.methods import PeftSpec
+from peft_food.methods import MethodSpec
 from peft_food.methods.apply import apply_peft
 from peft_food.model.backbone import count_parameters, load_base
 from peft_food.training.trainer import (
@@ -158,7 +158,7 @@ def dropout_cost(
     spec: RunSpec,
     bench: BenchSpec,
     *,
-    method: PeftSpec,
+    method: MethodSpec,
     inputs: dict[str, Splits | None],
     out_dir: Path,
     stored: Splits | None = None,
@@ -201,7 +201,7 @@ def bench_all_train(
     spec: RunSpec,
     bench: BenchSpec,
     *,
-    methods: dict[str, PeftSpec],
+    methods: dict[str, MethodSpec],
     loaded: Splits | None,
     stored: Splits | None,
     out_dir: Path,

@@ -1,5 +1,5 @@
 """Committed experiment records: record a finished run or sweep, re-run it, check the numbers
-(training/reproduce.py).
+(tracking/experiments.py, training/reproduce.py).
 
     peft-food-reproduce experiments/quickstart                 # re-run, compare, exit 0 if it matches
     peft-food-reproduce experiments/my_exp --record outputs/2026-11-22/10-00-00 --description "..."
@@ -21,14 +21,8 @@ from omegaconf import OmegaConf
 from peft_food.cli import exit_with, one_line_errors
 from peft_food.cli.hub import offline_unless_reachable
 from peft_food.errors import Interrupted
-from peft_food.training.reproduce import (
-    explain_versions,
-    load_record,
-    record,
-    record_pending,
-    reproduce,
-    unfinished_rerun,
-)
+from peft_food.tracking.experiments import explain_versions, load_record, record, record_pending
+from peft_food.training.reproduce import reproduce, unfinished_rerun
 
 
 @contextmanager

@@ -31,10 +31,10 @@ from omegaconf import DictConfig, OmegaConf
 from peft_food.cli import print_error
 from peft_food.cli.help import TRAIN
 from peft_food.cli.preflight import console_script
-from peft_food.config import CONF_DIR, ENV, RunSpec, from_env, parse_config
+from peft_food.config import CONF_DIR, RunSpec, parse_config
 from peft_food.errors import Interrupted, UserError
-from peft_food.tracking.record import FILE as RECORD_FILE
-from peft_food.tracking.record import RunRecord
+from peft_food.tracking.login import ENV, from_env
+from peft_food.tracking.record import RECORD_FILE, RunRecord
 from peft_food.tracking.sweep import is_multirun, job_labels, objective
 from peft_food.training.claim import resume_search_root, sweep_dead_starts
 from peft_food.training.distributed import is_main_process, quiet_other_ranks, share_run_dir
@@ -80,12 +80,11 @@ def local_share(spec: RunSpec) -> Iterator[RunSpec]:
     if not str(hydra_cfg.launcher.get("_target_", "")).endswith(".LocalLauncher"):
         yield spec
         return
-    from peft_food.training.cores import default_workers, job_slot
-    from peft_food.training.cores import local_share as share_of
+    from peft_food.training.cores import default_workers, job_slot, share_of
 
     share = share_of(cpus_per_task=hydra_cfg.launcher.get("cpus_per_task"), cores=os.cpu_count() or 1)
     if spec.train.workers is None:
-        spec = replace(spec, train=replace(spec.train, workers=default_workers(share.threads)))
+        spec = replace(spec, train=replace(spec.train, workers=default_workers(cores=share.threads, own_core=True)))
     with job_slot(Path(hydra_cfg.sweep.dir) / ".submitit" / "slots", share=share):
         yield spec
 

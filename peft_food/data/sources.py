@@ -81,7 +81,7 @@ PROTOCOLS = ("val_test", "seed", "retrain")
 
 
 def _card_hub(data: dict) -> CardData:
-    test = data.get("test_split", data.get("eval_split"))  # eval_split: records made before the protocol
+    test = data.get("test_split")  # a record's data config as this release reads it (tracking.record.recorded_data)
     split = test or f"{data.get('test_size')} of {data.get('train_split', 'train')}, seeded"
     hub_id = data.get("hub_id", FOOD101)
     return CardData(hub_id, f"Food-101 ({hub_id})", split)
@@ -216,19 +216,6 @@ class DataSpec:
             f"data.store_side={self.store_side} is invalid: use a side of at least 8 pixels, or null",
         )
         require(self.num_classes >= 2, f"data.num_classes={self.num_classes} is invalid: use at least 2")
-
-
-# Data keys renamed when the protocol came (records made before it name the reported split eval_).
-RENAMED = {"eval_split": "test_split", "eval_per_class": "test_per_class"}
-
-
-def recorded_data(data: dict) -> dict:
-    """A data config as a record holds it, for this release: one recorded before the protocol
-    existed (eval_split, eval_per_class: one split both picked the best epoch and was reported)
-    is the same data under protocol seed."""
-    if "protocol" in data:
-        return data
-    return {**{RENAMED.get(key, key): value for key, value in data.items()}, "protocol": "seed"}
 
 
 def _load_hub(*, hub_id: str, train_split: str, test_split: str | None) -> tuple[Dataset, Dataset | None]:

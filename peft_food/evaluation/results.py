@@ -9,7 +9,7 @@ logged to W&B, so `logger=none` users get the same files.
                       are in confusion.csv, and the title says so)
     examples.csv/png  `logger.examples` eval images with their prediction, misclassified ones first
 
-In W&B: tables `per_class`, `top_confusions` (the most frequent mistakes) and `examples` (with
+In W&B (tracking/wandb_run.py log_results): tables `per_class`, `top_confusions` (the most frequent mistakes) and `examples` (with
 the images), and the confusion image. A 101 x 101 interactive confusion matrix of W&B's own is
 10,201 cells that no one reads; the image and the top-confusions table are what stays readable.
 Each file is written atomically (files.write_atomic): a run stopped while writing them leaves the
@@ -202,29 +202,3 @@ def _plot_examples(rows: list[dict[str, Any]], images: list[Any], path: Path) ->
     fig.tight_layout()
     _save_figure(fig, path, dpi=80)
     plt.close(fig)
-
-
-def log_to_wandb(run: Any, results: EvalResults, *, examples: list[int], images: list[Any], out_dir: Path) -> None:
-    """The same results as W&B tables and the confusion image written to `out_dir` (offline runs
-    stage them for `wandb sync`)."""
-    import wandb
-
-    rows = per_class(results.confusion, results.names)
-    columns = list(rows[0])
-    shown = results.example_rows(examples)
-    run.log(
-        {
-            "confusion": wandb.Image(str(out_dir / "confusion.png")),
-            "per_class": wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in rows]),
-            "top_confusions": wandb.Table(
-                columns=["true", "predicted", "count"], data=[list(c) for c in results.top_confusions()]
-            ),
-            "examples": wandb.Table(
-                columns=["image", "true", "predicted", "confidence", "correct"],
-                data=[
-                    [wandb.Image(image), r["true"], r["predicted"], r["confidence"], r["correct"]]
-                    for r, image in zip(shown, images)
-                ],
-            ),
-        }
-    )

@@ -18,25 +18,24 @@ Each spec holds only the keys its method understands (Hydra rejects the rest, e.
 peft.r=4`) and checks their values in `__post_init__`. It also says how the method prepares a
 base (`prepare`), what it saves (`save`), how it is read back (`load`) and how it folds into a
 plain model (`merge`); the rest of the package asks the spec and never branches on a method name.
-Four families share that behaviour, one module each:
+Three families share that behaviour, one folder each:
 
-- `FullSpec` (full): every parameter trains; the whole model is saved.
-- `PartialSpec` (linear_probe, bitfit): a chosen subset of the base's own parameters trains;
-  those tensors alone are saved (`trained.safetensors`) and put back onto the base on reload.
-- `AdapterSpec` (lora/dora, loha, lokr, ia3, vera, oft; boft, ln_tuning, fourierft, hra, adalora in
-  `tuners.py`; any other peft tuner as data, `peft=peft_config`, in `generic.py`): peft's own adapter,
+- `own_weights/`: the base's own parameters train, nothing is added. `FullSpec` (full): every
+  parameter trains; the whole model is saved. `PartialSpec` (linear_probe, bitfit): a chosen subset
+  trains; those tensors alone are saved (`trained.safetensors`, `trained.py`) and put back onto the
+  base on reload.
+- `peft_tuners/`: `TunerSpec`, peft's own tuners, one module each (lora and dora, loha, lokr, ia3, vera,
+  oft, boft, ln_tuning, fourierft, hra, adalora; any other peft tuner as data, `peft=peft_config`),
   with the classifier head trainable and saved beside it (modules_to_save). A method may add Trainer
   callbacks (`callbacks`): AdaLoRA's rank budget is updated after every optimizer step.
-- `AddedSpec` (vpt, ssf, adaptformer, adapter; `added.py`, their specs in `vpt.py`, `ssf.py`,
-  `bottleneck.py`): modules
-  of the method's own (`hooks.py`) attached to transformers' model and run by forward hooks
-  (`layout.py` finds where); they and the head are saved (`trained.safetensors`) and attached
-  again on reload.
+- `added/`: `AddedSpec` (vpt, ssf, adaptformer, adapter): modules of the method's own (`hooks.py`)
+  attached to transformers' model and run by forward hooks (`layout.py` finds where); they and the
+  head are saved (`trained.safetensors`, the same `trained.py`) and attached again on reload.
 
 `target_modules` names module *roles* (query, key, value, attn_out, mlp_in, mlp_out) that each
 backbone's `model.modules` maps to its own Linear names, so one method config works on ViT,
-DeiT, DINOv2 and Swin alike. A new method is one class with `@register` (methods/base.py) in its family's module, and one file in
-peft_food/conf/peft/.
+DeiT, DINOv2 and Swin alike. A new method is one class with `@register` (methods/base.py) in a
+module of its family's folder, that module imported below, and one file in peft_food/conf/peft/.
 """
 
 from __future__ import annotations
@@ -44,20 +43,35 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
-# Importing the families fills METHODS (each class registers itself), in this order.
-from peft_food.methods import adapters, bottleneck, full, generic, partial, ssf, tuners, vpt  # noqa: F401
-from peft_food.methods.adapters import LoraSpec
-from peft_food.methods.base import METHODS, BaseLoader, Method, PeftSpec
+# Importing each method's module fills METHODS (each class registers itself).
+from peft_food.methods.added import bottleneck, ssf, vpt  # noqa: F401
+from peft_food.methods.base import METHODS, BaseLoader, MethodSpec
+from peft_food.methods.own_weights import full, partial  # noqa: F401
+from peft_food.methods.peft_tuners import (  # noqa: F401
+    adalora,
+    boft,
+    fourierft,
+    hra,
+    ia3,
+    ln_tuning,
+    loha,
+    lokr,
+    lora,
+    oft,
+    peft_config,
+    vera,
+)
+from peft_food.methods.peft_tuners.lora import LoraSpec
 
-__all__ = ["METHODS", "BaseLoader", "Method", "PeftSpec", "keys_of", "spec_of"]
+__all__ = ["METHODS", "BaseLoader", "MethodSpec", "method_keys", "spec_of"]
 
 
-def keys_of(method: str) -> list[str]:
+def method_keys(method: str) -> list[str]:
     """The keys `peft=<method>` understands (for error messages)."""
     return [f.name for f in fields(METHODS[method]) if f.name not in ("method", "recommended_lr")]
 
 
-def spec_of(saved: dict[str, Any]) -> PeftSpec:
+def spec_of(saved: dict[str, Any]) -> MethodSpec:
     """The spec a model dir was saved with: its `peft` settings (format 2), or only the method's
     label (format 1, before specs were saved: `dora`, `rslora`, ... were LoRA's flags)."""
     if "peft" in saved:

@@ -11,12 +11,12 @@ import torch
 from transformers import AutoModelForImageClassification
 
 from peft_food.errors import ConfigError, first_line
-from peft_food.methods.base import PeftSpec, peft_wrapping
+from peft_food.methods.base import MethodSpec, peft_wrapping
 from peft_food.model.backbone import base_config, head_module, target_resolver
 from peft_food.model.spec import ModelSpec
 
 
-def check_targets(model: ModelSpec, *, peft: PeftSpec) -> None:
+def check_targets(model: ModelSpec, *, peft: MethodSpec) -> None:
     """Fail on unknown targets or head, or a method that cannot fit this backbone, before any data
     is read: the method prepares a skeleton on the meta device, which allocates nothing."""
     with torch.device("meta"):
@@ -29,7 +29,7 @@ def check_targets(model: ModelSpec, *, peft: PeftSpec) -> None:
             raise ConfigError(f"peft={peft.method} does not fit model={model.name}: {first_line(err)}") from None
 
 
-def apply_peft(base: torch.nn.Module, *, peft: PeftSpec, model: ModelSpec) -> torch.nn.Module:
+def apply_peft(base: torch.nn.Module, *, peft: MethodSpec, model: ModelSpec) -> torch.nn.Module:
     """The one place a method meets a backbone: the method's spec prepares it (full: as is; a
     linear probe or BitFit: a frozen base with some of its own parameters trainable; the others:
     peft's adapter with the head trainable and saved beside it)."""

@@ -1,4 +1,4 @@
-"""What every method is: the `Method` base its specs extend, the registry they join with `@register`,
+"""What every method is: the `MethodSpec` base its specs extend, the registry they join with `@register`,
 and the value checks they share.
 
 A spec is a dataclass (a Hydra schema: it holds only the keys its method understands) that also
@@ -65,8 +65,8 @@ def require_fit(ok: bool, detail: str) -> None:
         )
 
 
-class Method:
-    """What every spec answers. Specs are dataclasses (Hydra schemas); this holds behaviour only."""
+class MethodSpec:
+    """What every method's spec answers (the type of `peft` everywhere). Specs are dataclasses (Hydra schemas); this holds behaviour only."""
 
     method: str
     recommended_lr: float
@@ -111,10 +111,6 @@ class Method:
     def callbacks(self) -> list[Any]:
         """Trainer callbacks the method owns (AdaLoRA's per-step rank budget); most need none."""
         return []
-
-
-# The type every method's spec has (annotations say PeftSpec: a method's settings).
-PeftSpec = Method
 
 
 @contextmanager

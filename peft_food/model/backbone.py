@@ -21,7 +21,7 @@ from transformers import (
 )
 
 from peft_food.errors import ConfigError, UserError, first_line
-from peft_food.model.modules import other_name
+from peft_food.model.modules import in_head, other_name
 from peft_food.model.spec import ModelSpec
 from peft_food.model.timm_models import (
     checkpoint_inputs,
@@ -144,25 +144,17 @@ def load_base(*, model: ModelSpec, labels: list[str]) -> tuple[torch.nn.Module, 
     return base, load_processor(model)
 
 
-def linear_module_names(model: torch.nn.Module, *, exclude: str) -> list[str]:
-    """Short names (last path component) of the Linear layers LoRA could target."""
-    names = {
-        name.rsplit(".", 1)[-1]
-        for name, module in model.named_modules()
-        if isinstance(module, torch.nn.Linear) and not name.startswith(exclude) and f".{exclude}" not in name
-    }
-    return sorted(names)
-
-
-def norm_module_names(model: torch.nn.Module, *, exclude: str) -> list[str]:
-    """Short names of the LayerNorms outside the head, found by type: every shipped backbone
-    (ViT, DeiT, DINOv2, Swin) uses torch's own LayerNorm, whatever it names them."""
-    names = {
-        name.rsplit(".", 1)[-1]
-        for name, module in model.named_modules()
-        if isinstance(module, torch.nn.LayerNorm) and not name.startswith(exclude) and f".{exclude}" not in name
-    }
-    return sorted(names)
+def module_names(model: torch.nn.Module, *, kind: type[torch.nn.Module], head: str) -> list[str]:
+    """Short names (last path component) of the `kind` modules outside the head: the Linear layers a
+    method can target, or the LayerNorms LN tuning trains (found by type: every shipped backbone uses
+    torch's own LayerNorm, whatever it names them)."""
+    return sorted(
+        {
+            name.rsplit(".", 1)[-1]
+            for name, module in model.named_modules()
+            if isinstance(module, kind) and not in_head(name, head=head)
+        }
+    )
 
 
 def head_module(model: torch.nn.Module, *, head: str) -> torch.nn.Module:
@@ -181,7 +173,7 @@ def resolve_target_modules(
     """Map roles (query, value, mlp_out, ...) and raw names onto this model's Linear module names,
     or fail listing what there is."""
     roles = roles or {}
-    available = linear_module_names(model, exclude=head)
+    available = module_names(model, kind=torch.nn.Linear, head=head)
     resolved = []
     for name in requested:
         candidates = [roles.get(name), name, other_name(roles.get(name, name))]

@@ -34,6 +34,13 @@ OLD_VIT_PATHS = [
 ]
 
 
+def in_head(name: str, *, head: str) -> bool:
+    """Whether module or parameter `name` is the head or inside it (`classifier`, `classifier.weight`,
+    or under a wrapper: `base_model.model.classifier.modules_to_save...`): the one test of "outside
+    the head" that methods and target resolution share."""
+    return f".{head}." in f".{name}."
+
+
 def other_name(name: str) -> str | None:
     """The same module under the other transformers naming (q_proj <-> query), if it was renamed."""
     if name in OLD_TO_NEW:

@@ -3,7 +3,7 @@
     model/
       peft_food.json              format, method, its peft settings, labels, base model spec
       (what the method saved)     by family (methods/__init__.py lists each family's methods):
-                                  peft's tuners (AdapterSpec): adapter_config.json +
+                                  peft's tuners (TunerSpec):  adapter_config.json +
                                     adapter_model.safetensors (adapter + head)
                                   PartialSpec: trained.safetensors (the head, the chosen tensors)
                                   AddedSpec: trained.safetensors (their added modules + the
@@ -32,7 +32,7 @@ from transformers.utils import logging as hf_logging
 
 from peft_food.errors import UserError, first_line
 from peft_food.files import share_safetensors
-from peft_food.methods import METHODS, BaseLoader, PeftSpec, spec_of
+from peft_food.methods import METHODS, BaseLoader, MethodSpec, spec_of
 from peft_food.model.spec import ModelSpec
 from peft_food.model.trust import code_named_in, require_trust
 from peft_food.model.weights import load_model
@@ -46,7 +46,7 @@ class Trained:
     model: torch.nn.Module
     processor: Any
     labels: list[str]
-    peft: PeftSpec
+    peft: MethodSpec
     model_dir: Path
     base_note: str | None = None  # which base was loaded, when not a copy saved with the model
 
@@ -58,7 +58,7 @@ def save_base(base: torch.nn.Module, *, model_dir: Path) -> None:
 
 
 def save_trained(
-    model: torch.nn.Module, processor: Any, *, model_dir: Path, peft: PeftSpec, labels: list[str], base: ModelSpec
+    model: torch.nn.Module, processor: Any, *, model_dir: Path, peft: MethodSpec, labels: list[str], base: ModelSpec
 ) -> None:
     """What the method trained (its spec decides), the image processor and the spec file."""
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -106,7 +106,7 @@ def _read_spec(model_dir: Path, *, trust_remote_code: bool) -> dict[str, Any]:
     return {"method": "full", "labels": [config.id2label[i] for i in range(config.num_labels)], "base": {}}
 
 
-def _peft_of(spec: dict[str, Any], *, model_dir: Path) -> PeftSpec:
+def _peft_of(spec: dict[str, Any], *, model_dir: Path) -> MethodSpec:
     """The method spec the file names, or one line saying why it names none this version has."""
     where = model_dir / SPEC_FILE
     try:
@@ -123,7 +123,7 @@ def _peft_of(spec: dict[str, Any], *, model_dir: Path) -> PeftSpec:
         ) from None
 
 
-def _base_source(model_dir: Path, spec: dict[str, Any], *, peft: PeftSpec, base_override: Path | None) -> str | Path:
+def _base_source(model_dir: Path, spec: dict[str, Any], *, peft: MethodSpec, base_override: Path | None) -> str | Path:
     """Where the base comes from: the saved model itself (a method that saves the whole model),
     --base, the run's own random-init copy, or the base the spec names (a Hub id or a path)."""
     labels = spec["labels"]

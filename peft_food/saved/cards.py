@@ -15,7 +15,7 @@ import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from peft_food.data.sources import SOURCES
-from peft_food.tracking.record import RunRecord, portable
+from peft_food.tracking.record import RunRecord, portable, recorded_data
 
 FOOD101_NOTE = (
     "Food-101 (Bossard, Guillaumin and Van Gool, ECCV 2014): 101,000 photos of 101 dishes from "
@@ -31,7 +31,7 @@ def _dataset(data: dict[str, Any]) -> tuple[str | None, str, str | None]:
     source = SOURCES.get(data.get("source"))
     if source is None:
         return None, f"data.source={data.get('source')}", None
-    card = source.card(data)
+    card = source.card(recorded_data(data))
     return card.hub_id, card.name, card.split
 
 

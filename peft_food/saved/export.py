@@ -24,8 +24,7 @@ from peft_food.files import share_safetensors
 from peft_food.model.weights import label_maps
 from peft_food.saved.artifacts import load_trained
 from peft_food.saved.cards import write_card
-from peft_food.tracking.record import FILE as RECORD_FILE
-from peft_food.tracking.record import RunRecord
+from peft_food.tracking.record import RECORD_FILE, RunRecord
 
 
 def export(

@@ -37,8 +37,7 @@ from peft_food.model.spec import looks_local
 from peft_food.saved.artifacts import SPEC_FILE, find_model_dir, read_spec_file
 from peft_food.saved.cards import model_card
 from peft_food.saved.hub import read_metadata, require_online, require_token, upload
-from peft_food.tracking.record import FILE as RECORD_FILE
-from peft_food.tracking.record import RunRecord
+from peft_food.tracking.record import RECORD_FILE, RunRecord
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", SPEC_FILE)
 LABEL_MAPS = "label_maps.json"

@@ -1,5 +1,6 @@
-"""Which W&B mode a run gets, and whether it can log in: torch- and wandb-free, so the command line
-checks it before Hydra makes a run dir (an online run without a key otherwise fails only once
+"""The user's W&B environment: what each logger key falls back to (WANDB_PROJECT, ...), which W&B
+mode a run gets, and whether it can log in. Torch- and wandb-free, so the command line checks it
+before Hydra makes a run dir (an online run without a key otherwise fails only once
 wandb.init runs, with 32 lines ending in `UsageError: No API key configured`)."""
 
 from __future__ import annotations
@@ -10,6 +11,23 @@ from urllib.parse import urlparse
 
 from peft_food.config import LoggerSpec
 from peft_food.errors import UserError
+
+# logger.<key> -> the environment variable cluster scripts set for it.
+ENV = {
+    "project": "WANDB_PROJECT",
+    "entity": "WANDB_ENTITY",
+    "group": "WANDB_RUN_GROUP",
+    "name": "WANDB_NAME",
+    "job_type": "WANDB_JOB_TYPE",
+    "notes": "WANDB_NOTES",
+    "dir": "WANDB_DIR",
+}
+DEFAULTS = {"project": "peft-food", "job_type": "train"}
+
+
+def from_env(key: str) -> str | None:
+    """The user's W&B environment for logger.<key> (None when unset or empty)."""
+    return os.environ.get(ENV[key]) or None
 
 
 def has_wandb_credentials() -> bool:

@@ -48,7 +48,7 @@ from peft_food.evaluation.metrics import METRICS
 from peft_food.files import holder_of, write_atomic
 
 SCHEMA = 3
-FILE = "metrics.json"
+RECORD_FILE = "metrics.json"
 # The run dir's lock file: an flock its live process holds (training/claim.py, rundir.py); the kernel
 # drops it when that process dies, however it dies.
 LOCK = ".lock"
@@ -339,6 +339,19 @@ def portable(config: dict[str, Any], *, root: Path | None = None) -> dict[str, A
         shared = os.path.relpath(Path(data_root).resolve(), root.resolve()) if root else "<your data.root>"
         config["data"] = {**config["data"], "root": shared}
     return config
+
+
+# A recorded config's data keys renamed when the protocol came (records made before it name the reported split eval_).
+RENAMED = {"eval_split": "test_split", "eval_per_class": "test_per_class"}
+
+
+def recorded_data(data: dict) -> dict:
+    """A data config as a record holds it, for this release: one recorded before the protocol
+    existed (eval_split, eval_per_class: one split both picked the best epoch and was reported)
+    is the same data under protocol seed."""
+    if "protocol" in data:
+        return data
+    return {**{RENAMED.get(key, key): value for key, value in data.items()}, "protocol": "seed"}
 
 
 def read_or_damaged(path: Path) -> RunRecord:

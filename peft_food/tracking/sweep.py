@@ -29,8 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from peft_food.errors import first_line
 from peft_food.files import point_latest
-from peft_food.tracking.record import FILE as RECORD_FILE
-from peft_food.tracking.record import RunRecord, read_or_damaged, status_now
+from peft_food.tracking.record import RECORD_FILE, RunRecord, read_or_damaged, status_now
 
 log = logging.getLogger(__name__)
 
@@ -143,15 +142,15 @@ def _choices(parsed: list[Override]) -> dict[str, list[str]]:
     return choices
 
 
-def _method_keys(job: list[str], default: str) -> str:
+def _what_peft_takes(job: list[str], default: str) -> str:
     """ "peft=<option> takes k1, k2, ..." for the job's method, to say what it would accept."""
     from hydra import compose
 
-    from peft_food.methods import keys_of
+    from peft_food.methods import method_keys
 
     option = next((o.split("=", 1)[1] for o in job if o.startswith("peft=")), default)
     method = compose(config_name="train", overrides=[f"peft={option}"]).peft.method
-    return f"peft={option} takes {', '.join(keys_of(method)) or 'no peft.* keys'}"
+    return f"peft={option} takes {', '.join(method_keys(method)) or 'no peft.* keys'}"
 
 
 def check_grid(hydra_cfg: Any) -> None:
@@ -164,7 +163,7 @@ def check_grid(hydra_cfg: Any) -> None:
             compose(config_name="train", overrides=job)
         except Exception as err:
             reason = first_line(err)
-            hint = _method_keys(job, hydra_cfg.runtime.choices.get("peft", "lora")) if "peft." in reason else ""
+            hint = _what_peft_takes(job, hydra_cfg.runtime.choices.get("peft", "lora")) if "peft." in reason else ""
             print(
                 f"peft-food-train: error: sweep job `{label}` is not a valid config: {reason}"
                 f"{f' ({hint})' if hint else ''}; no job was run",

@@ -4,7 +4,7 @@ One W&B run per training job: HF's WandbCallback only opens a run when none is a
 finishes it, so in a Hydra multirun every job after the first would otherwise log into the first
 job's run. Trainer's metrics reach the run through `WandbMetrics`, not that callback, so the run's
 config is ours alone. The user's WANDB_* environment is honoured unless the config says otherwise
-(`wandb_settings`).
+(`wandb_settings`). The test results go in as W&B tables and images (`log_results`).
 
 An online run that cannot start (W&B unreachable, a malformed or rejected key) fails once, within
 INIT_TIMEOUT_S (or WANDB_INIT_TIMEOUT), with one line naming logger.mode=offline: wandb's own
@@ -20,9 +20,11 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from peft_food.config import DEFAULTS, ENV, LoggerSpec, from_env
+from peft_food.config import LoggerSpec
 from peft_food.errors import UserError, first_line
-from peft_food.tracking.login import require_login, resolve_mode
+from peft_food.evaluation.metrics import per_class
+from peft_food.evaluation.results import EvalResults
+from peft_food.tracking.login import DEFAULTS, ENV, from_env, require_login, resolve_mode
 from peft_food.tracking.record import RunRecord
 
 log = logging.getLogger(__name__)
@@ -221,3 +223,29 @@ def log_comparison(*, figure: Path, rows: list[dict[str, Any]], columns: list[st
     )
     run.finish()
     return run
+
+
+def log_results(run: Any, results: EvalResults, *, examples: list[int], images: list[Any], out_dir: Path) -> None:
+    """The same results as W&B tables and the confusion image written to `out_dir` (offline runs
+    stage them for `wandb sync`)."""
+    import wandb
+
+    rows = per_class(results.confusion, results.names)
+    columns = list(rows[0])
+    shown = results.example_rows(examples)
+    run.log(
+        {
+            "confusion": wandb.Image(str(out_dir / "confusion.png")),
+            "per_class": wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in rows]),
+            "top_confusions": wandb.Table(
+                columns=["true", "predicted", "count"], data=[list(c) for c in results.top_confusions()]
+            ),
+            "examples": wandb.Table(
+                columns=["image", "true", "predicted", "confidence", "correct"],
+                data=[
+                    [wandb.Image(image), r["true"], r["predicted"], r["confidence"], r["correct"]]
+                    for r, image in zip(shown, images)
+                ],
+            ),
+        }
+    )

@@ -33,8 +33,7 @@ from omegaconf import DictConfig, OmegaConf, read_write
 
 from peft_food.errors import UserError
 from peft_food.files import FileLock, LockBusy, holder_of
-from peft_food.tracking.record import FILE as RECORD_FILE
-from peft_food.tracking.record import LOCK, RunRecord
+from peft_food.tracking.record import LOCK, RECORD_FILE, RunRecord
 
 log = logging.getLogger(__name__)
 

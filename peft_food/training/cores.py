@@ -34,15 +34,16 @@ class Share:
     slots: int  # jobs training at once on the host
 
 
-def local_share(*, cpus_per_task: int | None, cores: int) -> Share:
+def share_of(*, cpus_per_task: int | None, cores: int) -> Share:
     """A job's share of `cores` when it asks for `cpus_per_task` (None: all of them)."""
     threads = max(1, min(cpus_per_task or cores, cores))
     return Share(threads=threads, slots=max(1, cores // threads))
 
 
-def default_workers(threads: int) -> int:
-    """`train.workers: null` within a share: the training process keeps one of its cores."""
-    return max(0, min(8, threads - 1))
+def default_workers(*, cores: int, own_core: bool) -> int:
+    """`train.workers: null`: one DataLoader worker per core, at most 8; `own_core`: the training
+    process keeps one of the cores for itself (on CPU, where it computes; in a local sweep job's share)."""
+    return max(0, min(8, cores - 1 if own_core else cores))
 
 
 @contextmanager

@@ -26,7 +26,6 @@ from peft_food.data.splits import Splits, load_splits, selection_split
 from peft_food.data.store import Plan, store_plan
 from peft_food.data.transforms import attach_transforms
 from peft_food.evaluation.results import EvalResults
-from peft_food.evaluation.results import log_to_wandb as log_results
 from peft_food.evaluation.results import write as write_results
 from peft_food.methods.apply import apply_peft, check_targets
 from peft_food.model.backbone import count_parameters, load_base, load_processor
@@ -36,11 +35,11 @@ from peft_food.saved.hub import TRAIN_LATER, require_online, require_token
 from peft_food.tracking.curves import FILE as CURVES_FILE
 from peft_food.tracking.curves import write_curves
 from peft_food.tracking.provenance import provenance
-from peft_food.tracking.record import FILE as RECORD_FILE
-from peft_food.tracking.record import Counts, RunRecord
+from peft_food.tracking.record import RECORD_FILE, Counts, RunRecord
 from peft_food.tracking.wandb_run import (
     WandbMetrics,
     log_model,
+    log_results,
     start_wandb,
 )
 from peft_food.training.checkpoints import drop_torn_checkpoints, kept_epochs

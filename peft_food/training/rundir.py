@@ -33,8 +33,7 @@ from omegaconf import OmegaConf
 
 from peft_food.errors import UserError
 from peft_food.files import FileLock, LockBusy, holder_of, point_latest
-from peft_food.tracking.record import FILE as RECORD_FILE
-from peft_food.tracking.record import LOCK, RunRecord
+from peft_food.tracking.record import LOCK, RECORD_FILE, RunRecord
 from peft_food.training.checkpoints import latest_checkpoint
 from peft_food.training.claim import RunDirInUse, claimed, holder, in_use, release, take_over
 

@@ -24,6 +24,7 @@ from peft_food.tracking.curves import FILE as CURVES_FILE
 from peft_food.tracking.curves import write_curves
 from peft_food.tracking.record import RunRecord
 from peft_food.training.console import quiet_console
+from peft_food.training.cores import default_workers
 from peft_food.training.early_stop import EarlyStop
 from peft_food.training.mixing import Mixer, batch_mixer, soft_cross_entropy
 from peft_food.training.signals import workers_leave_signals
@@ -50,8 +51,7 @@ def resolve_workers(requested: int | None) -> int:
     core of its own, so one fewer."""
     if requested is not None:
         return requested
-    cores = os.cpu_count() or 1
-    return min(8, cores) if torch.cuda.is_available() else max(0, min(8, cores - 1))
+    return default_workers(cores=os.cpu_count() or 1, own_core=not torch.cuda.is_available())
 
 
 def training_arguments(

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from peft_food.errors import require
-from peft_food.methods.added import AddedSpec
+from peft_food.methods.added.base import AddedSpec
 from peft_food.methods.base import (
     Resolve,
     register,
@@ -58,7 +58,7 @@ class AdaptFormerSpec(AddedSpec):
         require_fraction(self.dropout, "dropout")
 
     def attach(self, base: Any, *, resolve: Resolve, head: str) -> None:
-        from peft_food.methods.hooks import attach_adaptformer
+        from peft_food.methods.added.hooks import attach_adaptformer
 
         attach_adaptformer(
             base, width=self.width, scale=self.scale, dropout=self.dropout, mlp_in=resolve(["mlp_in"])[0]
@@ -94,9 +94,9 @@ class BottleneckAdapterSpec(AddedSpec):
         require_fraction(self.dropout, "dropout")
 
     def attach(self, base: Any, *, resolve: Resolve, head: str) -> None:
-        from peft_food.methods.hooks import attach_adapters
+        from peft_food.methods.added.hooks import attach_bottleneck_adapters
 
-        attach_adapters(
+        attach_bottleneck_adapters(
             base,
             after=resolve(PLACEMENTS[self.placement]),
             width=self.width,

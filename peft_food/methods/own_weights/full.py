@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from peft_food.methods.base import BaseLoader, Method, Resolve, register, require_method
+from peft_food.methods.base import BaseLoader, MethodSpec, Resolve, register, require_method
 
 
 @register
 @dataclass
-class FullSpec(Method):
+class FullSpec(MethodSpec):
     """Every parameter trains: the baseline the others are measured against."""
 
     method: str = "full"

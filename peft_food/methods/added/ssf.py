@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from peft_food.methods.added import AddedSpec
+from peft_food.methods.added.base import AddedSpec
 from peft_food.methods.base import Resolve, register, require_method
 
 
@@ -33,11 +33,11 @@ class SsfSpec(AddedSpec):
         require_method(self, "ssf")
 
     def attach(self, base: Any, *, resolve: Resolve, head: str) -> None:
-        from peft_food.methods.hooks import attach_ssf
+        from peft_food.methods.added.hooks import attach_ssf
 
         attach_ssf(base, head=head)
 
     def merge(self, model: Any) -> Any:
-        from peft_food.methods.hooks import fold_ssf
+        from peft_food.methods.added.hooks import fold_ssf
 
         return fold_ssf(model)

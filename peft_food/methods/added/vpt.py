@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from peft_food.methods.added import AddedSpec
+from peft_food.methods.added.base import AddedSpec
 from peft_food.methods.base import (
     Resolve,
     register,
@@ -56,6 +56,8 @@ class VptSpec(AddedSpec):
         return "vpt_deep" if self.deep else "vpt"
 
     def attach(self, base: Any, *, resolve: Resolve, head: str) -> None:
-        from peft_food.methods.hooks import attach_prompts  # refuses a backbone without [CLS] first (model/tokens.py)
+        from peft_food.methods.added.hooks import (
+            attach_prompts,
+        )  # refuses a backbone without [CLS] first (model/tokens.py)
 
         attach_prompts(base, tokens=self.prompts, deep=self.deep, dropout=self.dropout, mlp_in=resolve(["mlp_in"])[0])

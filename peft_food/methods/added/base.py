@@ -11,15 +11,14 @@ a reload attaches the same modules to the frozen base and loads those tensors ba
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from peft_food.errors import UserError
-from peft_food.methods.base import BaseLoader, Method, Resolve, require_fit
-from peft_food.methods.partial import TRAINED_WEIGHTS
+from peft_food.methods.base import Resolve, require_fit
+from peft_food.methods.trained import SavesTrainedSpec
 
 
-class AddedSpec(Method):
+class AddedSpec(SavesTrainedSpec):
     """A frozen base with new trainable modules of the method's (and the head)."""
 
     def attach(self, base: Any, *, resolve: Resolve, head: str) -> None:
@@ -34,19 +33,9 @@ class AddedSpec(Method):
             param.requires_grad_(True)
         return base
 
-    def save(self, model: Any, *, model_dir: Path, head: str) -> None:
-        from peft_food.model.weights import save_tensors
-
-        save_tensors({n: p for n, p in model.named_parameters() if p.requires_grad}, model_dir / TRAINED_WEIGHTS)
-
-    def load(
-        self, model_dir: Path, *, base: BaseLoader, labels: list[str], head: str, roles: dict[str, str] | None = None
-    ) -> Any:
+    def rebuild(self, model: Any, *, saved: dict[str, Any], head: str, roles: dict[str, str] | None) -> Any:
         from peft_food.model.backbone import resolve_target_modules
-        from peft_food.model.weights import check_loaded, read_tensors
 
-        saved = read_tensors(model_dir / TRAINED_WEIGHTS)
-        model = base({k: v for k, v in saved.items() if k.startswith(f"{head}.")})
         model = self.prepare(
             model,
             head=head,
@@ -57,11 +46,6 @@ class AddedSpec(Method):
             set(saved) == expected,
             f"saved {sorted(set(saved) - expected)[:3]}, the base has {sorted(expected - set(saved))[:3]} instead",
         )
-        try:
-            model.load_state_dict(saved, strict=False)
-        except RuntimeError as err:
-            require_fit(False, str(err).splitlines()[-1].strip())
-        check_loaded(model, saved)
         return model
 
     def merge(self, model: Any) -> Any:

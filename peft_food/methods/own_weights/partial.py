@@ -11,22 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from peft_food.methods.base import (
-    BaseLoader,
-    Method,
-    Resolve,
-    register,
-    require_fit,
-    require_method,
-)
+from peft_food.methods.base import Resolve, register, require_fit, require_method
+from peft_food.methods.trained import TRAINED_WEIGHTS, SavesTrainedSpec
 
-# What a partial method's tensors are saved as (parameter name -> tensor).
-TRAINED_WEIGHTS = "trained.safetensors"
 # A linear probe's head before TRAINED_WEIGHTS (keys relative to the head module).
 OLD_HEAD_WEIGHTS = "head.safetensors"
 
 
-class PartialSpec(Method):
+class PartialSpec(SavesTrainedSpec):
     """A frozen base in which some of its own parameters (always the head) train."""
 
     def trains(self, name: str, *, head: str) -> bool:
@@ -34,32 +26,22 @@ class PartialSpec(Method):
         raise NotImplementedError
 
     def prepare(self, base: Any, *, resolve: Resolve, head: str) -> Any:
+        from peft_food.model.modules import in_head
+
         for name, param in base.named_parameters():
-            param.requires_grad_(name.startswith(f"{head}.") or self.trains(name, head=head))
+            param.requires_grad_(in_head(name, head=head) or self.trains(name, head=head))
         return base
 
-    def save(self, model: Any, *, model_dir: Path, head: str) -> None:
-        from peft_food.model.weights import save_tensors
-
-        save_tensors({n: p for n, p in model.named_parameters() if p.requires_grad}, model_dir / TRAINED_WEIGHTS)
-
-    def load(
-        self, model_dir: Path, *, base: BaseLoader, labels: list[str], head: str, roles: dict[str, str] | None = None
-    ) -> Any:
-        from peft_food.model.weights import check_loaded, read_tensors
+    def read_trained(self, model_dir: Path, *, head: str) -> dict[str, Any]:
+        from peft_food.model.weights import read_tensors
 
         if not (model_dir / TRAINED_WEIGHTS).is_file() and (model_dir / OLD_HEAD_WEIGHTS).is_file():
-            saved = {f"{head}.{k}": v for k, v in read_tensors(model_dir / OLD_HEAD_WEIGHTS).items()}
-        else:
-            saved = read_tensors(model_dir / TRAINED_WEIGHTS)
-        model = base({k: v for k, v in saved.items() if k.startswith(f"{head}.")})
-        try:
-            missing = set(saved) - set(model.state_dict())
-            require_fit(not missing, f"{sorted(missing)[:3]} are not parameters of the base")
-            model.load_state_dict(saved, strict=False)
-        except RuntimeError as err:
-            require_fit(False, str(err).splitlines()[-1].strip())
-        check_loaded(model, saved)
+            return {f"{head}.{k}": v for k, v in read_tensors(model_dir / OLD_HEAD_WEIGHTS).items()}
+        return super().read_trained(model_dir, head=head)
+
+    def rebuild(self, model: Any, *, saved: dict[str, Any], head: str, roles: dict[str, str] | None) -> Any:
+        missing = set(saved) - set(model.state_dict())
+        require_fit(not missing, f"{sorted(missing)[:3]} are not parameters of the base")
         return model
 
 

@@ -1,4 +1,4 @@
-"""AdaLoRA's training hook (peft=adalora, methods/tuners.py): its rank budget over the run's own
+"""AdaLoRA's training hook (peft=adalora, methods/peft_tuners/adalora.py): its rank budget over the run's own
 steps, and its val-best checkpoint loadable. Apart from the spec so the command line, which imports
 every spec, imports no transformers.
 """

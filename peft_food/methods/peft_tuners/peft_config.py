@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from peft_food.errors import ConfigError, require
-from peft_food.methods.adapters import AdapterSpec
 from peft_food.methods.base import Resolve, register, require_method
+from peft_food.methods.peft_tuners.base import TunerSpec
 
 # Tuners that work on an image classifier's layers but not as a config alone, or not at all:
 # the reason, which the one-line error gives.
@@ -51,7 +51,7 @@ FILE_FIELDS = {
 
 @register
 @dataclass
-class PeftConfigSpec(AdapterSpec):
+class PeftConfigSpec(TunerSpec):
     """A peft tuner named by its config; the head is trained and saved beside it (modules_to_save)."""
 
     method: str = "peft_config"
@@ -85,11 +85,11 @@ class PeftConfigSpec(AdapterSpec):
         return self.config["peft_type"].lower()
 
     @property
-    def target_modules(self) -> Any:  # what AdapterSpec.adapter resolves
+    def target_modules(self) -> Any:  # what TunerSpec.tuner_config resolves
         targets = self.config.get("target_modules")
         return ["query", "value"] if targets is None else targets
 
-    def adapter(self, *, resolve: Resolve, head: str) -> Any:
+    def tuner_config(self, *, resolve: Resolve, head: str) -> Any:
         targets = self.target_modules
         # A string is peft's regex over full module names: passed as is (peft fails on no match).
         resolved = targets if isinstance(targets, str) else resolve(list(targets))

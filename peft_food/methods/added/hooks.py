@@ -3,7 +3,7 @@ how each is attached: as a child module of the layer it changes (so its paramete
 reloaded by name) run by forward hooks that are its own bound methods (so a deep copy of the model
 stays wired). The model's code and its own parameter names are untouched.
 
-    peft-food-train peft=ssf        # methods/ssf.py, methods/vpt.py, methods/bottleneck.py: the specs
+    peft-food-train peft=ssf        # methods/added/ssf.py, vpt.py, bottleneck.py: the specs
 
 Imported only when a method prepares a model (the specs stay torch-free for the command line).
 """
@@ -16,12 +16,13 @@ from typing import Any
 import torch
 
 from peft_food.errors import UserError
-from peft_food.methods.layout import (
+from peft_food.methods.added.layout import (
     blocks,
     hidden_of,
     mlp_norm,
     output_with,
 )
+from peft_food.model.modules import in_head
 from peft_food.model.tokens import token_sequence
 
 # The layers SSF follows: every Linear and LayerNorm, and the patch embedding's convolution.
@@ -53,7 +54,7 @@ def attach_ssf(model: torch.nn.Module, *, head: str) -> None:
     hosts = [
         module
         for name, module in model.named_modules()
-        if isinstance(module, SSF_HOSTS) and name != head and not name.startswith(f"{head}.")
+        if isinstance(module, SSF_HOSTS) and not in_head(name, head=head)
     ]
     for host in hosts:
         conv = isinstance(host, torch.nn.Conv2d)
@@ -178,14 +179,14 @@ def attach_adaptformer(model: torch.nn.Module, *, width: int, scale: float, drop
         block.register_forward_hook(block.adaptformer.add)
 
 
-def attach_adapters(
+def attach_bottleneck_adapters(
     model: torch.nn.Module, *, after: list[str], width: int, activation: str, dropout: float, head: str
 ) -> None:
     """A residual Bottleneck (`<layer>.adapter`) after every Linear named in `after`, outside the head."""
     hosts = [
         module
         for name, module in model.named_modules()
-        if name.rsplit(".", 1)[-1] in after and name != head and not name.startswith(f"{head}.")
+        if name.rsplit(".", 1)[-1] in after and not in_head(name, head=head)
     ]
     for host in hosts:
         host.adapter = Bottleneck(dim=host.out_features, width=width, activation=activation, dropout=dropout, scale=1.0)
