@@ -1,0 +1,147 @@
+"""Each method as its paper ran it (docs/methods.md, "As each paper ran it"): VPT's per-image prompt
+dropout, SSF's paper init, the bottleneck's init / scale / dropout keys, each checked against its
+definition on the tiny ViT."""
+
+import copy
+import math
+
+import pytest
+import torch
+
+from peft_food.config import parse_config
+from peft_food.methods.apply import apply_peft
+from peft_food.methods.hooks import Bottleneck, Prompts, ScaleShift
+from peft_food.model.backbone import load_base
+from tests.helpers import TINY, compose_config
+
+
+def tiny(*overrides: str, labels: int = 4) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """A random-init tiny ViT and a deep copy of it with the method applied."""
+    spec = parse_config(compose_config(*TINY, *overrides, output_dir="/tmp/x"))
+    torch.manual_seed(0)
+    base, _ = load_base(model=spec.model, labels=[f"l{i}" for i in range(labels)])
+    return base, apply_peft(copy.deepcopy(base), peft=spec.peft, model=spec.model)
+
+
+def pixels(n: int = 4) -> torch.Tensor:
+    return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+# VPT: KMnP/vpt src/models/vit_prompt/vit.py drops out after expanding the prompts over the batch.
+def test_vpt_prompt_dropout_draws_one_mask_per_image_in_training_and_none_in_eval():
+    prompts = Prompts(tokens=10, dim=64, patch_area=16, dropout=0.5)
+    like = torch.zeros(8, 5, 64)
+    batch = prompts.batch(like)
+    assert batch.shape == (8, 10, 64)
+    masks = batch == 0
+    assert all(not torch.equal(masks[0], masks[i]) for i in range(1, 8))  # each image its own mask
+    kept = batch[~masks]
+    assert torch.allclose(kept, (prompts.prompts.expand(8, -1, -1) * 2)[~masks])  # inverted dropout
+    prompts.eval()
+    assert torch.equal(prompts.batch(like), prompts.prompts.expand(8, -1, -1))
+
+
+@pytest.mark.parametrize("deep", ["false", "true"])
+def test_vpt_in_eval_mode_is_deterministic_and_in_training_differs_per_image(deep):
+    _, model = tiny("peft=vpt", "peft.prompts=4", "peft.dropout=0.5", f"peft.deep={deep}")
+    same = pixels(1).expand(6, -1, -1, -1)  # one image six times: only dropout can tell them apart
+    model.eval()
+    with torch.no_grad():
+        out = model(pixel_values=same).logits
+    assert torch.allclose(out, out[:1].expand_as(out))
+    model.train()
+    with torch.no_grad():
+        out = model(pixel_values=same).logits
+    assert not torch.allclose(out[0], out[1])
+
+
+# SSF: dongzelian/SSF models/vision_transformer.py init_ssf_scale_shift.
+def test_ssf_paper_init_draws_scale_n_1_002_and_shift_n_0_002():
+    torch.manual_seed(0)
+    module = ScaleShift(200_000, conv=False, std=0.02)
+    for tensor, mean in ((module.scale, 1.0), (module.shift, 0.0)):
+        assert tensor.mean().item() == pytest.approx(mean, abs=3 * 0.02 / math.sqrt(200_000) * 2)
+        assert tensor.std().item() == pytest.approx(0.02, rel=0.01)
+    identity = ScaleShift(10, conv=False)
+    assert torch.equal(identity.scale, torch.ones(10)) and torch.equal(identity.shift, torch.zeros(10))
+
+
+def test_ssf_init_key_reaches_every_scale_shift_and_identity_stays_the_default():
+    base, identity = tiny("peft=ssf")
+    _, paper = tiny("peft=ssf", "peft.init=paper")
+    for model, exact in ((identity, True), (paper, False)):
+        scales = [m.scale for m in model.modules() if isinstance(m, ScaleShift)]
+        assert scales and all(torch.equal(s, torch.ones_like(s)) == exact for s in scales)
+    with torch.no_grad():
+        assert torch.equal(identity.eval()(pixel_values=pixels()).logits, base.eval()(pixel_values=pixels()).logits)
+
+
+# Bottlenecks: ShoufaChen/AdaptFormer models/adapter.py, OSU-MLB/PETL_Vision model/utils.py
+# init_weight, google-research/adapter-bert modeling.py feedforward_adapter.
+def bottleneck(init: str, *, dim: int = 512, width: int = 256) -> Bottleneck:
+    torch.manual_seed(0)
+    return Bottleneck(dim=dim, width=width, activation="ReLU", dropout=0.0, scale=1.0, init=init)
+
+
+@pytest.mark.parametrize("init", ["lora_kaiming", "lora_xavier"])
+def test_lora_inits_zero_the_up_projection_and_biases(init):
+    module = bottleneck(init)
+    assert not module.up.weight.any() and not module.up.bias.any() and not module.down.bias.any()
+    # down: kaiming-uniform(a=sqrt 5) is U(+-1/sqrt(fan_in)); xavier-uniform U(+-sqrt(6/(fan_in+fan_out))).
+    bound = 1 / math.sqrt(512) if init == "lora_kaiming" else math.sqrt(6 / (512 + 256))
+    assert module.down.weight.abs().max().item() <= bound
+    assert module.down.weight.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.02)
+
+
+def test_houlsby_init_is_truncated_normal_1e_3_at_two_std_with_zero_biases():
+    module = bottleneck("houlsby")
+    for linear in (module.down, module.up):
+        weight = linear.weight
+        assert weight.abs().max().item() <= 2e-3 and not linear.bias.any()
+        # A normal cut at +-2 std keeps std * 0.8796.
+        assert weight.std().item() == pytest.approx(1e-3 * 0.8796, rel=0.02)
+
+
+def test_xavier_init_is_petl_visions_random_adapter():
+    module = bottleneck("xavier")
+    bound = math.sqrt(6 / (512 + 256))
+    for linear in (module.down, module.up):
+        assert linear.weight.abs().max().item() <= bound
+        assert linear.weight.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.02)
+        assert 0 < linear.bias.std().item() < 1e-5
+    assert module.up.weight.any()  # not the identity at the start
+
+
+@pytest.mark.parametrize("method", ["adapter", "adaptformer"])
+@pytest.mark.parametrize("init", ["lora_kaiming", "lora_xavier"])
+def test_identity_inits_give_the_base_logits_exactly(method, init):
+    base, adapted = tiny(f"peft={method}", f"peft.init={init}")
+    with torch.no_grad():
+        assert torch.equal(adapted.eval()(pixel_values=pixels()).logits, base.eval()(pixel_values=pixels()).logits)
+
+
+def test_adapter_scale_multiplies_the_branch_and_dropout_acts_in_training_only():
+    _, plain = tiny("peft=adapter", "peft.init=xavier")
+    _, scaled = tiny("peft=adapter", "peft.init=xavier", "peft.scale=0.1", "peft.dropout=0.5")
+    [one] = [m for m in plain.modules() if isinstance(m, Bottleneck)][:1]
+    [tenth] = [m for m in scaled.modules() if isinstance(m, Bottleneck)][:1]
+    x = torch.randn(3, 7, 64)
+    with torch.no_grad():
+        assert torch.allclose(tenth.eval()(x), 0.1 * one.eval()(x), atol=1e-7)
+        assert not torch.allclose(tenth.train()(x), tenth.train()(x))  # two dropout masks
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("peft=adapter peft.init=bert", "peft.init='bert' is invalid"),
+        ("peft=adapter peft.scale=0", "peft.scale=0.0 is invalid"),
+        ("peft=adaptformer peft.init=zero", "peft.init='zero' is invalid"),
+        ("peft=ssf peft.init=normal", "peft.init='normal' is invalid"),
+    ],
+)
+def test_bad_recipe_keys_fail_in_one_line(override, message):
+    from peft_food.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        parse_config(compose_config(*TINY, *override.split(), output_dir="/tmp/x"))
