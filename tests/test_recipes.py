@@ -3,16 +3,23 @@ dropout, SSF's paper init, the bottleneck's init / scale / dropout keys, each ch
 definition on the tiny ViT."""
 
 import copy
+import json
 import math
 
+import numpy as np
 import pytest
 import torch
+from transformers import AutoModelForImageClassification
 
 from peft_food.config import parse_config
 from peft_food.methods.apply import apply_peft
 from peft_food.methods.hooks import Bottleneck, Prompts, ScaleShift
 from peft_food.model.backbone import load_base
-from tests.helpers import TINY, compose_config
+from peft_food.model.head import HeadNorm, init_head
+from peft_food.saved.artifacts import load_trained
+from peft_food.saved.export import export
+from peft_food.training.pipeline import train
+from tests.helpers import TINY, compose_config, eval_logits
 
 
 def tiny(*overrides: str, labels: int = 4) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -145,3 +152,102 @@ def test_bad_recipe_keys_fail_in_one_line(override, message):
 
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         parse_config(compose_config(*TINY, *override.split(), output_dir="/tmp/x"))
+
+
+# Heads: KMnP/vpt src/models/mlp.py (VPT); MAE main_linprobe.py and ShoufaChen/AdaptFormer
+# main_image.py (truncated normal 0.01 behind a BatchNorm1d without affine parameters).
+def test_vpt_head_init_is_kaiming_normal_fan_out_with_the_prior_bias():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(768, 2000)
+    init_head(linear, how="vpt")
+    assert linear.weight.mean().item() == pytest.approx(0.0, abs=1e-3)
+    assert linear.weight.std().item() == pytest.approx(math.sqrt(2 / 2000), rel=0.01)  # fan_out = 2000 classes
+    assert torch.all(linear.bias == -math.log(99))
+
+
+def test_trunc_normal_head_init_has_std_001_and_zero_bias():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(768, 2000)
+    init_head(linear, how="trunc_normal")
+    assert linear.weight.std().item() == pytest.approx(0.01, rel=0.01)
+    assert linear.weight.abs().max().item() < 0.06 and not linear.bias.any()
+
+
+@pytest.mark.parametrize("how", ["vpt", "trunc_normal"])
+def test_head_init_key_reaches_the_built_heads_and_transformers_is_the_default(how):
+    base, _ = tiny("peft=linear_probe")
+    shaped, _ = tiny("peft=linear_probe", f"model.head_init={how}")
+    assert torch.equal(
+        base.vit.embeddings.patch_embeddings.projection.weight, shaped.vit.embeddings.patch_embeddings.projection.weight
+    )
+    bias = shaped.classifier.bias
+    assert torch.all(bias == (-math.log(99) if how == "vpt" else 0.0))
+    assert not torch.equal(base.classifier.weight, shaped.classifier.weight)
+
+
+def test_batchnorm_head_normalises_with_batch_stats_in_training_and_running_ones_in_eval():
+    _, model = tiny("peft=linear_probe", "model.head_norm=true")
+    norm = model.classifier.norm
+    assert isinstance(norm, HeadNorm) and not norm.affine and norm.eps == 1e-6
+    model.eval()
+    with torch.no_grad():
+        model(pixel_values=pixels(8))
+    assert norm.num_batches_tracked.item() == 0 and not norm.running_mean.any()  # eval: no update
+    model.train()
+    with torch.no_grad():
+        features = model.vit(pixel_values=pixels(8)).last_hidden_state[:, 0]
+        model(pixel_values=pixels(8))
+    assert norm.num_batches_tracked.item() == 1
+    # torch's momentum 0.1 from mean 0 / variance 1: one step toward the batch's (unbiased) statistics.
+    assert torch.allclose(norm.running_mean, 0.1 * features.mean(0), atol=1e-6)
+    assert torch.allclose(norm.running_var, 0.9 + 0.1 * features.var(0), atol=1e-5)
+    with torch.no_grad():
+        model(pixel_values=pixels(1))  # a last batch of one in training: no error, no update
+    assert norm.num_batches_tracked.item() == 1
+    model.eval()
+    with torch.no_grad():
+        out = model(pixel_values=pixels(8)).logits
+    normed = (features - norm.running_mean) / torch.sqrt(norm.running_var + 1e-6)
+    assert torch.allclose(out, normed @ model.classifier.weight.T + model.classifier.bias, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["linear_probe", "lora", "ssf", "full"])
+def test_batchnorm_head_adds_nothing_trainable(method):
+    _, plain = tiny(f"peft={method}")
+    _, normed = tiny(f"peft={method}", "model.head_norm=true")
+    count = lambda m: sum(p.numel() for p in m.parameters() if p.requires_grad)  # noqa: E731
+    assert count(normed) == count(plain)
+    assert any(n.endswith("norm.running_mean") for n, _ in normed.named_buffers())  # statistics: buffers
+
+
+def test_bad_head_init_fails_in_one_line():
+    from peft_food.errors import ConfigError
+
+    with pytest.raises(
+        ConfigError, match=r"model.head_init='xavier' is invalid: use transformers \| vpt \| trunc_normal"
+    ):
+        parse_config(compose_config(*TINY, "model.head_init=xavier", output_dir="/tmp/x"))
+
+
+@pytest.mark.parametrize("method", ["linear_probe", "lora", "ssf", "full"])
+def test_batchnorm_head_run_saves_its_statistics_reloads_predicts_the_same_and_exports_folded(method, tmp_path):
+    run_dir = tmp_path / "run"
+    overrides = (f"peft={method}", "model.head_norm=true", "model.head_init=trunc_normal", "logger=none")
+    record = train(compose_config(*TINY, *overrides, "train.epochs=1", output_dir=run_dir))
+    assert record.status == "completed"
+    assert record.config["model"]["head_norm"] is True and record.config["model"]["head_init"] == "trunc_normal"
+    assert json.loads((run_dir / "model" / "peft_food.json").read_text())["base"]["head_norm"] is True
+
+    norms = [m for m in load_trained(run_dir).model.modules() if isinstance(m, HeadNorm)]
+    assert norms and any(n.num_batches_tracked.item() > 0 for n in norms)  # the trained statistics came back
+    got, labels = eval_logits(run_dir)  # reloaded from files: the logits training evaluated
+    assert float((got.argmax(-1) == labels).mean()) == record.best
+    loss = torch.nn.functional.cross_entropy(torch.from_numpy(got), torch.from_numpy(labels)).item()
+    assert loss == pytest.approx(record.best_epoch["eval_loss"], abs=1e-5)
+
+    out_dir = tmp_path / "exported"
+    export(run_dir, out_dir)  # a plain transformers model: the norm folded into the head's Linear
+    plain = AutoModelForImageClassification.from_pretrained(str(out_dir))
+    assert not any(".norm." in n for n in plain.state_dict())
+    folded, _ = eval_logits(out_dir)
+    assert np.allclose(folded, got, atol=1e-4)

@@ -16,7 +16,7 @@ from typing import Any
 
 from peft_food.errors import UserError
 from peft_food.methods.base import BaseLoader, Method, Resolve, require_fit
-from peft_food.methods.partial import TRAINED_WEIGHTS
+from peft_food.methods.partial import TRAINED_WEIGHTS, trained_tensors
 
 
 class AddedSpec(Method):
@@ -37,7 +37,7 @@ class AddedSpec(Method):
     def save(self, model: Any, *, model_dir: Path, head: str) -> None:
         from peft_food.model.weights import save_tensors
 
-        save_tensors({n: p for n, p in model.named_parameters() if p.requires_grad}, model_dir / TRAINED_WEIGHTS)
+        save_tensors(trained_tensors(model, head=head), model_dir / TRAINED_WEIGHTS)
 
     def load(
         self, model_dir: Path, *, base: BaseLoader, labels: list[str], head: str, roles: dict[str, str] | None = None
@@ -52,7 +52,7 @@ class AddedSpec(Method):
             head=head,
             resolve=lambda requested: resolve_target_modules(model, requested=requested, head=head, roles=roles),
         )
-        expected = {n for n, p in model.named_parameters() if p.requires_grad}
+        expected = set(trained_tensors(model, head=head))
         require_fit(
             set(saved) == expected,
             f"saved {sorted(set(saved) - expected)[:3]}, the base has {sorted(expected - set(saved))[:3]} instead",

@@ -26,6 +26,13 @@ TRAINED_WEIGHTS = "trained.safetensors"
 OLD_HEAD_WEIGHTS = "head.safetensors"
 
 
+def trained_tensors(model: Any, *, head: str) -> dict[str, Any]:
+    """What a partial or added method saves: every trainable parameter, and the head's buffers (a
+    head norm's running statistics, model.head_norm: they change in training too)."""
+    buffers = {n: b for n, b in model.named_buffers() if n.startswith(f"{head}.")}
+    return {**buffers, **{n: p for n, p in model.named_parameters() if p.requires_grad}}
+
+
 class PartialSpec(Method):
     """A frozen base in which some of its own parameters (always the head) train."""
 
@@ -41,7 +48,7 @@ class PartialSpec(Method):
     def save(self, model: Any, *, model_dir: Path, head: str) -> None:
         from peft_food.model.weights import save_tensors
 
-        save_tensors({n: p for n, p in model.named_parameters() if p.requires_grad}, model_dir / TRAINED_WEIGHTS)
+        save_tensors(trained_tensors(model, head=head), model_dir / TRAINED_WEIGHTS)
 
     def load(
         self, model_dir: Path, *, base: BaseLoader, labels: list[str], head: str, roles: dict[str, str] | None = None
