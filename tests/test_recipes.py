@@ -251,3 +251,123 @@ def test_batchnorm_head_run_saves_its_statistics_reloads_predicts_the_same_and_e
     assert not any(".norm." in n for n in plain.state_dict())
     folded, _ = eval_logits(out_dir)
     assert np.allclose(folded, got, atol=1e-4)
+
+
+# The committed recipes (peft_food/conf/recipe/): experiment=vtab1k + recipe=<method> is the published
+# run. Each value below is read off the file cited beside it, at the commit named in the YAML.
+RECIPES = {
+    # KMnP/vpt demo.ipynb (vtab-eurosat final runs) on configs/base-prompt.yaml; src/models/mlp.py.
+    "vpt": {
+        "peft.method": "vpt",
+        "peft.prompts": 100,  # MODEL.PROMPT.NUM_TOKENS "100"
+        "peft.deep": True,  # MODEL.PROMPT.DEEP "True"
+        "peft.dropout": 0.1,  # MODEL.PROMPT.DROPOUT "0.1"
+        "model.head_init": "vpt",  # MLP(special_bias=True)
+        "model.head_norm": False,
+        "train.optimizer": "sgd",  # base-prompt.yaml OPTIMIZER sgd, MOMENTUM 0.9
+        "train.lr": 0.25,  # SOLVER.BASE_LR "0.25"
+        "train.weight_decay": 0.001,  # SOLVER.WEIGHT_DECAY "0.001"
+        "train.epochs": 100,  # SOLVER.TOTAL_EPOCH "100"
+        "train.warmup_ratio": 0.1,  # WARMUP_EPOCH 10 / TOTAL_EPOCH 100
+        "train.lr_scheduler": "cosine",  # SCHEDULER "cosine"
+        "effective_batch": 64,  # DATA.BATCH_SIZE "64"
+    },
+    # dongzelian/SSF train_scripts/vit/vtab/cifar_100/train_ssf.sh; models/vision_transformer.py.
+    "ssf": {
+        "peft.method": "ssf",
+        "peft.init": "paper",  # init_ssf_scale_shift: N(1, .02), N(0, .02)
+        "model.head_init": "transformers",  # init_weights_vit_timm: trunc_normal .02, bias 0
+        "model.head_norm": False,
+        "train.optimizer": "adamw",  # --opt adamw
+        "train.lr": 5e-3,  # --lr 5e-3
+        "train.weight_decay": 5e-5,  # --weight-decay 5e-5
+        "train.epochs": 100,  # --epochs 100
+        "train.warmup_ratio": 0.1,  # --warmup-epochs 10
+        "train.lr_scheduler": "cosine",  # --sched cosine (train.py's default)
+        "train.mixup_alpha": 0.0,  # --mixup 0
+        "train.cutmix_alpha": 0.0,  # --cutmix 0
+        "train.label_smoothing": 0.0,  # --smoothing 0
+        "effective_batch": 64,  # --batch-size 32 x --nproc_per_node=2
+    },
+    # ShoufaChen/AdaptFormer main_image.py, models/custom_modules.py, models/adapter.py.
+    "adaptformer": {
+        "peft.method": "adaptformer",
+        "peft.width": 64,  # --ffn_num default 64
+        "peft.scale": 0.1,  # ffn_adapter_scalar="0.1"
+        "peft.dropout": 0.1,  # Adapter(..., dropout=0.1)
+        "peft.init": "lora_kaiming",  # ffn_adapter_init_option="lora"
+        "model.head_init": "trunc_normal",  # trunc_normal_(model.head.weight, std=0.01)
+        "model.head_norm": True,  # BatchNorm1d(affine=False, eps=1e-6) before the head
+        "train.optimizer": "sgd",  # torch.optim.SGD(momentum=0.9)
+        "train.lr": 0.1 * 64 / 256,  # --blr 0.1; lr = blr * eff_batch_size / 256
+        "train.weight_decay": 0.0,  # --weight_decay 0.
+        "train.epochs": 100,  # --epochs 100
+        "train.warmup_ratio": 0.2,  # --warmup_epochs 20
+        "train.lr_scheduler": "cosine",  # util/lr_sched.py half-cycle cosine
+        "effective_batch": 64,  # VTAB-1k's batch (the lr follows it by the code's rule)
+    },
+    # OSU-MLB/PETL_Vision experiment/config/default_vtab_processed.yml, method/rand_h_adapter.yml,
+    # lr_wd_vtab_processed.yml, model/adapter.py.
+    "adapter": {
+        "peft.method": "adapter",
+        "peft.placement": "houlsby",  # ft_attn_module + ft_mlp_module, sequential_after
+        "peft.width": 4,  # adapter_bottleneck: [4, 8, 16, 32]
+        "peft.scale": 0.01,  # adapter_scaler: [0.01, 0.1, 1, 10]
+        "peft.init": "xavier",  # adapter_init: xavier
+        "peft.activation": "relu",  # nn.ReLU
+        "peft.dropout": 0.1,  # self.dropout = 0.1
+        "model.head_init": "transformers",
+        "model.head_norm": False,
+        "train.optimizer": "adamw",  # optimizer: adamw
+        "train.lr": 1e-3,  # lr: [0.001, 0.01]
+        "train.weight_decay": 1e-4,  # wd: [0.0001, 0.001]
+        "train.epochs": 100,  # epoch: 100
+        "train.warmup_ratio": 0.1,  # warmup_epoch: 10
+        "train.lr_scheduler": "cosine",  # timm CosineLRScheduler
+        "effective_batch": 64,  # batch_size: 64
+    },
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_each_recipe_composes_on_vtab1k_passes_preflight_and_holds_the_cited_values(recipe):
+    from peft_food.cli.preflight import preflight
+
+    argv = ["experiment=vtab1k", f"recipe={recipe}", "data=synthetic", "logger=none"]
+    assert preflight(argv, config_name="train", prog="peft-food-train")
+    spec = parse_config(compose_config(*argv, output_dir="/tmp/x"))
+    for key, expected in RECIPES[recipe].items():
+        if key == "effective_batch":
+            got = spec.train.batch_size * spec.train.grad_accum
+        else:
+            group, name = key.split(".")
+            got = getattr(getattr(spec, group), name)
+        assert got == pytest.approx(expected) if isinstance(expected, float) else got == expected, key
+    assert (spec.data.train_size, spec.data.val_size) == (1000, 200)  # still VTAB-1k's shape
+
+
+def test_a_recipe_runs_end_to_end_on_the_tiny_vit(tmp_path):
+    """The VPT recipe (SGD, the VPT head, deep prompts) trains, saves and reloads on the tiny ViT."""
+    run_dir = tmp_path / "run"
+    argv = ("recipe=vpt", "peft.prompts=2", "train.epochs=1", "train.batch_size=16", "logger=none")
+    record = train(compose_config(*TINY, *argv, output_dir=run_dir))
+    assert record.status == "completed" and record.method == "vpt_deep"
+    assert record.config["train"]["optimizer"] == "sgd" and record.config["model"]["head_init"] == "vpt"
+    got, labels = eval_logits(run_dir)
+    assert float((got.argmax(-1) == labels).mean()) == record.best
+
+
+def test_sgd_is_torch_sgd_with_momentum_09_and_adamw_stays_as_it_was(tmp_path):
+    from transformers import Trainer
+
+    from peft_food.config import TrainSpec
+    from peft_food.training.trainer import training_arguments
+
+    for name, cls, extra in (("sgd", torch.optim.SGD, {"momentum": 0.9}), ("adamw", torch.optim.AdamW, {})):
+        args = training_arguments(
+            train=TrainSpec(optimizer=name), precision="fp32", workers=0, run_dir=tmp_path, seed=0, report_to=[]
+        )
+        optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args)
+        assert optimizer_cls is cls and extra.items() <= kwargs.items()
+        assert args.optim == ("sgd" if name == "sgd" else "adamw_torch_fused")
+    assert args.optim_args is None  # adamw: Trainer's arguments as before the key existed

@@ -16,7 +16,7 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from peft_food import progress
-from peft_food.config import TrainSpec
+from peft_food.config import OPTIMIZERS, TrainSpec
 from peft_food.data.transforms import collate, normalize
 from peft_food.evaluation.metrics import METRICS, Evaluator
 from peft_food.files import share_safetensors
@@ -104,6 +104,8 @@ def knob_arguments(train: TrainSpec) -> dict[str, Any]:
     """TrainingArguments for the keys that are off by default, given only when on, so a run
     without them gets exactly the arguments it got before they existed."""
     settings: dict[str, Any] = {}
+    if train.optimizer != "adamw":
+        settings["optim"], settings["optim_args"] = OPTIMIZERS[train.optimizer]
     if train.lr_scheduler == "reduce_lr_on_plateau":
         # It steps on metric_for_best_model in torch's default mode "min": accuracy would cut the rate
         # whenever it stopped *falling*.
