@@ -371,3 +371,20 @@ def test_sgd_is_torch_sgd_with_momentum_09_and_adamw_stays_as_it_was(tmp_path):
         assert optimizer_cls is cls and extra.items() <= kwargs.items()
         assert args.optim == ("sgd" if name == "sgd" else "adamw_torch_fused")
     assert args.optim_args is None  # adamw: Trainer's arguments as before the key existed
+
+
+def test_reloading_a_whole_model_with_a_head_norm_reports_no_unexpected_keys_but_reports_others():
+    import logging
+
+    from peft_food.model.head import OnlyTheseUnexpected
+
+    table = "ViTForImageClassification LOAD REPORT from: run/model\nKey | Status |  | \n------+-------+--+-\n"
+
+    def record(*keys: str) -> logging.LogRecord:
+        rows = "".join(f"{key} | UNEXPECTED |  | \n" for key in keys)
+        return logging.LogRecord("transformers.modeling_utils", logging.WARNING, "", 0, table + rows, None, None)
+
+    quiet = OnlyTheseUnexpected("classifier.norm.")
+    assert not quiet.filter(record("classifier.norm.running_mean", "classifier.norm.running_var"))
+    assert quiet.filter(record("classifier.norm.running_mean", "vit.pooler.dense.weight"))
+    assert quiet.filter(logging.LogRecord("x", logging.WARNING, "", 0, "something else", None, None))

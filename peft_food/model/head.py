@@ -14,6 +14,7 @@ the norm's statistics with it. Export folds it into the Linear (fold_head_norm).
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any, Callable
@@ -94,11 +95,18 @@ def with_head_norm(load: Callable[[Any], torch.nn.Module], *, source: str | Path
     to load its saved ones onto."""
     from peft_food.model.weights import read_tensors
 
+    prefix = f"{head}.norm."
+
     def loader(saved_head: dict[str, torch.Tensor]) -> torch.nn.Module:
-        model = load(saved_head)
+        quiet = OnlyTheseUnexpected(prefix)
+        transformers_log = logging.getLogger("transformers.modeling_utils")
+        transformers_log.addFilter(quiet)
+        try:
+            model = load(saved_head)
+        finally:
+            transformers_log.removeFilter(quiet)
         norm = attach_head_norm(head_linear(model, head=head))
         weights = Path(source) / "model.safetensors"
-        prefix = f"{head}.norm."
         if weights.is_file():
             stats = read_tensors(weights, keep=lambda key: key.startswith(prefix))
             if stats:
@@ -106,6 +114,23 @@ def with_head_norm(load: Callable[[Any], torch.nn.Module], *, source: str | Path
         return model
 
     return loader
+
+
+class OnlyTheseUnexpected(logging.Filter):
+    """Drops transformers' load report when all it lists are the head norm's statistics (a whole
+    saved model holds them; the architecture has no place for them until the norm is attached)."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "LOAD REPORT" not in message:
+            return True
+        keys = [line.split("|")[0].strip() for line in message.splitlines()[1:] if "|" in line]
+        keys = [key for key in keys if key and key != "Key" and not key.startswith("-")]
+        return not (keys and all(key.startswith(self.prefix) for key in keys))
 
 
 def fold_head_norm(model: torch.nn.Module) -> torch.nn.Module:
