@@ -48,7 +48,19 @@ LR_SCHEDULERS = (
 OPTIMIZERS = {"adamw": ("adamw_torch_fused", None), "sgd": ("sgd", "momentum=0.9")}
 # Every top-level key of the composed config: the groups, the run-wide keys, a sweep's name. The root
 # is not a schema, so Hydra adds any `+key=value` (`+modle=vit_tiny`) without a word: parse_config refuses it.
-TOP_LEVEL = ("model", "peft", "data", "train", "logger", "seed", "progress", "sweep_name", "output_dir")
+TOP_LEVEL = (
+    "model",
+    "peft",
+    "data",
+    "train",
+    "logger",
+    "hub",
+    "seed",
+    "progress",
+    "progress_every_s",
+    "sweep_name",
+    "output_dir",
+)
 
 
 @dataclass
@@ -191,6 +203,40 @@ class LoggerSpec:
 
 
 @dataclass
+class HubSpec:
+    """`hub.*`: share the finished run on the Hugging Face Hub (saved/sharing.py builds what is pushed,
+    saved/hub.py pushes it). The defaults and their one-line help live in peft_food/conf/hub/default.yaml.
+    No token here: it comes from HF_TOKEN or `hf auth login` and is never written to a config or record."""
+
+    push: bool = False
+    repo_id: Optional[str] = None
+    merged: bool = False
+    private: bool = False
+    revision: Optional[str] = None
+    dry_run: bool = False
+
+    def __post_init__(self) -> None:
+        require(
+            not self.push or bool(self.repo_id),
+            "hub.push=true needs hub.repo_id: name the repo to push to, e.g. hub.repo_id=<user>/food-vit-lora",
+        )
+        if self.repo_id is not None:
+            check_repo_id(self.repo_id, key="hub.repo_id")
+
+
+def check_repo_id(repo_id: str, *, key: str) -> None:
+    """The Hub's own repo-id rules (huggingface_hub's validate_repo_id), as one line."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id  # only when a repo is named
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise ConfigError(
+            f"{key}={repo_id!r} is not a Hub repo id ({first_line(err)}): use <user or org>/<name>"
+        ) from None
+
+
+@dataclass
 class BenchSpec:
     """What `peft-food-bench` times (peft_food/conf/bench.yaml explains each key)."""
 
@@ -229,8 +275,12 @@ class RunSpec:
     logger: LoggerSpec
     seed: int
     output_dir: str
+    # Absent from records made before it existed: they reproduce with nothing pushed.
+    hub: HubSpec = field(default_factory=HubSpec)
     # null: progress bars on a terminal only; true/false: always/never.
     progress: Optional[bool] = None
+    # Where no bar is shown: a progress line every this many seconds of wall time (null or 0: none).
+    progress_every_s: Optional[float] = 30
     # The composed config with every ${...} resolved (what records and W&B store), resolved once.
     config: dict[str, Any] = field(default_factory=dict)
 
@@ -241,6 +291,7 @@ SCHEMAS = {
     "data": DataSpec,
     "train": TrainSpec,
     "logger": LoggerSpec,
+    "hub": HubSpec,
 }
 
 
@@ -252,6 +303,7 @@ def register_schemas() -> None:
     store.store(group="schema/data", name="data", node=DataSpec)
     store.store(group="schema/train", name="train", node=TrainSpec)
     store.store(group="schema/logger", name="logger", node=LoggerSpec)
+    store.store(group="schema/hub", name="hub", node=HubSpec)
     store.store(group="schema/bench", name="bench", node=BenchSpec)
 
 
@@ -319,6 +371,19 @@ def check_selection(train: TrainSpec, data: DataSpec) -> None:
         )
 
 
+def progress_interval(value: Any) -> float | None:
+    """`progress_every_s`: seconds between progress lines, or None (null or 0: no lines)."""
+    try:
+        seconds = None if value is None else float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    require(
+        seconds is None or seconds >= 0,
+        f"progress_every_s={value} is invalid: use seconds between progress lines (e.g. 30), or 0 for none",
+    )
+    return seconds or None
+
+
 def parse_config(cfg: DictConfig, *, extra_keys: tuple[str, ...] = ()) -> RunSpec:
     """Validate the composed config and turn it into typed specs (the only place DictConfig is read).
     `extra_keys`: top-level sections the caller reads itself (peft-food-bench's `bench`)."""
@@ -342,8 +407,10 @@ def parse_config(cfg: DictConfig, *, extra_keys: tuple[str, ...] = ()) -> RunSpe
         data=data,
         train=train,
         logger=_build(LoggerSpec, tree["logger"], group="logger"),
+        hub=_build(HubSpec, tree.get("hub", {}), group="hub"),
         seed=int(tree["seed"]),
         output_dir=str(tree["output_dir"]),
         progress=tree.get("progress"),
+        progress_every_s=progress_interval(tree.get("progress_every_s", 30)),
         config=tree,
     )

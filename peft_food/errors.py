@@ -1,6 +1,7 @@
 """Errors that mean "the user asked for something that cannot work": shown as one line, no traceback;
 and `Interrupted`, a run stopped on a signal after saving a checkpoint."""
 
+import difflib
 import signal
 from pathlib import Path
 
@@ -22,6 +23,17 @@ def first_line(err: BaseException) -> str:
     error quotes of a library's multi-line one."""
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+def near_miss(path: Path) -> str:
+    """` (did you mean <sibling>?)` for a path that does not exist but whose folder holds a close name
+    (a typo in the last part); empty otherwise."""
+    try:
+        names = [p.name for p in path.parent.iterdir()] if path.name else []
+    except OSError:
+        return ""
+    close = difflib.get_close_matches(path.name, names, n=1)
+    return f" (did you mean {path.parent / close[0]}?)" if close else ""
 
 
 def require(ok: bool, message: str) -> None:

@@ -9,6 +9,7 @@ writes that readers see whole or not at all. Torch-free.
   the mode the umask gives (mkstemp's 0600 would hide the file from a teammate).
 - `share_safetensors`: the same mode for the .safetensors files that transformers, peft, Trainer's
   checkpoints and this package write through safetensors, which creates them 0600.
+- `point_latest`: `outputs/latest` and `multirun/latest`, the newest finished run or sweep as a line.
 - `disk_full`: whether a failed write was a full disk (each library says so differently), as a
   one-line `DiskFull` naming the path and what to do.
 """
@@ -108,6 +109,22 @@ def write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+
+
+# outputs/latest (the newest finished run's dir) and multirun/latest (the newest finished sweep's), as
+# a line of text (README, Predicting: `RUN=$(cat outputs/latest)`). A file, not a link: a link to a dir
+# would put that run's model/, checkpoints/ and wandb/ among `outputs/*/*`, which resuming and users'
+# scripts read as run dirs.
+LATEST = "latest"
+
+
+def point_latest(search_root: Path, *, run_dir: Path) -> None:
+    """Write `search_root/latest`: `run_dir` (a run or sweep that has just finished), relative to the
+    folder holding `search_root` (where the commands run), written atomically. `ls -d outputs/*/* |
+    tail -1` would pick outputs/reproduce/ or outputs/bench/ instead, and `ls multirun/*/* | tail -1`
+    whatever sorts last, finished or not."""
+    where = os.path.relpath(run_dir.resolve(), search_root.resolve().parent)
+    write_atomic(search_root / LATEST, f"{where}\n".encode())
 
 
 def fsync_dir(path: Path) -> None:

@@ -110,6 +110,8 @@ HIDE_SUBMITIT = "import sys; sys.modules['hydra_plugins.hydra_submitit_launcher'
         (["+peft.rank=8"], "peft.rank is not a key of peft (LoraSpec): its keys are method, r, alpha,"),
         (["peft.r=4,8"], "peft.r=4,8 is a sweep: add -m"),
         (["logger.mode=online"], "run `wandb login`, or pass logger.mode=offline"),
+        (["hub.push=true", "hub.repo_id=me/food"], "no Hugging Face token: set HF_TOKEN or run `hf auth login`"),
+        (["-m", "hub.push=true", "hub.repo_id=me/food", "peft.r=4,8"], "with -m would push every job over one repo"),
         (["-m", "hydra/launcher=slurm", "peft.r=4,8"], "there is no srun here: run it on the cluster's login node"),
         (
             ["-m", "hydra/launcher=slurm", "peft.r=4,8", HIDE_SUBMITIT],
@@ -150,7 +152,7 @@ def test_a_typo_or_a_missing_prerequisite_is_one_line_before_any_run_dir(tmp_pat
         (
             ["data=imagefolder", "data.root=photos", "logger=none"],
             "data.root='photos' is not a directory",
-        ),  # once training has begun
+        ),  # the path too (cli/preflight.py: check_root), before torch or the run dir
     ],
 )
 def test_a_config_error_leaves_no_run_dir(tmp_path, args, fix):

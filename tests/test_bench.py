@@ -61,6 +61,11 @@ def test_bench_writes_comparable_json(tmp_path):
         == store["train_img_per_s"] / data["ours"]["by_workers"]["0"]["train_img_per_s"]
     )
     assert not (tmp_path / "stores").exists()  # the bench's stores are a cache, removed at the end
+    decoders = data["decoders"]  # every mini photo through TorchCodec, torchvision's decode_jpeg and PIL
+    assert decoders["images"] == 700 and decoders["max_abs_diff_from_torchcodec"] == {"pil": 0, "torchvision": 0}
+    rates = decoders["img_per_s_one_core"]
+    assert decoders["torchcodec_over_torchvision"] == rates["torchcodec"] / rates["torchvision"]
+    assert "JPEG decode alone, 700 photos" in done.stdout
     for method in ("lora", "full"):
         pair = result["train"][method]["synthetic"]
         assert pair["ours"]["attention"] == "sdpa" and pair["seed_recipe"]["attention"] == "eager"

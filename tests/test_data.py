@@ -1,5 +1,9 @@
 """Data stage: sources, seeded splits and subsets, and preprocessing from the image processor."""
 
+import io
+import sys
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -17,7 +21,7 @@ from peft_food.data.transforms import (
     collate,
     normalize,
 )
-from peft_food.errors import DataError
+from peft_food.errors import DataError, UserError
 from tests.helpers import MINI, compose_config, needs_mini
 
 
@@ -261,3 +265,53 @@ def test_cached_tensor_path_serves_the_pixels_of_the_uncached_one():
     assert not torch.equal(
         first["pixel_values"], collate([cached.train[i] for i in range(len(cached.train))])["pixel_values"]
     )
+
+
+@needs_mini
+def test_fast_decode_decodes_with_torchcodec_to_pils_pixels_on_real_photos():
+    decode = DecodeToTensor()
+    assert decode.decode_jpeg.__module__.startswith("torchcodec.")  # not torchvision's deprecated one
+    photos = sorted(MINI.glob("images/*/*.jpg"))[::10]
+    with_exif = 0
+    for photo in photos:
+        data = photo.read_bytes()
+        with_exif += b"Exif\x00\x00" in data[:1024]
+        pil = torch.from_numpy(np.array(Image.open(photo).convert("RGB"))).permute(2, 0, 1)
+        assert torch.equal(decode({"bytes": data, "path": None}), pil), photo.name
+    assert with_exif > 10  # photos carrying EXIF (which TorchCodec reads) were among those compared
+
+
+def test_fast_decode_leaves_exif_orientation_unapplied_as_pil_does():
+    # TorchCodec turns a JPEG by its EXIF orientation; PIL (eval, peft-food-predict) does not.
+    image = Image.new("RGB", (40, 24), (0, 0, 0))
+    image.paste((255, 0, 0), (0, 0, 12, 8))  # a red corner: any turn or mirror moves it
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=95, exif=exif.tobytes())
+    data = buffer.getvalue()
+    pil = torch.from_numpy(np.array(Image.open(io.BytesIO(data)).convert("RGB"))).permute(2, 0, 1)
+    assert torch.equal(DecodeToTensor()({"bytes": data, "path": None}), pil)
+
+
+def test_fast_decode_without_torchcodec_is_a_one_line_error_not_the_slow_path(monkeypatch):
+    processor = ViTImageProcessor(size={"height": 16, "width": 16})
+    monkeypatch.setitem(sys.modules, "torchcodec.decoders", None)  # what import sees when it is not installed
+    with pytest.raises(UserError, match="pip install torchcodec, or set data.fast_decode=false") as err:
+        build_transforms(processor, fast_decode=True)
+    assert "\n" not in str(err.value)
+    build_transforms(processor, fast_decode=False)  # the PIL path does not need it
+
+
+@needs_mini
+def test_a_fast_decode_data_loading_step_raises_no_deprecation_warning():
+    spec = data_spec("data=food101_local", f"data.root={MINI}", "data.per_class=2", "data.test_per_class=1")
+    splits = attach_transforms(
+        load_splits(spec, seed=0), ViTImageProcessor(size={"height": 32, "width": 32}), fast_decode=True
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # every warning recorded, whatever pytest's filters say
+        batch = collate([splits.train[i] for i in range(len(splits.train))])
+    assert batch["pixel_values"].shape == (len(splits.train), 3, 32, 32)
+    deprecations = [f"{w.filename}: {w.message}" for w in caught if issubclass(w.category, DeprecationWarning)]
+    assert not deprecations  # torchvision's decode_jpeg warned here on every image

@@ -76,7 +76,7 @@ def field_default(field: dataclasses.Field):
 
 
 def test_every_schema_group_is_checked():
-    assert {group for group, _, _ in FILES} == {"model", "peft", "data", "train", "logger"}
+    assert {group for group, _, _ in FILES} == {"model", "peft", "data", "train", "logger", "hub"}
     assert len([1 for group, _, _ in FILES if group == "peft"]) == len(SCHEMAS["peft"])
 
 
@@ -118,7 +118,10 @@ def has_help(number: int, lines: list[str]) -> bool:
     return bool(re.search(r"\s#\s*\S", lines[number]))
 
 
-HELPED = [(group, path) for group, _, path in FILES if group in ("train", "peft", "logger")]
+HELPED = [(group, path) for group, _, path in FILES if group in ("train", "peft", "logger", "hub")] + [
+    ("data", path)
+    for path in sorted((CONF / "data").glob("*.yaml"))  # every dataset option, not only the default
+]
 
 
 @pytest.mark.parametrize(("group", "path"), HELPED, ids=[f"{g}/{p.stem}" for g, p in HELPED])

@@ -9,9 +9,11 @@ import subprocess
 
 import pytest
 import yaml
+from PIL import Image
 
 from peft_food.cli.preflight import preflight
-from tests.helpers import REPO
+from peft_food.errors import UserError
+from tests.helpers import MINI, REPO, skip_without_mini
 from tests.pages import PAGES, blocks, section
 
 # Each Hydra command: its config, and the top-level keys it adds (peft-food-bench's `bench`).
@@ -79,7 +81,35 @@ def test_every_hydra_command_on_the_pages_composes_and_passes_its_checks(page, s
             (tmp_path / path).write_text(content)
     program, argv = argv_of(command)
     config_name, extra_keys = HYDRA[program]
+    argv = [placed_root(arg, tmp_path) for arg in argv]
+    if "hub.push=true" in command:  # no Hub from the tests: the config passes, then the push check's one line
+        monkeypatch.setenv("HF_TOKEN", "hf_docs_test")
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        with pytest.raises(UserError, match="^cannot push: .*HF_HUB_OFFLINE"):
+            preflight(argv, config_name=config_name, prog=program, extra_keys=extra_keys)
+        argv = [*argv, "hub.dry_run=true"]  # and the rest of the config, checked past the push check
     preflight(argv, config_name=config_name, prog=program, extra_keys=extra_keys)
+
+
+def placed_root(arg: str, tmp_path) -> str:
+    """A page's `data.root` as the page means it: a relative one from the checkout's root, and a
+    placeholder `data.root=/path/to/<x>` made real, as a user's folder would be: Food-101's
+    layout for `food-101` (the mini photos), else class folders holding an image each."""
+    if arg.startswith("data.root=../"):  # relative to the checkout, where the pages' commands run
+        skip_without_mini()
+        return f"data.root={(REPO / arg.removeprefix('data.root=')).resolve()}"
+    if not arg.startswith("data.root=/path/to/"):
+        return arg
+    root = tmp_path / arg.removeprefix("data.root=/")
+    if root.name == "food-101":
+        skip_without_mini()
+        root.parent.mkdir(parents=True, exist_ok=True)
+        root.symlink_to(MINI)
+    else:
+        for name in ("apple_pie", "sushi"):
+            (root / name).mkdir(parents=True)
+            Image.new("RGB", (32, 32), "orange").save(root / name / "1.jpg")
+    return f"data.root={root}"
 
 
 def test_readme_is_the_front_door():

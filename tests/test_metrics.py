@@ -89,3 +89,21 @@ def test_the_examples_shown_spread_their_correct_half_over_the_classes():
     correct = shown[2:]
     assert sorted({int(labels[i]) for i in correct}) == [0, 1, 2, 3]  # every class, not six of class a
     assert all(results.predictions[i] == labels[i] for i in correct)
+
+
+@pytest.mark.parametrize("classes, counted", [(10, True), (30, True), (101, False)])
+def test_the_confusion_picture_names_its_split_and_writes_counts_while_cells_can_hold_them(classes, counted):
+    from peft_food.evaluation.results import confusion_figure
+
+    rng = np.random.default_rng(0)
+    confusion = np.diag(rng.integers(5, 20, classes))
+    confusion[0, 1], confusion[2, 0] = 3, 1
+    figure = confusion_figure(confusion, [f"class {i}" for i in range(classes)], split="test")
+    [ax] = [a for a in figure.axes if a.get_xlabel() == "predicted"]
+    assert ax.get_title().startswith(f"Confusion of the saved model on test ({confusion.sum()} images; ")
+    written = sorted((int(t.get_position()[1]), int(t.get_position()[0]), int(t.get_text())) for t in ax.texts)
+    if counted:  # every nonzero cell and no other
+        assert written == sorted((int(t), int(p), int(confusion[t, p])) for t, p in zip(*np.nonzero(confusion)))
+    else:
+        assert written == [] and "counts in confusion.csv (101 classes: too many to write" in ax.get_title()
+    figure.savefig(f"/tmp/hp_confusion_{classes}.png", dpi=100)

@@ -3,6 +3,7 @@ connection attempt, no retries, one line naming the offline fix. No timings are 
 has them); what is asserted is the behaviour: the probe's decision, no retry line, the one line."""
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -11,6 +12,10 @@ from pathlib import Path
 import pytest
 
 from peft_food.cli.hub import offline_unless_reachable
+from peft_food.config import parse_config
+from peft_food.data.sources import SOURCES
+from peft_food.model.backbone import OFFLINE_FIX
+from tests.helpers import MINI, compose_config
 
 
 def closed_port() -> int:
@@ -68,9 +73,9 @@ def test_the_probe_goes_offline_only_when_the_hub_does_not_answer(monkeypatch, n
         (
             "peft-food-train",
             ["model=vit_base", "data=synthetic", "logger=none"],
-            "offline, pass model.name_or_path=<local checkpoint dir> or model.pretrained=false",
+            "offline, train on local photos with experiment=food101_mini data.root=<a folder in Food-101's layout>",
         ),
-        ("peft-food-prepare", [], "offline, pass model.name_or_path=<local checkpoint dir> or model.pretrained=false"),
+        ("peft-food-prepare", [], "offline, train on local photos with experiment=food101_mini data.root="),
     ],
 )
 def test_a_hub_command_without_the_hub_prints_one_line_with_its_offline_fix_and_no_retries(
@@ -85,3 +90,12 @@ def test_a_hub_command_without_the_hub_prints_one_line_with_its_offline_fix_and_
     [line] = done.stderr.strip().splitlines()
     assert line.startswith(f"{prog}: error: could not load ") and fix in line
     assert not list(tmp_path.glob("outputs/*"))  # and no run dir left behind
+
+
+def test_the_offline_fix_names_a_run_that_needs_nothing_from_the_hub():
+    """model.pretrained=false alone (the fix once named) still reads Food-101 from the Hub; the
+    named real-photo command reads neither a Hub model nor a Hub dataset."""
+    assert "model.pretrained=false" not in OFFLINE_FIX
+    command = re.search(r"with (experiment=\S+) data\.root=", OFFLINE_FIX).group(1)
+    spec = parse_config(compose_config(command, f"data.root={MINI}", output_dir="/tmp/x"))
+    assert not spec.model.pretrained and SOURCES[spec.data.source].root_layout is not None

@@ -2,8 +2,10 @@
 prints only what was asked, user config dirs beside the packaged ones."""
 
 import os
+import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -152,6 +154,21 @@ def test_the_installed_distribution_declares_its_apache_licence_authors_urls_and
         assert "END OF TERMS AND CONDITIONS" in text and "http://www.apache.org/licenses/LICENSE-2.0" in text
 
 
+def test_pip_show_lists_the_licence_with_the_pip_the_readme_installs(tmp_path):
+    """pip reads License-Expression (PEP 639, what the package declares) from the version README's
+    License section names; the README's install upgrades pip to it before installing."""
+    readme = (REPO / "README.md").read_text()
+    install = readme.split("## Install")[1].split("```bash")[1].split("```")[0]
+    assert install.index("pip install --upgrade pip") < install.index("pip install -e")
+    floor = tuple(int(n) for n in re.search(r"lists it with pip (\d+)\.(\d+) or newer", readme).groups())
+    done = run(["-m", "pip", "show", "peft-food"], cwd=tmp_path)
+    version = tuple(
+        int(n) for n in re.match(r"pip (\d+)\.(\d+)", run(["-m", "pip", "--version"], cwd=tmp_path).stdout).groups()
+    )
+    assert done.returncode == 0, done.stderr
+    assert ("License-Expression: Apache-2.0" in done.stdout) == (version >= floor), (version, done.stdout)
+
+
 @pytest.mark.parametrize(
     "prog, groups, keys",
     [
@@ -178,3 +195,15 @@ def test_prepare_and_bench_help_list_their_groups_and_keys_without_internals_or_
     imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
     assert imported and not imported & {"torch", "transformers", "peft", "datasets"}
     assert not (tmp_path / "outputs").exists()
+
+
+def test_the_packages_own_deprecations_fail_the_suite_and_only_named_warnings_are_ignored(pytestconfig):
+    # pytest applies pyproject's filterwarnings inside each test: a deprecation raised from (or
+    # attributed to) a peft_food module is an error here, not a silenced line.
+    for category in (DeprecationWarning, FutureWarning):
+        with pytest.raises(category):
+            warnings.warn_explicit("old", category, filename="peft_food/x.py", lineno=1, module="peft_food.x")
+    for entry in pytestconfig.getini("filterwarnings"):
+        action, message, category, module = (entry.split(":") + ["", "", ""])[:4]
+        if action == "ignore":  # a named warning of a named library, never a whole category
+            assert message and category and module and not module.startswith("peft_food"), entry

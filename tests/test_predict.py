@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
@@ -82,6 +83,15 @@ def make_inputs(folder):
     Image.new("RGB", (1, 1)).save(folder / "dot.png")
     Image.new("1", (14_000, 14_000)).save(folder / "bomb.png")  # 196 MP: over twice PIL's limit
     (folder / "empty").mkdir()
+
+
+def test_loading_a_saved_adapter_warns_nothing_a_user_cannot_act_on(lora_run):
+    """What peft-food-predict and -export load a run with: transformers' FutureWarning about peft's
+    reading of is_gradient_checkpointing opened every predict and export."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # pyproject's filterwarnings hides FutureWarning from pytest
+        load_trained(lora_run[0])
+    assert [str(w.message) for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning))] == []
 
 
 def test_predict_reports_each_bad_input_on_one_line_and_still_predicts_the_good(lora_run, tmp_path, capsys):

@@ -47,12 +47,31 @@ def train_cli(tmp_path, photos, *args):
 
 @pytest.mark.parametrize("progress, bars", [(None, False), ("false", False), ("true", True)])
 def test_bars_follow_the_terminal_unless_forced(tmp_path, photos, progress, bars):
-    done = train_cli(tmp_path, photos, *([f"progress={progress}"] if progress else []), "data.cache=true")
+    forced = [f"progress={progress}"] if progress else []
+    done = train_cli(tmp_path, photos, *forced, "data.cache=true", "progress_every_s=0.001")
     assert done.returncode == 0, done.stderr[-2000:]
     # Output is captured here (not a terminal): bars only when forced, for every stage that waits.
     for stage in ("screening images", "decoding once (data.cache)"):
         assert (stage in done.stderr) == bars, stage
     assert bool(re.search(r"\d+/\d+ \[", done.stderr)) == bars  # Trainer's own bars follow the same key
+    # Where no bar shows, progress lines do (every step at this interval): 12 train images, batch 16,
+    # 2 epochs -> steps 1/2 and 2/2; the train loss is logged from step 2 on (logging_steps=2).
+    lines = re.findall(r"\] - (step \d+/\d+ \(epoch .*)", done.stdout)
+    if bars:
+        assert lines == []
+    else:
+        assert [line.split(" (")[0] for line in lines] == ["step 1/2", "step 2/2"], lines
+        assert re.fullmatch(
+            r"step 2/2 \(epoch 2\.00 of 2\): train loss \d\.\d{4} \| \d+ img/s \| ETA 0:00:00", lines[-1]
+        )
+        log = next(tmp_path.glob("outputs/*/*/train.log")).read_text()
+        assert all(line in log for line in lines)  # the cluster log and train.log alike
+
+
+def test_no_progress_lines_at_the_default_interval_in_a_short_run_nor_with_zero(tmp_path, photos):
+    done = train_cli(tmp_path, photos, "progress_every_s=0", "train.epochs=1")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "step 1/" not in done.stdout and "epoch 1:" in done.stdout
 
 
 def test_train_log_has_one_line_per_epoch(tmp_path, photos):
@@ -66,3 +85,13 @@ def test_train_log_has_one_line_per_epoch(tmp_path, photos):
         r"\| train loss \d\.\d{4} \| \d+ img/s$",
         lines[-1],
     ), lines[-1]
+
+
+@pytest.mark.parametrize("value", ["-1", "abc"])
+def test_a_bad_progress_interval_is_one_line_naming_the_key(value, tmp_path):
+    from peft_food.config import parse_config
+    from peft_food.errors import UserError
+    from tests.helpers import TINY, compose_config
+
+    with pytest.raises(UserError, match=r"progress_every_s=.* is invalid: use seconds between progress lines"):
+        parse_config(compose_config(*TINY, f"progress_every_s={value}", output_dir=tmp_path))

@@ -1,6 +1,7 @@
 """Committed experiment records re-run and check themselves; same seed, same numbers on CPU."""
 
 import json
+import re
 import shutil
 
 import pytest
@@ -66,6 +67,16 @@ def test_altered_record_fails_and_shows_the_difference(tiny_record, tmp_path, ca
     assert "NOT reproduced (2 difference(s))" in out and "versions: the record's (exact check)" in out
     assert f"epoch 2 eval_accuracy recorded {true_value + 0.01:.6g}, now {true_value:.6g}" in out
     assert f"final checkpoint test_accuracy recorded {true_test - 0.02:.6g}, now {true_test:.6g}" in out
+
+
+def test_a_rerun_shows_its_epochs_as_training_does(tiny_record, tmp_path, capsys):
+    record_dir, _ = tiny_record
+    assert reproduce([str(record_dir), "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    started = out.index(f"run (1 of 1): training in {tmp_path / 'out' / 'run'}")
+    epochs = [i for i, line in enumerate(out) if re.search(r"\] - epoch [12]: val loss \d\.\d{4} accuracy", line)]
+    result = next(i for i, line in enumerate(out) if line.startswith("run: MATCH"))
+    assert len(epochs) == 2 and started < epochs[0] < epochs[1] < result, out
 
 
 def test_record_made_under_other_versions_is_checked_within_the_measured_tolerance(tiny_record, tmp_path, capsys):

@@ -44,6 +44,14 @@ def test_torchrun_two_processes_make_one_run_with_the_whole_eval_set(tmp_path):
     assert steps[-1] == 2 * 64 // (16 * 2)
     [run_file] = run_files(run_dirs[0])  # one W&B run, from rank 0
     assert read_run(run_file).summary["num_eval_samples"] == 32
+    # One console: the package's lines, rank 0's only (each start-up line once), none of W&B's own
+    # (~35 lines: header, history, summary, its sync hints), and the one sync command, for a dir that is there.
+    console = done.stdout + done.stderr
+    for line in ("trainable params:", "protocol val_test, 4 classes", "RANDOM weights", "] - epoch 1: val loss"):
+        assert console.count(line) == 1, (line, console[-3000:])
+    assert not [line for line in console.splitlines() if line.startswith("wandb:")], console[-3000:]
+    [hint] = [line for line in console.splitlines() if "wandb sync" in line]
+    assert Path(hint.split("wandb sync ")[1]) == run_file.parent
 
 
 @pytest.mark.slow

@@ -91,6 +91,23 @@ def test_rank_by_alpha_grid_gives_one_wandb_run_per_job_in_one_group(tmp_path):
     assert alone.epochs == records[3].epochs
 
 
+def test_a_finished_sweep_is_named_in_multirun_latest_as_a_run_in_outputs_latest(tmp_path):
+    env = offline_env(tmp_path / "home")
+    done = subprocess.run(
+        [sys.executable, "-m", "peft_food", "-m", *TINY, "logger=none", "train.epochs=1", "seed=1"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    [sweep_dir] = (tmp_path / "multirun").glob("*/*")
+    # Relative to where the command ran, as outputs/latest is: `peft-food-compare $(cat multirun/latest)`.
+    assert (tmp_path / "multirun" / "latest").read_text() == f"{sweep_dir.relative_to(tmp_path)}\n"
+    assert not (tmp_path / "outputs" / "latest").exists()  # a sweep job is not a run of outputs/
+
+
 @pytest.fixture(scope="module")
 def failing_sweep(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("failing")
@@ -114,7 +131,8 @@ def test_compare_prints_table_and_writes_csv_and_png(failing_sweep, capsys):
     tmp_path, _ = failing_sweep
     assert compare([str(tmp_path / "sweep"), "--out", str(tmp_path / "report")]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split()[:6] == ["job", "status", "method", "model", "r", "alpha"]
+    assert table[0].split()[:5] == ["job", "status", "method", "model", "r"]
+    assert any(line.startswith("every job: alpha 16") for line in table)  # the same for both: said once
     assert table[1].split()[:5] == ["0", "failed", "lora", "vit_tiny", "0"]
     assert table[2].split()[:5] == ["1", "completed", "lora", "vit_tiny", "4"]
     assert any("peft.r=0 is invalid" in line for line in table)
@@ -150,3 +168,4 @@ def test_committed_optuna_sweep_runs_trials(tmp_path):
     results = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
     assert results["best_value"] == max(objective(m) for m in records)
     assert all(objective(m) == m.best_epoch["eval_accuracy"] and m.protocol == "val_test" and m.test for m in records)
+    assert "alembic" not in done.stdout + done.stderr  # Optuna's storage library sets up quietly

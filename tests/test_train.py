@@ -201,3 +201,20 @@ def test_train_img_per_s_is_one_figure_in_the_record_and_the_epoch_log(tmp_path,
     assert efficiency.train_img_per_s == round(16 / efficiency.epoch_wall_s[0], 2)
     [line] = [m for m in caplog.messages if m.startswith("epoch ") and "img/s" in m]  # epoch 0.25: a quarter
     assert line.endswith(f"| {efficiency.train_img_per_s:.0f} img/s")
+
+
+def test_every_run_dir_has_its_training_curves_one_point_per_epoch(lora_run):
+    from peft_food.tracking.curves import curve_figure
+    from peft_food.tracking.record import RunRecord
+
+    run_dir, _ = lora_run  # 3 epochs, 64 train images at batch 16: 12 steps, loss logged every 2
+    assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    record = RunRecord.load(run_dir / "metrics.json")
+    [state] = sorted(run_dir.glob("checkpoints/checkpoint-12/trainer_state.json"))
+    figure = curve_figure(record, json.loads(state.read_text())["log_history"])
+    plotted = {line.get_label(): list(zip(*line.get_data())) for ax in figure.axes for line in ax.get_lines()}
+    for metric in ("loss", "accuracy", "top5_accuracy", "macro_f1"):
+        assert [epoch for epoch, _ in plotted[f"val {metric}"]] == [1, 2, 3]
+        assert [value for _, value in plotted[f"val {metric}"]] == [e[f"eval_{metric}"] for e in record.epochs]
+    assert [round(epoch, 2) for epoch, _ in plotted["train loss"]] == [round(s / 4, 2) for s in range(2, 13, 2)]
+    assert f"selected: epoch {record.best_epoch['epoch']:g} (best val accuracy)" in plotted

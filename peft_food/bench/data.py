@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from peft_food.bench.decode import bench_decoders
 from peft_food.bench.measure import data_rate
 from peft_food.config import BenchSpec, RunSpec
 from peft_food.data.splits import Splits, load_splits
@@ -83,6 +84,8 @@ def bench_data(loaded: Splits, spec: RunSpec, bench: BenchSpec, processor: Any, 
         "decode_once_img_per_s": (len(loaded.train) + len(loaded.val) + len(loaded.test)) / decode_s,
     }
     return {
+        # The JPEG decoders alone, on every photo of the splits: pixels and images/s side by side.
+        "decoders": bench_decoders(loaded, repeats=bench.repeats),
         "ours": ours,
         "seed_recipe": seed,
         "ours_cached": cached,

@@ -38,6 +38,15 @@ def table(result: dict[str, Any]) -> str:
             f"  data store single core: {d['speedup_train_store_single_core']:.2f}x the seed recipe, "
             f"{f'{over:.2f}x' if over else 'not timed vs'} data.fast_decode"
         )
+        dec = d["decoders"]
+        rates = "  ".join(f"{name} {rate:.0f}" for name, rate in dec["img_per_s_one_core"].items())
+        diffs = ", ".join(
+            f"{name} {diff} ({dec['images_differing_from_torchcodec'][name]} images)"
+            for name, diff in dec["max_abs_diff_from_torchcodec"].items()
+        )
+        ratios = ", ".join(f"{key.replace('_over_', ' / ')} {v:.2f}x" for key, v in dec.items() if "_over_" in key)
+        lines.append(f"  JPEG decode alone, {dec['images']} photos, img/s on one core: {rates} ({ratios})")
+        lines.append(f"  largest pixel difference from TorchCodec's decode: {diffs}")
         single = d["speedup_train_single_core"]
         lines.append(
             f"  speed-up vs seed: {d['speedup_train']:.2f}x (single core: "

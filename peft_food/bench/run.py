@@ -12,7 +12,9 @@ process on the same images, so they hold where absolute numbers are noisy.
   the workers, one vectorised normalise per batch, persistent workers; seed_recipe = per-image
   ToTensor + Normalize in set_transform, 0 workers. Three more rows: PIL decode with uint8 out
   (before data.fast_decode), the decode-once cache (data.cache=true) and the data store
-  (data.store=true, built into the run dir and removed at the end).
+  (data.store=true, built into the run dir and removed at the end). And the JPEG decoders alone
+  on every photo of the splits: TorchCodec (data.fast_decode's), torchvision's deprecated
+  decode_jpeg and PIL, their pixel differences and images/s on one core.
 - train: images/s, step time and peak memory for LoRA and full fine-tuning on synthetic pixels
   (model-bound) and on the real data path (end to end), ours vs the seed's settings (eager
   attention, unfused AdamW, float pipeline, 0 workers). Eval images/s too. And what LoRA's

@@ -35,5 +35,7 @@ def one_line_errors(prog: str) -> Callable[[Callable[..., int]], Callable[..., i
 
 
 def exit_with(main: Callable[[], int]) -> None:
-    """The console script: exit with what `main` returns."""
+    """The console script: exit with what `main` returns. `-help` is --help (argparse would read it
+    as -h with the argument "elp" and refuse it)."""
+    sys.argv[1:] = ["--help" if arg == "-help" else arg for arg in sys.argv[1:]]
     sys.exit(main())

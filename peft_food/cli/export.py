@@ -12,6 +12,7 @@ from pathlib import Path
 
 from peft_food.cli import exit_with, one_line_errors
 from peft_food.cli.hub import offline_unless_reachable
+from peft_food.saved.layout import find_model_dir
 
 
 @one_line_errors("peft-food-export")
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out_dir.exists() and any(args.out_dir.iterdir()):
         print(f"peft-food-export: error: {args.out_dir} exists and is not empty: choose a new folder", file=sys.stderr)
         return 2
+    find_model_dir(args.run)  # a wrong path is one line before torch loads
     offline_unless_reachable()  # the base model may come from the Hub: no Hub, no retries
     # torch loads once the arguments parse: --help answers at once.
     import torch

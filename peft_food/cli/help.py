@@ -18,7 +18,7 @@ from peft_food.config import CONF_DIR
 
 # Groups a user picks from, in the order they matter; `schema/` (typed defaults) and Hydra's own
 # groups are internals.
-GROUPS = ["model", "peft", "data", "train", "logger", "experiment", "recipe", "sweep", "hydra/launcher"]
+GROUPS = ["model", "peft", "data", "train", "logger", "hub", "experiment", "recipe", "sweep", "hydra/launcher"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,13 @@ class Command:
     multirun: bool = False
 
 
+def quickstart_time(conf_dir: Path = Path(CONF_DIR)) -> str:
+    """How long `experiment=quickstart` takes, as measured: written once, in the `# Takes: ...` line of
+    conf/experiment/quickstart.yaml; --help quotes it and tests/test_command_line.py holds README to it."""
+    text = (conf_dir / "experiment" / "quickstart.yaml").read_text()
+    return re.search(r"^# Takes: (.+?)(?: \(|\.?$)", text, flags=re.M).group(1)
+
+
 TRAIN = Command(
     prog="peft-food-train",
     about=[
@@ -41,7 +48,7 @@ TRAIN = Command(
     ],
     multirun=True,
     examples=[
-        ("peft-food-train experiment=quickstart", "offline, CPU, ~1 minute: a tiny ViT learns 10 classes"),
+        ("peft-food-train experiment=quickstart", f"offline, {quickstart_time()}: a tiny ViT learns 10 classes"),
         ("peft-food-train", "the seed recipe: ViT-B/16 + LoRA r=16 on Food-101 (Hub, GPU)"),
         ("peft-food-train peft=bitfit train.epochs=3", "another method; train.lr follows the method"),
         ("peft-food-train data=imagefolder data.root=/path/to/photos", "your own <class>/*.jpg folders"),
@@ -153,7 +160,7 @@ def help_text(command: Command = TRAIN, *, conf_dir: Path = Path(CONF_DIR)) -> s
 
 def answered_help(command: Command) -> bool:
     """Print the command's help if asked (--help / -h) and say so: the console script then stops."""
-    if any(arg in ("--help", "-h") for arg in sys.argv[1:]):
+    if any(arg in ("--help", "-h", "-help") for arg in sys.argv[1:]):  # -help: argparse reads -h elp
         print(help_text(command))
         return True
     return False

@@ -43,9 +43,14 @@ def offline_unless_reachable() -> bool:
     timeout = float(os.environ.get("HF_HUB_ETAG_TIMEOUT") or DEFAULT_TIMEOUT_S)  # the Hub's own metadata timeout
     if hub_reachable(os.environ.get("HF_ENDPOINT", "https://huggingface.co"), timeout=timeout):
         return False
+    go_offline()
+    return True
+
+
+def go_offline() -> None:
+    """HF_HUB_OFFLINE=1 for this process: cached files only, no request to the Hub."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     # Read once at import: a library already loaded (an embedding program) is told directly.
     for module, attribute in (("huggingface_hub.constants", "HF_HUB_OFFLINE"), ("datasets.config", "HF_HUB_OFFLINE")):
         if module in sys.modules:
             setattr(sys.modules[module], attribute, True)
-    return True

@@ -13,6 +13,7 @@ from pathlib import Path
 from peft_food import progress
 from peft_food.cli import exit_with, one_line_errors
 from peft_food.cli.hub import offline_unless_reachable
+from peft_food.saved.layout import find_model_dir
 
 
 @one_line_errors("peft-food-predict")
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.top_k < 1 or args.batch_size < 1:
         parser.error("--top-k and --batch-size must be at least 1")
+    find_model_dir(args.model)  # a wrong path is one line before torch loads
     offline_unless_reachable()  # the base model may come from the Hub: no Hub, no retries
     # torch loads once the arguments parse: --help answers at once.
     from peft_food.saved.artifacts import load_trained

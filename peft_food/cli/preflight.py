@@ -16,6 +16,7 @@ import re
 import shutil
 import signal
 import sys
+from dataclasses import dataclass
 from typing import Any, Callable
 
 # Hydra internals with no public counterpart (tests/test_architecture.py allows these and no others):
@@ -33,11 +34,13 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import ValidationError
 
 from peft_food.cli import one_line_errors
-from peft_food.cli.help import Command, answered_help
+from peft_food.cli.help import Command, answered_help, flow
 from peft_food.cli.hub import offline_unless_reachable
 from peft_food.config import CONF_DIR, LoggerSpec, check_top_level, parse_config
+from peft_food.data.sources import check_root
 from peft_food.errors import ConfigError, first_line
 from peft_food.tracking.login import require_login
 
@@ -47,7 +50,7 @@ LAUNCHER_PLUGIN = "hydra_plugins.hydra_submitit_launcher"
 def compose(argv: list[str], *, config_name: str) -> tuple[DictConfig, bool] | None:
     """The config (with its hydra node) this command line composes, and whether it is a multirun;
     None when it asks for something other than a run (--cfg, --info, -sc, --hydra-help)."""
-    args = get_args_parser().parse_args(argv)
+    args, unknown = get_args_parser().parse_known_args(argv)
     if args.cfg or args.info or args.shell_completion or args.hydra_help or args.help or args.config_path:
         return None
     search_path = create_automatic_config_search_path(None, None, CONF_DIR)
@@ -56,6 +59,9 @@ def compose(argv: list[str], *, config_name: str) -> tuple[DictConfig, bool] | N
         if not os.path.isdir(config_dir):
             raise ConfigError(f"--config-dir {args.config_dir} is not a directory: pass your config folder's path")
         search_path.prepend(provider="command-line", path=f"file://{config_dir}", anchor="schema")
+    where = Where(search_path, config_name=args.config_name or config_name)
+    if unknown:  # `--epochs 3`: Hydra's parser would print 9 lines of usage
+        raise ConfigError(flag_error(unknown, argv=argv, where=where))
     GlobalHydra.instance().clear()
     try:
         hydra = Hydra.create_main_hydra2(task_name=config_name, config_search_path=search_path)
@@ -64,15 +70,77 @@ def compose(argv: list[str], *, config_name: str) -> tuple[DictConfig, bool] | N
             args.config_name or config_name, args.overrides, run_mode=mode, with_log_configuration=False
         )
     except HydraException as err:
-        raise ConfigError(hydra_error(err, overrides=args.overrides)) from None
+        raise ConfigError(hydra_error(err, overrides=args.overrides, where=where)) from None
     finally:
         GlobalHydra.instance().clear()  # Hydra's own run initialises it again
     return cfg, args.multirun or cfg.hydra.mode == RunMode.MULTIRUN
 
 
-def hydra_error(err: HydraException, *, overrides: list[str]) -> str:
+@dataclass(frozen=True)
+class Where:
+    """The config search path and entry config a command line composes: what an error message
+    looks a key up in, composing again (a single run) without the override that failed."""
+
+    search_path: Any
+    config_name: str
+
+    def compose(self, overrides: list[str]) -> DictConfig | None:
+        GlobalHydra.instance().clear()
+        try:
+            hydra = Hydra.create_main_hydra2(task_name=self.config_name, config_search_path=self.search_path)
+            return hydra.compose_config(self.config_name, overrides, run_mode=RunMode.RUN, with_log_configuration=False)
+        except HydraException:
+            return None
+        finally:
+            GlobalHydra.instance().clear()
+
+    def value(self, key: str, *, overrides: list[str]) -> Any:
+        cfg = self.compose(overrides)
+        return None if cfg is None else OmegaConf.select(cfg, key, default=None)
+
+
+def flag_error(unknown: list[str], *, argv: list[str], where: Where) -> str:
+    """`--epochs 3` (or `--epochs=3`, `--batch-size 64`) as the key=value it means: config keys are
+    set as Hydra overrides, and the composed config says which key a flag's name is."""
+    flag = next(u for u in unknown if u.startswith("-"))
+    name, _, value = flag.lstrip("-").partition("=")
+    at = argv.index(flag)
+    if not value and at + 1 < len(argv) and "=" not in argv[at + 1] and not argv[at + 1].startswith("-"):
+        value = argv[at + 1]
+    cfg = where.compose([])
+    leaves = leaf_values(cfg) if cfg is not None else {}
+    overrides = [f"{key}={value or '...'}" for key in leaves if key.rpartition(".")[2] == name.replace("-", "_")]
+    # `--fp16`: a switch named after a value some key takes (train.precision=fp16).
+    overrides = overrides or [f"{key}={name}" for key, now in leaves.items() if not value and now == name]
+    if not overrides:
+        return f"{flag} is not an option: set config keys as key=value (--help lists the groups and keys)"
+    return f"{flag} is not an option: config keys are set as key=value, here {' or '.join(overrides)}"
+
+
+def leaf_values(cfg: DictConfig) -> dict[str, Any]:
+    """Every dotted key (hydra's own left out) with its value as written (interpolations unresolved)."""
+    found = {}
+
+    def walk(node: dict, prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            else:
+                found[f"{prefix}{key}"] = value
+
+    tree = OmegaConf.to_container(cfg, resolve=False)
+    tree.pop("hydra", None)
+    walk(tree, "")
+    return found
+
+
+def hydra_error(err: HydraException, *, overrides: list[str], where: Where | None = None) -> str:
     """Hydra's composition error as one line naming the fix."""
     text, cause = str(err), err.__cause__
+    if text.startswith("Error merging override") and isinstance(cause, ValidationError) and cause.full_key:
+        bad = text.removeprefix("Error merging override").strip()
+        current = where.value(str(cause.full_key), overrides=[o for o in overrides if o != bad]) if where else None
+        return value_error(cause, override=bad, current=current)
     if isinstance(err, MissingConfigException) and err.missing_cfg_file:
         group, _, name = err.missing_cfg_file.rpartition("/")
         if (
@@ -101,6 +169,18 @@ def hydra_error(err: HydraException, *, overrides: list[str]) -> str:
     )
 
 
+# omegaconf's words for the type it could not convert to -> what the user gives instead.
+KINDS = {"Float": "a number", "Integer": "a whole number", "bool": "true or false"}
+
+
+def value_error(cause: ValidationError, *, override: str, current: Any) -> str:
+    """`train.lr=abc`: the key's type, omegaconf's reason, and the value it has now as the example."""
+    key = str(cause.full_key)
+    kind = next((words for name, words in KINDS.items() if f" {name}" in cause.msg), "another type")
+    example = f": e.g. {key}={flow(current)} (its value now)" if current is not None else ""
+    return f"{override}: {key} takes {kind} ({first_line(cause)}){example}"
+
+
 def _parses(override: str) -> bool:
     try:
         OverridesParser.create().parse_override(override)
@@ -125,8 +205,24 @@ def check_run(cfg: DictConfig, *, multirun: bool, prog: str, extra_keys: tuple[s
             job.output_dir = "<run dir>"  # ${hydra:runtime.output_dir}: Hydra sets it when it makes the dir
     if "logger" in job:
         require_login(logger_spec(job))
+    if OmegaConf.select(job, "hub.push") and not OmegaConf.select(job, "hub.dry_run"):
+        check_push(multirun=multirun)
     if not multirun:  # a sweep's swept keys are applied per job; each job checks its own
-        parse_config(job, extra_keys=extra_keys)
+        check_root(parse_config(job, extra_keys=extra_keys).data)  # before torch, the data and W&B start
+
+
+def check_push(*, multirun: bool) -> None:
+    """hub.push=true: refused now, not after training, without a token or with the Hub off; and in a
+    sweep, whose every job would push over the one repo."""
+    if multirun:
+        raise ConfigError(
+            "hub.push=true with -m would push every job over one repo: sweep without it, then push the job "
+            "you choose with peft-food-push <job dir> <user>/<repo>"
+        )
+    from peft_food.saved.hub import TRAIN_LATER, require_online, require_token  # huggingface_hub, only when pushing
+
+    require_token()
+    require_online(later=TRAIN_LATER)
 
 
 def logger_spec(job: DictConfig) -> LoggerSpec:

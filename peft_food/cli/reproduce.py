@@ -9,9 +9,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from omegaconf import OmegaConf
 
@@ -20,11 +23,30 @@ from peft_food.cli.hub import offline_unless_reachable
 from peft_food.errors import Interrupted
 from peft_food.training.reproduce import (
     explain_versions,
+    load_record,
     record,
     record_pending,
     reproduce,
     unfinished_rerun,
 )
+
+
+@contextmanager
+def training_lines() -> Iterator[None]:
+    """The re-runs' own lines on stdout while they train, as peft-food-train shows them (its start,
+    one line per epoch, progress lines in a redirected log, its result): outside Hydra nothing else
+    gives the package's loggers a handler, and INFO lines would be dropped."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    logger = logging.getLogger("peft_food")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 @one_line_errors("peft-food-reproduce")
@@ -62,11 +84,13 @@ def main(argv: list[str] | None = None) -> int:
         record(args.record, args.record_dir, description=args.description)
         print(f"recorded {args.record} as {args.record_dir}")
         return 0
+    load_record(args.record_dir)  # a mistyped folder is one line before torch loads
     offline_unless_reachable()  # a re-run may load its model or data from the Hub: no Hub, no retries
     reruns = Path("outputs/reproduce") / args.record_dir.name
     out = args.out or unfinished_rerun(reruns, args.record_dir) or reruns / time.strftime("%Y-%m-%d_%H-%M-%S")
     try:
-        outcome = reproduce(args.record_dir, out_dir=out, wandb=args.wandb)
+        with training_lines():
+            outcome = reproduce(args.record_dir, out_dir=out, wandb=args.wandb)
     except Interrupted as err:  # a job stopped by a signal: resumable, the same command continues it
         print(f"peft-food-reproduce: {err}", file=sys.stderr)
         return 128 + err.signum

@@ -1,6 +1,6 @@
 """peft-food-train: compose the config with Hydra, then train (training/pipeline.py).
 
-    peft-food-train experiment=quickstart                  # offline, CPU, ~1 minute
+    peft-food-train experiment=quickstart                  # offline, CPU (conf/experiment/quickstart.yaml: how long)
     peft-food-train                                        # the seed recipe (needs the Hub)
     peft-food-train peft=full                              # full fine-tuning
     peft-food-train peft.r=8 peft.alpha=32 train.epochs=3 logger.project=my-proj
@@ -37,7 +37,7 @@ from peft_food.tracking.record import FILE as RECORD_FILE
 from peft_food.tracking.record import RunRecord
 from peft_food.tracking.sweep import is_multirun, job_labels, objective
 from peft_food.training.claim import resume_search_root, sweep_dead_starts
-from peft_food.training.distributed import is_main_process, share_run_dir
+from peft_food.training.distributed import is_main_process, quiet_other_ranks, share_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,7 @@ def main(cfg: DictConfig) -> float:
     multirun a failed job returns NaN instead of raising, so the remaining jobs still run;
     SweepSummary then lists the failures and exits non-zero."""
     started = job_started()
+    quiet_other_ranks()  # under torchrun: rank 0's console only
     # A sweep's own labels are defaults: the config, then the user's WANDB_* variables, win.
     for key, value in job_labels(sweep_name=cfg.get("sweep_name")).items():
         if cfg.logger.get(key) is None and not (key in ENV and from_env(key)):

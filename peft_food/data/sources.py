@@ -20,7 +20,7 @@ from peft_food.data.images import IMAGE_SUFFIXES
 from peft_food.data.parts import Part, Parts, hub_part, labelled
 from peft_food.data.store import Plan
 from peft_food.data.synthetic import synthetic_dataset
-from peft_food.errors import DataError, first_line, require
+from peft_food.errors import DataError, first_line, near_miss, require
 
 if TYPE_CHECKING:  # datasets is imported when a source is read, not when the command line starts
     from datasets import Dataset
@@ -47,10 +47,12 @@ def _read_hub(spec: DataSpec, seed: int, plan: Plan | None) -> Parts:
 
 
 def _read_food101_layout(spec: DataSpec, seed: int, plan: Plan | None) -> Parts:
+    _food101_root(Path(spec.root))
     return _load_food101_layout(Path(spec.root), spec=spec, plan=plan)
 
 
 def _read_imagefolder(spec: DataSpec, seed: int, plan: Plan | None) -> Parts:
+    _imagefolder_root(Path(spec.root))
     return _load_imagefolder(Path(spec.root), spec=spec, plan=plan)
 
 
@@ -107,8 +109,9 @@ class Source:
 
     read: Callable[[DataSpec, int, Plan | None], Parts]
     card: Callable[[dict], CardData]
-    # Reads images from data.root.
-    reads_root: bool = False
+    # Reads images from data.root: a look at its layout (a few stat calls, no image read) that the
+    # command line makes before anything heavy starts (check_root), and the reader again.
+    root_layout: Optional[Callable[[Path], object]] = None
     # Generated at the requested sizes, all three splits: no carving or subset afterwards.
     generated: bool = False
 
@@ -117,8 +120,8 @@ class Source:
 # reader and card above, and its peft_food/conf/data/ file).
 SOURCES: dict[str, Source] = {
     "food101": Source(_read_hub, _card_hub),
-    "food101_local": Source(_read_food101_layout, _card_food101_layout, reads_root=True),
-    "imagefolder": Source(_read_imagefolder, _card_imagefolder, reads_root=True),
+    "food101_local": Source(_read_food101_layout, _card_food101_layout, root_layout=lambda root: _food101_root(root)),
+    "imagefolder": Source(_read_imagefolder, _card_imagefolder, root_layout=lambda root: _imagefolder_root(root)),
     "synthetic": Source(_read_synthetic, _card_synthetic, generated=True),
 }
 
@@ -165,7 +168,7 @@ class DataSpec:
     uint8: bool = True
     # Decode every image once and keep the pixels in RAM (datasets that fit: ~0.6 MB per photo).
     cache: bool = False
-    # Train images: decode JPEGs with torchvision (libjpeg-turbo) into uint8 tensors and crop,
+    # Train images: decode JPEGs with TorchCodec (libjpeg-turbo) into uint8 tensors and crop,
     # resize and flip the tensors, faster per core than PIL (docs/performance.md) (needs uint8; false: PIL, as the seed).
     fast_decode: bool = True
     # Preprocess once, train many (docs/data.md): decode every image once into a store on
@@ -186,7 +189,7 @@ class DataSpec:
             f"data.source={self.source!r} is unknown: choose one of {', '.join(SOURCES)}",
         )
         require(
-            not SOURCES[self.source].reads_root or bool(self.root),
+            SOURCES[self.source].root_layout is None or bool(self.root),
             f"data.root is missing: data={self.source} reads images from disk, pass data.root=/path/to/images",
         )
         require(
@@ -253,18 +256,50 @@ def _require_every_class(train: Dataset, other: Dataset, *, where: Path) -> None
         )
 
 
+def check_root(spec: DataSpec) -> None:
+    """data.root's layout, where the config is checked (cli/preflight.py): a typo or a folder one level
+    too deep is one line before torch, the data or W&B start."""
+    if (layout := SOURCES[spec.source].root_layout) is not None:
+        layout(Path(spec.root))
+
+
 def _existing_dir(root: Path) -> Path:
     if not root.is_dir():
-        raise DataError(f"data.root={str(root)!r} is not a directory: point it at your image folder")
+        raise DataError(f"data.root={str(root)!r} is not a directory{near_miss(root)}: point it at your image folder")
+    return root
+
+
+def _is_food101_layout(folder: Path) -> bool:
+    return (folder / "meta" / "classes.txt").is_file() and (folder / "images").is_dir()
+
+
+def _food101_root(root: Path) -> Path:
+    """The meta/ folder of a Food-101-layout data.root; its images/ folder is named as such."""
+    meta = _existing_dir(root) / "meta"
+    if not meta.is_dir() and _is_food101_layout(root.parent):
+        raise DataError(
+            f"data.root={str(root)!r} is inside a Food-101 folder: pass the folder holding images/ and meta/, "
+            f"data.root={root.parent}"
+        )
+    for name in ("classes.txt", "train.txt", "test.txt"):
+        if not (meta / name).is_file():
+            raise DataError(f"{meta / name} is missing: data=food101_local expects Food-101's images/ and meta/ layout")
+    return meta
+
+
+def _imagefolder_root(root: Path) -> Path:
+    """An image-folder data.root that is not Food-101's layout (whose meta/ would be taken for a class)."""
+    if _is_food101_layout(_existing_dir(root)):
+        raise DataError(
+            f"data.root={str(root)!r} is in Food-101's layout (images/ and meta/): use data=food101_local "
+            f"data.root={root}"
+        )
     return root
 
 
 def _load_food101_layout(root: Path, *, spec: DataSpec, plan: Plan | None = None) -> Parts:
     """Food-101's own layout: meta/classes.txt names the labels, meta/{train,test}.txt the images."""
-    meta = _existing_dir(root) / "meta"
-    for name in ("classes.txt", "train.txt", "test.txt"):
-        if not (meta / name).is_file():
-            raise DataError(f"{meta / name} is missing: data=food101_local expects Food-101's images/ and meta/ layout")
+    meta = _food101_root(root)
     classes = (meta / "classes.txt").read_text().split()
     index = {name: i for i, name in enumerate(classes)}
 

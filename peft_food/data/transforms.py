@@ -3,12 +3,13 @@ lazily to the datasets, and the collate that batches them.
 
     train: RandomResizedCrop + RandomHorizontalFlip     eval: Resize(shorter side) + CenterCrop
 
-The train path (`data.fast_decode=true`, with uint8) decodes JPEGs with torchvision's
+The train path (`data.fast_decode=true`, with uint8) decodes JPEGs with TorchCodec's
 libjpeg-turbo straight into a uint8 tensor and crops, resizes (bilinear, antialiased) and flips
 the tensor (`TensorAugment`): the same augmentations with the same random draws as PIL's decode +
-crop + resize, faster per core (figures: docs/performance.md). Only the resampling arithmetic
-differs from PIL's, by a grey level or two. Eval always goes through PIL as the seed does, and as
-peft-food-predict does, so eval accuracy and predictions agree.
+crop + resize, faster per core (figures: docs/performance.md). The decoded pixels are PIL's, bit
+for bit; only the resampling arithmetic differs from PIL's, by a grey level or two. Eval always
+goes through PIL as the seed does, and as peft-food-predict does, so eval accuracy and
+predictions agree.
 """
 
 from __future__ import annotations
@@ -31,29 +32,64 @@ from peft_food.data.geometry import eval_geometry, input_sizes
 from peft_food.data.images import as_rgb, in_threads
 from peft_food.data.splits import Splits
 from peft_food.data.store import Store
+from peft_food.errors import UserError, first_line
 from peft_food.progress import bar
-
-try:  # deprecated in torchvision 0.29 in favour of torchcodec, and to be removed in a later release
-    from torchvision.io import ImageReadMode, decode_jpeg
-except ImportError:  # then PIL decodes: the same bytes (libjpeg-turbo both), only slower
-    decode_jpeg = None
 
 log = logging.getLogger(__name__)
 
 
+def jpeg_decoder() -> Callable[..., torch.Tensor]:
+    """TorchCodec's JPEG decoder, the one data.fast_decode decodes with (torchvision's own is
+    deprecated since 0.29 in favour of it), or a one-line error: the fast path never turns
+    silently into the PIL one."""
+    try:
+        from torchcodec.decoders import decode_jpeg
+    except (ImportError, OSError, RuntimeError) as err:  # not installed, or its library fails to load
+        raise UserError(
+            f"data.fast_decode=true decodes JPEGs with TorchCodec, which cannot be imported ({first_line(err)}): "
+            "pip install torchcodec, or set data.fast_decode=false"
+        ) from None
+    return decode_jpeg
+
+
+def without_orientation(data: bytes) -> bytearray:
+    """A JPEG's bytes with each APP1 segment (where EXIF lives) before the image data relabelled
+    APP15, which decoders skip. TorchCodec turns an image by its EXIF orientation; PIL, which decodes
+    eval images and peft-food-predict's, does not (nor did torchvision's decode_jpeg), so train and
+    eval see a photo the same way up."""
+    out = bytearray(data)  # writable: torch.frombuffer then shares it without a warning
+    pos = 2  # after the start-of-image marker
+    while pos + 4 <= len(out) and out[pos] == 0xFF:
+        marker = out[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if marker in (0xDA, 0xD9):  # start of scan / end of image: no more header segments
+            break
+        if marker == 0xE1:
+            out[pos + 1] = 0xEF
+        pos += 2 + int.from_bytes(out[pos + 2 : pos + 4], "big")
+    return out
+
+
 class DecodeToTensor:
     """An image as opened (file bytes/path not yet decoded, a PIL image, or decoded HWC pixels
-    from the cache) -> uint8 RGB (3, H, W). JPEGs decode with torchvision's libjpeg-turbo
-    (greyscale and CMYK to RGB); anything else, or a JPEG torchvision cannot read, goes through PIL."""
+    from the cache) -> uint8 RGB (3, H, W). JPEGs decode with TorchCodec's libjpeg-turbo (greyscale
+    and CMYK to RGB, as PIL converts them; EXIF orientation not applied, as PIL does not); anything
+    else, or a JPEG TorchCodec cannot read (it raises where PIL may still decode), goes through PIL."""
+
+    def __init__(self) -> None:
+        self.decode_jpeg = jpeg_decoder()
 
     def __call__(self, value: Any) -> torch.Tensor:
         if isinstance(value, np.ndarray):
             return torch.from_numpy(value).permute(2, 0, 1)  # a view: the crop reads it in place
         if isinstance(value, dict):
             data = value.get("bytes") or Path(value["path"]).read_bytes()
-            if decode_jpeg is not None and data[:2] == b"\xff\xd8":  # JPEG start-of-image marker
+            if data[:2] == b"\xff\xd8":  # JPEG start-of-image marker
                 try:
-                    return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+                    # A (3, H, W) view of HWC pixels: channels-last, the layout the resize wants.
+                    return self.decode_jpeg(torch.frombuffer(without_orientation(data), dtype=torch.uint8), mode="RGB")
                 except RuntimeError:
                     pass
             value = {"bytes": data, "path": value.get("path")}  # read once: PIL decodes these bytes
@@ -198,7 +234,7 @@ def attach_transforms(
     cache=True decodes every image once up front and keeps the RGB pixels in RAM (about 0.6 MB per
     512x384 Food-101 photo), so later epochs only crop, resize and flip (as tensors with
     fast_decode); the augmentations are unchanged, and the cached pixels are PIL's exact decode.
-    fast_decode=True hands the train transform the undecoded file, for libjpeg-turbo to decode."""
+    fast_decode=True hands the train transform the undecoded file, for TorchCodec to decode."""
     if splits.stores:
         size, _ = input_sizes(processor)
         chosen = {

@@ -3,7 +3,10 @@ logged to W&B, so `logger=none` users get the same files.
 
     per_class.csv     class, eval images, accuracy, the class it is most often taken for (and how often)
     confusion.csv     counts, true class per row, predicted per column
-    confusion.png     the confusion row-normalised, readable at 101 classes (one cell per pair)
+    confusion.png     the confusion row-normalised, readable at 101 classes (one cell per pair), titled
+                      with the split it shows; each nonzero cell's count written in it up to
+                      COUNTED_CLASSES classes (beyond, a cell is too small for digits: the counts
+                      are in confusion.csv, and the title says so)
     examples.csv/png  `logger.examples` eval images with their prediction, misclassified ones first
 
 In W&B: tables `per_class`, `top_confusions` (the most frequent mistakes) and `examples` (with
@@ -101,8 +104,9 @@ def _save_figure(fig: Any, path: Path, *, dpi: int) -> None:
     write_atomic(path, png.getvalue())
 
 
-def write(results: EvalResults, *, out_dir: Path, examples: list[int], images: list[Any]) -> None:
-    """The CSVs and PNGs above into `out_dir`; `images` are the eval images (PIL) at `examples`."""
+def write(results: EvalResults, *, out_dir: Path, examples: list[int], images: list[Any], split: str) -> None:
+    """The CSVs and PNGs above into `out_dir`; `images` are the images (PIL) at `examples`; `split`
+    names the split the results are on (test; the seed protocol's held-out eval split)."""
     confusion = results.confusion
     _write_csv(out_dir / "per_class.csv", per_class(confusion, results.names))
     text = io.StringIO(newline="")
@@ -112,12 +116,29 @@ def write(results: EvalResults, *, out_dir: Path, examples: list[int], images: l
     write_atomic(out_dir / "confusion.csv", text.getvalue().encode())
     rows = results.example_rows(examples)
     _write_csv(out_dir / "examples.csv", rows)
-    _plot_confusion(confusion, results.names, out_dir / "confusion.png")
+    figure = confusion_figure(confusion, results.names, split=split)
+    _save_figure(figure, out_dir / "confusion.png", dpi=100)
+    _close(figure)
     if images:
         _plot_examples(rows, images, out_dir / "examples.png")
 
 
-def _plot_confusion(confusion: np.ndarray, names: list[str], path: Path) -> None:
+# Up to this many classes every nonzero cell shows its count; at 101 classes a cell is ~0.17 inch,
+# too small for digits anyone can read.
+COUNTED_CLASSES = 30
+
+
+def cell_counts(confusion: np.ndarray) -> list[tuple[int, int, int]]:
+    """(true, predicted, count) of every nonzero cell to write in the picture; none beyond
+    COUNTED_CLASSES classes."""
+    if len(confusion) > COUNTED_CLASSES:
+        return []
+    return [(int(t), int(p), int(confusion[t, p])) for t, p in zip(*np.nonzero(confusion))]
+
+
+def confusion_figure(confusion: np.ndarray, names: list[str], *, split: str) -> Any:
+    """The confusion row-normalised (share of the true class's images), nonzero counts in their
+    cells (cell_counts), titled with `split` and the number of images."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -125,18 +146,38 @@ def _plot_confusion(confusion: np.ndarray, names: list[str], path: Path) -> None
 
     rows = confusion.sum(axis=1, keepdims=True)
     share = np.divide(confusion, rows, out=np.zeros_like(confusion, dtype=float), where=rows > 0)
-    side = max(6.0, 0.17 * len(names))  # ~0.17 inch per class: 101 classes stay legible at 100 dpi
+    counts = cell_counts(confusion)
+    # ~0.17 inch per class: 101 classes stay legible at 100 dpi; 0.3 where cells hold their counts.
+    side = max(6.0, (0.3 if counts else 0.17) * len(names))
     fig, ax = plt.subplots(figsize=(side + 1.5, side))
     image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    fig.colorbar(image, ax=ax, fraction=0.03, label="share of the true class's eval images")
-    font = 9 if len(names) <= 20 else 6
+    fig.colorbar(image, ax=ax, fraction=0.03, label=f"share of the true class's {split} images")
+    font = 9 if len(names) <= 20 else 8 if counts else 6
     ax.set_xticks(range(len(names)), names, rotation=90, fontsize=font)
     ax.set_yticks(range(len(names)), names, fontsize=font)
+    size = max(6.0, min(10.0, 180 / len(names)))  # 10 pt up to 18 classes, 6 pt at 30
+    for true, predicted, count in counts:
+        dark = share[true, predicted] > 0.55  # white digits on the dark end of Blues
+        ax.text(
+            predicted, true, str(count), ha="center", va="center", fontsize=size, color="white" if dark else "black"
+        )
+    where = (
+        "counts in the cells"
+        if counts or not confusion.any()
+        else f"counts in confusion.csv ({len(names)} classes: too many to write in the cells)"
+    )
     ax.set(
-        xlabel="predicted", ylabel="true", title=f"Confusion of the saved model ({int(confusion.sum())} eval images)"
+        xlabel="predicted",
+        ylabel="true",
+        title=f"Confusion of the saved model on {split} ({int(confusion.sum())} images; {where})",
     )
     fig.tight_layout()
-    _save_figure(fig, path, dpi=100)
+    return fig
+
+
+def _close(fig: Any) -> None:
+    import matplotlib.pyplot as plt
+
     plt.close(fig)
 
 

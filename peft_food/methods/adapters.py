@@ -23,6 +23,7 @@ from peft_food.methods.base import (
     BaseLoader,
     Method,
     Resolve,
+    peft_wrapping,
     register,
     require_fit,
     require_fraction,
@@ -79,7 +80,7 @@ class AdapterSpec(Method):
         saved_head = head_tensors(model_dir / ADAPTER_WEIGHTS, head=head)
         frozen = base(saved_head)
         try:
-            with tempfile.TemporaryDirectory() as scratch:
+            with tempfile.TemporaryDirectory() as scratch, peft_wrapping():
                 model = PeftModel.from_pretrained(frozen, str(renamed_adapter(model_dir, frozen, Path(scratch))))
         except (RuntimeError, ValueError, KeyError) as err:
             require_fit(

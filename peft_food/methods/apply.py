@@ -7,13 +7,11 @@ spec here (`apply_peft`), and checked on a skeleton before any data is read (`ch
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 from transformers import AutoModelForImageClassification
 
 from peft_food.errors import ConfigError, first_line
-from peft_food.methods.base import PeftSpec
+from peft_food.methods.base import PeftSpec, peft_wrapping
 from peft_food.model.backbone import base_config, head_module, target_resolver
 from peft_food.model.spec import ModelSpec
 
@@ -36,8 +34,5 @@ def apply_peft(base: torch.nn.Module, *, peft: PeftSpec, model: ModelSpec) -> to
     linear probe or BitFit: a frozen base with some of its own parameters trainable; the others:
     peft's adapter with the head trainable and saved beside it)."""
     head_module(base, head=model.head)  # a wrong model.head fails here, naming the real modules
-    with warnings.catch_warnings():
-        # peft 0.21 reads transformers 5.x's deprecated is_gradient_checkpointing: a FutureWarning on
-        # every run that no user can act on.
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    with peft_wrapping():
         return peft.prepare(base, resolve=target_resolver(base, model=model), head=model.head)

@@ -8,8 +8,10 @@ merges into a plain model. The rest of the package asks the spec and never branc
 
 from __future__ import annotations
 
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Iterator
 
 from hydra.core.config_store import ConfigStore
 
@@ -113,3 +115,13 @@ class Method:
 
 # The type every method's spec has (annotations say PeftSpec: a method's settings).
 PeftSpec = Method
+
+
+@contextmanager
+def peft_wrapping() -> Iterator[None]:
+    """Around every call that wraps a model in peft (get_peft_model, PeftModel.from_pretrained): peft
+    0.21 reads transformers 5.x's deprecated is_gradient_checkpointing there, a FutureWarning on every
+    run, prediction and export that no user can act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield

@@ -17,13 +17,12 @@ import torch
 
 from peft_food.errors import UserError
 from peft_food.methods.layout import (
-    backbone,
     blocks,
-    final_norm,
     hidden_of,
     mlp_norm,
     output_with,
 )
+from peft_food.model.tokens import token_sequence
 
 # The layers SSF follows: every Linear and LayerNorm, and the patch embedding's convolution.
 SSF_HOSTS = (torch.nn.Linear, torch.nn.LayerNorm, torch.nn.Conv2d)
@@ -108,9 +107,10 @@ class Prompts(torch.nn.Module):
         authors' code drops after expanding: KMnP/vpt src/models/vit_prompt/vit.py)."""
         return self.dropout(self.prompts.to(like.dtype).expand(like.shape[0], -1, -1))
 
-    def insert(self, module: torch.nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
+    def insert(self, module: torch.nn.Module, args: Any, output: Any) -> Any:
         """After the embeddings: [CLS], the prompts, then the rest."""
-        return torch.cat([output[:, :1], self.batch(output), output[:, 1:]], dim=1)
+        hidden = hidden_of(output)
+        return output_with(output, torch.cat([hidden[:, :1], self.batch(hidden), hidden[:, 1:]], dim=1))
 
     def replace(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         """Before a layer (deep VPT): this layer's prompts take the previous layer's places."""
@@ -118,25 +118,25 @@ class Prompts(torch.nn.Module):
         hidden = torch.cat([hidden[:, :1], self.batch(hidden), hidden[:, 1 + len(self.prompts) :]], dim=1)
         return ((hidden, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": hidden})
 
-    def strip(self, module: torch.nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
-        """After the final norm: the sequence as the head expects it, prompts removed."""
-        return torch.cat([output[:, :1], output[:, 1 + len(self.prompts) :]], dim=1)
+    def strip(self, module: torch.nn.Module, args: Any, output: Any) -> Any:
+        """Where the head reads the sequence: as the head expects it, prompts removed."""
+        hidden = hidden_of(output)
+        return output_with(output, torch.cat([hidden[:, :1], hidden[:, 1 + len(self.prompts) :]], dim=1))
 
 
 def attach_prompts(model: torch.nn.Module, *, tokens: int, deep: bool, dropout: float, mlp_in: str) -> None:
-    """Prompts after [CLS] at the input (`<backbone>.embeddings.vpt`), removed after the final
-    norm; deep: a set per later block (`<block>.vpt`) replacing the previous one before it runs."""
-    config = model.config
-    patch = config.patch_size
-    area = patch * patch if isinstance(patch, int) else math.prod(patch)
+    """Prompts after [CLS] at the input (`<backbone>.embeddings.vpt`; timm: `norm_pre.vpt`), removed
+    where the head reads the sequence (model/tokens.py); deep: a set per later block (`<block>.vpt`)
+    replacing the previous one before it runs."""
+    sequence = token_sequence(model)  # or one line saying why this backbone takes no prompts
 
     def prompts() -> Prompts:
-        return Prompts(tokens=tokens, dim=config.hidden_size, patch_area=area, dropout=dropout)
+        return Prompts(tokens=tokens, dim=sequence.dim, patch_area=sequence.patch_area, dropout=dropout)
 
-    embeddings = backbone(model).embeddings
+    embeddings = sequence.embedded
     embeddings.vpt = prompts()
     embeddings.register_forward_hook(embeddings.vpt.insert)
-    final_norm(model).register_forward_hook(embeddings.vpt.strip)
+    sequence.read.register_forward_hook(embeddings.vpt.strip)
     if deep:
         for block in blocks(model, mlp_in=mlp_in)[1:]:
             block.vpt = prompts()

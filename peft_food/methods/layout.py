@@ -1,7 +1,8 @@
-"""Where the added-module methods hook into a transformers ViT-style model: its backbone, token
-embeddings, transformer blocks, final norm, and each block's norm before the MLP. Found on the
+"""Where the added-module methods hook into a transformers ViT-style model: its transformer blocks
+and each block's norm before the MLP (the token sequence VPT changes: model/tokens.py). Found on the
 model itself (transformers >= 5.9: `vit.layers.N`, `deit.layers.N`, `dinov2.encoder.layer.N`,
-`swin.encoder.layers.S.blocks.N`), never by copying its forward.
+`swin.encoder.layers.S.blocks.N`, `vision_model.encoder.layers.N`, timm's `timm_model.blocks.N`),
+never by copying its forward.
 
     peft-food-train peft=adaptformer model=dinov2_small    # blocks(): dinov2.encoder.layer.N, mlp_norm(): norm2
 """
@@ -12,25 +13,24 @@ import torch
 
 from peft_food.errors import ConfigError
 
-# Name of the LayerNorm in front of each block's MLP: ViT, DeiT and Swin say layernorm_after, DINOv2 norm2.
-MLP_NORMS = ("layernorm_after", "norm2")
-
-
-def backbone(model: torch.nn.Module) -> torch.nn.Module:
-    """The headless model under an image classifier (`model.vit`, `model.dinov2`, ...)."""
-    return model.base_model
+# Name of the LayerNorm in front of each block's MLP: ViT, DeiT, Swin and BEiT say layernorm_after,
+# DINOv2 and timm's ViTs norm2, CLIP and SigLIP layer_norm2.
+MLP_NORMS = ("layernorm_after", "norm2", "layer_norm2")
+# What holds a backbone's blocks: transformers' ModuleList, timm's VisionTransformer's Sequential.
+BLOCK_LISTS = (torch.nn.ModuleList, torch.nn.Sequential)
 
 
 def blocks(model: torch.nn.Module, *, mlp_in: str) -> list[torch.nn.Module]:
-    """The transformer blocks in order: the items of a ModuleList that hold the MLP's input Linear
-    (`mlp_in`, resolved from the mlp_in role) and no ModuleList of their own (Swin's stages do)."""
+    """The transformer blocks in order: the items of a ModuleList (or timm's Sequential) that hold the
+    MLP's input Linear (`mlp_in`, resolved from the mlp_in role) and no such list of their own (Swin's
+    stages do)."""
     found = [
         item
         for module in model.modules()
-        if isinstance(module, torch.nn.ModuleList)
+        if isinstance(module, BLOCK_LISTS)
         for item in module
         if any(name.rsplit(".", 1)[-1] == mlp_in for name, _ in item.named_modules())
-        and not any(isinstance(inner, torch.nn.ModuleList) for inner in item.modules())
+        and not any(isinstance(inner, BLOCK_LISTS) for inner in item.modules())
     ]
     if not found:
         raise ConfigError(f"this model has no transformer blocks with an MLP Linear named {mlp_in!r}")
@@ -48,12 +48,6 @@ def mlp_norm(block: torch.nn.Module) -> torch.nn.LayerNorm:
         f"{type(block).__name__} has no LayerNorm named {' or '.join(MLP_NORMS)} before its MLP "
         f"(its modules: {children})"
     )
-
-
-def final_norm(model: torch.nn.Module) -> torch.nn.LayerNorm:
-    """The LayerNorm the backbone applies to the whole sequence before the head reads it."""
-    [norm] = [m for _, m in backbone(model).named_children() if isinstance(m, torch.nn.LayerNorm)]
-    return norm
 
 
 def output_with(output: object, hidden: torch.Tensor) -> object:

@@ -7,8 +7,10 @@ layer. Trained with the head. On ViT-B/16: shallow p x 768, deep p x 768 x 12 (+
 
 The prompts leave the sequence after the backbone's final norm, so every head reads what it read
 without them: [CLS] (ViT, DeiT: its distillation token is back in place), or [CLS] + the patch
-mean (DINOv2: prompts never enter the mean). Initialised as in the paper: uniform(-v, v) with
-v = sqrt(6 / (3 * patch_area + dim)). Swin has no global token sequence to prompt: refused.
+mean (DINOv2: prompts never enter the mean), or the patch mean (CLIP; timm's mean-pooled ViTs).
+Initialised as in the paper: uniform(-v, v) with v = sqrt(6 / (3 * patch_area + dim)). Refused in
+one line (model/tokens.py): Swin (no global token sequence), SigLIP (no [CLS]), BEiT (relative
+position bias sized for [CLS] + patches) and EVA-02 (rotary position embedding).
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from peft_food.errors import require
 from peft_food.methods.added import AddedSpec
 from peft_food.methods.base import (
     Resolve,
@@ -25,9 +26,6 @@ from peft_food.methods.base import (
     require_method,
     require_positive,
 )
-
-# model_type -> the backbones whose embeddings give [CLS] first, then the other tokens.
-SUPPORTED = {"vit": "ViT", "deit": "DeiT", "dinov2": "DINOv2"}
 
 
 @register
@@ -58,13 +56,6 @@ class VptSpec(AddedSpec):
         return "vpt_deep" if self.deep else "vpt"
 
     def attach(self, base: Any, *, resolve: Resolve, head: str) -> None:
-        kind = base.config.model_type
-        require(
-            kind in SUPPORTED,
-            f"peft=vpt supports {', '.join(SUPPORTED.values())} backbones "
-            f"(model=vit_base, deit_small, dinov2_small or their toys), not {kind}: "
-            f"choose one of those or another method (e.g. peft=lora) for {kind}",
-        )
-        from peft_food.methods.hooks import attach_prompts
+        from peft_food.methods.hooks import attach_prompts  # refuses a backbone without [CLS] first (model/tokens.py)
 
         attach_prompts(base, tokens=self.prompts, deep=self.deep, dropout=self.dropout, mlp_in=resolve(["mlp_in"])[0])

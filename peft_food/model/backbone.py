@@ -24,12 +24,24 @@ from peft_food.errors import ConfigError, UserError, first_line
 from peft_food.model.head import shape_head
 from peft_food.model.modules import other_name
 from peft_food.model.spec import ModelSpec
+from peft_food.model.timm_models import (
+    checkpoint_inputs,
+    offline_arch,
+    processor_from_timm,
+    require_timm,
+    timm_processor,
+)
 from peft_food.model.weights import label_maps
 
 log = logging.getLogger(__name__)
 
 # What every Hub model error says to do without a connection (the CLIs go offline at once then: cli/hub.py).
-OFFLINE_FIX = "offline, pass model.name_or_path=<local checkpoint dir> or model.pretrained=false"
+# Not model.pretrained=false alone: the default data (Food-101) is on the Hub too, so that run fails
+# next on the dataset; the real-photo command needs neither.
+OFFLINE_FIX = (
+    "offline, train on local photos with experiment=food101_mini data.root=<a folder in Food-101's layout> "
+    "(or experiment=quickstart, generated images), or pass model.name_or_path=<local checkpoint dir>"
+)
 
 
 def base_config(model: ModelSpec, *, labels: list[str] | None = None) -> PretrainedConfig:
@@ -46,8 +58,10 @@ def base_config(model: ModelSpec, *, labels: list[str] | None = None) -> Pretrai
                 ) from None
             raise UserError(f"could not load model {model.name_or_path!r} ({first_line(err)}); {OFFLINE_FIX}") from None
     else:
-        arch = dict(model.arch)
+        arch = offline_arch(dict(model.arch), name_or_path=model.name_or_path)
         config = AutoConfig.for_model(arch.pop("model_type"), **arch)
+    require_timm(config.model_type)
+    override(config, model.config_overrides)
     if "architectures" in model.arch:
         # Picks the class among several for one model type (DeiT: not the loss-less ...WithTeacher).
         config.architectures = list(model.arch["architectures"])
@@ -57,12 +71,23 @@ def base_config(model: ModelSpec, *, labels: list[str] | None = None) -> Pretrai
     return config
 
 
+def override(config: PretrainedConfig, values: dict[str, Any]) -> None:
+    """Set model.config_overrides on a config; a dict value goes into the sub-config of that name."""
+    for key, value in values.items():
+        if isinstance(value, dict) and isinstance(getattr(config, key, None), PretrainedConfig):
+            override(getattr(config, key), value)
+        else:
+            setattr(config, key, value)
+
+
 def load_processor(model: ModelSpec) -> Any:
     """The image processor that feeds the backbone: the checkpoint's, or the shipped kwargs."""
     if not model.pretrained:
-        return processor_from(model.processor)
+        return processor_from(model.processor) if model.processor else timm_processor(model.name_or_path)
     try:
-        return AutoImageProcessor.from_pretrained(model.name_or_path, trust_remote_code=model.trust_remote_code)
+        processor = AutoImageProcessor.from_pretrained(model.name_or_path, trust_remote_code=model.trust_remote_code)
+        data_config = getattr(processor, "data_config", None)  # timm's: TimmWrapperImageProcessor
+        return processor if data_config is None else processor_from_timm(data_config)
     except (OSError, ValueError) as err:
         if not Path(model.name_or_path).is_dir():
             raise UserError(
@@ -104,6 +129,7 @@ def _load_base(*, model: ModelSpec, labels: list[str]) -> tuple[torch.nn.Module,
             model.name_or_path or model.arch["model_type"],
         )
         base = AutoModelForImageClassification.from_config(config, attn_implementation=model.attn_implementation)
+        checkpoint_inputs(base)
         return base, load_processor(model)
     # The in21k checkpoint has no classifier; ignore_mismatched_sizes also lets a fine-tuned
     # checkpoint get a head of another size. Safetensors only: no pickle from the Hub.
@@ -121,6 +147,7 @@ def _load_base(*, model: ModelSpec, labels: list[str]) -> tuple[torch.nn.Module,
             f"could not load the weights of {model.name_or_path!r} ({first_line(err)}); "
             f"only .safetensors checkpoints are loaded; {OFFLINE_FIX}"
         ) from None
+    checkpoint_inputs(base)
     return base, load_processor(model)
 
 

@@ -32,6 +32,9 @@ class ModelSpec:
     head: str = "classifier"
     # transformers config kwargs (model_type first) for building without the Hub.
     arch: dict[str, Any] = field(default_factory=dict)
+    # Config keys set on the checkpoint's config as on `arch` (a nested dict for a sub-config), for what
+    # the classifier never reads: SigLIP's attention-pooling head (vision_config.vision_use_head=false).
+    config_overrides: dict[str, Any] = field(default_factory=dict)
     # Image processor kwargs used when no checkpoint is loaded (mean, std, size).
     processor: dict[str, Any] = field(default_factory=dict)
     # Run Python code shipped with a Hub checkpoint: never, unless you ask for it here.

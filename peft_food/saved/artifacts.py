@@ -37,8 +37,8 @@ from peft_food.model.head import with_head_norm
 from peft_food.model.spec import ModelSpec
 from peft_food.model.trust import code_named_in, require_trust
 from peft_food.model.weights import load_model
+from peft_food.saved.layout import SPEC_FILE, find_model_dir
 
-SPEC_FILE = "peft_food.json"
 FORMAT = 2  # 2: the method's peft settings are saved too (1: its label only)
 
 
@@ -68,27 +68,6 @@ def save_trained(
     processor.save_pretrained(str(model_dir))
     spec = {"format": FORMAT, "method": peft.label, "peft": asdict(peft), "labels": labels, "base": asdict(base)}
     (model_dir / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n")
-
-
-def find_model_dir(path: Path) -> Path:
-    """A run dir (holding model/) or a model dir itself."""
-    if not path.exists():
-        raise UserError(f"{path} does not exist: pass a run dir (outputs/<date>/<time>) or its model/ dir")
-    checkpoint = path if path.name.startswith("checkpoint-") or (path / "trainer_state.json").is_file() else None
-    if checkpoint is not None or path.name == "checkpoints":
-        # A Trainer checkpoint holds no peft_food.json (labels, base): the run dir's model/ does.
-        run_dir = (checkpoint or path / "x").parent.parent
-        raise UserError(
-            f"{path} is a training checkpoint, not a saved model: pass the run dir ({run_dir}), "
-            f"whose model/ holds the best checkpoint's weights with its labels and base"
-        )
-    for candidate in (path, path / "model"):
-        if any((candidate / name).is_file() for name in (SPEC_FILE, "adapter_config.json", "config.json")):
-            return candidate
-    raise UserError(
-        f"{path} holds no saved model (no model/ with {SPEC_FILE}): the run may not have finished; "
-        f"check its metrics.json status"
-    )
 
 
 def read_spec_file(path: Path) -> dict[str, Any]:

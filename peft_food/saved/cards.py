@@ -1,8 +1,9 @@
 """Model cards: the README.md of a run's model/ dir and of an export, written with
 huggingface_hub's ModelCard so the Hub reads their metadata (library, pipeline, base model,
-dataset, metrics, model-index with the accuracy). Publishing is the Hub CLI's job:
+dataset, metrics, model-index with the accuracy). A pushed repo's card (saved/sharing.py) is this one
+with the Hub's base model and how to load the repo:
 
-    hf upload <user>/food-vit exported/food-vit
+    peft-food-push outputs/2026-11-22/10-00-00 <user>/food-vit-lora
 """
 
 from __future__ import annotations

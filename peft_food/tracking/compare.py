@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import math
 import statistics
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -120,18 +121,56 @@ def caption(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
-    def cell(value: Any, column: str) -> str:
-        if isinstance(value, float):
-            return f"{value:.1f}" if column in ("runtime_s", "img_per_s") else f"{value:.4f}"
-        return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+# The terminal table: at most WIDTH characters a line (compare.csv holds every column). A column whose
+# value is the same for every job is said once below the table; the others are left out from the
+# last of DROPPED on until the table fits. The first five always show.
+WIDTH = 100
+SHOWN = ["job", "method", "model", "val", "test", "status", "test_final", "trainable_params", "epochs", "r", "alpha"]
+SHOWN += ["img_per_s", "saved_mb", "runtime_s", "protocol"]
+HEADERS = {"trainable_params": "params", "img_per_s": "img/s", "saved_mb": "MB", "runtime_s": "time_s"}
+ORDER = ["job", "status", "method", "model", "r", "alpha", "trainable_params", "val", "test", "test_final"]
+ORDER += ["epochs", "img_per_s", "saved_mb", "runtime_s", "protocol"]
 
-    cells = [[cell(row[c], c) for c in COLUMNS] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(COLUMNS)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths))]
-    lines += ["  ".join(v.rjust(w) if v[:1].isdigit() else v.ljust(w) for v, w in zip(r, widths)) for r in cells]
+
+def _cell(value: Any, column: str) -> str:
+    if isinstance(value, float):
+        return f"{value:.1f}" if column in ("runtime_s", "img_per_s") else f"{value:.4f}"
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+
+def table_columns(rows: list[dict[str, Any]], *, width: int = WIDTH) -> tuple[list[str], dict[str, str], list[str]]:
+    """(the columns shown in ORDER, {column: its one value} for those the same in every row, the
+    columns left out to fit `width`)."""
+    cells = {c: [_cell(r[c], c) for r in rows] for c in ORDER}
+    same = {c: v[0] for c, v in cells.items() if c not in SHOWN[:5] and len(rows) > 1 and len(set(v)) == 1}
+    shown = [c for c in SHOWN if c not in same]
+    wide = {c: max(len(HEADERS.get(c, c)), *map(len, cells[c])) for c in ORDER}
+    dropped = []
+    while sum(wide[c] for c in shown) + 2 * (len(shown) - 1) > width and len(shown) > 5:
+        dropped.insert(0, shown.pop())
+    return [c for c in ORDER if c in shown], same, dropped
+
+
+def format_table(rows: list[dict[str, Any]], *, width: int = WIDTH) -> str:
+    """One row per job in at most `width` characters, then what every job shares (said once), each
+    failed job's error (one line each, as long as it is) and the caption."""
+    columns, same, dropped = table_columns(rows, width=width)
+    cells = [[_cell(row[c], c) for c in columns] for row in rows]
+    headers = [HEADERS.get(c, c) for c in columns]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    lines += [
+        "  ".join(v.rjust(w) if v[:1].isdigit() else v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells
+    ]
+    shared = ", ".join(f"{HEADERS.get(c, c)} {v}" for c, v in same.items() if v)
+    lines += textwrap.wrap(f"every job: {shared}", width) if shared else []
+    # Each error whole on one line (a path in it stays whole, and `grep "job 3"` finds it).
     lines += [f"job {row['job']} {row['status']}: {row['error']}" for row in rows if row["error"]]
-    return "\n".join([*lines, caption(rows)]).rstrip()
+    notes = [caption(rows)]
+    if dropped:
+        notes.append(f"left out to fit {width} columns (compare.csv has every column): {', '.join(dropped)}")
+    lines += [wrapped for note in notes for line in note.splitlines() for wrapped in textwrap.wrap(line, width)]
+    return "\n".join(lines).rstrip()
 
 
 def settings(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -179,9 +218,10 @@ def method_by_model(rows: list[dict[str, Any]]) -> str:
     lines = [f"test {metric}".ljust(width) + "".join(m.rjust(width) for m in models)]
     for method in methods:
         lines.append(method.ljust(width) + "".join(cells.get((method, m), "-").rjust(width) for m in models))
-    lines.append(
+    lines += textwrap.wrap(
         f"each cell: test {metric} of the cell's setting with the best val {metric} (mean +- std over "
-        f"seeds where a setting ran several)"
+        f"seeds where a setting ran several)",
+        WIDTH,
     )
     return "\n".join(lines)
 
@@ -224,6 +264,12 @@ def class_gaps(rows: list[dict[str, Any]], *, top: int = 10) -> str:
     if len(done) < 2:
         return ""
     best, worst = max(done, key=lambda r: r["val"]), min(done, key=lambda r: r["val"])
+    if best["val"] == worst["val"]:  # every run ties: no best and worst to set apart
+        metric = best["monitor"].removeprefix("eval_")
+        return (
+            f"test accuracy per class: not shown, every run has the same best val {metric} "
+            f"({float(best['val']):.4f}), so none is best or worst"
+        )
 
     def accuracy(row: dict[str, Any]) -> dict[str, float]:
         with (row["dir"] / "per_class.csv").open() as f:
@@ -233,6 +279,11 @@ def class_gaps(rows: list[dict[str, Any]], *, top: int = 10) -> str:
     gaps = sorted(
         ((c, high[c] - low[c]) for c in high.keys() & low.keys() if high[c] != low[c]), key=lambda g: (-abs(g[1]), g[0])
     )
+    if not gaps:
+        return (
+            f"test accuracy per class: the same in every class for the best run by val (job {best['job']}) "
+            f"and the worst (job {worst['job']})"
+        )
     lines = [f"test accuracy per class, best run by val (job {best['job']}) vs worst (job {worst['job']}):"]
     lines += [f"  {name:<24}{high[name]:.3f} vs {low[name]:.3f}  ({gap:+.3f})" for name, gap in gaps[:top]]
     return "\n".join(lines)

@@ -28,6 +28,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from peft_food.errors import first_line
+from peft_food.files import point_latest
 from peft_food.tracking.record import FILE as RECORD_FILE
 from peft_food.tracking.record import RunRecord, read_or_damaged, status_now
 
@@ -184,11 +185,15 @@ class SweepSummary(Callback):
             check_grid(config.hydra)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        jobs = job_records(Path(config.hydra.sweep.dir))
+        sweep_dir = Path(config.hydra.sweep.dir)
+        jobs = job_records(sweep_dir)
         failed = [(d, m) for d, m in jobs if m.status != "completed"]
-        log.info(
-            "sweep finished: %d of %d jobs completed (%s)", len(jobs) - len(failed), len(jobs), config.hydra.sweep.dir
-        )
+        log.info("sweep finished: %d of %d jobs completed (%s)", len(jobs) - len(failed), len(jobs), sweep_dir)
+        # multirun/latest beside outputs/latest: the newest finished sweep (failed jobs and all, as
+        # peft-food-compare shows them). Only in the default layout (multirun/<date>/<time>): a sweep
+        # dir of the user's own (hydra.sweep.dir=...) has no multirun/ of ours to point from.
+        if sweep_dir.parent.parent.name == "multirun":
+            point_latest(sweep_dir.parent.parent, run_dir=sweep_dir)
         for job_dir, record in failed:
             log.error("job %s %s: %s", job_dir.name, record.status, record.error or "no error recorded")
         if failed:

@@ -100,7 +100,7 @@ def start_wandb(
             reinit="finish_previous",
             id=run_id,
             resume="allow" if run_id else None,
-            settings=wandb.Settings(init_timeout=init_timeout()),
+            settings=wandb.Settings(init_timeout=init_timeout(), **console_settings(settings["mode"])),
         )
     except wandb.errors.Error as err:
         wandb.teardown()  # its footer now, not after the error line at exit
@@ -113,10 +113,22 @@ def start_wandb(
     for name in dict.fromkeys([*metrics, "loss"]):
         run.define_metric(f"{split}/{name}", step_metric="train/epoch")
     if settings["mode"] == "offline":
-        log.warning(
-            "W&B: no API key found, logging offline to %s (upload later: wandb sync %s)", run.dir, Path(run.dir).parent
-        )
+        log.warning("W&B: no API key found, logging offline to %s", Path(run.dir).parent)
     return run
+
+
+# The user's own say over W&B's console output, which this package then leaves alone.
+CONSOLE_VARIABLES = ("WANDB_SILENT", "WANDB_QUIET")
+
+
+def console_settings(mode: str) -> dict[str, bool]:
+    """W&B's own console lines, cut to what the package does not say itself: offline runs print
+    nothing of W&B's (its ~35 lines: header, history, summary, two sync hints; the package says where
+    the run is and, once it has finished, the one `wandb sync` command: finish_wandb); online runs
+    keep the run's link and drop the history and summary panels. WANDB_SILENT / WANDB_QUIET win."""
+    if any(os.environ.get(name) for name in CONSOLE_VARIABLES):
+        return {}
+    return {"silent": True} if mode == "offline" else {"quiet": True}
 
 
 def unavailable(err: BaseException, *, mode: str) -> WandbUnavailable:
@@ -177,15 +189,21 @@ def log_model(run: Any, *, model_dir: Path, record: RunRecord, base: str) -> Non
         metadata=metadata,
         description=f"{record.method} on {base}: best {record.monitor} {record.best}",
     )
-    artifact.add_dir(str(model_dir))
+    # File by file, as add_dir would add them: add_dir prints a line of its own.
+    for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
+        artifact.add_file(str(path), name=path.relative_to(model_dir).as_posix())
     run.log_artifact(artifact, aliases=["best", "latest"])
 
 
 def finish_wandb(run, *, summary: dict[str, Any], failed: bool) -> None:
+    """Finish the run; an offline one that did not fail says, once, how to upload it (a failed start's
+    run dir may be removed next: training/rundir.py)."""
     if run is None:
         return
     run.summary.update(summary)
     run.finish(exit_code=1 if failed else 0)
+    if run.settings.mode in ("offline", "dryrun") and not failed:
+        log.warning("W&B: upload this offline run with: wandb sync %s", run.settings.sync_dir)
 
 
 def log_comparison(*, figure: Path, rows: list[dict[str, Any]], columns: list[str], name: str, out_dir: Path) -> Any:

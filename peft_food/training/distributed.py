@@ -12,6 +12,7 @@ accuracy is over the whole eval set.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -28,6 +29,17 @@ def world_size() -> int:
 
 def is_main_process() -> bool:
     return rank() == 0
+
+
+def quiet_other_ranks() -> None:
+    """One console under torchrun: every rank runs the same command and would print the same start-up
+    lines; the console handlers of ranks other than 0 pass errors only (a rank that fails still says
+    why). The run's train.log is rank 0's too."""
+    if is_main_process():
+        return
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.setLevel(logging.ERROR)
 
 
 def share_run_dir(output_dir: str) -> str:

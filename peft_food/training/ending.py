@@ -1,6 +1,7 @@
 """How every run ends, in one place (lightning-hydra-template's task_wrapper): `recorded` wraps a
 run and, whatever the exit (completed, a signal, a full disk, any error), sets the record's status
-and runtime, writes it and finishes the W&B run. The pipeline (pipeline.py) holds the happy path.
+and runtime, writes it and finishes the W&B run; `share` pushes a completed run (hub.push=true).
+The pipeline (pipeline.py) holds the happy path.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from peft_food.errors import Interrupted
+from peft_food.config import HubSpec
+from peft_food.errors import Interrupted, UserError
 from peft_food.files import disk_full
+from peft_food.saved.sharing import push, stage
 from peft_food.tracking.record import RunRecord
 from peft_food.tracking.wandb_run import finish_wandb
 
@@ -57,3 +60,22 @@ def _write_record(record: RunRecord, path: Path) -> None:
         if disk_full(err, where=path.parent) is None:
             raise
         log.warning("could not write %s (no space left): it still says the run is running", path)
+
+
+def share(run_dir: Path, *, hub: HubSpec) -> None:
+    """hub.push=true: push the completed run (hub.dry_run: stage it in <run dir>/hub/ instead). A push
+    that fails leaves the run as it is, completed; the one line says how to push it again."""
+    if hub.dry_run:
+        staged = stage(run_dir, run_dir / "hub", repo_id=hub.repo_id, merged=hub.merged, say=log.warning)
+        log.info("hub.dry_run=true: nothing pushed; %s", staged.describe())
+        return
+    try:
+        url = push(
+            run_dir, repo_id=hub.repo_id, merged=hub.merged, private=hub.private, revision=hub.revision, say=log.warning
+        )
+    except UserError as err:
+        raise UserError(
+            f"the run completed ({run_dir}) but was not pushed: {err}; push it with "
+            f"peft-food-push {run_dir} {hub.repo_id}{' --merged' if hub.merged else ''}"
+        ) from None
+    log.info("pushed %s to https://huggingface.co/%s in one commit: %s", run_dir, hub.repo_id, url)

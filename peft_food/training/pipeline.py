@@ -32,6 +32,9 @@ from peft_food.methods.apply import apply_peft, check_targets
 from peft_food.model.backbone import count_parameters, load_base, load_processor
 from peft_food.saved.artifacts import save_base, save_trained
 from peft_food.saved.cards import write_card
+from peft_food.saved.hub import TRAIN_LATER, require_online, require_token
+from peft_food.tracking.curves import FILE as CURVES_FILE
+from peft_food.tracking.curves import write_curves
 from peft_food.tracking.provenance import provenance
 from peft_food.tracking.record import FILE as RECORD_FILE
 from peft_food.tracking.record import Counts, RunRecord
@@ -41,9 +44,10 @@ from peft_food.tracking.wandb_run import (
     start_wandb,
 )
 from peft_food.training.checkpoints import drop_torn_checkpoints, kept_epochs
+from peft_food.training.console import progress_lines
 from peft_food.training.distributed import is_main_process, world_size
 from peft_food.training.early_stop import EarlyStop
-from peft_food.training.ending import recorded
+from peft_food.training.ending import recorded, share
 from peft_food.training.rundir import (
     RunDirInUse,
     RunDirLock,
@@ -150,17 +154,18 @@ def report_results(
     wandb_run: Any,
     examples: int,
     metrics: list[str],
+    split: str,
 ) -> dict[str, float]:
     """The test metrics and per-class results of the model that is saved (the best checkpoint,
-    reloaded at the end): files in the run dir and tables in W&B (results.py). Every rank
-    predicts; the main one writes."""
+    reloaded at the end): files in the run dir and tables in W&B (results.py), each naming `split`.
+    Every rank predicts; the main one writes."""
     output = trainer.predict(test, metric_key_prefix="test")
     if out_dir is not None:
         results = EvalResults(logits=np.asarray(output.predictions), labels=np.asarray(output.label_ids), names=labels)
         shown = results.examples(examples)
         raw = test.with_format(None)  # the images as stored, not the model's tensors
         images = [to_rgb(raw[i]["image"]) for i in shown]
-        write_results(results, out_dir=out_dir, examples=shown, images=images)
+        write_results(results, out_dir=out_dir, examples=shown, images=images, split=split)
         if wandb_run is not None:
             log_results(wandb_run, results, examples=shown, images=images, out_dir=out_dir)
     return split_metrics(output.metrics, prefix="test", metrics=metrics)
@@ -172,6 +177,10 @@ def run(spec: RunSpec, *, resume_search: Path | None = None, started: float | No
     started = time.time() if started is None else started
     progress.use(spec.progress)
     check_targets(spec.model, peft=spec.peft)
+    if spec.hub.push and not spec.hub.dry_run and is_main_process():
+        # No token or no Hub: refused now, in one line, not after the whole run has trained.
+        require_token()
+        require_online(later=TRAIN_LATER)
     resume_dir = plan_resume(
         Path(spec.output_dir), mode=spec.train.resume, search_root=resume_search, config=spec.config
     )
@@ -190,6 +199,8 @@ def run(spec: RunSpec, *, resume_search: Path | None = None, started: float | No
     # a run dir of the user's own (hydra.run.dir=...) has no outputs/ of ours to link from.
     if main_process and resume_search is not None and resume_search.name == "outputs":
         point_latest(resume_search, run_dir=run_dir)
+    if main_process and spec.hub.push:  # only a completed run gets here, its record final on disk
+        share(run_dir, hub=spec.hub)
     return record
 
 
@@ -234,6 +245,7 @@ def _train_in(run_dir: Path, spec: RunSpec, *, resumed: bool, started: float) ->
             callbacks=[
                 EpochRecorder(record, run_dir / RECORD_FILE, metrics=spec.train.metrics, started=started),
                 stopper,
+                *progress_lines(spec.progress_every_s),  # a redirected log's progress (no bar there)
                 *([WandbMetrics(wandb_run, split=split)] if wandb_run else []),
                 *spec.peft.callbacks(),
             ],
@@ -247,6 +259,7 @@ def _train_in(run_dir: Path, spec: RunSpec, *, resumed: bool, started: float) ->
         )
         log.info(result_line(record))
         if main_process:
+            write_curves(record, trainer.state.log_history, run_dir / CURVES_FILE)  # the selected epoch marked
             _save(trainer.model, processor, record=record, spec=spec, model_dir=run_dir / "model")
         record.efficiency = replace(
             record.efficiency,
@@ -328,6 +341,8 @@ def _select_and_test(
         wandb_run=wandb_run,
         examples=spec.logger.examples,
         metrics=spec.train.metrics,
+        # The seed protocol reports its one held-out split, which also picked the checkpoint.
+        split="the held-out eval split" if splits.selects_on_test else "test",
     )
     if splits.val is None:  # protocol retrain: the model is the last epoch's, nothing was selected
         record.test = {"final": best_test}

@@ -25,7 +25,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from peft_food.data.sources import recorded_data
-from peft_food.errors import UserError
+from peft_food.errors import UserError, near_miss
 from peft_food.tracking.record import FILE as RECORD_FILE
 from peft_food.tracking.record import RunRecord, portable
 from peft_food.tracking.sweep import job_records
@@ -195,7 +195,10 @@ def _beyond(where: str, old: dict[str, float], now: dict[str, float], tolerance:
 def load_record(record_dir: Path) -> tuple[dict[str, Any], list[Path]]:
     meta_file = record_dir / "experiment.yaml"
     if not meta_file.is_file():
-        raise UserError(f"{meta_file} is missing: pass a folder under experiments/ (e.g. experiments/quickstart)")
+        raise UserError(
+            f"{meta_file} is missing{near_miss(record_dir)}: pass a folder under experiments/ "
+            f"(e.g. experiments/quickstart)"
+        )
     runs = sorted(d for d in (record_dir / "runs").glob("*") if (d / "config.yaml").is_file())
     if not runs:
         raise UserError(f"{record_dir}/runs/ holds no run configs")
@@ -252,9 +255,6 @@ def unfinished_rerun(reruns: Path, record_dir: Path) -> Path | None:
 def reproduce(record_dir: Path, *, out_dir: Path, wandb: bool) -> Outcome:
     """Re-run every run of the record; return the differences beyond its tolerance: exact where
     the installed package versions are the record's, within the cross-version tolerance where not."""
-    from peft_food.tracking.provenance import package_versions
-    from peft_food.training.pipeline import train  # heavy imports only when training
-
     meta, runs = load_record(record_dir)
     if meta.get("status") != "recorded":
         raise UserError(
@@ -262,9 +262,12 @@ def reproduce(record_dir: Path, *, out_dir: Path, wandb: bool) -> Outcome:
             f"run `{meta.get('command')}`, then record it with "
             f"`peft-food-reproduce {record_dir} --record <run dir>`"
         )
+    from peft_food.tracking.provenance import package_versions
+    from peft_food.training.pipeline import train  # heavy imports only when training, once the record is read
+
     installed = package_versions()
     outcome = Outcome(across=across_versions(meta))
-    for run_dir in runs:
+    for number, run_dir in enumerate(runs, 1):
         recorded = RunRecord.load(run_dir / RECORD_FILE)
         numeric, other = version_changes(recorded.provenance.versions, installed)
         outcome.numeric_changes.update(numeric)
@@ -278,7 +281,12 @@ def reproduce(record_dir: Path, *, out_dir: Path, wandb: bool) -> Outcome:
         cfg.logger.enabled = wandb and cfg.logger.enabled
         cfg.logger.group = f"reproduce-{record_dir.name}"
         cfg.logger.job_type = "reproduce"
-        new = _completed(out_dir / run_dir.name) or train(cfg)  # a stopped re-run continues where it was
+        if "hub" in cfg:
+            cfg.hub.push = False  # a re-run checks the numbers; it never publishes over the original
+        new = _completed(out_dir / run_dir.name)  # a stopped re-run continues where it was
+        if new is None:
+            print(f"{run_dir.name} ({number} of {len(runs)}): training in {out_dir / run_dir.name}", flush=True)
+            new = train(cfg)
         found = compare(run_dir.name, recorded, new, tol)
         values = " ".join(f"{e[new.monitor]:.4f}" for e in new.epochs)
         check = "within the cross-version tolerance" if numeric else "exact check"

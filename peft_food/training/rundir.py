@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
 from peft_food.errors import UserError
-from peft_food.files import FileLock, LockBusy, holder_of, write_atomic
+from peft_food.files import FileLock, LockBusy, holder_of, point_latest
 from peft_food.tracking.record import FILE as RECORD_FILE
 from peft_food.tracking.record import LOCK, RunRecord
 from peft_food.training.checkpoints import latest_checkpoint
@@ -42,7 +41,7 @@ from peft_food.training.claim import RunDirInUse, claimed, holder, in_use, relea
 log = logging.getLogger(__name__)
 
 # Also named here for the pipeline: training/claim.py's RunDirInUse, checkpoints.py's latest_checkpoint.
-__all__ = ["RunDirInUse", "RunDirLock", "in_use", "latest_checkpoint"]
+__all__ = ["RunDirInUse", "RunDirLock", "in_use", "latest_checkpoint", "point_latest"]
 
 
 def resumed_record(run_dir: Path) -> RunRecord | None:
@@ -179,20 +178,6 @@ def plan_resume(
     if found is not None:
         refuse_changed_config(found, config=config)
     return found
-
-
-# outputs/latest: the newest finished run's dir, as a line of text (README, Predicting:
-# `RUN=$(cat outputs/latest)`). A file, not a link: a link to a dir would put that run's model/,
-# checkpoints/ and wandb/ among `outputs/*/*`, which resuming and users' scripts read as run dirs.
-LATEST = "latest"
-
-
-def point_latest(search_root: Path, *, run_dir: Path) -> None:
-    """Write `search_root/latest`: `run_dir`, a run that has just finished, relative to the folder
-    holding outputs/ (where the commands run), written atomically. `ls -d outputs/*/* | tail -1`
-    would pick outputs/reproduce/ or outputs/bench/ instead."""
-    where = os.path.relpath(run_dir.resolve(), search_root.resolve().parent)
-    write_atomic(search_root / LATEST, f"{where}\n".encode())
 
 
 class RunDirLock:

@@ -20,6 +20,8 @@ from peft_food.config import OPTIMIZERS, TrainSpec
 from peft_food.data.transforms import collate, normalize
 from peft_food.evaluation.metrics import METRICS, Evaluator
 from peft_food.files import share_safetensors
+from peft_food.tracking.curves import FILE as CURVES_FILE
+from peft_food.tracking.curves import write_curves
 from peft_food.tracking.record import RunRecord
 from peft_food.training.console import quiet_console
 from peft_food.training.early_stop import EarlyStop
@@ -213,8 +215,9 @@ def load_best(trainer: Trainer) -> None:
 
 
 class EpochRecorder(TrainerCallback):
-    """Rewrites metrics.json after every evaluation, so a running sweep can be compared, and
-    times each epoch's training (evaluation excluded)."""
+    """Rewrites metrics.json and curves.png after every evaluation (each epoch without val), so a
+    running sweep can be compared and a running job's curves looked at, and times each epoch's
+    training (evaluation excluded)."""
 
     def __init__(self, record: RunRecord, path: Path, *, metrics: list[str], started: float):
         """`started`: when the job began (time.time()), for the record's startup_s."""
@@ -238,6 +241,7 @@ class EpochRecorder(TrainerCallback):
         )
         if args.eval_strategy == "no" and state.is_world_process_zero:  # no val: the epoch's line is its training
             self.record.write(self.path)
+            write_curves(self.record, state.log_history, self.path.parent / CURVES_FILE)
             losses = [e["loss"] for e in state.log_history if "loss" in e]
             log.info(
                 f"epoch {state.epoch:g}: no val (nothing selected)"
@@ -248,6 +252,7 @@ class EpochRecorder(TrainerCallback):
         self.record.epochs = epoch_metrics(state.log_history, metrics=self.metrics)
         if state.is_world_process_zero:
             self.record.write(self.path)
+            write_curves(self.record, state.log_history, self.path.parent / CURVES_FILE)
             log.info(epoch_line(self.record, state.log_history))
 
 
