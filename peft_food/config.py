@@ -43,9 +43,7 @@ LR_SCHEDULERS = (
     "inverse_sqrt",
     "reduce_lr_on_plateau",
 )
-# train.optimizer -> Trainer's `optim` and `optim_args`. sgd is SGD with momentum 0.9, as VPT (KMnP/vpt
-# configs/base-prompt.yaml) and AdaptFormer (ShoufaChen/AdaptFormer main_image.py) train.
-OPTIMIZERS = {"adamw": ("adamw_torch_fused", None), "sgd": ("sgd", "momentum=0.9")}
+OPTIMIZERS = ("adamw", "sgd")  # train.optimizer; training/trainer.py OPTIM maps each to Trainer's `optim`
 # Every top-level key of the composed config: the groups, the run-wide keys, a sweep's name. The root
 # is not a schema, so Hydra adds any `+key=value` (`+modle=vit_tiny`) without a word: parse_config refuses it.
 TOP_LEVEL = (

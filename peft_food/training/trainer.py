@@ -16,7 +16,7 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from peft_food import progress
-from peft_food.config import OPTIMIZERS, TrainSpec
+from peft_food.config import TrainSpec
 from peft_food.data.transforms import collate, normalize
 from peft_food.evaluation.metrics import METRICS, Evaluator
 from peft_food.files import share_safetensors
@@ -52,6 +52,11 @@ def resolve_workers(requested: int | None) -> int:
         return requested
     cores = os.cpu_count() or 1
     return min(8, cores) if torch.cuda.is_available() else max(0, min(8, cores - 1))
+
+
+# train.optimizer (config.py OPTIMIZERS) -> Trainer's `optim` and `optim_args`: sgd is SGD with momentum
+# 0.9, as VPT (KMnP/vpt configs/base-prompt.yaml) and AdaptFormer (ShoufaChen/AdaptFormer main_image.py).
+OPTIM = {"adamw": ("adamw_torch_fused", None), "sgd": ("sgd", "momentum=0.9")}
 
 
 def training_arguments(
@@ -107,7 +112,7 @@ def knob_arguments(train: TrainSpec) -> dict[str, Any]:
     without them gets exactly the arguments it got before they existed."""
     settings: dict[str, Any] = {}
     if train.optimizer != "adamw":
-        settings["optim"], settings["optim_args"] = OPTIMIZERS[train.optimizer]
+        settings["optim"], settings["optim_args"] = OPTIM[train.optimizer]
     if train.lr_scheduler == "reduce_lr_on_plateau":
         # It steps on metric_for_best_model in torch's default mode "min": accuracy would cut the rate
         # whenever it stopped *falling*.
