@@ -42,6 +42,7 @@ LR_SCHEDULERS = (
     "inverse_sqrt",
     "reduce_lr_on_plateau",
 )
+OPTIMIZERS = ("adamw", "sgd")  # train.optimizer; training/trainer.py OPTIM maps each to Trainer's `optim`
 # Every top-level key of the composed config: the groups, the run-wide keys, a sweep's name. The root
 # is not a schema, so Hydra adds any `+key=value` (`+modle=vit_tiny`) without a word: parse_config refuses it.
 TOP_LEVEL = (
@@ -86,6 +87,7 @@ class TrainSpec:
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     eval_steps: Optional[int] = None
+    optimizer: str = "adamw"
 
     def __post_init__(self) -> None:
         require(self.epochs > 0, f"train.epochs={self.epochs} is invalid: use a positive number")
@@ -124,6 +126,10 @@ class TrainSpec:
             require(
                 value >= 0, f"train.{key}={value} is invalid: use a positive Beta alpha (1.0 is common), or 0 for off"
             )
+        require(
+            self.optimizer in OPTIMIZERS,
+            f"train.optimizer={self.optimizer!r} is invalid: choose one of {', '.join(OPTIMIZERS)}",
+        )
         require(
             self.eval_steps is None or self.eval_steps > 0,
             f"train.eval_steps={self.eval_steps} is invalid: use a positive number of steps, or null for every epoch",

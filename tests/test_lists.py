@@ -50,7 +50,7 @@ def test_every_registered_method_has_its_config_and_every_config_a_registered_me
         )
 
 
-@pytest.mark.parametrize("group", ["model", "peft", "data", "logger", "experiment", "sweep"])
+@pytest.mark.parametrize("group", ["model", "peft", "data", "logger", "experiment", "recipe", "sweep"])
 def test_readme_configuration_table_names_every_option_of_each_group(group):
     key = f"`+{group}=`" if group == "sweep" else f"`{group}=`"
     rows = table_rows(section("Configuration"))

@@ -18,7 +18,7 @@ from peft_food.config import CONF_DIR
 
 # Groups a user picks from, in the order they matter; `schema/` (typed defaults) and Hydra's own
 # groups are internals.
-GROUPS = ["model", "peft", "data", "train", "logger", "hub", "experiment", "sweep", "hydra/launcher"]
+GROUPS = ["model", "peft", "data", "train", "logger", "hub", "experiment", "recipe", "sweep", "hydra/launcher"]
 
 
 @dataclass(frozen=True)

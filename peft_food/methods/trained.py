@@ -17,6 +17,13 @@ from peft_food.methods.base import BaseLoader, MethodSpec, require_fit
 TRAINED_WEIGHTS = "trained.safetensors"
 
 
+def trained_tensors(model: Any, *, head: str) -> dict[str, Any]:
+    """What a partial or added method saves: every trainable parameter, and the head's buffers (a
+    head norm's running statistics, model.head_norm: they change in training too)."""
+    buffers = {n: b for n, b in model.named_buffers() if n.startswith(f"{head}.")}
+    return {**buffers, **{n: p for n, p in model.named_parameters() if p.requires_grad}}
+
+
 class SavesTrainedSpec(MethodSpec):
     """A frozen base of which only the trainable tensors are saved, and loaded back by name."""
 
@@ -33,7 +40,7 @@ class SavesTrainedSpec(MethodSpec):
     def save(self, model: Any, *, model_dir: Path, head: str) -> None:
         from peft_food.model.weights import save_tensors
 
-        save_tensors({n: p for n, p in model.named_parameters() if p.requires_grad}, model_dir / TRAINED_WEIGHTS)
+        save_tensors(trained_tensors(model, head=head), model_dir / TRAINED_WEIGHTS)
 
     def load(
         self, model_dir: Path, *, base: BaseLoader, labels: list[str], head: str, roles: dict[str, str] | None = None

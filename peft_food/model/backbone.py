@@ -21,6 +21,7 @@ from transformers import (
 )
 
 from peft_food.errors import ConfigError, UserError, first_line
+from peft_food.model.head import shape_head
 from peft_food.model.modules import in_head, other_name
 from peft_food.model.spec import ModelSpec
 from peft_food.model.timm_models import (
@@ -114,7 +115,13 @@ def processor_from(kwargs: dict[str, Any]) -> Any:
 
 
 def load_base(*, model: ModelSpec, labels: list[str]) -> tuple[torch.nn.Module, Any]:
-    """The backbone with a new `len(labels)`-way head, and the image processor that feeds it."""
+    """The backbone with a new `len(labels)`-way head, started and shaped as model.head_init and
+    model.head_norm say (model/head.py), and the image processor that feeds it."""
+    base, processor = _load_base(model=model, labels=labels)
+    return shape_head(base, head=model.head, head_init=model.head_init, head_norm=model.head_norm), processor
+
+
+def _load_base(*, model: ModelSpec, labels: list[str]) -> tuple[torch.nn.Module, Any]:
     config = base_config(model, labels=labels)
     if not model.pretrained:
         log.warning(

@@ -12,6 +12,13 @@ from typing import Any, Optional
 from peft_food.errors import require
 from peft_food.model.modules import DEFAULT_ROLES
 
+# model.head_init -> how the new head's Linear starts (model/head.py init_head).
+HEAD_INITS = {
+    "transformers": "as the model class builds it (ViT: truncated normal, std 0.02; bias 0)",
+    "vpt": "kaiming-normal fan-out weight, bias -log(99) (KMnP/vpt src/models/mlp.py)",
+    "trunc_normal": "truncated normal, std 0.01; bias 0 (MAE linear probing, AdaptFormer main_image.py)",
+}
+
 
 @dataclass
 class ModelSpec:
@@ -37,6 +44,10 @@ class ModelSpec:
     # Module roles that peft.target_modules may name -> this backbone's Linear module names
     # (default: the names transformers >= 5.9 gives ViT, DeiT, DINOv2 and Swin alike).
     modules: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ROLES))
+    # How the new head's Linear starts: transformers | vpt | trunc_normal (HEAD_INITS).
+    head_init: str = "transformers"
+    # true: a BatchNorm1d without affine parameters in front of the head (MAE linear probing, AdaptFormer).
+    head_norm: bool = False
 
     def __post_init__(self) -> None:
         require(
@@ -48,6 +59,10 @@ class ModelSpec:
             not (self.pretrained and looks_local(self.name_or_path)) or Path(self.name_or_path).exists(),
             f"model.name_or_path={self.name_or_path} does not exist: pass the directory of a saved checkpoint "
             f"(config.json + model.safetensors), or a Hub id (namespace/name)",
+        )
+        require(
+            self.head_init in HEAD_INITS,
+            f"model.head_init={self.head_init!r} is invalid: use {' | '.join(HEAD_INITS)}",
         )
         require(
             self.pretrained or "model_type" in self.arch,

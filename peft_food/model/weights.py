@@ -71,8 +71,9 @@ def head_tensors(path: Path, *, head: str) -> dict[str, torch.Tensor]:
 
 
 def check_loaded(model: torch.nn.Module, saved: dict[str, torch.Tensor], *, prefix: str = "") -> None:
-    """Every saved tensor is what the model now holds (`prefix` + key names the parameter)."""
-    params = dict(model.named_parameters())
+    """Every saved tensor is what the model now holds (`prefix` + key names the parameter, or a
+    buffer: a head norm's statistics)."""
+    params = {**dict(model.named_buffers()), **dict(model.named_parameters())}
     for key, tensor in saved.items():
         name = prefix + key
         if name not in params or not torch.equal(params[name].detach().cpu(), tensor):

@@ -33,6 +33,7 @@ from transformers.utils import logging as hf_logging
 from peft_food.errors import UserError, first_line
 from peft_food.files import share_safetensors
 from peft_food.methods import METHODS, BaseLoader, MethodSpec, spec_of
+from peft_food.model.head import with_head_norm
 from peft_food.model.spec import ModelSpec
 from peft_food.model.trust import code_named_in, require_trust
 from peft_food.model.weights import load_model
@@ -196,11 +197,14 @@ def load_trained(path: Path, *, base: Path | None = None, trust_remote_code: boo
     if Path(source).is_dir():
         require_trust(code_named_in(Path(source)), trusted=trust_remote_code)
     loader = _base_loader(source, model_dir=model_dir, labels=spec["labels"], trust_remote_code=trust_remote_code)
+    head = spec["base"].get("head", "classifier")
+    if spec["base"].get("head_norm"):  # the head's BatchNorm is no part of the architecture: attach it again
+        loader = with_head_norm(loader, source=source, head=head)
     model = peft.load(
         model_dir,
         base=loader,
         labels=spec["labels"],
-        head=spec["base"].get("head", "classifier"),
+        head=head,
         roles=spec["base"].get("modules"),
     )
     processor = AutoImageProcessor.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)

@@ -21,6 +21,7 @@ from huggingface_hub import ModelCard
 
 from peft_food.data.geometry import eval_processor
 from peft_food.files import share_safetensors
+from peft_food.model.head import fold_head_norm
 from peft_food.model.weights import label_maps
 from peft_food.saved.artifacts import load_trained
 from peft_food.saved.cards import write_card
@@ -35,7 +36,7 @@ def export(
     trained = load_trained(run, trust_remote_code=trust_remote_code)
     if trained.base_note:
         say(trained.base_note)
-    model = trained.peft.merge(trained.model)
+    model = fold_head_norm(trained.peft.merge(trained.model))  # a head's BatchNorm into its Linear
     for key, value in label_maps(trained.labels).items():
         setattr(model.config, key, value)
     out_dir.mkdir(parents=True, exist_ok=True)

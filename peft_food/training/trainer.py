@@ -54,6 +54,11 @@ def resolve_workers(requested: int | None) -> int:
     return default_workers(cores=os.cpu_count() or 1, own_core=not torch.cuda.is_available())
 
 
+# train.optimizer (config.py OPTIMIZERS) -> Trainer's `optim` and `optim_args`: sgd is SGD with momentum
+# 0.9, as VPT (KMnP/vpt configs/base-prompt.yaml) and AdaptFormer (ShoufaChen/AdaptFormer main_image.py).
+OPTIM = {"adamw": ("adamw_torch_fused", None), "sgd": ("sgd", "momentum=0.9")}
+
+
 def training_arguments(
     *, train: TrainSpec, precision: str, workers: int, run_dir: Path, seed: int, report_to: list[str], **overrides: Any
 ) -> TrainingArguments:
@@ -106,6 +111,8 @@ def knob_arguments(train: TrainSpec) -> dict[str, Any]:
     """TrainingArguments for the keys that are off by default, given only when on, so a run
     without them gets exactly the arguments it got before they existed."""
     settings: dict[str, Any] = {}
+    if train.optimizer != "adamw":
+        settings["optim"], settings["optim_args"] = OPTIM[train.optimizer]
     if train.lr_scheduler == "reduce_lr_on_plateau":
         # It steps on metric_for_best_model in torch's default mode "min": accuracy would cut the rate
         # whenever it stopped *falling*.

@@ -15,7 +15,7 @@ from typing import Any
 
 from peft_food.errors import UserError
 from peft_food.methods.base import Resolve, require_fit
-from peft_food.methods.trained import SavesTrainedSpec
+from peft_food.methods.trained import SavesTrainedSpec, trained_tensors
 
 
 class AddedSpec(SavesTrainedSpec):
@@ -41,7 +41,7 @@ class AddedSpec(SavesTrainedSpec):
             head=head,
             resolve=lambda requested: resolve_target_modules(model, requested=requested, head=head, roles=roles),
         )
-        expected = {n for n, p in model.named_parameters() if p.requires_grad}
+        expected = set(trained_tensors(model, head=head))
         require_fit(
             set(saved) == expected,
             f"saved {sorted(set(saved) - expected)[:3]}, the base has {sorted(expected - set(saved))[:3]} instead",

@@ -27,15 +27,21 @@ from peft_food.model.tokens import token_sequence
 
 # The layers SSF follows: every Linear and LayerNorm, and the patch embedding's convolution.
 SSF_HOSTS = (torch.nn.Linear, torch.nn.LayerNorm, torch.nn.Conv2d)
+# peft.init of SSF -> the std of the normal draws around scale 1 and shift 0 (identity: none, exactly
+# 1 and 0; paper: dongzelian/SSF models/vision_transformer.py init_ssf_scale_shift, N(1, .02), N(0, .02)).
+SSF_INITS = {"identity": 0.0, "paper": 0.02}
 
 
 class ScaleShift(torch.nn.Module):
     """y = x * scale + shift over the channels of its host's output (last dim; dim 1 for a conv)."""
 
-    def __init__(self, channels: int, *, conv: bool) -> None:
+    def __init__(self, channels: int, *, conv: bool, std: float = 0.0) -> None:
         super().__init__()
         self.scale = torch.nn.Parameter(torch.ones(channels))
         self.shift = torch.nn.Parameter(torch.zeros(channels))
+        if std > 0:  # the paper's draws: the model starts near, not at, the base
+            torch.nn.init.normal_(self.scale, mean=1.0, std=std)
+            torch.nn.init.normal_(self.shift, mean=0.0, std=std)
         self.conv = conv
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -49,8 +55,9 @@ class ScaleShift(torch.nn.Module):
         return self(output)
 
 
-def attach_ssf(model: torch.nn.Module, *, head: str) -> None:
-    """A ScaleShift (`<layer>.ssf`) after every Linear, LayerNorm and Conv2d outside the head."""
+def attach_ssf(model: torch.nn.Module, *, head: str, init: str = "identity") -> None:
+    """A ScaleShift (`<layer>.ssf`) after every Linear, LayerNorm and Conv2d outside the head,
+    started as `init` says (SSF_INITS)."""
     hosts = [
         module
         for name, module in model.named_modules()
@@ -59,7 +66,7 @@ def attach_ssf(model: torch.nn.Module, *, head: str) -> None:
     for host in hosts:
         conv = isinstance(host, torch.nn.Conv2d)
         channels = host.out_channels if conv else getattr(host, "out_features", None) or host.normalized_shape[-1]
-        host.ssf = ScaleShift(channels, conv=conv)
+        host.ssf = ScaleShift(channels, conv=conv, std=SSF_INITS[init])
         host.register_forward_hook(host.ssf.after)
 
 
@@ -97,7 +104,9 @@ class Prompts(torch.nn.Module):
         self.dropout = torch.nn.Dropout(dropout)
 
     def batch(self, like: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.prompts.to(like.dtype)).expand(like.shape[0], -1, -1)
+        """The prompts for every image of the batch, each image with its own dropout mask (the
+        authors' code drops after expanding: KMnP/vpt src/models/vit_prompt/vit.py)."""
+        return self.dropout(self.prompts.to(like.dtype).expand(like.shape[0], -1, -1))
 
     def insert(self, module: torch.nn.Module, args: Any, output: Any) -> Any:
         """After the embeddings: [CLS], the prompts, then the rest."""
@@ -136,15 +145,16 @@ def attach_prompts(model: torch.nn.Module, *, tokens: int, deep: bool, dropout: 
 
 
 class Bottleneck(torch.nn.Module):
-    """scale * up(dropout(act(down(x)))), up zero-initialised; its methods are the hooks that use it."""
+    """scale * up(dropout(act(down(x)))), initialised as `init` says (init_bottleneck); its methods
+    are the hooks that use it."""
 
-    def __init__(self, *, dim: int, width: int, activation: str, dropout: float, scale: float) -> None:
+    def __init__(
+        self, *, dim: int, width: int, activation: str, dropout: float, scale: float, init: str = "lora_kaiming"
+    ) -> None:
         super().__init__()
-        self.down = torch.nn.Linear(dim, width)  # Linear's own (kaiming-uniform) init
+        self.down = torch.nn.Linear(dim, width)
         self.up = torch.nn.Linear(width, dim)
-        torch.nn.init.zeros_(self.down.bias)
-        torch.nn.init.zeros_(self.up.weight)  # the branch adds exactly nothing until it trains
-        torch.nn.init.zeros_(self.up.bias)
+        init_bottleneck(self.down, self.up, init=init)
         self.act = getattr(torch.nn, activation)()  # a torch.nn activation's class name
         self.dropout = torch.nn.Dropout(dropout)
         self.scale = scale
@@ -168,19 +178,51 @@ class Bottleneck(torch.nn.Module):
         return output_with(output, hidden_of(output) + pending)
 
 
-def attach_adaptformer(model: torch.nn.Module, *, width: int, scale: float, dropout: float, mlp_in: str) -> None:
+def init_bottleneck(down: torch.nn.Linear, up: torch.nn.Linear, *, init: str) -> None:
+    """A bottleneck's starting weights (peft.init, BOTTLENECK_INITS in methods/added/bottleneck.py)."""
+    with torch.no_grad():
+        if init in ("lora_kaiming", "lora_xavier", "houlsby"):
+            for bias in (down.bias, up.bias):
+                torch.nn.init.zeros_(bias)
+        if init == "lora_kaiming":  # down keeps Linear's own kaiming-uniform(a=sqrt 5)
+            torch.nn.init.zeros_(up.weight)  # the branch adds exactly nothing until it trains
+        elif init == "lora_xavier":
+            torch.nn.init.xavier_uniform_(down.weight)
+            torch.nn.init.zeros_(up.weight)
+        elif init == "houlsby":  # adapter-bert: truncated normal, std 1e-3, cut at 2 std (TF's)
+            for linear in (down, up):
+                torch.nn.init.trunc_normal_(linear.weight, std=1e-3, a=-2e-3, b=2e-3)
+        elif init == "xavier":  # PETL_Vision's random adapters: not the identity at the start
+            for linear in (down, up):
+                torch.nn.init.xavier_uniform_(linear.weight)
+                torch.nn.init.normal_(linear.bias, std=1e-6)
+        else:
+            raise ValueError(f"unknown bottleneck init {init!r}")
+
+
+def attach_adaptformer(
+    model: torch.nn.Module, *, width: int, scale: float, dropout: float, mlp_in: str, init: str = "lora_kaiming"
+) -> None:
     """A Bottleneck (`<block>.adaptformer`) beside every block's MLP, on the MLP norm's input."""
     for block in blocks(model, mlp_in=mlp_in):
         norm = mlp_norm(block)
         block.adaptformer = Bottleneck(
-            dim=norm.normalized_shape[-1], width=width, activation="ReLU", dropout=dropout, scale=scale
+            dim=norm.normalized_shape[-1], width=width, activation="ReLU", dropout=dropout, scale=scale, init=init
         )
         norm.register_forward_hook(block.adaptformer.branch)
         block.register_forward_hook(block.adaptformer.add)
 
 
 def attach_bottleneck_adapters(
-    model: torch.nn.Module, *, after: list[str], width: int, activation: str, dropout: float, head: str
+    model: torch.nn.Module,
+    *,
+    after: list[str],
+    width: int,
+    activation: str,
+    dropout: float,
+    head: str,
+    scale: float = 1.0,
+    init: str = "lora_kaiming",
 ) -> None:
     """A residual Bottleneck (`<layer>.adapter`) after every Linear named in `after`, outside the head."""
     hosts = [
@@ -189,5 +231,7 @@ def attach_bottleneck_adapters(
         if name.rsplit(".", 1)[-1] in after and not in_head(name, head=head)
     ]
     for host in hosts:
-        host.adapter = Bottleneck(dim=host.out_features, width=width, activation=activation, dropout=dropout, scale=1.0)
+        host.adapter = Bottleneck(
+            dim=host.out_features, width=width, activation=activation, dropout=dropout, scale=scale, init=init
+        )
         host.register_forward_hook(host.adapter.residual)

@@ -38,7 +38,7 @@ class VptSpec(AddedSpec):
     prompts: int = 10
     # false: one set at the input (p x dim); true: one set per layer (p x dim x layers).
     deep: bool = False
-    # Dropout on the prompt tokens while training.
+    # Dropout on the prompt tokens while training, one mask per image (as the authors' code).
     dropout: float = 0.1
     # Randomly initialised tokens in a frozen model take a larger step than LoRA's.
     recommended_lr: float = 1e-2
