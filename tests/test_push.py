@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from peft_food.config import parse_config
 from peft_food.data.splits import load_splits
@@ -224,3 +225,41 @@ def test_hub_push_acts_only_after_the_run_completed(tmp_path, monkeypatch, offli
     accuracy = card["model-index"][0]["results"][0]["metrics"][0]
     assert accuracy["type"] == "accuracy" and accuracy["value"] == round(record.reported("accuracy"), 6)
     assert (tmp_path / "done" / "hub" / "adapter_model.safetensors").is_file()
+
+
+def test_predict_reads_a_pushed_repo_by_its_id_from_the_hub_cache(
+    lora_run, adapter_repo, tmp_path, monkeypatch, capsys
+):
+    """`peft-food-predict <user>/<repo>`: the pushed repo as huggingface_hub keeps a download
+    (models--<user>--<repo>/refs/main -> snapshots/<commit>/), read offline, predicts what the run
+    dir predicts; a repo id neither local nor cached is one line, exit 2."""
+    from huggingface_hub import constants
+
+    from peft_food.cli.predict import main
+
+    cache = tmp_path / "hub-cache"
+    storage = cache / "models--me--food-lora"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    shutil.copytree(adapter_repo.folder, storage / "snapshots" / commit)
+    (storage / "refs").mkdir()
+    (storage / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)  # me/food-lora is no local path here
+    Image.new("RGB", (48, 40), (200, 120, 40)).save(tmp_path / "dinner.png")
+    run_dir, _ = lora_run
+
+    assert main([str(run_dir), "dinner.png", "--json"]) == 0
+    from_run = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert main(["me/food-lora", "dinner.png", "--json"]) == 0
+    from_repo = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [p["label"] for p in from_repo[0]["predictions"]] == [p["label"] for p in from_run[0]["predictions"]]
+    np.testing.assert_allclose(
+        [p["score"] for p in from_repo[0]["predictions"]], [p["score"] for p in from_run[0]["predictions"]], atol=1e-6
+    )
+
+    assert main(["me/absent", "dinner.png"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("peft-food-predict: error: me/absent is not a local dir"), err
+    assert "HF_HUB_OFFLINE" in err[0]

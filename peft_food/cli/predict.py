@@ -2,6 +2,7 @@
 
 peft-food-predict outputs/2026-11-22/10-00-00 my_photos/ dinner.jpg --top-k 5
 peft-food-predict outputs/2026-11-22/10-00-00 my_photos/ --json > predictions.jsonl
+peft-food-predict my-user/food-vit-lora dinner.jpg      # a repo peft-food-push made, from the Hub
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ from pathlib import Path
 from peft_food import progress
 from peft_food.cli import exit_with, one_line_errors
 from peft_food.cli.hub import offline_unless_reachable
-from peft_food.saved.layout import find_model_dir
+from peft_food.saved.layout import find_model_dir, names_a_hub_repo
 
 
 @one_line_errors("peft-food-predict")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="peft-food-predict", description=__doc__.splitlines()[0])
-    parser.add_argument("model", type=Path, help="a run dir (outputs/<date>/<time>) or its model/ dir")
+    parser.add_argument(
+        "model", type=Path, help="a run dir (outputs/<date>/<time>), its model/ dir, or a repo peft-food-push made"
+    )
     parser.add_argument("inputs", type=Path, nargs="+", metavar="IMAGE_OR_FOLDER")
     parser.add_argument("--top-k", type=int, default=5, help="labels to show per image (default 5)")
     parser.add_argument("--json", action="store_true", help="one JSON object per image per line")
@@ -43,6 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.top_k < 1 or args.batch_size < 1:
         parser.error("--top-k and --batch-size must be at least 1")
+    if names_a_hub_repo(args.model):  # <user>/<repo>: the repo peft-food-push made, through the Hub's cache
+        from peft_food.saved.hub import downloaded
+
+        offline_unless_reachable()
+        args.model = downloaded(str(args.model))
     find_model_dir(args.model)  # a wrong path is one line before torch loads
     offline_unless_reachable()  # the base model may come from the Hub: no Hub, no retries
     # torch loads once the arguments parse: --help answers at once.

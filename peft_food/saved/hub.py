@@ -154,3 +154,24 @@ def _network_error(err: BaseException) -> bool:
     error (huggingface_hub's client raises httpx's, which are not OSErrors)."""
     roots = {cls.__module__.split(".")[0] for cls in type(err).__mro__}
     return isinstance(err, OSError) or bool(roots & {"httpx", "httpx2", "requests", "urllib3"})
+
+
+def downloaded(repo_id: str) -> Path:
+    """A pushed repo (`peft-food-push`) in the local Hub cache, downloaded if it is not there yet:
+    what `peft-food-predict <user>/<repo>` reads. Offline, only a cached copy; otherwise one line."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id))
+    except LocalEntryNotFoundError:
+        why = offline() or "the Hub did not answer"
+        raise UserError(
+            f"{repo_id} is not a local dir, and the Hub repo of that name is not in the cache ({why}): "
+            f"pass a run dir, or download the repo once where the Hub is reachable"
+        ) from None
+    except (HfHubHTTPError, HFValidationError) as err:
+        raise UserError(
+            f"{repo_id} is not a local dir, and the Hub repo of that name cannot be read ({first_line(err)}): "
+            f"pass a run dir, or a repo id you can read (private repos need HF_TOKEN or `hf auth login`)"
+        ) from None

@@ -10,6 +10,11 @@ from peft_food.errors import UserError, near_miss
 SPEC_FILE = "peft_food.json"
 
 
+def names_a_hub_repo(path: Path) -> bool:
+    """`<user>/<repo>` that is no local path: a repo `peft-food-push` made, for peft-food-predict."""
+    return not path.exists() and not path.is_absolute() and len(path.parts) == 2 and not str(path).startswith(".")
+
+
 def find_model_dir(path: Path) -> Path:
     """A run dir (holding model/) or a model dir itself."""
     if not path.exists():

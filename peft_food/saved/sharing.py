@@ -253,7 +253,7 @@ processor = AutoImageProcessor.from_pretrained("{repo_id}")  # resize + centre c
             "As a model and its image processor:",
         )
     lines = ["## Load it", "", heads[0], "", adapter, "", heads[1], "", merged, ""]
-    lines += ["Also with this package: `peft-food-predict <downloaded repo dir> photo.jpg`.", ""]
+    lines += [f"Also with this package: `peft-food-predict {repo_id} photo.jpg`.", ""]
     if notes:
         lines += [f"Note: {note}." for note in notes] + [""]
     return "\n".join(lines)
