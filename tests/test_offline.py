@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from peft_food.cli.hub import offline_unless_reachable
+from tests.helpers import NO_WANDB
 
 
 def closed_port() -> int:
@@ -67,7 +68,7 @@ def test_the_probe_goes_offline_only_when_the_hub_does_not_answer(monkeypatch, n
     [
         (
             "peft-food-train",
-            ["model=vit_base", "data=synthetic", "logger=none"],
+            ["model=vit_base", "data=synthetic", NO_WANDB],
             "offline, pass model.name_or_path=<local checkpoint dir> or model.pretrained=false",
         ),
         ("peft-food-prepare", [], "offline, pass model.name_or_path=<local checkpoint dir> or model.pretrained=false"),

@@ -26,6 +26,7 @@ from peft_food.tracking.sweep import objective, objective_key
 from peft_food.training.pipeline import train
 from tests.helpers import (
     MINI,
+    NO_WANDB,
     REPO,
     TINY_TRAIN,
     compose_config,
@@ -33,11 +34,12 @@ from tests.helpers import (
     needs_mini,
     read_run,
     run_files,
+    spec_of,
 )
 
 
 def data_spec(*overrides):
-    return parse_config(compose_config(*TINY_TRAIN, *overrides, output_dir="/tmp/unused")).data
+    return spec_of(*TINY_TRAIN, *overrides).data
 
 
 def write_unique_images(folder, count, start):
@@ -311,7 +313,7 @@ def test_retrain_trains_on_train_plus_val_selects_nothing_and_tests_the_last_epo
             "data.test_per_class=8",
             "data.image_size=32",
             "data.protocol=retrain",
-            "logger=none",
+            NO_WANDB,
             output_dir=tmp_path,
         )
     )

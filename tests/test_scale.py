@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from peft_food.tracking.record import RunRecord
-from peft_food.training.pipeline import train
-from tests.helpers import TINY, compose_config, offline_env, read_run, run_files
+from tests.helpers import TINY, TINY_QUIET, offline_env, read_run, run_files
 
 
 def clean_env(tmp_path: Path) -> dict:
@@ -20,7 +19,7 @@ def clean_env(tmp_path: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_make_one_run_with_the_whole_eval_set(tmp_path):
+def test_torchrun_two_processes_make_one_run_with_the_whole_eval_set(tmp_path, tiny_run):
     torchrun = Path(sys.executable).parent / "torchrun"
     done = subprocess.run(
         [str(torchrun), "--nproc_per_node=2", "-m", "peft_food", *TINY],
@@ -34,7 +33,7 @@ def test_torchrun_two_processes_make_one_run_with_the_whole_eval_set(tmp_path):
     run_dirs = list(tmp_path.glob("outputs/*/*"))
     assert len(run_dirs) == 1  # rank 1's own Hydra dir was folded into rank 0's
     record = RunRecord.load(run_dirs[0] / "metrics.json")
-    alone = train(compose_config(*TINY, "logger=none", output_dir=tmp_path / "alone"))
+    _, alone = tiny_run()
     assert record.status == "completed" and record.provenance.world_size == 2
     assert record.counts.num_eval_samples == alone.counts.num_eval_samples == 32  # gathered over both ranks
     assert record.counts.trainable_params == alone.counts.trainable_params
@@ -57,8 +56,7 @@ def test_submitit_launcher_runs_each_sweep_job_in_its_own_process(tmp_path):
             "peft_food",
             "-m",
             "hydra/launcher=local",
-            *TINY,
-            "logger=none",
+            *TINY_QUIET,
             "train.epochs=1",
             "peft.r=2,4",
             f"hydra.sweep.dir={tmp_path / 'sweep'}",
