@@ -35,7 +35,7 @@ from peft_food.saved.artifacts import load_trained
 
 REPO = Path(__file__).resolve().parent.parent
 MINI = REPO.parent / "shared" / "data" / "food101-mini"
-# The one skip for tests (and fixtures, through skip_without_mini) that read the real photos.
+# The one skip for every test that reads the real photos (a mark, on the test itself).
 needs_mini = pytest.mark.skipif(not MINI.is_dir(), reason=f"{MINI} not present")
 
 
@@ -55,12 +55,6 @@ def scrub_wandb(monkeypatch: pytest.MonkeyPatch, *, home: Path) -> None:
     for var in WANDB_LOGIN:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HOME", str(home))
-
-
-def skip_without_mini() -> None:
-    """For a helper or fixture, where a mark cannot go."""
-    if not MINI.is_dir():
-        pytest.skip(f"{MINI} not present")
 
 
 # Tiny ViT on CPU in fp32 with no workers, and few synthetic images (TINY = both).

@@ -205,6 +205,7 @@ def test_selection_reads_val_only_and_reports_that_checkpoints_test(tmp_path, mo
     assert on_disk.protocol == "val_test" and on_disk.test == record.test
 
 
+@needs_mini  # its splits are read from the real photos
 def test_a_record_made_before_the_protocol_reads_and_reruns_as_the_seed_protocol():
     old = REPO / "experiments" / "mini_rank_alpha_torch2.15" / "runs"
     run = sorted(old.iterdir())[0]
