@@ -8,8 +8,7 @@ import pytest
 
 from peft_food.evaluation.metrics import Evaluator, confusion_matrix, per_class
 from peft_food.training.pipeline import train
-from tests.helpers import TINY_QUIET, compose_config
-from tests.test_predict import eval_logits
+from tests.helpers import TINY_QUIET, compose_config, eval_logits
 
 
 def one_hot_logits(ranked: list[list[int]], num_labels: int) -> np.ndarray:
