@@ -48,7 +48,9 @@ def test_torchrun_two_processes_make_one_run_with_the_whole_eval_set(tmp_path, t
 @pytest.mark.slow
 def test_submitit_launcher_runs_each_sweep_job_in_its_own_process(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    # Each job gets its share of the cores: one (cpus_per_task), not all of them as torch would take.
+    # Each job gets its share of the cores: one (cpus_per_task), not all of them as torch would take
+    # (without conftest.py's OMP_NUM_THREADS=1, which would make one thread the default).
+    all_cores = {k: v for k, v in clean_env(tmp_path).items() if k != "OMP_NUM_THREADS"}
     done = subprocess.run(
         [
             sys.executable,
@@ -63,7 +65,7 @@ def test_submitit_launcher_runs_each_sweep_job_in_its_own_process(tmp_path):
             "hydra.launcher.cpus_per_task=1",
         ],
         cwd=tmp_path,
-        env=clean_env(tmp_path),
+        env=all_cores,
         capture_output=True,
         text=True,
         timeout=600,
@@ -99,7 +101,9 @@ def test_local_jobs_share_the_cores_and_wait_for_a_slot(tmp_path):
         text=True,
     )
     assert holder.stdout.readline() == "in\n"
-    threads, started = torch.get_num_threads(), time.monotonic()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # tests run on one thread (conftest.py): from two, the slot's one is its own doing
+    started = time.monotonic()
     with job_slot(tmp_path, share=Share(threads=1, slots=1), poll_s=0.05):
         waited = time.monotonic() - started
         assert torch.get_num_threads() == 1
