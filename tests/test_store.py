@@ -223,10 +223,9 @@ BUILD = """
 import logging, sys
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
 from transformers import ViTImageProcessor
-from peft_food.config import parse_config
 from peft_food.data.splits import load_splits
 from peft_food.data.store import store_plan
-from tests.helpers import compose_config
+from tests.helpers import spec_of
 spec = spec_of("data=imagefolder", "data.root=" + sys.argv[1]).data
 processor = ViTImageProcessor(size={"height": 64, "width": 64})
 splits = load_splits(spec, seed=0, plan=store_plan(processor, side=None, store_dir=sys.argv[2]))
