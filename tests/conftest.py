@@ -2,38 +2,60 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# One torch thread in the test process and in every process a test starts (they inherit the
+# environment; torch reads OMP_NUM_THREADS when imported): the tiny models gain nothing from a
+# second intra-op thread, and on a busy 2-core AMD EPYC CPU two threads wait on each other (a
+# one-epoch tiny run took 50 s with two threads, 12 s with one). Set before torch is imported.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture
 def offline_wandb(monkeypatch, tmp_path_factory):
     """W&B as a user without an account has it: no API key, no ~/.netrc login, no forced mode."""
-    from tests.helpers import WANDB_LOGIN
+    from tests.helpers import scrub_wandb
 
-    for var in WANDB_LOGIN:
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
-
-
-# Two trained runs the saved-model tests share (tests/test_predict.py, tests/test_trust.py), each
-# trained once per session, under umask 022 as on a shared machine (test_trust checks its files).
-@pytest.fixture(scope="session")
-def lora_run(tmp_path_factory):
-    from peft_food.training.pipeline import train
-    from tests.helpers import TINY, compose_config, umask
-
-    run_dir = tmp_path_factory.mktemp("lora_run")
-    with umask(0o022):
-        record = train(compose_config(*TINY, "logger=none", "train.epochs=3", output_dir=run_dir))
-    return run_dir, record
+    scrub_wandb(monkeypatch, home=tmp_path_factory.mktemp("home"))
 
 
 @pytest.fixture(scope="session")
-def full_run(tmp_path_factory):
+def tiny_run(tmp_path_factory):
+    """`tiny_run(*overrides) -> (run_dir, record)`: a finished tiny run (TINY_QUIET + overrides),
+    trained once per session and shared by every test that asks for the same overrides. Trained
+    under umask 022 as on a shared machine (tests/test_trust.py checks its files' modes). A test
+    that changes the run dir works on a copy (helpers.copy_run)."""
     from peft_food.training.pipeline import train
-    from tests.helpers import TINY, compose_config, umask
+    from tests.helpers import TINY_QUIET, compose_config, umask
 
-    run_dir = tmp_path_factory.mktemp("full_run")
-    with umask(0o022):
-        train(compose_config(*TINY, "peft=full", "logger=none", "train.epochs=1", output_dir=run_dir))
-    return run_dir
+    runs = {}
+
+    def trained(*overrides: str):
+        if overrides not in runs:
+            run_dir = tmp_path_factory.mktemp("tiny_run")
+            with umask(0o022):
+                record = train(compose_config(*TINY_QUIET, *overrides, output_dir=run_dir))
+            runs[overrides] = run_dir, record
+        return runs[overrides]
+
+    return trained
+
+
+# The two trained runs the saved-model tests share (tests/test_predict.py, tests/test_trust.py).
+@pytest.fixture(scope="session")
+def lora_run(tiny_run):
+    return tiny_run("train.epochs=3")
+
+
+@pytest.fixture(scope="session")
+def full_run(tiny_run):
+    return tiny_run("peft=full")[0]

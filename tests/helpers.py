@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from peft_food.saved.artifacts import load_trained
 
 REPO = Path(__file__).resolve().parent.parent
 MINI = REPO.parent / "shared" / "data" / "food101-mini"
-# The one skip for tests (and fixtures, through skip_without_mini) that read the real photos.
+# The one skip for every test that reads the real photos (a mark, on the test itself).
 needs_mini = pytest.mark.skipif(not MINI.is_dir(), reason=f"{MINI} not present")
 
 
@@ -42,16 +43,18 @@ needs_mini = pytest.mark.skipif(not MINI.is_dir(), reason=f"{MINI} not present")
 WANDB_LOGIN = ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DIR", "NETRC")
 
 
-def offline_env(home: Path) -> dict[str, str]:
+def offline_env(home: Path, **extra: str) -> dict[str, str]:
     """This environment for a subprocess, as the `offline_wandb` fixture leaves it in-process: no
-    W&B key, mode or dir, and a HOME (`home`) without ~/.netrc."""
-    return {**{k: v for k, v in os.environ.items() if k not in WANDB_LOGIN}, "HOME": str(home)}
+    W&B key, mode or dir, and a HOME (`home`) without ~/.netrc; then `extra`."""
+    return {**{k: v for k, v in os.environ.items() if k not in WANDB_LOGIN}, "HOME": str(home), **extra}
 
 
-def skip_without_mini() -> None:
-    """For a helper or fixture, where a mark cannot go."""
-    if not MINI.is_dir():
-        pytest.skip(f"{MINI} not present")
+def scrub_wandb(monkeypatch: pytest.MonkeyPatch, *, home: Path) -> None:
+    """In this process, what offline_env gives a subprocess (the `offline_wandb` fixture; a
+    module-scoped fixture calls it with a MonkeyPatch of its own)."""
+    for var in WANDB_LOGIN:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(home))
 
 
 # Tiny ViT on CPU in fp32 with no workers, and few synthetic images (TINY = both).
@@ -74,6 +77,9 @@ SYNTHETIC = [
     "data.image_size=32",
 ]
 TINY = TINY_TRAIN + SYNTHETIC
+# No W&B run: what every test trains with unless it reads what W&B logged.
+NO_WANDB = "logger=none"
+TINY_QUIET = [*TINY, NO_WANDB]
 
 
 def compose_config(*overrides: str, output_dir: Path | None = None, conf_dir: str = CONF_DIR):
@@ -81,6 +87,25 @@ def compose_config(*overrides: str, output_dir: Path | None = None, conf_dir: st
     with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
         extra = [f"output_dir={output_dir}"] if output_dir is not None else []
         return compose(config_name="train", overrides=[*overrides, *extra])
+
+
+def spec_of(*overrides: str, conf_dir: str = CONF_DIR):
+    """The typed specs (config.parse_config) of the composed config, for a test that trains nothing
+    (its output_dir is a placeholder)."""
+    return parse_config(compose_config(*overrides, output_dir=Path("/tmp/unused"), conf_dir=conf_dir))
+
+
+def compose_hydra(*overrides: str, conf_dir: str = CONF_DIR):
+    """The `hydra` node of the composed config (sweeper, launcher, the overrides as a run records them)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides), return_hydra_config=True).hydra
+
+
+def copy_run(run_dir: Path, target: Path) -> Path:
+    """A copy of a shared run dir (tests/conftest.py tiny_run) that a test may change."""
+    shutil.copytree(run_dir, target)
+    return target
 
 
 @contextlib.contextmanager

@@ -25,7 +25,7 @@ from peft_food.methods.base import register
 from peft_food.methods.own_weights.partial import PartialSpec
 from peft_food.model.backbone import load_base
 from peft_food.training.pipeline import train
-from tests.helpers import REPO, TINY, TINY_TRAIN, compose_config, eval_logits
+from tests.helpers import NO_WANDB, REPO, TINY, TINY_QUIET, TINY_TRAIN, compose_config, eval_logits
 
 # The stages in import order: a module imports from its own stage or from earlier ones only.
 STAGES = [
@@ -122,7 +122,7 @@ def test_a_new_data_source_is_one_reader_and_one_yaml(conf_dir, tmp_path, monkey
         "defaults:\n  - /schema/data/data@_here_\n  - _self_\n\nsource: tiles\ntest_size: 0.25\n"
     )
     record = train(
-        compose_config(*TINY_TRAIN, "data=tiles", "logger=none", output_dir=tmp_path / "run", conf_dir=str(conf_dir))
+        compose_config(*TINY_TRAIN, "data=tiles", NO_WANDB, output_dir=tmp_path / "run", conf_dir=str(conf_dir))
     )
     assert record.status == "completed" and record.labels == ["class_0", "class_1", "class_2"]
     counts = record.counts  # per class: 2 of 8 test (0.25), then 1 of the 6 left val (0.1, at least one)
@@ -151,7 +151,7 @@ def test_a_new_method_is_one_class_and_one_yaml(conf_dir, tmp_path, monkeypatch)
         "defaults:\n  - /schema/peft/norms@_here_\n  - _self_\n\nmethod: norms\n"
     )
     run_dir = tmp_path / "run"
-    record = train(compose_config(*TINY, "peft=norms", "logger=none", output_dir=run_dir, conf_dir=str(conf_dir)))
+    record = train(compose_config(*TINY_QUIET, "peft=norms", output_dir=run_dir, conf_dir=str(conf_dir)))
     assert record.method == "norms"
 
     base, _ = load_base(model=parse_config(compose_config(*TINY, output_dir=run_dir)).model, labels=record.labels)

@@ -27,7 +27,7 @@ from peft_food.model.timm_models import timm_processor
 from peft_food.saved.artifacts import load_trained
 from peft_food.saved.export import export
 from peft_food.training.pipeline import train
-from tests.helpers import TINY, compose_config
+from tests.helpers import NO_WANDB, TINY, compose_config
 
 # ---------------------------------------------------------------- the real (B-size) configs, on meta
 D, MLP, LAYERS, CLASSES = 768, 3072, 12, 101
@@ -205,7 +205,7 @@ REFUSED = {
 # BEiT's and EVA-02's key projections have none); AdaptFormer and VPT never fold.
 NO_SSF_EXPORT = {"clip_b16": "patch_embedding", "beit_base": "k_proj", "eva02_b14": "k_proj"}
 # A few images: 4 classes x 4 (val and test 4 x 2).
-FEW = ["data.per_class=4", "data.val_per_class=2", "data.test_per_class=2", "train.epochs=1", "logger=none"]
+FEW = ["data.per_class=4", "data.val_per_class=2", "data.test_per_class=2", "train.epochs=1", NO_WANDB]
 
 
 def toy(model: str, *overrides: str, output_dir="/tmp/x"):

@@ -7,10 +7,9 @@ import sys
 import pytest
 from hydra.errors import HydraException
 
-from peft_food.config import parse_config
 from peft_food.errors import ConfigError, DataError
 from peft_food.training.pipeline import train
-from tests.helpers import TINY, compose_config, offline_env
+from tests.helpers import NO_WANDB, TINY_QUIET, compose_config, offline_env, spec_of
 
 
 @pytest.mark.parametrize(
@@ -49,7 +48,7 @@ from tests.helpers import TINY, compose_config, offline_env
 )
 def test_out_of_range_values_are_rejected_when_parsed(overrides, message):
     with pytest.raises(ConfigError, match=message):
-        parse_config(compose_config(*overrides, output_dir="/tmp/unused"))
+        spec_of(*overrides)
 
 
 @pytest.mark.parametrize("override", ["peft=foo", "peft.r=abc", "peft.rank=8", "train.epochz=1"])
@@ -59,7 +58,7 @@ def test_unknown_choices_keys_and_types_fail_at_composition(override):
 
 
 def test_unknown_target_module_lists_the_real_names_and_trains_nothing(tmp_path):
-    cfg = compose_config(*TINY, "logger=none", "peft.target_modules=[query,attention_out]", output_dir=tmp_path)
+    cfg = compose_config(*TINY_QUIET, "peft.target_modules=[query,attention_out]", output_dir=tmp_path)
     with pytest.raises(ConfigError) as err:
         train(cfg)
     assert "'attention_out'" in str(err.value)
@@ -68,9 +67,7 @@ def test_unknown_target_module_lists_the_real_names_and_trains_nothing(tmp_path)
 
 
 def test_missing_data_directory_is_a_data_error(tmp_path):
-    cfg = compose_config(
-        *TINY, "logger=none", "data=imagefolder", f"data.root={tmp_path / 'nope'}", output_dir=tmp_path / "run"
-    )
+    cfg = compose_config(*TINY_QUIET, "data=imagefolder", f"data.root={tmp_path / 'nope'}", output_dir=tmp_path / "run")
     with pytest.raises(DataError, match="is not a directory"):
         train(cfg)
 
@@ -81,7 +78,7 @@ def cli(*args: str, cwd) -> subprocess.CompletedProcess:
 
 
 def test_cli_prints_one_line_and_no_traceback_for_a_bad_value(tmp_path):
-    done = cli("model=vit_tiny", "logger=none", "peft.r=0", cwd=tmp_path)
+    done = cli("model=vit_tiny", NO_WANDB, "peft.r=0", cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "peft-food-train: error: peft.r=0 is invalid: r of peft=lora must be positive (e.g. peft.r=16)"
@@ -150,7 +147,7 @@ def test_a_typo_or_a_missing_prerequisite_is_one_line_before_any_run_dir(tmp_pat
     [
         (["peft.r=0"], "peft.r=0 is invalid"),  # refused before Hydra makes the run dir
         (
-            ["data=imagefolder", "data.root=photos", "logger=none"],
+            ["data=imagefolder", "data.root=photos", NO_WANDB],
             "data.root='photos' is not a directory",
         ),  # the path too (cli/preflight.py: check_root), before torch or the run dir
     ],

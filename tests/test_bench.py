@@ -8,12 +8,12 @@ import sys
 
 import pytest
 
-from tests.helpers import MINI, skip_without_mini
+from tests.helpers import MINI, needs_mini
 
 
 def bench_on_mini(run_dir, *overrides: str) -> subprocess.CompletedProcess:
-    """peft-food-bench on the food101-mini photos with vit_tiny, writing into `run_dir`."""
-    skip_without_mini()
+    """peft-food-bench on the food101-mini photos with vit_tiny, writing into `run_dir` (tests calling it are
+    marked needs_mini)."""
     done = subprocess.run(
         [
             sys.executable,
@@ -34,6 +34,7 @@ def bench_on_mini(run_dir, *overrides: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
+@needs_mini
 def test_bench_writes_comparable_json(tmp_path):
     done = bench_on_mini(
         tmp_path,
@@ -83,6 +84,7 @@ def test_bench_writes_comparable_json(tmp_path):
 
 
 @pytest.mark.slow
+@needs_mini
 def test_bench_startup_times_real_jobs_and_reads_flat(tmp_path):
     bench_on_mini(
         tmp_path, "bench.sections=[startup]", "bench.startup_images=400", "bench.images=64", "bench.batch_size=16"
@@ -119,6 +121,7 @@ def test_bench_startup_times_real_jobs_and_reads_flat(tmp_path):
 
 
 @pytest.mark.slow
+@needs_mini
 def test_bench_trains_at_the_models_input_size_where_the_processor_crops(tmp_path):
     """deit_tiny's processor resizes to 36 and crops 32: the bench's synthetic batches are the
     32 px the model takes (the training geometry), not the 36 px resize."""
@@ -139,6 +142,7 @@ def test_bench_trains_at_the_models_input_size_where_the_processor_crops(tmp_pat
 
 
 @pytest.mark.slow
+@needs_mini
 def test_bench_methods_section_trains_each_method_in_its_own_process(tmp_path):
     """bench.sections=[methods]: each method's step time and training memory, each in a fresh process,
     with the configured method's own settings (VPT-deep here), and each against full fine-tuning."""

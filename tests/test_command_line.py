@@ -15,7 +15,7 @@ from peft_food.cli.help import TRAIN, help_text, quickstart_time
 from peft_food.cli.preflight import preflight
 from peft_food.config import CONF_DIR
 from peft_food.errors import ConfigError
-from tests.helpers import REPO, offline_env
+from tests.helpers import NO_WANDB, REPO, offline_env
 
 HEAVY = {"torch", "transformers", "peft", "datasets", "wandb"}
 
@@ -147,9 +147,7 @@ def test_a_wrong_path_is_one_line_before_torch_the_data_or_wandb_start(tmp_path,
     food101_folder(tmp_path / "food-101")
     (tmp_path / "outputs" / "2026-01-01" / "10-00-00").mkdir(parents=True)
     (tmp_path / "experiments" / "quickstart").mkdir(parents=True)
-    done, imported = run_cli(
-        "peft_food.cli.commands", *args, *(["logger=none"] if args[0] == "train" else []), cwd=tmp_path
-    )
+    done, imported = run_cli("peft_food.cli.commands", *args, *([NO_WANDB] if args[0] == "train" else []), cwd=tmp_path)
     assert done.returncode == 2, done.stderr[-2000:]
     [line] = done.stderr.strip().splitlines()
     assert line.startswith(message), line

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.helpers import TINY_TRAIN
+from tests.helpers import NO_WANDB, TINY_TRAIN
 
 # 4 classes x 8 images / batch 16 = 2 steps per epoch, logged every 2 steps (TINY_TRAIN), 2 epochs.
 ARGS = [
@@ -18,7 +18,7 @@ ARGS = [
     "data.val_per_class=2",
     "data.test_per_class=2",
     "data.image_size=32",
-    "logger=none",
+    NO_WANDB,
     "progress=false",
 ]
 

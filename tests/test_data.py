@@ -11,7 +11,6 @@ from PIL import Image
 from torchvision.transforms import v2
 from transformers import ViTImageProcessor
 
-from peft_food.config import parse_config
 from peft_food.data.sources import synthetic_dataset
 from peft_food.data.splits import balanced_subset, load_splits
 from peft_food.data.transforms import (
@@ -22,11 +21,11 @@ from peft_food.data.transforms import (
     normalize,
 )
 from peft_food.errors import DataError, UserError
-from tests.helpers import MINI, compose_config, needs_mini
+from tests.helpers import MINI, needs_mini, spec_of
 
 
 def data_spec(*overrides):
-    return parse_config(compose_config(*overrides, output_dir="/tmp/unused")).data
+    return spec_of(*overrides).data
 
 
 def write_images(folder, count, size=(40, 30), mode="RGB"):

@@ -11,18 +11,17 @@ import pytest
 from PIL import Image
 from transformers import ViTImageProcessor
 
-from peft_food.config import parse_config
 from peft_food.data.splits import load_splits
 from peft_food.data.store import store_plan
 from peft_food.errors import DataError
 from peft_food.training.pipeline import train
-from tests.helpers import TINY_TRAIN, compose_config
+from tests.helpers import NO_WANDB, TINY_TRAIN, compose_config, spec_of
 
 SKIP = "data.bad_images=skip"
 
 
 def data_spec(*overrides):
-    return parse_config(compose_config(*overrides, output_dir="/tmp/unused")).data
+    return spec_of(*overrides).data
 
 
 def write_photos(folder, count, *, seed, suffix=".jpg"):
@@ -89,7 +88,7 @@ def test_a_run_under_skip_trains_on_one_image_fewer_and_says_so(leaky_folder, tm
                 SKIP,
                 "data.val_per_class=1",
                 "train.epochs=1",
-                "logger=none",
+                NO_WANDB,
                 output_dir=tmp_path / "run",
             )
         )

@@ -19,14 +19,14 @@ from peft_food.tracking.record import RunRecord
 from peft_food.training.mixing import soft_cross_entropy
 from peft_food.training.pipeline import build_trainer, train
 from peft_food.training.trainer import training_arguments
-from tests.helpers import TINY, compose_config, eval_logits
+from tests.helpers import TINY_QUIET, compose_config, eval_logits
 
 LORA = ["peft.dropout=0"]  # no dropout: two forward passes of one batch give the same logits
 
 
 def tiny_trainer(run_dir, *overrides):
     """The run's Trainer, as `train` builds it, without training (logger off, fp32, no workers)."""
-    spec = parse_config(compose_config(*TINY, "logger=none", *overrides, output_dir=run_dir))
+    spec = parse_config(compose_config(*TINY_QUIET, *overrides, output_dir=run_dir))
     set_seed(spec.seed)
     trainer, _, _ = build_trainer(spec, run_dir=run_dir, precision="fp32", record=RunRecord(), callbacks=[])
     return trainer
@@ -209,8 +209,7 @@ def test_eval_steps_and_early_stopping_select_on_val_and_stop_once_it_stops_impr
     with caplog.at_level(logging.INFO):
         record = train(
             compose_config(
-                *TINY,
-                "logger=none",
+                *TINY_QUIET,
                 "train.epochs=4",
                 "train.eval_steps=3",
                 "train.early_stopping_patience=1",
@@ -259,7 +258,7 @@ def test_eval_steps_and_early_stopping_select_on_val_and_stop_once_it_stops_impr
 @pytest.mark.slow
 def test_a_run_with_eval_steps_resumes_from_its_last_mid_epoch_checkpoint(tmp_path):
     # 4 steps an epoch, 8 in all; val and a checkpoint at steps 3, 6 and 8 (the end).
-    args = [*TINY, "logger=none", "train.eval_steps=3"]
+    args = [*TINY_QUIET, "train.eval_steps=3"]
     first = train(compose_config(*args, output_dir=tmp_path))
     assert [round(e["epoch"] * 4) for e in first.epochs] == [3, 6, 8]
     # As if it had been stopped after step 7: the end's checkpoint gone, the record unfinished.

@@ -13,14 +13,18 @@ from safetensors import safe_open
 from transformers import AutoModelForImageClassification
 
 from peft_food.cli.predict import main as predict
-from peft_food.config import parse_config
 from peft_food.methods.apply import apply_peft, check_targets
 from peft_food.model.backbone import load_base
 from peft_food.saved.export import export
 from peft_food.tracking.compare import collect, method_by_model
-from peft_food.training.pipeline import train
-from tests.helpers import TINY, check_fp16_autocast_training, compose_config
-from tests.test_predict import eval_logits
+from tests.helpers import (
+    TINY_QUIET,
+    check_fp16_autocast_training,
+    compose_hydra,
+    copy_run,
+    eval_logits,
+    spec_of,
+)
 
 # peft's name for each adapter method, as written in adapter_config.json.
 ADAPTERS = {"lora": "LORA", "dora": "LORA", "loha": "LOHA", "lokr": "LOKR", "ia3": "IA3", "vera": "VERA", "oft": "OFT"}
@@ -30,9 +34,8 @@ METHODS = ["full", *PARTIAL, *ADAPTERS]
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_each_method_saves_what_trained_reloads_exactly_and_exports(method, tmp_path, capsys):
-    run_dir = tmp_path / "run"
-    record = train(compose_config(*TINY, f"peft={method}", "logger=none", "train.epochs=2", output_dir=run_dir))
+def test_each_method_saves_what_trained_reloads_exactly_and_exports(method, tiny_run, tmp_path, capsys):
+    run_dir, record = tiny_run(f"peft={method}")  # two epochs, shared with the tests below and test_predict's
     assert record.status == "completed" and record.method == method
     model_dir = run_dir / "model"
     saved = {p.name for p in model_dir.iterdir()}
@@ -80,9 +83,8 @@ def test_each_method_saves_what_trained_reloads_exactly_and_exports(method, tmp_
     assert result["predictions"][0]["label"] in record.labels
 
 
-def test_linear_probe_leaves_the_backbone_bit_for_bit_unchanged(tmp_path):
-    run_dir = tmp_path / "run"
-    train(compose_config(*TINY, "peft=linear_probe", "logger=none", "train.epochs=1", output_dir=run_dir))
+def test_linear_probe_leaves_the_backbone_bit_for_bit_unchanged(tiny_run):
+    run_dir, _ = tiny_run("peft=linear_probe")
     base = AutoModelForImageClassification.from_pretrained(str(run_dir / "model" / "base"))
     from peft_food.saved.artifacts import load_trained
 
@@ -91,9 +93,8 @@ def test_linear_probe_leaves_the_backbone_bit_for_bit_unchanged(tmp_path):
     assert changed == ["classifier.weight", "classifier.bias"]
 
 
-def test_bitfit_moves_every_bias_and_the_head_and_no_weight(tmp_path):
-    run_dir = tmp_path / "run"
-    train(compose_config(*TINY, "peft=bitfit", "logger=none", "train.epochs=1", output_dir=run_dir))
+def test_bitfit_moves_every_bias_and_the_head_and_no_weight(tiny_run):
+    run_dir, _ = tiny_run("peft=bitfit")
     base = AutoModelForImageClassification.from_pretrained(str(run_dir / "model" / "base")).state_dict()
     from peft_food.saved.artifacts import load_trained
 
@@ -105,10 +106,9 @@ def test_bitfit_moves_every_bias_and_the_head_and_no_weight(tmp_path):
     assert changed == biases | {"classifier.weight"}
 
 
-def test_a_linear_probe_saved_as_head_safetensors_still_loads(tmp_path):
+def test_a_linear_probe_saved_as_head_safetensors_still_loads(tiny_run, tmp_path):
     # Runs saved before trained.safetensors kept the head alone, keyed without its module name.
-    run_dir = tmp_path / "run"
-    train(compose_config(*TINY, "peft=linear_probe", "logger=none", "train.epochs=1", output_dir=run_dir))
+    run_dir = copy_run(tiny_run("peft=linear_probe")[0], tmp_path / "run")
     expected, labels = eval_logits(run_dir)
     from safetensors.torch import load_file, save_file
 
@@ -125,8 +125,7 @@ def cli_sweep(tmp_path, *overrides):
             "-m",
             "peft_food",
             "-m",
-            *TINY,
-            "logger=none",
+            *TINY_QUIET,
             "train.epochs=1",
             f"hydra.sweep.dir={tmp_path / 'sweep'}",
             *overrides,
@@ -191,17 +190,10 @@ def test_compare_tabulates_methods_against_backbones(tmp_path):
     ],
 )
 def test_every_job_of_each_committed_grid_composes_and_validates(grid):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from peft_food.config import CONF_DIR, parse_config
     from peft_food.tracking.sweep import grid_jobs
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        hydra_cfg = compose(config_name="train", overrides=[grid, "data.root=/data"], return_hydra_config=True).hydra
-        jobs = grid_jobs(hydra_cfg)
-        specs = [parse_config(compose(config_name="train", overrides=[*job, "output_dir=/x"])) for job, _ in jobs]
+    jobs = grid_jobs(compose_hydra(grid, "data.root=/data"))
+    specs = [spec_of(*job) for job, _ in jobs]
     sizes = {
         "+sweep=method_rank": 12,
         "+sweep=mini_methods": 68,
@@ -228,7 +220,7 @@ def test_every_method_trains_under_fp16_autocast_with_loss_scaling(method):
     # fp16 autocast: every adapter's layers must take half-precision activations, and the loss
     # scaling must let every trainable tensor move (VeRA's lambda_d gets ~1e-9 gradients at init,
     # which underflow fp16 without it) while the frozen base stays bit-identical.
-    spec = parse_config(compose_config(*TINY, f"peft={method}", "logger=none", output_dir="/tmp/unused"))
+    spec = spec_of(*TINY_QUIET, f"peft={method}")
     base, _ = load_base(model=spec.model, labels=["a", "b", "c", "d"])
     model = apply_peft(base, peft=spec.peft, model=spec.model)
     torch.manual_seed(0)

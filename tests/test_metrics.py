@@ -8,8 +8,7 @@ import pytest
 
 from peft_food.evaluation.metrics import Evaluator, confusion_matrix, per_class
 from peft_food.training.pipeline import train
-from tests.helpers import TINY, compose_config
-from tests.test_predict import eval_logits
+from tests.helpers import TINY_QUIET, compose_config, eval_logits
 
 
 def one_hot_logits(ranked: list[list[int]], num_labels: int) -> np.ndarray:
@@ -48,8 +47,7 @@ def test_per_class_rows_name_the_class_each_is_taken_for():
 def test_the_monitor_picks_the_saved_checkpoint_and_the_per_class_results_are_of_it(tmp_path):
     record = train(
         compose_config(
-            *TINY,
-            "logger=none",
+            *TINY_QUIET,
             "train.epochs=4",
             "train.metrics=[accuracy]",
             "train.monitor=loss",

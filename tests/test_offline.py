@@ -15,7 +15,7 @@ from peft_food.cli.hub import offline_unless_reachable
 from peft_food.config import parse_config
 from peft_food.data.sources import SOURCES
 from peft_food.model.backbone import OFFLINE_FIX
-from tests.helpers import MINI, compose_config
+from tests.helpers import MINI, NO_WANDB, compose_config
 
 
 def closed_port() -> int:
@@ -72,7 +72,7 @@ def test_the_probe_goes_offline_only_when_the_hub_does_not_answer(monkeypatch, n
     [
         (
             "peft-food-train",
-            ["model=vit_base", "data=synthetic", "logger=none"],
+            ["model=vit_base", "data=synthetic", NO_WANDB],
             "offline, train on local photos with experiment=food101_mini data.root=<a folder in Food-101's layout>",
         ),
         ("peft-food-prepare", [], "offline, train on local photos with experiment=food101_mini data.root="),

@@ -1,7 +1,6 @@
 """The package at its edges: configs inside the wheel, a command line that answers at once and
 prints only what was asked, user config dirs beside the packaged ones."""
 
-import os
 import re
 import subprocess
 import sys
@@ -11,12 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import REPO, compose_config
+from tests.helpers import NO_WANDB, REPO, compose_config, offline_env
 
 
 def run(args: list[str], *, cwd: Path, env_extra: dict | None = None, timeout: int = 300):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env.update(env_extra or {})
+    env = offline_env(cwd / "home", **(env_extra or {}))
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -117,7 +115,7 @@ def test_a_built_wheel_installed_elsewhere_trains_and_takes_a_users_config_dir(t
     assert yaml.safe_load(job.stdout)["model"]["name"] == "vit_tiny"
 
     quick = run(
-        ["-m", "peft_food", "experiment=quickstart", "train.epochs=1", "logger=none"],
+        ["-m", "peft_food", "experiment=quickstart", "train.epochs=1", NO_WANDB],
         cwd=elsewhere,
         env_extra=env,
         timeout=600,

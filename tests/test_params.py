@@ -9,11 +9,10 @@ import copy
 
 import pytest
 
-from peft_food.config import parse_config
 from peft_food.methods.apply import apply_peft
 from peft_food.model.backbone import count_parameters, load_base, resolve_target_modules
 from tests import pages
-from tests.helpers import compose_config
+from tests.helpers import spec_of
 
 LABELS = [f"food_{i}" for i in range(101)]
 VIT_B_BACKBONE_AND_HEAD = 85_876_325  # ViT-B/16 without pooler + 101-way classifier
@@ -23,13 +22,13 @@ D, MLP, QV_LAYERS = 768, 3072, 24
 
 @pytest.fixture(scope="module")
 def vit_b():
-    spec = parse_config(compose_config("model=vit_base", "model.pretrained=false", output_dir="/tmp/x"))
+    spec = spec_of("model=vit_base", "model.pretrained=false")
     base, _ = load_base(model=spec.model, labels=LABELS)
     return base
 
 
 def counts(vit_b, *overrides):
-    spec = parse_config(compose_config("model=vit_base", "model.pretrained=false", *overrides, output_dir="/tmp/x"))
+    spec = spec_of("model=vit_base", "model.pretrained=false", *overrides)
     model = apply_peft(copy.deepcopy(vit_b), peft=spec.peft, model=spec.model)
     return count_parameters(model), model
 
@@ -137,20 +136,20 @@ BACKBONES = {
 @pytest.mark.parametrize("model", sorted(BACKBONES))
 def test_every_backbone_resolves_its_modules_and_head(model):
     per_rank, head = BACKBONES[model]
-    spec = parse_config(compose_config(f"model={model}", "peft=lora", "peft.r=8", output_dir="/tmp/x"))
+    spec = spec_of(f"model={model}", "peft=lora", "peft.r=8")
     base, _ = load_base(model=spec.model, labels=LABELS[:10])
     lora = count_parameters(apply_peft(copy.deepcopy(base), peft=spec.peft, model=spec.model))
     assert lora["trainable_params"] == 8 * per_rank + head
     probe = apply_peft(
         base,
-        peft=parse_config(compose_config(f"model={model}", "peft=linear_probe", output_dir="/tmp/x")).peft,
+        peft=spec_of(f"model={model}", "peft=linear_probe").peft,
         model=spec.model,
     )
     assert count_parameters(probe)["trainable_params"] == head
 
 
 def test_roles_map_to_the_installed_names_and_old_names_work_too():
-    spec = parse_config(compose_config("model=vit_tiny", output_dir="/tmp/x"))
+    spec = spec_of("model=vit_tiny")
     base, _ = load_base(model=spec.model, labels=LABELS[:3])
     linear = {name.rsplit(".", 1)[-1] for name, m in base.named_modules() if type(m).__name__ == "Linear"}
     new_names = {"q_proj", "v_proj"} <= linear
@@ -174,7 +173,7 @@ def test_real_backbones_build_offline_at_their_published_size(model):
     from peft_food.methods.apply import check_targets
     from peft_food.model.backbone import base_config
 
-    spec = parse_config(compose_config(f"model={model}", "model.pretrained=false", output_dir="/tmp/x"))
+    spec = spec_of(f"model={model}", "model.pretrained=false")
     check_targets(spec.model, peft=spec.peft)  # roles and head resolve (LoRA on query/value)
     with torch.device("meta"):
         built = AutoModelForImageClassification.from_config(base_config(spec.model, labels=LABELS))
@@ -248,7 +247,7 @@ def test_readme_methods_table_gives_each_methods_count_at_its_shipped_defaults()
         if " " in name or name == "peft_config":
             continue
         stated[name] = int(cells[4].split(";")[0].replace(",", ""))
-        spec = parse_config(compose_config("model=vit_base", "model.pretrained=false", f"peft={name}", output_dir="/x"))
+        spec = spec_of("model=vit_base", "model.pretrained=false", f"peft={name}")
         with torch.device("meta"):
             skeleton = AutoModelForImageClassification.from_config(base_config(spec.model, labels=LABELS))
             got[name] = count_parameters(apply_peft(skeleton, peft=spec.peft, model=spec.model))["trainable_params"]

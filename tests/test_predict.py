@@ -21,7 +21,7 @@ from peft_food.data.transforms import (
 )
 from peft_food.saved.artifacts import load_trained
 from peft_food.training.pipeline import train
-from tests.helpers import MINI, REPO, TINY, TINY_TRAIN, compose_config, eval_logits, needs_mini
+from tests.helpers import MINI, NO_WANDB, REPO, TINY_QUIET, TINY_TRAIN, compose_config, eval_logits, needs_mini
 
 # The same function in a fresh interpreter: nothing from training is left in memory there.
 EVAL_LOGITS = textwrap.dedent("""
@@ -172,7 +172,7 @@ def test_model_dir_errors_are_one_line(lora_run, full_run, tmp_path, capsys):
             "data.val_per_class=2",
             "data.test_per_class=2",
             "peft=full",
-            "logger=none",
+            NO_WANDB,
             "train.epochs=1",
             output_dir=other_labels,
         )
@@ -182,9 +182,7 @@ def test_model_dir_errors_are_one_line(lora_run, full_run, tmp_path, capsys):
 
     other_arch = tmp_path / "narrow"
     train(
-        compose_config(
-            *TINY, "model.arch.hidden_size=32", "peft=full", "logger=none", "train.epochs=1", output_dir=other_arch
-        )
+        compose_config(*TINY_QUIET, "model.arch.hidden_size=32", "peft=full", "train.epochs=1", output_dir=other_arch)
     )
     assert predict([str(run_dir), str(image), "--base", str(other_arch)]) == 2
     assert "does not fit the base model" in capsys.readouterr().err
@@ -202,7 +200,7 @@ def test_exported_model_matches_the_adapter_through_pipeline_without_peft(tmp_pa
     run_dir = tmp_path / "run"
     train(
         compose_config(
-            *TINY_TRAIN, "data=food101_local", f"data.root={MINI}", "logger=none", "train.epochs=2", output_dir=run_dir
+            *TINY_TRAIN, "data=food101_local", f"data.root={MINI}", NO_WANDB, "train.epochs=2", output_dir=run_dir
         )
     )
     assert export_main([str(run_dir), str(tmp_path / "exported")]) == 0

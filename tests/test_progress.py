@@ -1,6 +1,5 @@
 """Progress bars where people wait, quiet where they don't, and one log line per epoch."""
 
-import os
 import re
 import subprocess
 import sys
@@ -9,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import TINY_TRAIN
+from tests.helpers import NO_WANDB, TINY_TRAIN, offline_env
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +23,7 @@ def photos(tmp_path_factory):
 
 
 def train_cli(tmp_path, photos, *args):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env = offline_env(tmp_path / "home")
     return subprocess.run(
         [
             sys.executable,
@@ -34,7 +33,7 @@ def train_cli(tmp_path, photos, *args):
             "data=imagefolder",
             f"data.root={photos}",
             "data.test_size=0.25",
-            "logger=none",
+            NO_WANDB,
             *args,
         ],
         cwd=tmp_path,

@@ -25,6 +25,7 @@ from peft_food.tracking.sweep import objective, objective_key
 from peft_food.training.pipeline import train
 from tests.helpers import (
     MINI,
+    NO_WANDB,
     REPO,
     TINY_TRAIN,
     compose_config,
@@ -32,11 +33,12 @@ from tests.helpers import (
     needs_mini,
     read_run,
     run_files,
+    spec_of,
 )
 
 
 def data_spec(*overrides):
-    return parse_config(compose_config(*TINY_TRAIN, *overrides, output_dir="/tmp/unused")).data
+    return spec_of(*TINY_TRAIN, *overrides).data
 
 
 def write_unique_images(folder, count, start):
@@ -202,6 +204,7 @@ def test_selection_reads_val_only_and_reports_that_checkpoints_test(tmp_path, mo
     assert on_disk.protocol == "val_test" and on_disk.test == record.test
 
 
+@needs_mini  # its splits are read from the real photos
 def test_a_record_made_before_the_protocol_reads_and_reruns_as_the_seed_protocol():
     old = REPO / "experiments" / "mini_rank_alpha_torch2.15" / "runs"
     run = sorted(old.iterdir())[0]
@@ -310,7 +313,7 @@ def test_retrain_trains_on_train_plus_val_selects_nothing_and_tests_the_last_epo
             "data.test_per_class=8",
             "data.image_size=32",
             "data.protocol=retrain",
-            "logger=none",
+            NO_WANDB,
             output_dir=tmp_path,
         )
     )

@@ -32,7 +32,7 @@ from peft_food.saved.hub import read_metadata
 from peft_food.saved.sharing import LABEL_MAPS, plan, stage, write_hub_card
 from peft_food.tracking.record import RunRecord
 from peft_food.training.pipeline import train
-from tests.helpers import REPO, TINY, compose_config
+from tests.helpers import NO_WANDB, REPO, TINY, compose_config
 
 HUB_BASE = "google/vit-base-patch16-224-in21k"
 
@@ -199,7 +199,7 @@ def test_hub_push_without_a_token_stops_before_training_and_a_sweep_may_not_push
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no_token"))  # as with an empty HF_HOME
-    cfg = compose_config(*TINY, "logger=none", "hub.push=true", "hub.repo_id=me/food", output_dir=tmp_path / "run")
+    cfg = compose_config(*TINY, NO_WANDB, "hub.push=true", "hub.repo_id=me/food", output_dir=tmp_path / "run")
     with pytest.raises(UserError, match="no Hugging Face token"):
         train(cfg)
     assert not (tmp_path / "run" / "metrics.json").exists()  # nothing ran
@@ -219,7 +219,7 @@ def test_hub_push_acts_only_after_the_run_completed(tmp_path, monkeypatch, offli
         train(compose_config(*TINY, *push, "logger.mode=online", output_dir=tmp_path / "failed"))
     assert RunRecord.load(tmp_path / "failed" / "metrics.json").status == "failed"
     assert not (tmp_path / "failed" / "hub").exists()
-    record = train(compose_config(*TINY, *push, "logger=none", output_dir=tmp_path / "done"))
+    record = train(compose_config(*TINY, *push, NO_WANDB, output_dir=tmp_path / "done"))
     card = read_metadata(tmp_path / "done" / "hub" / "README.md")
     assert RunRecord.load(tmp_path / "done" / "metrics.json").status == "completed"
     accuracy = card["model-index"][0]["results"][0]["metrics"][0]

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from peft_food.tracking.record import RunRecord
-from tests.helpers import REPO, read_run, run_files, skip_without_mini
+from tests.helpers import REPO, needs_mini, read_run, run_files
 from tests.pages import commands
 
 
@@ -30,10 +30,10 @@ def test_readme_quickstart_runs_offline_and_beats_chance(tmp_path, offline_wandb
     assert (tmp_path / "outputs" / "latest").read_text() == f"{metrics_file.parent.relative_to(tmp_path)}\n"
 
 
+@needs_mini
 def test_readme_data_store_commands_build_once_then_reuse(tmp_path):
     """The data store section's offline commands, as written (from the repo root, where its
     relative data.root points), with the stores under PEFT_FOOD_CACHE and the run dir in tmp."""
-    skip_without_mini()
     env = {**os.environ, "PEFT_FOOD_CACHE": str(tmp_path / "cache"), "WANDB_MODE": "disabled"}
     bin_dir = Path(sys.executable).parent
     [prepare] = [c for c in commands("peft-food-prepare") if "food101-mini" in c]

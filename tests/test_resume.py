@@ -14,7 +14,7 @@ import pytest
 from peft_food.tracking.record import RunRecord
 from peft_food.training.pipeline import train
 from peft_food.training.rundir import RunDirLock, latest_checkpoint
-from tests.helpers import TINY_TRAIN, compose_config, offline_env, read_run, run_files
+from tests.helpers import NO_WANDB, TINY_TRAIN, compose_config, offline_env, read_run, run_files
 
 # 256 images / batch 16 = 16 steps per epoch, 4 epochs: long enough to be killed mid-way.
 ARGS = [
@@ -79,7 +79,7 @@ def test_killed_run_resumes_with_the_same_command_and_identical_final_metrics(tm
     assert log.index("trainable params") < log.index("resuming the unfinished run") < log.rindex("trainable params")
     assert (run_dir / "model" / "adapter_model.safetensors").is_file()
 
-    uninterrupted = train(compose_config(*ARGS, "logger=none", output_dir=tmp_path / "straight"))
+    uninterrupted = train(compose_config(*ARGS, NO_WANDB, output_dir=tmp_path / "straight"))
     assert resumed.epochs == uninterrupted.epochs  # to the last digit, losses included
     assert len(resumed.epochs) == 4
 
@@ -96,7 +96,7 @@ def snapshot(run_dir: Path) -> dict[str, tuple[int, int]]:
 
 def test_a_live_run_dir_refuses_a_second_process_and_a_dead_holder_does_not_block(tmp_path):
     env = offline_env(tmp_path / "home")
-    args = [*ARGS, "logger=none"]
+    args = [*ARGS, NO_WANDB]
     first = subprocess.Popen(
         [sys.executable, "-m", "peft_food", *args],
         cwd=tmp_path,
@@ -144,7 +144,7 @@ def test_a_live_run_dir_refuses_a_second_process_and_a_dead_holder_does_not_bloc
 def test_the_same_command_is_refused_while_a_first_copy_trains_even_before_its_first_checkpoint(tmp_path):
     from peft_food.training.rundir import RunDirInUse, plan_resume
 
-    args = ["experiment=quickstart", "logger=none"]
+    args = ["experiment=quickstart", NO_WANDB]
     # The first copy: its run dir as Hydra made it (the command's overrides), no checkpoint yet, its
     # lock held by a live process (this test's, through the real RunDirLock).
     first_dir = tmp_path / "outputs" / "2026-12-02" / "01-00-00"

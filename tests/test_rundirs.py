@@ -19,9 +19,9 @@ from peft_food.training.checkpoints import complete, latest_checkpoint
 from peft_food.training.claim import sweep_dead_starts
 from peft_food.training.pipeline import train
 from peft_food.training.rundir import RunDirLock, config_changes, plan_resume
-from tests.helpers import TINY, compose_config, offline_env, read_run, run_files
+from tests.helpers import NO_WANDB, TINY, TINY_QUIET, compose_config, copy_run, offline_env, read_run, run_files
 
-ARGS = [*TINY, "logger=none"]  # 64 train images / batch 16: 4 steps an epoch, 2 epochs
+ARGS = TINY_QUIET  # 64 train images / batch 16: 4 steps an epoch, 2 epochs
 
 
 def env_for(tmp_path: Path) -> dict:
@@ -35,10 +35,10 @@ def snapshot(run_dir: Path) -> dict[str, tuple[int, int]]:
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> tuple[Path, RunRecord]:
+def finished(tiny_run, tmp_path_factory) -> tuple[Path, RunRecord]:
     """One uninterrupted tiny run (checkpoint-4 and -8), with the .hydra/ a launch of ARGS writes."""
-    run_dir = tmp_path_factory.mktemp("finished") / "run"
-    record = train(compose_config(*ARGS, output_dir=run_dir))
+    shared, record = tiny_run()  # TINY_QUIET = ARGS
+    run_dir = copy_run(shared, tmp_path_factory.mktemp("finished") / "run")
     (run_dir / ".hydra").mkdir()
     (run_dir / ".hydra" / "overrides.yaml").write_text("".join(f"- {a}\n" for a in ARGS))
     return run_dir, record
@@ -221,7 +221,7 @@ def test_a_run_dir_name_over_the_filesystem_limit_is_one_line(tmp_path, override
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError) as err:
         preflight(
-            ["experiment=quickstart", "logger=none", override.format(long="x" * 300)],
+            ["experiment=quickstart", NO_WANDB, override.format(long="x" * 300)],
             config_name="train",
             prog="peft-food-train",
         )

@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from peft_food.tracking.record import RunRecord
-from peft_food.training.pipeline import train
-from tests.helpers import TINY, compose_config, offline_env, read_run, run_files
+from tests.helpers import TINY, TINY_QUIET, offline_env, read_run, run_files
 
 
 def clean_env(tmp_path: Path) -> dict:
@@ -20,7 +19,7 @@ def clean_env(tmp_path: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_make_one_run_with_the_whole_eval_set(tmp_path):
+def test_torchrun_two_processes_make_one_run_with_the_whole_eval_set(tmp_path, tiny_run):
     torchrun = Path(sys.executable).parent / "torchrun"
     done = subprocess.run(
         [str(torchrun), "--nproc_per_node=2", "-m", "peft_food", *TINY],
@@ -34,7 +33,7 @@ def test_torchrun_two_processes_make_one_run_with_the_whole_eval_set(tmp_path):
     run_dirs = list(tmp_path.glob("outputs/*/*"))
     assert len(run_dirs) == 1  # rank 1's own Hydra dir was folded into rank 0's
     record = RunRecord.load(run_dirs[0] / "metrics.json")
-    alone = train(compose_config(*TINY, "logger=none", output_dir=tmp_path / "alone"))
+    _, alone = tiny_run()
     assert record.status == "completed" and record.provenance.world_size == 2
     assert record.counts.num_eval_samples == alone.counts.num_eval_samples == 32  # gathered over both ranks
     assert record.counts.trainable_params == alone.counts.trainable_params
@@ -57,7 +56,9 @@ def test_torchrun_two_processes_make_one_run_with_the_whole_eval_set(tmp_path):
 @pytest.mark.slow
 def test_submitit_launcher_runs_each_sweep_job_in_its_own_process(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    # Each job gets its share of the cores: one (cpus_per_task), not all of them as torch would take.
+    # Each job gets its share of the cores: one (cpus_per_task), not all of them as torch would take
+    # (without conftest.py's OMP_NUM_THREADS=1, which would make one thread the default).
+    all_cores = {k: v for k, v in clean_env(tmp_path).items() if k != "OMP_NUM_THREADS"}
     done = subprocess.run(
         [
             sys.executable,
@@ -65,15 +66,14 @@ def test_submitit_launcher_runs_each_sweep_job_in_its_own_process(tmp_path):
             "peft_food",
             "-m",
             "hydra/launcher=local",
-            *TINY,
-            "logger=none",
+            *TINY_QUIET,
             "train.epochs=1",
             "peft.r=2,4",
             f"hydra.sweep.dir={tmp_path / 'sweep'}",
             "hydra.launcher.cpus_per_task=1",
         ],
         cwd=tmp_path,
-        env=clean_env(tmp_path),
+        env=all_cores,
         capture_output=True,
         text=True,
         timeout=600,
@@ -109,7 +109,9 @@ def test_local_jobs_share_the_cores_and_wait_for_a_slot(tmp_path):
         text=True,
     )
     assert holder.stdout.readline() == "in\n"
-    threads, started = torch.get_num_threads(), time.monotonic()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # tests run on one thread (conftest.py): from two, the slot's one is its own doing
+    started = time.monotonic()
     with job_slot(tmp_path, share=Share(threads=1, slots=1), poll_s=0.05):
         waited = time.monotonic() - started
         assert torch.get_num_threads() == 1

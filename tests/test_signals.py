@@ -16,7 +16,7 @@ from transformers import TrainerCallback
 from peft_food.errors import Interrupted, UserError
 from peft_food.tracking.record import RunRecord
 from peft_food.training.pipeline import train
-from tests.helpers import REPO, TINY, TINY_TRAIN, compose_config
+from tests.helpers import NO_WANDB, REPO, TINY_QUIET, TINY_TRAIN, compose_config
 
 # 128 images / batch 16 = 8 steps per epoch, 2 epochs, two workers: signalled just after epoch 1's checkpoint.
 ARGS = [
@@ -28,7 +28,7 @@ ARGS = [
     "data.val_per_class=4",
     "data.test_per_class=4",
     "data.image_size=32",
-    "logger=none",
+    NO_WANDB,
     "progress=false",
 ]
 
@@ -104,7 +104,7 @@ def test_slurm_usr1_warning_stops_after_the_step_keeping_the_last_epoch_checkpoi
         lambda spec, **kw: build(spec, **{**kw, "callbacks": [*kw["callbacks"], SignalAt(signal.SIGUSR1, step=6)]}),
     )
     with pytest.raises(Interrupted) as stopped:
-        train(compose_config(*TINY, "logger=none", output_dir=tmp_path))
+        train(compose_config(*TINY_QUIET, output_dir=tmp_path))
     assert stopped.value.signum == signal.SIGUSR1 and stopped.value.checkpoint.name == "checkpoint-4"
     record = RunRecord.load(tmp_path / "metrics.json")
     assert record.status == "interrupted" and [e["epoch"] for e in record.epochs] == [1]
@@ -126,7 +126,7 @@ def test_a_run_with_workers_stopped_mid_epoch_resumes_to_the_numbers_of_an_unint
     """Workers draw the augmentations from their own RNGs: the resumed run's new workers continue
     the states the interrupted run's had at its last epoch checkpoint (worker_rng.py), and no new
     iterator draws from the training process's RNG, so epochs 2 and 3 (and test) match to the digit."""
-    args = [*TINY, "train.workers=2", "train.epochs=3", "logger=none", "progress=false"]
+    args = [*TINY_QUIET, "train.workers=2", "train.epochs=3", "progress=false"]
     uninterrupted = train(compose_config(*args, output_dir=tmp_path / "a"))
     with monkeypatch.context() as patch:
         with_callback(patch, SignalAt(signal.SIGTERM, step=6))  # 4 steps per epoch: in epoch 2
@@ -181,8 +181,8 @@ def at_stage(stage: str, monkeypatch) -> None:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-    return train(compose_config(*TINY, "logger=none", output_dir=tmp_path_factory.mktemp("whole")))
+def uninterrupted(tiny_run):
+    return tiny_run()[1]  # the same TINY_QUIET run, uninterrupted (shared)
 
 
 @pytest.mark.parametrize("stage", ["test pass", "per-class files", "plots", "saving"])
@@ -193,7 +193,7 @@ def test_a_signal_after_the_last_epoch_stops_the_run_as_interrupted_and_it_resum
     with monkeypatch.context() as patch:
         at_stage(stage, patch)
         with pytest.raises(Interrupted) as stopped:
-            train(compose_config(*TINY, "logger=none", output_dir=run_dir))
+            train(compose_config(*TINY_QUIET, output_dir=run_dir))
     assert stopped.value.signum == signal.SIGTERM and stopped.value.checkpoint.name == "checkpoint-8"
     record = RunRecord.load(run_dir / "metrics.json")
     assert record.status == "interrupted" and [e["epoch"] for e in record.epochs] == [1, 2]
@@ -204,7 +204,7 @@ def test_a_signal_after_the_last_epoch_stops_the_run_as_interrupted_and_it_resum
     if stage == "plots":
         assert not (run_dir / "confusion.png").exists() and (run_dir / "per_class.csv").is_file()
 
-    resumed = train(compose_config(*TINY, "logger=none", output_dir=run_dir))
+    resumed = train(compose_config(*TINY_QUIET, output_dir=run_dir))
     assert resumed.status == "completed" and resumed.resumed_from == ["checkpoint-8"]
     assert resumed.epochs == uninterrupted.epochs and resumed.test == uninterrupted.test
     assert (run_dir / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -235,7 +235,7 @@ cli()
 def run_script(script: str, cwd: Path) -> subprocess.CompletedProcess:
     """`script` (which ends by calling the train command line) on the tiny run, in a process of its own."""
     return subprocess.run(
-        [sys.executable, "-c", script, *TINY, "logger=none", "progress=false"],
+        [sys.executable, "-c", script, *TINY_QUIET, "progress=false"],
         cwd=cwd,
         env={**os.environ, "PYTHONPATH": str(REPO)},
         capture_output=True,
@@ -319,7 +319,7 @@ def test_a_full_disk_fails_the_run_in_one_line_and_the_same_command_resumes_once
     with monkeypatch.context() as patch:
         with_callback(patch, filler)  # the disk fills after epoch 1's checkpoint: epoch 2's record cannot be written
         with pytest.raises(UserError) as failed:
-            train(compose_config(*TINY, "logger=none", output_dir=run_dir))
+            train(compose_config(*TINY_QUIET, output_dir=run_dir))
     message = str(failed.value)
     assert "\n" not in message and message.startswith(f"no space left on the disk holding {run_dir}")
     assert "run the same command again to resume" in message and "hydra.run.dir=" in message
@@ -327,6 +327,6 @@ def test_a_full_disk_fails_the_run_in_one_line_and_the_same_command_resumes_once
     assert not list(run_dir.rglob(".*.tmp"))  # no partial record left behind
 
     filler.filler.unlink()  # space again: the same command resumes from epoch 1's checkpoint
-    resumed = train(compose_config(*TINY, "logger=none", output_dir=run_dir))
+    resumed = train(compose_config(*TINY_QUIET, output_dir=run_dir))
     assert resumed.status == "completed" and resumed.resumed_from == ["checkpoint-4"]
     assert resumed.epochs == uninterrupted.epochs and resumed.test == uninterrupted.test

@@ -27,13 +27,13 @@ from peft_food.data.transforms import (
     build_transforms,
 )
 from peft_food.errors import DataError
-from tests.helpers import MINI, TINY_TRAIN, compose_config, needs_mini
+from tests.helpers import MINI, NO_WANDB, TINY_TRAIN, compose_config, needs_mini, spec_of
 
 PROCESSOR = ViTImageProcessor(size={"height": 64, "width": 64})  # a 64 px model: 128 px stored side by default
 
 
 def data_spec(*overrides):
-    return parse_config(compose_config(*overrides, output_dir="/tmp/unused")).data
+    return spec_of(*overrides).data
 
 
 def plan(root, *, side=None):
@@ -223,11 +223,10 @@ BUILD = """
 import logging, sys
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
 from transformers import ViTImageProcessor
-from peft_food.config import parse_config
 from peft_food.data.splits import load_splits
 from peft_food.data.store import store_plan
-from tests.helpers import compose_config
-spec = parse_config(compose_config("data=imagefolder", "data.root=" + sys.argv[1], output_dir="/tmp/unused")).data
+from tests.helpers import spec_of
+spec = spec_of("data=imagefolder", "data.root=" + sys.argv[1]).data
 processor = ViTImageProcessor(size={"height": 64, "width": 64})
 splits = load_splits(spec, seed=0, plan=store_plan(processor, side=None, store_dir=sys.argv[2]))
 print(sum(splits.sizes().values()))
@@ -315,7 +314,7 @@ def test_a_full_disk_is_one_line_and_leaves_no_store_behind(tmp_path):
         "data.store=true",
         f"data.store_dir={stores}",
         "data.store_side=4096",
-        "logger=none",
+        NO_WANDB,
         f"hydra.run.dir={tmp_path / 'run'}",
     ]
     done = subprocess.run([sys.executable, "-c", FULL_DISK, *args], capture_output=True, text=True, timeout=300)
@@ -339,7 +338,7 @@ def test_training_from_a_store_of_originals_matches_the_jpeg_path_exactly(tmp_pa
         f"data.root={MINI}",
         "data.per_class=10",
         "data.test_per_class=5",
-        "logger=none",
+        NO_WANDB,
     ]
     jpeg = train(compose_config(*common, output_dir=tmp_path / "jpeg"))
     stored = train(

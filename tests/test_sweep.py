@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from peft_food.tracking.record import RunRecord
 from peft_food.tracking.sweep import grid_jobs, objective
 from peft_food.training.pipeline import train
-from tests.helpers import TINY, compose_config, offline_env, read_run, run_files
+from tests.helpers import NO_WANDB, TINY, TINY_QUIET, compose_config, offline_env, read_run, run_files
 
 
 def sweep(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
@@ -84,9 +84,7 @@ def test_rank_by_alpha_grid_gives_one_wandb_run_per_job_in_one_group(tmp_path):
 
     # Nothing leaks between jobs: the last job equals the same config trained alone.
     alone = train(
-        compose_config(
-            *TINY, "peft.r=4", "peft.alpha=8", "train.epochs=1", "logger=none", output_dir=tmp_path / "alone"
-        )
+        compose_config(*TINY_QUIET, "peft.r=4", "peft.alpha=8", "train.epochs=1", output_dir=tmp_path / "alone")
     )
     assert alone.epochs == records[3].epochs
 
@@ -94,7 +92,7 @@ def test_rank_by_alpha_grid_gives_one_wandb_run_per_job_in_one_group(tmp_path):
 def test_a_finished_sweep_is_named_in_multirun_latest_as_a_run_in_outputs_latest(tmp_path):
     env = offline_env(tmp_path / "home")
     done = subprocess.run(
-        [sys.executable, "-m", "peft_food", "-m", *TINY, "logger=none", "train.epochs=1", "seed=1"],
+        [sys.executable, "-m", "peft_food", "-m", *TINY, NO_WANDB, "train.epochs=1", "seed=1"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -160,7 +158,7 @@ def test_compare_rejects_a_dir_with_no_jobs(tmp_path, capsys):
 @pytest.mark.slow
 def test_committed_optuna_sweep_runs_trials(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
-    done = sweep(tmp_path, "+sweep=lora_optuna", "hydra.sweeper.n_trials=2", "train.epochs=1", "logger=none")
+    done = sweep(tmp_path, "+sweep=lora_optuna", "hydra.sweeper.n_trials=2", "train.epochs=1", NO_WANDB)
     assert done.returncode == 0, done.stderr[-3000:]
     records = [RunRecord.load(p) for p in sorted((tmp_path / "sweep").glob("*/metrics.json"))]
     assert len(records) == 2 and all(m.status == "completed" for m in records)

@@ -10,7 +10,7 @@ from huggingface_hub import ModelCard
 from safetensors import safe_open
 
 from peft_food.training.pipeline import train
-from tests.helpers import MINI, TINY, TINY_TRAIN, compose_config, needs_mini, read_run, run_files
+from tests.helpers import MINI, NO_WANDB, TINY, TINY_QUIET, TINY_TRAIN, compose_config, needs_mini, read_run, run_files
 
 
 def test_offline_run_logs_params_and_per_epoch_accuracy_to_wandb(tmp_path, offline_wandb, caplog):
@@ -68,15 +68,14 @@ def test_offline_run_logs_params_and_per_epoch_accuracy_to_wandb(tmp_path, offli
     assert wb.summary["epoch_wall_s"] == efficiency["epoch_wall_s"]
 
 
-def test_logger_none_writes_no_wandb_files(tmp_path):
-    record = train(compose_config(*TINY, "train.epochs=1", "logger=none", output_dir=tmp_path))
+def test_logger_none_writes_no_wandb_files(tiny_run):
+    run_dir, record = tiny_run()  # TINY_QUIET: logger=none
     assert record.status == "completed"
-    assert not (tmp_path / "wandb").exists()
+    assert not (run_dir / "wandb").exists()
 
 
-def test_lora_run_saves_adapter_with_trained_head_and_processor(tmp_path):
-    train(compose_config(*TINY, "train.epochs=1", "logger=none", output_dir=tmp_path))
-    model_dir = tmp_path / "model"
+def test_lora_run_saves_adapter_with_trained_head_and_processor(tiny_run):
+    model_dir = tiny_run()[0] / "model"
     config = json.loads((model_dir / "adapter_config.json").read_text())
     assert config["modules_to_save"] == ["classifier"] and config["r"] == 16
     assert (model_dir / "preprocessor_config.json").is_file()
@@ -85,17 +84,17 @@ def test_lora_run_saves_adapter_with_trained_head_and_processor(tmp_path):
     assert any("lora_A" in k for k in keys) and any("classifier" in k for k in keys)
 
 
-def test_full_run_saves_whole_model(tmp_path):
-    record = train(compose_config(*TINY, "peft=full", "train.epochs=1", "logger=none", output_dir=tmp_path))
+def test_full_run_saves_whole_model(tiny_run):
+    run_dir, record = tiny_run("peft=full")
     assert record.counts.trainable_params == record.counts.total_params
-    assert (tmp_path / "model" / "model.safetensors").is_file()
-    assert json.loads((tmp_path / "model" / "config.json").read_text())["id2label"]["0"] == "class_0"
+    assert (run_dir / "model" / "model.safetensors").is_file()
+    assert json.loads((run_dir / "model" / "config.json").read_text())["id2label"]["0"] == "class_0"
 
 
 @pytest.mark.slow
 @needs_mini
 def test_food101_local_selects_on_val_and_reports_the_200_test_photos(tmp_path):
-    cfg = compose_config(*TINY_TRAIN, "data=food101_local", f"data.root={MINI}", "logger=none", output_dir=tmp_path)
+    cfg = compose_config(*TINY_TRAIN, "data=food101_local", f"data.root={MINI}", NO_WANDB, output_dir=tmp_path)
     record = train(cfg)
     counts = record.counts
     assert (counts.num_train_samples, counts.num_eval_samples, counts.num_test_samples) == (450, 50, 200)
@@ -157,8 +156,7 @@ def test_pretrained_from_a_local_directory_loads_its_weights_and_refuses_pickle(
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(checkpoint)
     train(
         compose_config(
-            *TINY,
-            "logger=none",
+            *TINY_QUIET,
             "train.epochs=1",
             "model.pretrained=true",
             f"model.name_or_path={checkpoint}",
@@ -183,8 +181,7 @@ def test_pretrained_from_a_local_directory_loads_its_weights_and_refuses_pickle(
     with pytest.raises(UserError, match="only .safetensors checkpoints are loaded"):
         train(
             compose_config(
-                *TINY,
-                "logger=none",
+                *TINY_QUIET,
                 "model.pretrained=true",
                 f"model.name_or_path={pickled}",
                 output_dir=tmp_path / "run2",
@@ -195,7 +192,7 @@ def test_pretrained_from_a_local_directory_loads_its_weights_and_refuses_pickle(
 def test_train_img_per_s_is_one_figure_in_the_record_and_the_epoch_log(tmp_path, caplog):
     # Capped at one step, the epoch trained 16 images, not the split's 64: the rate counts those.
     with caplog.at_level(logging.INFO):
-        record = train(compose_config(*TINY, "train.max_steps=1", "logger=none", output_dir=tmp_path))
+        record = train(compose_config(*TINY_QUIET, "train.max_steps=1", output_dir=tmp_path))
     efficiency = record.efficiency
     assert efficiency.epoch_images == [16] and len(efficiency.epoch_wall_s) == 1
     assert efficiency.train_img_per_s == round(16 / efficiency.epoch_wall_s[0], 2)

@@ -16,14 +16,14 @@ from peft_food.methods.apply import apply_peft
 from peft_food.model.backbone import load_base, load_processor
 from peft_food.saved.artifacts import load_trained, save_base, save_trained
 from peft_food.training.pipeline import train
-from tests.helpers import TINY, TINY_TRAIN, compose_config, eval_logits
+from tests.helpers import NO_WANDB, TINY, TINY_QUIET, TINY_TRAIN, compose_config, eval_logits, spec_of
 
 LABELS = ["a", "b", "c", "d"]
 
 
 def prepared(tmp_path, *overrides):
     """The tiny ViT prepared by a method, its random-init base saved first (as training does)."""
-    spec = parse_config(compose_config(*TINY, "logger=none", *overrides, output_dir=tmp_path))
+    spec = parse_config(compose_config(*TINY_QUIET, *overrides, output_dir=tmp_path))
     torch.manual_seed(0)
     base, _ = load_base(model=spec.model, labels=LABELS)
     save_base(base, model_dir=tmp_path / "model")
@@ -122,7 +122,7 @@ def test_adalora_prunes_ranks_over_the_runs_own_steps_and_adds_its_orthogonality
             "peft=adalora",
             "peft.init_r=4",
             "peft.target_r=1",
-            "logger=none",
+            NO_WANDB,
             "train.epochs=2",
             output_dir=run_dir,
         )
@@ -169,9 +169,7 @@ def test_a_tuner_from_an_adapter_config_file_trains_end_to_end_and_reloads_witho
     file = adapter_file(tmp_path)
     run_dir = tmp_path / "run"
     record = train(
-        compose_config(
-            *TINY, "peft=peft_config", f"peft.file={file}", "logger=none", "train.epochs=1", output_dir=run_dir
-        )
+        compose_config(*TINY_QUIET, "peft=peft_config", f"peft.file={file}", "train.epochs=1", output_dir=run_dir)
     )
     assert record.method == "randlora"
     saved = json.loads((run_dir / "model" / "peft_food.json").read_text())["peft"]
@@ -206,7 +204,7 @@ def test_a_tuner_from_an_adapter_config_file_trains_end_to_end_and_reloads_witho
 )
 def test_bad_tuner_settings_are_one_line_when_parsed(overrides, message):
     with pytest.raises(ConfigError, match=message) as err:
-        parse_config(compose_config(*overrides, output_dir="/tmp/unused"))
+        spec_of(*overrides)
     assert "\n" not in str(err.value)
 
 
@@ -242,7 +240,7 @@ def test_an_unknown_tuner_or_field_fails_before_any_data_is_read(tmp_path, confi
     # The data folder does not exist: a DataError would mean the data was reached first.
     cfg = compose_config(
         *TINY_TRAIN,
-        "logger=none",
+        NO_WANDB,
         "peft=peft_config",
         f"peft.config={config}",
         "data=imagefolder",

@@ -21,12 +21,7 @@ from peft_food.model.backbone import base_config, load_base
 from peft_food.saved.artifacts import load_trained
 from peft_food.saved.export import export
 from peft_food.training.pipeline import train
-from tests.helpers import (
-    TINY,
-    check_fp16_autocast_training,
-    compose_config,
-    eval_logits,
-)
+from tests.helpers import TINY, TINY_QUIET, check_fp16_autocast_training, compose_config, eval_logits, spec_of
 
 # ViT-B/16: width, MLP width, layers; the 101-way head trains with every method.
 D, MLP, LAYERS = 768, 3072, 12
@@ -41,7 +36,7 @@ def bottleneck(width: int, dim: int = D) -> int:
 
 def vit_b(*overrides: str) -> torch.nn.Module:
     """ViT-B/16 with a 101-way head and the method applied, on the meta device (no memory, no Hub)."""
-    spec = parse_config(compose_config("model=vit_base", "model.pretrained=false", *overrides, output_dir="/tmp/x"))
+    spec = spec_of("model=vit_base", "model.pretrained=false", *overrides)
     with torch.device("meta"):
         base = AutoModelForImageClassification.from_config(base_config(spec.model, labels=LABELS))
         return apply_peft(base, peft=spec.peft, model=spec.model)
@@ -89,7 +84,7 @@ def test_adapters_on_vit_b_are_one_bottleneck_per_sublayer_they_follow(placement
 # Tiny models with real (random) weights, for what the forward pass does.
 def tiny(*overrides: str, model: str = "vit_tiny") -> tuple[torch.nn.Module, torch.nn.Module]:
     """A random-init tiny base and a deep copy of it with the method applied, both in eval mode."""
-    spec = parse_config(compose_config(*TINY, f"model={model}", *overrides, output_dir="/tmp/x"))
+    spec = spec_of(*TINY, f"model={model}", *overrides)
     torch.manual_seed(0)
     base, _ = load_base(model=spec.model, labels=["a", "b", "c", "d"])
     return base.eval(), apply_peft(copy.deepcopy(base), peft=spec.peft, model=spec.model).eval()
@@ -242,7 +237,7 @@ RUNS = [
 @pytest.mark.parametrize("overrides", RUNS, ids=lambda o: " ".join(o))
 def test_each_method_trains_saves_what_trained_reloads_exactly_predicts_and_exports(overrides, tmp_path, capsys):
     run_dir = tmp_path / "run"
-    record = train(compose_config(*TINY, *overrides, "logger=none", "train.epochs=1", output_dir=run_dir))
+    record = train(compose_config(*TINY_QUIET, *overrides, "train.epochs=1", output_dir=run_dir))
     method = overrides[0].removeprefix("peft=")
     # The record names VPT-deep's variant (its label), so tables tell it from shallow VPT.
     assert record.status == "completed" and record.method == ("vpt_deep" if "peft.deep=true" in overrides else method)
@@ -320,8 +315,7 @@ def check_ssf_export(run_dir, out_dir, *, expected, labels, image):
 def test_bad_input_fails_with_one_line_before_any_data_is_read(overrides, message, tmp_path):
     # data=imagefolder on a folder that does not exist: reading any data would raise a DataError.
     cfg = compose_config(
-        *TINY,
-        "logger=none",
+        *TINY_QUIET,
         "data=imagefolder",
         f"data.root={tmp_path / 'no_data'}",
         *overrides,

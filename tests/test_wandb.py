@@ -3,7 +3,6 @@ config, the user's WANDB_* settings, per-class results, the model as an artifact
 
 import csv
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from peft_food.cli.compare import main as compare
 from peft_food.cli.predict import main as predict
 from peft_food.config import parse_config
 from peft_food.training.pipeline import train
-from tests.helpers import REPO, TINY, compose_config, read_run, run_files
+from tests.helpers import REPO, TINY, compose_config, offline_env, read_run, run_files, scrub_wandb
 
 
 def leaves(tree: dict, prefix: str = "") -> set[str]:
@@ -31,12 +30,16 @@ def leaves(tree: dict, prefix: str = "") -> set[str]:
     return keys
 
 
-@pytest.fixture
-def lora_wandb_run(tmp_path, offline_wandb):
-    cfg = compose_config(*TINY, "train.epochs=2", "logger.examples=6", output_dir=tmp_path / "run")
-    record = train(cfg)
-    [run_file] = run_files(tmp_path / "run")
-    return tmp_path / "run", record, read_run(run_file), cfg
+@pytest.fixture(scope="module")
+def lora_wandb_run(tmp_path_factory):
+    """One offline W&B run, shared by the three tests that read it (none changes it)."""
+    run_dir = tmp_path_factory.mktemp("wandb") / "run"
+    cfg = compose_config(*TINY, "train.epochs=2", "logger.examples=6", output_dir=run_dir)
+    with pytest.MonkeyPatch.context() as patch:  # what the offline_wandb fixture does, for the module
+        scrub_wandb(patch, home=tmp_path_factory.mktemp("home"))
+        record = train(cfg)
+    [run_file] = run_files(run_dir)
+    return run_dir, record, read_run(run_file), cfg
 
 
 def test_the_run_config_is_the_resolved_config_the_method_and_the_provenance_only(lora_wandb_run):
@@ -152,8 +155,7 @@ def test_wandb_environment_is_honoured_and_the_config_wins_over_it(tmp_path, off
 
 
 def sweep(tmp_path: Path, *args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env.update(HOME=str(tmp_path / "home"), **(env_extra or {}))
+    env = offline_env(tmp_path / "home", **(env_extra or {}))
     return subprocess.run(
         [
             sys.executable,
@@ -227,8 +229,7 @@ def test_the_command_a_wandb_agent_runs_composes_and_trains(spec, tmp_path):
     assert sweep_spec["command"] == ["${env}", "${program}", "${args_no_hyphens}"]
     exe = shutil.which(sweep_spec["program"], path=str(Path(sys.executable).parent))
     # Pinned to the offline quickstart so it runs here (what `experiment: {value: quickstart}` adds).
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env.update(HOME=str(tmp_path / "home"), WANDB_MODE="offline")
+    env = offline_env(tmp_path / "home", WANDB_MODE="offline")
     done = subprocess.run(
         [exe, *args, "experiment=quickstart", "train.epochs=1", "logger.examples=0"],
         cwd=tmp_path,
