@@ -165,7 +165,6 @@ def then_signal(module, name: str, monkeypatch) -> None:
 
 
 def at_stage(stage: str, monkeypatch) -> None:
-    import matplotlib.figure
 
     import peft_food.evaluation.results as results
     import peft_food.training.pipeline as pipeline
@@ -174,8 +173,15 @@ def at_stage(stage: str, monkeypatch) -> None:
         with_callback(monkeypatch, SignalAfterTraining())
     elif stage == "per-class files":
         then_signal(results, "_write_csv", monkeypatch)  # after per_class.csv, before the rest
-    elif stage == "plots":
-        then_signal(matplotlib.figure.Figure, "savefig", monkeypatch)  # the png drawn, not yet in place
+    elif stage == "plots":  # the end-of-run pictures (not each epoch's curves.png): drawn, not yet in place
+        save = results._save_figure
+
+        def drawn_then_signal(fig, path, **kwargs):
+            with monkeypatch.context() as inner:
+                then_signal(fig, "savefig", inner)
+                save(fig, path, **kwargs)
+
+        monkeypatch.setattr(results, "_save_figure", drawn_then_signal)
     elif stage == "saving":
         then_signal(pipeline, "save_trained", monkeypatch)  # model/ written, its card not
 
