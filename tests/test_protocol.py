@@ -27,6 +27,7 @@ from tests.helpers import (
     MINI,
     NO_WANDB,
     REPO,
+    TINY,
     TINY_TRAIN,
     compose_config,
     eval_logits,
@@ -305,13 +306,7 @@ def test_vtab1k_shape_draws_a_fixed_budget_then_carves_val_out_of_it(tmp_path):
 def test_retrain_trains_on_train_plus_val_selects_nothing_and_tests_the_last_epoch(tmp_path):
     record = train(
         compose_config(
-            *TINY_TRAIN,
-            "data=synthetic",
-            "data.num_classes=4",
-            "data.per_class=16",
-            "data.val_per_class=8",
-            "data.test_per_class=8",
-            "data.image_size=32",
+            *TINY,
             "data.protocol=retrain",
             NO_WANDB,
             output_dir=tmp_path,

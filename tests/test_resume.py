@@ -88,6 +88,13 @@ def test_killed_run_resumes_with_the_same_command_and_identical_final_metrics(tm
     assert len(runs) == 2 and runs[0].run.run_id == runs[1].run.run_id == resumed.wandb_run_id
 
 
+def launch(args: list[str], *, cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    """The train command line once more, to its end, its output kept."""
+    return subprocess.run(
+        [sys.executable, "-m", "peft_food", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
 def snapshot(run_dir: Path) -> dict[str, tuple[int, int]]:
     return {
         str(p.relative_to(run_dir)): (p.stat().st_size, p.stat().st_mtime_ns) for p in run_dir.rglob("*") if p.is_file()
@@ -116,14 +123,7 @@ def test_a_live_run_dir_refuses_a_second_process_and_a_dead_holder_does_not_bloc
     with RunDirLock(run_dir):
         before = snapshot(run_dir)
         time.sleep(1.1)
-        second = subprocess.run(
-            [sys.executable, "-m", "peft_food", *args],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        second = launch(args, cwd=tmp_path, env=env)
         assert second.returncode == 2
         [line] = second.stderr.strip().splitlines()
         assert line.startswith(f"peft-food-train: error: {run_dir} is in use by a running training process")
@@ -133,9 +133,7 @@ def test_a_live_run_dir_refuses_a_second_process_and_a_dead_holder_does_not_bloc
 
     # The killed run's stale .lock does not block a real resume.
     (run_dir / ".lock").write_text(stale)
-    third = subprocess.run(
-        [sys.executable, "-m", "peft_food", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
-    )
+    third = launch(args, cwd=tmp_path, env=env)
     assert third.returncode == 0, third.stderr[-2000:]
     resumed = RunRecord.load(run_dir / "metrics.json")
     assert resumed.status == "completed" and resumed.resumed_from == [checkpoint] and len(resumed.epochs) == 4
@@ -153,14 +151,7 @@ def test_the_same_command_is_refused_while_a_first_copy_trains_even_before_its_f
     new_dir = tmp_path / "outputs" / "2026-12-02" / "01-05-00"
     with RunDirLock(first_dir):
         env = offline_env(tmp_path / "home")
-        second = subprocess.run(
-            [sys.executable, "-m", "peft_food", *args],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        second = launch(args, cwd=tmp_path, env=env)
         assert second.returncode == 2, second.stderr[-2000:]
         [line] = second.stderr.strip().splitlines()
         assert line.startswith(f"peft-food-train: error: {first_dir} is in use by a running training process")
