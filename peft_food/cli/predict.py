@@ -46,13 +46,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.top_k < 1 or args.batch_size < 1:
         parser.error("--top-k and --batch-size must be at least 1")
-    if names_a_hub_repo(args.model):  # <user>/<repo>: the repo peft-food-push made, through the Hub's cache
+    from_hub = names_a_hub_repo(args.model)  # <user>/<repo>: the repo peft-food-push made
+    if not from_hub:
+        find_model_dir(args.model)  # a wrong path is one line before the Hub probe and torch
+    offline_unless_reachable()  # the repo or the base model may come from the Hub: no Hub, no retries
+    if from_hub:
         from peft_food.saved.hub import downloaded
 
-        offline_unless_reachable()
-        args.model = downloaded(str(args.model))
-    find_model_dir(args.model)  # a wrong path is one line before torch loads
-    offline_unless_reachable()  # the base model may come from the Hub: no Hub, no retries
+        args.model = downloaded(str(args.model))  # through the Hub's cache
+        find_model_dir(args.model)
     # torch loads once the arguments parse: --help answers at once.
     from peft_food.saved.artifacts import load_trained
     from peft_food.saved.predict import classify, expand, render
