@@ -15,18 +15,14 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import numpy as np
 from omegaconf import DictConfig
 from transformers import Trainer, TrainerCallback, set_seed
 
 from peft_food import progress
 from peft_food.config import RunSpec, parse_config
-from peft_food.data.images import to_rgb
 from peft_food.data.splits import Splits, load_splits, selection_split
 from peft_food.data.store import Plan, store_plan
 from peft_food.data.transforms import attach_transforms
-from peft_food.evaluation.results import EvalResults
-from peft_food.evaluation.results import write as write_results
 from peft_food.methods.apply import apply_peft, check_targets
 from peft_food.model.backbone import count_parameters, load_base, load_processor
 from peft_food.saved.artifacts import save_base, save_trained
@@ -35,11 +31,10 @@ from peft_food.saved.hub import TRAIN_LATER, require_online, require_token
 from peft_food.tracking.curves import FILE as CURVES_FILE
 from peft_food.tracking.curves import write_curves
 from peft_food.tracking.provenance import provenance
-from peft_food.tracking.record import RECORD_FILE, Counts, RunRecord
+from peft_food.tracking.record import RECORD_FILE, Counts, Efficiency, RunRecord
 from peft_food.tracking.wandb_run import (
     WandbMetrics,
     log_model,
-    log_results,
     start_wandb,
 )
 from peft_food.training.checkpoints import drop_torn_checkpoints, kept_epochs
@@ -47,6 +42,7 @@ from peft_food.training.console import progress_lines
 from peft_food.training.distributed import is_main_process, world_size
 from peft_food.training.early_stop import EarlyStop
 from peft_food.training.ending import recorded, share
+from peft_food.training.report import report_results, result_line
 from peft_food.training.rundir import (
     RunDirInUse,
     RunDirLock,
@@ -67,7 +63,6 @@ from peft_food.training.trainer import (
     peak_memory_mb,
     resolve_precision,
     resolve_workers,
-    split_metrics,
     test_metrics,
     weights_mb,
 )
@@ -92,25 +87,7 @@ def build_trainer(
     if not spec.model.pretrained and spec.peft.saves_base and is_main_process():
         save_base(base, model_dir=run_dir / "model")
     model = apply_peft(base, peft=spec.peft, model=spec.model)
-    record.labels = splits.labels
-    record.counts = Counts(
-        **count_parameters(model),
-        num_labels=len(splits.labels),
-        num_train_samples=len(splits.train),
-        num_eval_samples=len(splits.val or []),
-        num_test_samples=None if splits.selects_on_test else len(splits.test),
-    )
-    log.info(
-        "trainable params: %(trainable_params)s || all params: %(total_params)s || trainable%%: %(trainable_percent)s",
-        vars(record.counts),
-    )
-    log.info(
-        "protocol %s, %d classes (%s): the run reports the %s",
-        record.protocol,
-        len(splits.labels),
-        named(splits.labels),
-        record.describe_protocol(),
-    )
+    _count(record, model=model, splits=splits)
     splits = attach_transforms(
         splits, processor, uint8=spec.data.uint8, cache=spec.data.cache, fast_decode=spec.data.fast_decode
     )
@@ -131,6 +108,29 @@ def build_trainer(
     return trainer, processor, splits
 
 
+def _count(record: RunRecord, *, model: Any, splits: Splits) -> None:
+    """The record's labels and counts (parameters, classes, images per split), said in two lines."""
+    record.labels = splits.labels
+    record.counts = Counts(
+        **count_parameters(model),
+        num_labels=len(splits.labels),
+        num_train_samples=len(splits.train),
+        num_eval_samples=len(splits.val or []),
+        num_test_samples=None if splits.selects_on_test else len(splits.test),
+    )
+    log.info(
+        "trainable params: %(trainable_params)s || all params: %(total_params)s || trainable%%: %(trainable_percent)s",
+        vars(record.counts),
+    )
+    log.info(
+        "protocol %s, %d classes (%s): the run reports the %s",
+        record.protocol,
+        len(splits.labels),
+        named(splits.labels),
+        record.describe_protocol(),
+    )
+
+
 def named(labels: list[str], shown: int = 6) -> str:
     """The first `shown` class names and how many more: a run's start line stays one line at 101 classes."""
     more = f", ... (+{len(labels) - shown} more)" if len(labels) > shown else ""
@@ -142,32 +142,6 @@ def data_plan(spec: RunSpec) -> Plan | None:
     if not spec.data.store:
         return None
     return store_plan(load_processor(spec.model), side=spec.data.store_side, store_dir=spec.data.store_dir)
-
-
-def report_results(
-    trainer: Trainer,
-    test: Any,
-    *,
-    labels: list[str],
-    out_dir: Path | None,
-    wandb_run: Any,
-    examples: int,
-    metrics: list[str],
-    split: str,
-) -> dict[str, float]:
-    """The test metrics and per-class results of the model that is saved (the best checkpoint,
-    reloaded at the end): files in the run dir and tables in W&B (results.py), each naming `split`.
-    Every rank predicts; the main one writes."""
-    output = trainer.predict(test, metric_key_prefix="test")
-    if out_dir is not None:
-        results = EvalResults(logits=np.asarray(output.predictions), labels=np.asarray(output.label_ids), names=labels)
-        shown = results.examples(examples)
-        raw = test.with_format(None)  # the images as stored, not the model's tensors
-        images = [to_rgb(raw[i]["image"]) for i in shown]
-        write_results(results, out_dir=out_dir, examples=shown, images=images, split=split)
-        if wandb_run is not None:
-            log_results(wandb_run, results, examples=shown, images=images, out_dir=out_dir)
-    return split_metrics(output.metrics, prefix="test", metrics=metrics)
 
 
 def run(spec: RunSpec, *, resume_search: Path | None = None, started: float | None = None) -> RunRecord:
@@ -236,19 +210,12 @@ def _train_in(run_dir: Path, spec: RunSpec, *, resumed: bool, started: float) ->
     with recorded(record, path=path, wandb=open_wandb) as wandb_run, stopper:
         if wandb_run is not None and previous is not None:
             wandb_run.summary["resumed_after"] = previous.status  # how the launch before ended (dead: killed)
+        watchers = _watchers(
+            spec, record=record, run_dir=run_dir, started=started, stopper=stopper, wandb_run=wandb_run, split=split
+        )
         trainer, processor, splits = build_trainer(
-            spec,
-            run_dir=run_dir,
-            precision=precision,
-            record=record,
-            callbacks=[
-                EpochRecorder(record, run_dir / RECORD_FILE, metrics=spec.train.metrics, started=started),
-                stopper,
-                *progress_lines(spec.progress_every_s),  # a redirected log's progress (no bar there)
-                *([WandbMetrics(wandb_run, split=split)] if wandb_run else []),
-                *spec.peft.callbacks(),
-            ],
-        )  # e.g. AdaLoRA's rank budget, updated every step
+            spec, run_dir=run_dir, precision=precision, record=record, callbacks=watchers
+        )
         if wandb_run is not None:
             wandb_run.summary.update(vars(record.counts))
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -260,14 +227,40 @@ def _train_in(run_dir: Path, spec: RunSpec, *, resumed: bool, started: float) ->
         if main_process:
             write_curves(record, trainer.state.log_history, run_dir / CURVES_FILE)  # the selected epoch marked
             _save(trainer.model, processor, record=record, spec=spec, model_dir=run_dir / "model")
-        record.efficiency = replace(
-            record.efficiency,
-            train_img_per_s=record.efficiency.img_per_s(),
-            peak_mem_mb=peak_memory_mb(),
-            model_size_mb=weights_mb(run_dir / "model") if main_process else None,
-        )
+        record.efficiency = _measured(record.efficiency, model_dir=run_dir / "model" if main_process else None)
         _log_model(wandb_run, spec=spec, record=record, model_dir=run_dir / "model")
     return record
+
+
+def _watchers(
+    spec: RunSpec,
+    *,
+    record: RunRecord,
+    run_dir: Path,
+    started: float,
+    stopper: StopOnSignal,
+    wandb_run: Any,
+    split: str,
+) -> list[TrainerCallback]:
+    """What watches the training: the record each epoch, the signal stopper, progress lines (a
+    redirected log has no bar), W&B, and the method's own (e.g. AdaLoRA's rank budget, every step)."""
+    return [
+        EpochRecorder(record, run_dir / RECORD_FILE, metrics=spec.train.metrics, started=started),
+        stopper,
+        *progress_lines(spec.progress_every_s),
+        *([WandbMetrics(wandb_run, split=split)] if wandb_run else []),
+        *spec.peft.callbacks(),
+    ]
+
+
+def _measured(efficiency: Efficiency, *, model_dir: Path | None) -> Efficiency:
+    """The run's speed, peak memory and (on the main process) the saved weights' size."""
+    return replace(
+        efficiency,
+        train_img_per_s=efficiency.img_per_s(),
+        peak_mem_mb=peak_memory_mb(),
+        model_size_mb=weights_mb(model_dir) if model_dir is not None else None,
+    )
 
 
 def _resume_point(run_dir: Path, *, resumed: bool, main_process: bool) -> tuple[RunRecord | None, Path | None]:
@@ -365,22 +358,3 @@ def _log_model(wandb_run: Any, *, spec: RunSpec, record: RunRecord, model_dir: P
             record=record,
             base=spec.model.name_or_path or f"{spec.model.name} (random init)",
         )
-
-
-def result_line(record: RunRecord) -> str:
-    """What the run reports, with how it was obtained: "test accuracy 0.6150 (checkpoint of epoch
-    6, best val accuracy 0.6400; final epoch: 0.6050); test accuracy of the checkpoint with ..."."""
-    if record.protocol == "retrain":
-        value = record.reported("accuracy")
-        return f"test accuracy {value:.4f}; {record.describe_protocol()}" if value is not None else "no result"
-    best = record.best_epoch or {}
-    watched = record.monitor.removeprefix("eval_")
-    chosen = f"checkpoint of epoch {best.get('epoch', 0):g}, best {record.selected_on} {watched} {record.best:.4f}"
-    final = record.reported("accuracy", checkpoint="final")
-    value = record.reported("accuracy")
-    head = "eval" if record.protocol == "seed" else "test"
-    return (
-        (f"{head} accuracy {value:.4f} ({chosen}; final epoch: {final:.4f}); {record.describe_protocol()}")
-        if value is not None and final is not None
-        else "no result"
-    )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from peft_food.errors import UserError
 from peft_food.tracking.experiments import (
@@ -69,32 +69,41 @@ def reproduce(record_dir: Path, *, out_dir: Path, wandb: bool) -> Outcome:
         outcome.numeric_changes.update(numeric)
         outcome.other_changes.update(other)
         tol = outcome.across if numeric else meta["tolerance"]
-        cfg = OmegaConf.load(run_dir / "config.yaml")
-        cfg.data = recorded_data(OmegaConf.to_container(cfg.data))
-        if cfg.data.get("root") and not Path(cfg.data.root).is_absolute():
-            cfg.data.root = str((repo_root(record_dir) / cfg.data.root).resolve())
-        cfg.output_dir = str(out_dir / run_dir.name)
-        cfg.logger.enabled = wandb and cfg.logger.enabled
-        cfg.logger.group = f"reproduce-{record_dir.name}"
-        cfg.logger.job_type = "reproduce"
-        if "hub" in cfg:
-            cfg.hub.push = False  # a re-run checks the numbers; it never publishes over the original
         new = _completed(out_dir / run_dir.name)  # a stopped re-run continues where it was
         if new is None:
             print(f"{run_dir.name} ({number} of {len(runs)}): training in {out_dir / run_dir.name}", flush=True)
-            new = train(cfg)
+            new = train(_rerun_config(run_dir, record_dir=record_dir, out_dir=out_dir, wandb=wandb))
         found = compare(run_dir.name, recorded, new, tol)
-        values = " ".join(f"{e[new.monitor]:.4f}" for e in new.epochs)
-        check = "within the cross-version tolerance" if numeric else "exact check"
-        reported = new.reported("accuracy")
-        test = (
-            f"; {'test' if new.protocol != 'seed' else 'reported'} accuracy {reported:.4f}"
-            if reported is not None
-            else ""
-        )
-        print(
-            f"{run_dir.name}: {'MATCH' if not found else 'DIFFERS'} ({check})  {new.selected_on} "
-            f"{new.monitor.removeprefix('eval_')} per epoch: {values}{test}"
-        )
+        print(_match_line(run_dir.name, new, matched=not found, across_versions=bool(numeric)))
         outcome.diffs += found
     return outcome
+
+
+def _rerun_config(run_dir: Path, *, record_dir: Path, out_dir: Path, wandb: bool) -> DictConfig:
+    """The recorded run's config as a re-run trains it: its data root resolved from the checkout,
+    its own output dir, W&B grouped as a reproduction, and never a push to the Hub."""
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    cfg.data = recorded_data(OmegaConf.to_container(cfg.data))
+    if cfg.data.get("root") and not Path(cfg.data.root).is_absolute():
+        cfg.data.root = str((repo_root(record_dir) / cfg.data.root).resolve())
+    cfg.output_dir = str(out_dir / run_dir.name)
+    cfg.logger.enabled = wandb and cfg.logger.enabled
+    cfg.logger.group = f"reproduce-{record_dir.name}"
+    cfg.logger.job_type = "reproduce"
+    if "hub" in cfg:
+        cfg.hub.push = False  # a re-run checks the numbers; it never publishes over the original
+    return cfg
+
+
+def _match_line(name: str, new: RunRecord, *, matched: bool, across_versions: bool) -> str:
+    """One run's verdict with the re-run's numbers: the monitored value per epoch and the reported accuracy."""
+    values = " ".join(f"{e[new.monitor]:.4f}" for e in new.epochs)
+    check = "within the cross-version tolerance" if across_versions else "exact check"
+    reported = new.reported("accuracy")
+    test = (
+        f"; {'test' if new.protocol != 'seed' else 'reported'} accuracy {reported:.4f}" if reported is not None else ""
+    )
+    return (
+        f"{name}: {'MATCH' if matched else 'DIFFERS'} ({check})  {new.selected_on} "
+        f"{new.monitor.removeprefix('eval_')} per epoch: {values}{test}"
+    )
