@@ -1,5 +1,7 @@
 """Committed experiment records re-run and check themselves; same seed, same numbers on CPU."""
 
+import contextlib
+import io
 import json
 import re
 import shutil
@@ -55,31 +57,47 @@ def tiny_record(tiny_run, tmp_path):
     return record_dir, edit
 
 
-def test_altered_record_fails_and_shows_the_difference(tiny_record, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def tiny_rerun(tiny_run, tmp_path_factory):
+    """One re-run of the tiny record, shared: (its --out dir, what it printed). A test checking an
+    altered copy of the record against it passes a copy of that dir as --out: the completed job is
+    read back, as a stopped re-run continues, not trained again (same config, same seed: the same
+    numbers as a fresh re-run)."""
+    tmp = tmp_path_factory.mktemp("tiny_rerun")
+    record_dir = tmp / "experiments" / "tiny"
+    assert reproduce([str(record_dir), "--record", str(copy_run(tiny_run()[0], tmp / "run"))]) == 0
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert reproduce([str(record_dir), "--out", str(tmp / "out")]) == 0
+    return tmp / "out", printed.getvalue()
+
+
+def test_altered_record_fails_and_shows_the_difference(tiny_record, tiny_rerun, tmp_path, capsys):
     record_dir, edit = tiny_record
     recorded = edit(lambda m: None)
     true_value, true_test = recorded["epochs"][1]["eval_accuracy"], recorded["test"]["final"]["test_accuracy"]
     edit(lambda m: m["epochs"][1].update(eval_accuracy=true_value + 0.01))
     edit(lambda m: m["test"]["final"].update(test_accuracy=true_test - 0.02))  # test is checked too
 
-    assert reproduce([str(record_dir), "--out", str(tmp_path / "out")]) == 1
+    assert reproduce([str(record_dir), "--out", str(copy_run(tiny_rerun[0], tmp_path / "out"))]) == 1
     out = capsys.readouterr().out
     assert "NOT reproduced (2 difference(s))" in out and "versions: the record's (exact check)" in out
     assert f"epoch 2 eval_accuracy recorded {true_value + 0.01:.6g}, now {true_value:.6g}" in out
     assert f"final checkpoint test_accuracy recorded {true_test - 0.02:.6g}, now {true_test:.6g}" in out
 
 
-def test_a_rerun_shows_its_epochs_as_training_does(tiny_record, tmp_path, capsys):
-    record_dir, _ = tiny_record
-    assert reproduce([str(record_dir), "--out", str(tmp_path / "out")]) == 0
-    out = capsys.readouterr().out.splitlines()
-    started = out.index(f"run (1 of 1): training in {tmp_path / 'out' / 'run'}")
+def test_a_rerun_shows_its_epochs_as_training_does(tiny_rerun):
+    out_dir, printed = tiny_rerun
+    out = printed.splitlines()
+    started = out.index(f"run (1 of 1): training in {out_dir / 'run'}")
     epochs = [i for i, line in enumerate(out) if re.search(r"\] - epoch [12]: val loss \d\.\d{4} accuracy", line)]
     result = next(i for i, line in enumerate(out) if line.startswith("run: MATCH"))
     assert len(epochs) == 2 and started < epochs[0] < epochs[1] < result, out
 
 
-def test_record_made_under_other_versions_is_checked_within_the_measured_tolerance(tiny_record, tmp_path, capsys):
+def test_record_made_under_other_versions_is_checked_within_the_measured_tolerance(
+    tiny_record, tiny_rerun, tmp_path, capsys
+):
     """A record whose torch differs from the installed one: the difference is printed, and the
     check is the cross-version tolerance, which passes a gap inside it and fails one beyond it."""
     record_dir, edit = tiny_record
@@ -94,7 +112,7 @@ def test_record_made_under_other_versions_is_checked_within_the_measured_toleran
 
     true_value = edit(lambda m: None)["epochs"][1]["eval_accuracy"]
     edit(shift)
-    assert reproduce([str(record_dir), "--out", str(tmp_path / "out")]) == 1
+    assert reproduce([str(record_dir), "--out", str(copy_run(tiny_rerun[0], tmp_path / "out"))]) == 1
     out = capsys.readouterr().out
     assert "NOT reproduced (1 difference(s))" in out
     assert f"epoch 2 eval_accuracy recorded {true_value + tol + 0.01:.6g}, now {true_value:.6g}" in out
