@@ -210,15 +210,12 @@ def test_parts_the_budget_left_out_are_named_in_a_rerun_line():
         (["--budget-s", "0"], "--budget-s 0 is invalid"),
     ],
 )
-def test_bad_arguments_are_one_line_and_write_nothing(tmp_path, args, message):
-    done = subprocess.run(
-        [sys.executable, "-m", "peft_food.bench.acceptance", str(tmp_path), *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 2 and message in done.stderr.strip().splitlines()[-1]
+def test_bad_arguments_are_one_line_and_write_nothing(tmp_path, args, message, capsys):
+    from peft_food.bench.acceptance.__main__ import main  # what `python -m` runs, here in-process
+
+    with pytest.raises(SystemExit) as stopped:
+        main([str(tmp_path), *args])
+    assert stopped.value.code == 2 and message in capsys.readouterr().err.strip().splitlines()[-1]
     assert not (tmp_path / "acceptance.json").exists()
 
 

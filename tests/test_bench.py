@@ -35,9 +35,14 @@ def bench_on_mini(run_dir, *overrides: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 @needs_mini
-def test_bench_writes_comparable_json(tmp_path):
+def test_bench_writes_comparable_json_and_its_startup_section_times_real_jobs_and_reads_flat(tmp_path):
+    """The data and train sections (bench.json's comparable shape), and the startup section in the
+    same bench process (its jobs are processes of their own, the thing it times; the bench's own
+    imports and photo screening are paid once for both)."""
     done = bench_on_mini(
         tmp_path,
+        "bench.sections=[data,train,startup]",
+        "bench.startup_images=400",
         "bench.images=64",
         "bench.workers=[0,1]",
         "bench.methods=[lora,full]",
@@ -81,15 +86,7 @@ def test_bench_writes_comparable_json(tmp_path):
     assert dropout["time_cost"] == dropout["img_per_s_without"] / dropout["img_per_s"] - 1
     assert "lora dropout 0.1 vs 0" in done.stdout
     assert "speed-up vs seed" in done.stdout and "bench.json" in done.stdout
-
-
-@pytest.mark.slow
-@needs_mini
-def test_bench_startup_times_real_jobs_and_reads_flat(tmp_path):
-    bench_on_mini(
-        tmp_path, "bench.sections=[startup]", "bench.startup_images=400", "bench.images=64", "bench.batch_size=16"
-    )
-    startup = json.loads((tmp_path / "bench.json").read_text())["startup"]
+    startup = result["startup"]
     assert set(startup["startup_s"]) == {
         "jpeg",
         "store_first",
@@ -122,48 +119,38 @@ def test_bench_startup_times_real_jobs_and_reads_flat(tmp_path):
 
 @pytest.mark.slow
 @needs_mini
-def test_bench_trains_at_the_models_input_size_where_the_processor_crops(tmp_path):
-    """deit_tiny's processor resizes to 36 and crops 32: the bench's synthetic batches are the
-    32 px the model takes (the training geometry), not the 36 px resize."""
-    bench_on_mini(
-        tmp_path,
-        "model=deit_tiny",
-        "bench.sections=[train]",
-        "bench.inputs=[synthetic]",
-        "bench.methods=[lora]",
-        "bench.warmup_steps=1",
-        "bench.train_steps=1",
-        "bench.batch_size=8",
-        "bench.repeats=1",
-    )
-    pair = json.loads((tmp_path / "bench.json").read_text())["train"]["lora"]["synthetic"]
-    assert pair["ours"]["input_size"] == pair["seed_recipe"]["input_size"] == [32, 32]
-    assert all(pair[r]["eval_loss"] is not None for r in ("ours", "seed_recipe"))
-
-
-@pytest.mark.slow
-@needs_mini
-def test_bench_methods_section_trains_each_method_in_its_own_process(tmp_path):
+def test_bench_methods_section_trains_each_method_in_its_own_process_and_trains_at_the_models_input_size(tmp_path):
     """bench.sections=[methods]: each method's step time and training memory, each in a fresh process,
-    with the configured method's own settings (VPT-deep here), and each against full fine-tuning."""
+    with the configured method's own settings (VPT-deep here), and each against full fine-tuning.
+    In the same bench process, bench.sections=[train] on deit_tiny, whose processor resizes to 36 and
+    crops 32: the bench's synthetic batches are the 32 px the model takes (the training geometry),
+    not the 36 px resize."""
     done = bench_on_mini(
         tmp_path,
+        "model=deit_tiny",
         "peft=vpt",
         "peft.deep=true",
         "peft.prompts=4",
-        "bench.sections=[methods]",
+        "bench.sections=[train,methods]",
+        "bench.inputs=[synthetic]",
         "bench.methods=[full,vpt]",
         "bench.warmup_steps=1",
         "bench.train_steps=1",
         "bench.batch_size=8",
         "bench.repeats=1",
     )
-    methods = json.loads((tmp_path / "bench.json").read_text())["methods"]
+    result = json.loads((tmp_path / "bench.json").read_text())
+    for method in ("full", "vpt"):
+        pair = result["train"][method]["synthetic"]
+        assert pair["ours"]["input_size"] == pair["seed_recipe"]["input_size"] == [32, 32]
+        assert all(pair[r]["eval_loss"] is not None for r in ("ours", "seed_recipe"))
+    methods = result["methods"]
     assert methods["against"] == "full" and methods["input"] == "synthetic" and methods["repeats"] == 1
     full, vpt = methods["by_method"]["full"], methods["by_method"]["vpt"]
-    # vit_tiny (4 layers, width 64) with the synthetic pixels' 101 labels: full trains all 147,941;
-    # VPT-deep 4 prompts per layer (4 x 4 x 64) and the 101-way head (64 x 101 + 101).
-    assert full["trainable_params"] == 147_941 and vpt["trainable_params"] == 4 * 4 * 64 + 64 * 101 + 101
+    # deit_tiny (vit_tiny's 4 layers, width 64, and a distillation token) with the synthetic pixels'
+    # 101 labels: full trains vit_tiny's 147,941 and that token and its position (2 x 64); VPT-deep
+    # 4 prompts per layer (4 x 4 x 64) and the 101-way head (64 x 101 + 101).
+    assert full["trainable_params"] == 147_941 + 2 * 64 and vpt["trainable_params"] == 4 * 4 * 64 + 64 * 101 + 101
     assert vpt["label"] == "vpt_deep" and full["step_over_full"] == 1.0
     assert vpt["train_mem_over_full"] == vpt["train_mem_mb"] / full["train_mem_mb"]
     assert all(row["train_mem_mb"] > 0 and row["peak_mem_mb"] > row["train_mem_mb"] for row in (full, vpt))

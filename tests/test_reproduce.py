@@ -1,5 +1,7 @@
 """Committed experiment records re-run and check themselves; same seed, same numbers on CPU."""
 
+import contextlib
+import io
 import json
 import re
 import shutil
@@ -18,9 +20,10 @@ from tests.helpers import MINI, REPO, TINY_QUIET, compose_config, copy_run, need
 QUICKSTART = REPO / "experiments" / "quickstart"
 
 
-def test_same_config_and_seed_give_the_same_accuracy_to_the_last_digit(tiny_run, tmp_path):
+def test_same_config_and_seed_give_the_same_accuracy_to_the_last_digit(tiny_run, tiny_rerun, tmp_path):
     _, first = tiny_run()  # shared, trained earlier in the session: whatever ran since, the same numbers
-    second = train(compose_config(*TINY_QUIET, output_dir=tmp_path / "b"))
+    # The second training of that config: the tiny record's re-run (its config.yaml is first's, resolved).
+    second = RunRecord.load(tiny_rerun[0] / "run" / "metrics.json")
     assert first.epochs == second.epochs
     other_seed = train(compose_config(*TINY_QUIET, "seed=7", output_dir=tmp_path / "c"))
     assert other_seed.epochs != first.epochs
@@ -55,31 +58,47 @@ def tiny_record(tiny_run, tmp_path):
     return record_dir, edit
 
 
-def test_altered_record_fails_and_shows_the_difference(tiny_record, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def tiny_rerun(tiny_run, tmp_path_factory):
+    """One re-run of the tiny record, shared: (its --out dir, what it printed). A test checking an
+    altered copy of the record against it passes a copy of that dir as --out: the completed job is
+    read back, as a stopped re-run continues, not trained again (same config, same seed: the same
+    numbers as a fresh re-run)."""
+    tmp = tmp_path_factory.mktemp("tiny_rerun")
+    record_dir = tmp / "experiments" / "tiny"
+    assert reproduce([str(record_dir), "--record", str(copy_run(tiny_run()[0], tmp / "run"))]) == 0
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert reproduce([str(record_dir), "--out", str(tmp / "out")]) == 0
+    return tmp / "out", printed.getvalue()
+
+
+def test_altered_record_fails_and_shows_the_difference(tiny_record, tiny_rerun, tmp_path, capsys):
     record_dir, edit = tiny_record
     recorded = edit(lambda m: None)
     true_value, true_test = recorded["epochs"][1]["eval_accuracy"], recorded["test"]["final"]["test_accuracy"]
     edit(lambda m: m["epochs"][1].update(eval_accuracy=true_value + 0.01))
     edit(lambda m: m["test"]["final"].update(test_accuracy=true_test - 0.02))  # test is checked too
 
-    assert reproduce([str(record_dir), "--out", str(tmp_path / "out")]) == 1
+    assert reproduce([str(record_dir), "--out", str(copy_run(tiny_rerun[0], tmp_path / "out"))]) == 1
     out = capsys.readouterr().out
     assert "NOT reproduced (2 difference(s))" in out and "versions: the record's (exact check)" in out
     assert f"epoch 2 eval_accuracy recorded {true_value + 0.01:.6g}, now {true_value:.6g}" in out
     assert f"final checkpoint test_accuracy recorded {true_test - 0.02:.6g}, now {true_test:.6g}" in out
 
 
-def test_a_rerun_shows_its_epochs_as_training_does(tiny_record, tmp_path, capsys):
-    record_dir, _ = tiny_record
-    assert reproduce([str(record_dir), "--out", str(tmp_path / "out")]) == 0
-    out = capsys.readouterr().out.splitlines()
-    started = out.index(f"run (1 of 1): training in {tmp_path / 'out' / 'run'}")
+def test_a_rerun_shows_its_epochs_as_training_does(tiny_rerun):
+    out_dir, printed = tiny_rerun
+    out = printed.splitlines()
+    started = out.index(f"run (1 of 1): training in {out_dir / 'run'}")
     epochs = [i for i, line in enumerate(out) if re.search(r"\] - epoch [12]: val loss \d\.\d{4} accuracy", line)]
     result = next(i for i, line in enumerate(out) if line.startswith("run: MATCH"))
     assert len(epochs) == 2 and started < epochs[0] < epochs[1] < result, out
 
 
-def test_record_made_under_other_versions_is_checked_within_the_measured_tolerance(tiny_record, tmp_path, capsys):
+def test_record_made_under_other_versions_is_checked_within_the_measured_tolerance(
+    tiny_record, tiny_rerun, tmp_path, capsys
+):
     """A record whose torch differs from the installed one: the difference is printed, and the
     check is the cross-version tolerance, which passes a gap inside it and fails one beyond it."""
     record_dir, edit = tiny_record
@@ -94,7 +113,7 @@ def test_record_made_under_other_versions_is_checked_within_the_measured_toleran
 
     true_value = edit(lambda m: None)["epochs"][1]["eval_accuracy"]
     edit(shift)
-    assert reproduce([str(record_dir), "--out", str(tmp_path / "out")]) == 1
+    assert reproduce([str(record_dir), "--out", str(copy_run(tiny_rerun[0], tmp_path / "out"))]) == 1
     out = capsys.readouterr().out
     assert "NOT reproduced (1 difference(s))" in out
     assert f"epoch 2 eval_accuracy recorded {true_value + tol + 0.01:.6g}, now {true_value:.6g}" in out
@@ -131,30 +150,45 @@ def test_records_awaiting_a_gpu_say_how_to_fill_them(capsys):
 @pytest.mark.slow
 @needs_mini
 def test_committed_mini_sweep_record_reproduces_on_the_real_photos(tmp_path, capsys):
-    assert reproduce([str(REPO / "experiments" / "mini_rank_alpha"), "--out", str(tmp_path)]) == 0
-    assert capsys.readouterr().out.count(": MATCH") == 4
+    # One of the record's four runs, re-run as the record is committed: the four share every code
+    # path (vit_tiny, the photos, LoRA on query/value, 8 epochs) and differ only in LoRA's r and
+    # alpha, so a drift in any of that shows in each of them; r4_alpha8 differs from lora.yaml's
+    # defaults (r 16, alpha 16) in both, so it also shows that the record's own r and alpha are
+    # what is re-trained. Its config.yaml is untouched: data.root stays relative to the repository
+    # root, which the copy has beside it as the checkout has (a link to the same shared/ folder).
+    committed = REPO / "experiments" / "mini_rank_alpha"
+    repo = tmp_path / "repo"
+    record = repo / "experiments" / "mini_rank_alpha"
+    (record / "runs").mkdir(parents=True)
+    (tmp_path / "shared").symlink_to(MINI.parent.parent)
+    assert OmegaConf.load(committed / "runs" / "r4_alpha8" / "config.yaml").data.root == "../shared/data/food101-mini"
+    shutil.copy(committed / "experiment.yaml", record / "experiment.yaml")
+    shutil.copytree(committed / "runs" / "r4_alpha8", record / "runs" / "r4_alpha8")
+    assert reproduce([str(record), "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert out.count(": MATCH") == 1 and "r4_alpha8: MATCH" in out
 
 
 @pytest.mark.slow
 @needs_mini
-def test_committed_methods_by_backbones_record_reproduces_one_run_per_backbone(tmp_path, capsys):
+def test_committed_methods_by_backbones_record_reproduces_a_run_of_each_family(tmp_path, capsys):
     subset = REPO / "experiments" / "mini_methods"
     record = tmp_path / "record"
     (record / "runs").mkdir(parents=True)
     shutil.copy(subset / "experiment.yaml", record / "experiment.yaml")
-    # AdaLoRA's val-best checkpoint is an earlier epoch with other ranks than the last (it must load).
-    for name in [
-        "modelvit_tiny_peftssf",
-        "modeldeit_tiny_peftadalora",
-        "modeldinov2_tiny_peftvera",
-        "modelswin_tiny_peftia3",
-    ]:
+    # 2 of the record's 40 runs (the mini_rank_alpha test re-runs vit_tiny + LoRA on the same photos,
+    # trainer and seed): one on each backbone family and one of each method family the package runs
+    # differently. SSF (the package's own hooks) on dinov2_tiny, of the ViT family; AdaLoRA (a peft
+    # tuner) on swin_tiny, the windowed backbone with its own module names, whose val-best
+    # checkpoint is epoch 4 of 8, saved mid-pruning with other ranks than the last: it must load,
+    # and the test accuracy recorded is that checkpoint's.
+    for name in ["modeldinov2_tiny_peftssf", "modelswin_tiny_peftadalora"]:
         shutil.copytree(subset / "runs" / name, record / "runs" / name)
         config = OmegaConf.load(record / "runs" / name / "config.yaml")
         config.data.root = str(MINI)  # the copy lives outside the repo: point at the photos directly
         OmegaConf.save(config, record / "runs" / name / "config.yaml")
     assert reproduce([str(record), "--out", str(tmp_path / "out")]) == 0
-    assert capsys.readouterr().out.count("MATCH") == 4
+    assert capsys.readouterr().out.count("MATCH") == 2
 
 
 @pytest.mark.parametrize("name", ["methods_backbones", "methods_backbones_vpt"])
