@@ -27,7 +27,7 @@ from peft_food.model.timm_models import timm_processor
 from peft_food.saved.artifacts import load_trained
 from peft_food.saved.export import export
 from peft_food.training.pipeline import train
-from tests.helpers import NO_WANDB, TINY, compose_config
+from tests.helpers import NO_EXAMPLES, NO_WANDB, TINY, compose_config
 
 # ---------------------------------------------------------------- the real (B-size) configs, on meta
 D, MLP, LAYERS, CLASSES = 768, 3072, 12, 101
@@ -204,8 +204,8 @@ REFUSED = {
 # SSF folds into the layer before it only where that layer has a bias (the CLIP patch convolution,
 # BEiT's and EVA-02's key projections have none); AdaptFormer and VPT never fold.
 NO_SSF_EXPORT = {"clip_b16": "patch_embedding", "beit_base": "k_proj", "eva02_b14": "k_proj"}
-# A few images: 4 classes x 4 (val and test 4 x 2).
-FEW = ["data.per_class=4", "data.val_per_class=2", "data.test_per_class=2", "train.epochs=1", NO_WANDB]
+# A few images: 4 classes x 4 (val and test 4 x 2); no examples figure (nothing here reads it).
+FEW = ["data.per_class=4", "data.val_per_class=2", "data.test_per_class=2", "train.epochs=1", NO_WANDB, NO_EXAMPLES]
 
 
 def toy(model: str, *overrides: str, output_dir="/tmp/x"):
@@ -234,6 +234,12 @@ def logits_of(source, model: str) -> tuple[np.ndarray, np.ndarray]:
         return trained.model(pixel_values=pixels).logits.numpy(), batch["labels"].numpy()
 
 
+@functools.cache
+def run_logits(run_dir, model: str) -> tuple[np.ndarray, np.ndarray]:
+    """logits_of a toy's run dir, computed once (the two tests below read the same saved files)."""
+    return logits_of(run_dir, model)
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_each_toy_trains_saves_what_trained_and_reloads_exactly(toy_runs, method):
     model, runs = toy_runs
@@ -241,7 +247,7 @@ def test_each_toy_trains_saves_what_trained_and_reloads_exactly(toy_runs, method
         pytest.skip(f"{model} refuses {method} (test_refused_pairs_fail_in_one_line_before_any_data)")
     run_dir, record = runs[method]
     assert record.status == "completed"
-    got, labels = logits_of(run_dir, model)  # reloaded from files alone
+    got, labels = run_logits(run_dir, model)  # reloaded from files alone
     assert float((got.argmax(-1) == labels).mean()) == record.best
     loss = torch.nn.functional.cross_entropy(torch.from_numpy(got), torch.from_numpy(labels)).item()
     assert loss == pytest.approx(record.best_epoch["eval_loss"], abs=1e-5)
@@ -264,7 +270,7 @@ def test_each_toy_predicts_and_exports_or_says_why_not(toy_runs, method, tmp_pat
         export(run_dir, out)
         plain = AutoModelForImageClassification.from_pretrained(str(out))
         assert not any("lora_" in n or ".ssf." in n for n, _ in plain.named_parameters())
-        assert np.allclose(logits_of(out, model)[0], logits_of(run_dir, model)[0], atol=1e-4)
+        assert np.allclose(logits_of(out, model)[0], run_logits(run_dir, model)[0], atol=1e-4)
     else:
         assert export_cli([str(run_dir), str(out)]) == 2
         [line] = capsys.readouterr().err.strip().splitlines()

@@ -9,15 +9,19 @@ import numpy as np
 import pytest
 import torch
 from huggingface_hub import ModelCard
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from safetensors import safe_open
 from transformers import AutoModelForImageClassification
 
 from peft_food.cli.predict import main as predict
+from peft_food.config import CONF_DIR, parse_config
 from peft_food.methods.apply import apply_peft, check_targets
 from peft_food.model.backbone import load_base
 from peft_food.saved.export import export
 from peft_food.tracking.compare import collect, method_by_model
 from tests.helpers import (
+    NO_EXAMPLES,
     TINY_QUIET,
     check_fp16_autocast_training,
     compose_hydra,
@@ -35,7 +39,9 @@ METHODS = ["full", *PARTIAL, *ADAPTERS]
 
 @pytest.mark.parametrize("method", METHODS)
 def test_each_method_saves_what_trained_reloads_exactly_and_exports(method, tiny_run, tmp_path, capsys):
-    run_dir, record = tiny_run(f"peft={method}")  # two epochs, shared with the tests below and test_predict's
+    # Two epochs, shared with the tests below and test_predict's; LoRA is the default method: its run
+    # is the plain tiny_run() that test_train, test_reproduce and others share too.
+    run_dir, record = tiny_run(*([] if method == "lora" else [f"peft={method}"]))
     assert record.status == "completed" and record.method == method
     model_dir = run_dir / "model"
     saved = {p.name for p in model_dir.iterdir()}
@@ -118,6 +124,11 @@ def test_a_linear_probe_saved_as_head_safetensors_still_loads(tiny_run, tmp_path
     assert np.array_equal(eval_logits(run_dir)[0], expected)
 
 
+# What the sweep tests read of each job (its method, keys, trainable count, test accuracy) needs no
+# more than one step per job: 4 classes x 4 images (val and test 4 x 2), no examples figure.
+FEW = ["data.per_class=4", "data.val_per_class=2", "data.test_per_class=2", NO_EXAMPLES]
+
+
 def cli_sweep(tmp_path, *overrides):
     return subprocess.run(
         [
@@ -126,6 +137,7 @@ def cli_sweep(tmp_path, *overrides):
             "peft_food",
             "-m",
             *TINY_QUIET,
+            *FEW,
             "train.epochs=1",
             f"hydra.sweep.dir={tmp_path / 'sweep'}",
             *overrides,
@@ -176,6 +188,15 @@ def test_compare_tabulates_methods_against_backbones(tmp_path):
     assert ia3[1:] == [f"{test[('ia3', 'swin_tiny')]:.4f}", f"{test[('ia3', 'vit_tiny')]:.4f}"]
 
 
+def specs_of_jobs(jobs: list[tuple[list[str], str]]) -> list:
+    """Each job's typed specs (spec_of), all composed under one Hydra initialisation."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return [
+            parse_config(compose(config_name="train", overrides=[*job, "output_dir=/tmp/unused"])) for job, _ in jobs
+        ]
+
+
 @pytest.mark.parametrize(
     "grid",
     [
@@ -192,8 +213,7 @@ def test_compare_tabulates_methods_against_backbones(tmp_path):
 def test_every_job_of_each_committed_grid_composes_and_validates(grid):
     from peft_food.tracking.sweep import grid_jobs
 
-    jobs = grid_jobs(compose_hydra(grid, "data.root=/data"))
-    specs = [spec_of(*job) for job, _ in jobs]
+    specs = specs_of_jobs(grid_jobs(compose_hydra(grid, "data.root=/data")))
     sizes = {
         "+sweep=method_rank": 12,
         "+sweep=mini_methods": 68,
@@ -224,4 +244,4 @@ def test_every_method_trains_under_fp16_autocast_with_loss_scaling(method):
     base, _ = load_base(model=spec.model, labels=["a", "b", "c", "d"])
     model = apply_peft(base, peft=spec.peft, model=spec.model)
     torch.manual_seed(0)
-    check_fp16_autocast_training(model, steps=8, pixels=torch.randn(8, 3, 32, 32), labels=torch.arange(8) % 4)
+    check_fp16_autocast_training(model, steps=4, pixels=torch.randn(8, 3, 32, 32), labels=torch.arange(8) % 4)

@@ -21,7 +21,15 @@ from peft_food.model.backbone import base_config, load_base
 from peft_food.saved.artifacts import load_trained
 from peft_food.saved.export import export
 from peft_food.training.pipeline import train
-from tests.helpers import TINY, TINY_QUIET, check_fp16_autocast_training, compose_config, eval_logits, spec_of
+from tests.helpers import (
+    NO_EXAMPLES,
+    TINY,
+    TINY_QUIET,
+    check_fp16_autocast_training,
+    compose_config,
+    eval_logits,
+    spec_of,
+)
 
 # ViT-B/16: width, MLP width, layers; the 101-way head trains with every method.
 D, MLP, LAYERS = 768, 3072, 12
@@ -237,7 +245,7 @@ RUNS = [
 @pytest.mark.parametrize("overrides", RUNS, ids=lambda o: " ".join(o))
 def test_each_method_trains_saves_what_trained_reloads_exactly_predicts_and_exports(overrides, tmp_path, capsys):
     run_dir = tmp_path / "run"
-    record = train(compose_config(*TINY_QUIET, *overrides, "train.epochs=1", output_dir=run_dir))
+    record = train(compose_config(*TINY_QUIET, NO_EXAMPLES, *overrides, "train.epochs=1", output_dir=run_dir))
     method = overrides[0].removeprefix("peft=")
     # The record names VPT-deep's variant (its label), so tables tell it from shallow VPT.
     assert record.status == "completed" and record.method == ("vpt_deep" if "peft.deep=true" in overrides else method)
