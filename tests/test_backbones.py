@@ -17,7 +17,7 @@ from transformers import AutoModelForImageClassification
 
 from peft_food.cli.export import main as export_cli
 from peft_food.cli.predict import main as predict
-from peft_food.config import parse_config
+from peft_food.config import ModelSpec, parse_config
 from peft_food.data.splits import load_splits
 from peft_food.data.transforms import attach_transforms, collate, normalize
 from peft_food.errors import ConfigError
@@ -104,17 +104,29 @@ PROMPTED = {"clip_b16", "dinov2_base", "timm_vit_b16_in21k", "mae_b16"}
 
 
 @functools.cache
+def real_model(model: str) -> ModelSpec:
+    """The real config's model spec (composed once per model)."""
+    return parse_config(compose_config(f"model={model}", "model.pretrained=false", output_dir="/tmp/x")).model
+
+
+@functools.cache
+def method_spec(*overrides: str):
+    """A method's spec (composed once per method): the same on every backbone, as no peft/*.yaml
+    reads a model key (the model is applied to it in apply_peft)."""
+    return parse_config(compose_config(*overrides, output_dir="/tmp/x")).peft
+
+
+@functools.cache
 def meta_base(model: str) -> torch.nn.Module:
     """The real config's architecture with a 101-way head, on the meta device (built once per model)."""
-    spec = parse_config(compose_config(f"model={model}", "model.pretrained=false", output_dir="/tmp/x"))
     with torch.device("meta"):
-        return AutoModelForImageClassification.from_config(base_config(spec.model, labels=LABELS))
+        return AutoModelForImageClassification.from_config(base_config(real_model(model), labels=LABELS))
 
 
 def on_meta(model: str, *overrides: str) -> tuple[torch.nn.Module, str]:
     """That architecture with the method applied (to a copy), and the name of its head."""
-    spec = parse_config(compose_config(f"model={model}", "model.pretrained=false", *overrides, output_dir="/tmp/x"))
-    return apply_peft(copy.deepcopy(meta_base(model)), peft=spec.peft, model=spec.model), spec.model.head
+    spec = real_model(model)
+    return apply_peft(copy.deepcopy(meta_base(model)), peft=method_spec(*overrides), model=spec), spec.head
 
 
 def trainable(model: str, *overrides: str) -> tuple[int, int]:
