@@ -37,11 +37,18 @@ PARTIAL = {"linear_probe", "bitfit"}
 METHODS = ["full", *PARTIAL, *ADAPTERS]
 
 
+def method_run(tiny_run, method: str):
+    """The method's tiny run (run dir, record). Full fine-tuning and LoRA (the default method) are the
+    two-epoch runs other files share (conftest.py full_run, test_train's tiny_run()); the others,
+    read only here, train one epoch (4 steps) and draw no examples figure."""
+    if method in ("lora", "full"):
+        return tiny_run(*([] if method == "lora" else ["peft=full"]))
+    return tiny_run(f"peft={method}", "train.epochs=1", NO_EXAMPLES)
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_each_method_saves_what_trained_reloads_exactly_and_exports(method, tiny_run, tmp_path, capsys):
-    # Two epochs, shared with the tests below and test_predict's; LoRA is the default method: its run
-    # is the plain tiny_run() that test_train, test_reproduce and others share too.
-    run_dir, record = tiny_run(*([] if method == "lora" else [f"peft={method}"]))
+    run_dir, record = method_run(tiny_run, method)  # shared with the tests below
     assert record.status == "completed" and record.method == method
     model_dir = run_dir / "model"
     saved = {p.name for p in model_dir.iterdir()}
@@ -90,7 +97,7 @@ def test_each_method_saves_what_trained_reloads_exactly_and_exports(method, tiny
 
 
 def test_linear_probe_leaves_the_backbone_bit_for_bit_unchanged(tiny_run):
-    run_dir, _ = tiny_run("peft=linear_probe")
+    run_dir, _ = method_run(tiny_run, "linear_probe")
     base = AutoModelForImageClassification.from_pretrained(str(run_dir / "model" / "base"))
     from peft_food.saved.artifacts import load_trained
 
@@ -100,7 +107,7 @@ def test_linear_probe_leaves_the_backbone_bit_for_bit_unchanged(tiny_run):
 
 
 def test_bitfit_moves_every_bias_and_the_head_and_no_weight(tiny_run):
-    run_dir, _ = tiny_run("peft=bitfit")
+    run_dir, _ = method_run(tiny_run, "bitfit")
     base = AutoModelForImageClassification.from_pretrained(str(run_dir / "model" / "base")).state_dict()
     from peft_food.saved.artifacts import load_trained
 
@@ -114,7 +121,7 @@ def test_bitfit_moves_every_bias_and_the_head_and_no_weight(tiny_run):
 
 def test_a_linear_probe_saved_as_head_safetensors_still_loads(tiny_run, tmp_path):
     # Runs saved before trained.safetensors kept the head alone, keyed without its module name.
-    run_dir = copy_run(tiny_run("peft=linear_probe")[0], tmp_path / "run")
+    run_dir = copy_run(method_run(tiny_run, "linear_probe")[0], tmp_path / "run")
     expected, labels = eval_logits_on_tiny(run_dir)
     from safetensors.torch import load_file, save_file
 
