@@ -17,7 +17,7 @@ from transformers import AutoModelForImageClassification
 
 from peft_food.cli.export import main as export_cli
 from peft_food.cli.predict import main as predict
-from peft_food.config import ModelSpec, parse_config
+from peft_food.config import ModelSpec, RunSpec, parse_config
 from peft_food.data.splits import load_splits
 from peft_food.data.transforms import attach_transforms, collate, normalize
 from peft_food.errors import ConfigError
@@ -236,14 +236,29 @@ def toy_runs(request, tmp_path_factory):
     return model, runs
 
 
+@functools.cache
+def toy_spec(model: str, *overrides: str) -> RunSpec:
+    """The toy's typed specs, composed once per toy and overrides (read, never changed)."""
+    return parse_config(toy(model, *overrides))
+
+
+# Each toy's val split as the model's input, by the processor settings (saved JSON) it was prepared
+# with: the same tensor for every run and export of that toy with those settings, prepared once.
+VAL_BATCHES: dict[tuple[str, str], tuple[torch.Tensor, np.ndarray]] = {}
+
+
 def logits_of(source, model: str) -> tuple[np.ndarray, np.ndarray]:
     """A saved model's (run dir or export) logits on the toy's val split, and the labels."""
     trained = load_trained(source)
-    splits = attach_transforms(load_splits(parse_config(toy(model)).data, seed=42), trained.processor)
-    batch = collate([splits.val[i] for i in range(len(splits.val))])
-    pixels = normalize(batch["pixel_values"], mean=trained.processor.image_mean, std=trained.processor.image_std)
+    key = (model, trained.processor.to_json_string())
+    if key not in VAL_BATCHES:
+        splits = attach_transforms(load_splits(toy_spec(model).data, seed=42), trained.processor)
+        batch = collate([splits.val[i] for i in range(len(splits.val))])
+        pixels = normalize(batch["pixel_values"], mean=trained.processor.image_mean, std=trained.processor.image_std)
+        VAL_BATCHES[key] = pixels, batch["labels"].numpy()
+    pixels, labels = VAL_BATCHES[key]
     with torch.inference_mode():
-        return trained.model(pixel_values=pixels).logits.numpy(), batch["labels"].numpy()
+        return trained.model(pixel_values=pixels).logits.numpy(), labels
 
 
 @functools.cache
@@ -304,7 +319,7 @@ def test_refused_pairs_fail_in_one_line_before_any_data(model, method, tmp_path)
 # What each head reads of the final sequence (docs/backbones.md's table), by its definition.
 def head_input(model: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(what the classifier got, what the documented pooling gives) on a random batch of the toy."""
-    spec = parse_config(toy(model))
+    spec = toy_spec(model)
     torch.manual_seed(0)
     base, _ = load_base(model=spec.model, labels=["a", "b", "c"])
     base.eval()
@@ -345,7 +360,7 @@ class Runs(list):
 
 
 def lora_grads(model: str, *, checkpointing: bool) -> tuple[dict, int]:
-    spec = parse_config(toy(model, "peft=lora"))
+    spec = toy_spec(model, "peft=lora")
     torch.manual_seed(0)
     base, _ = load_base(model=spec.model, labels=["a", "b", "c"])
     peft_model = apply_peft(base, peft=spec.peft, model=spec.model).train()

@@ -4,6 +4,7 @@ model, what VPT does to the sequence, and each trained, saved, reloaded, predict
 (SSF folds into a plain transformers model; the others stop with one line)."""
 
 import copy
+import functools
 import json
 
 import numpy as np
@@ -90,9 +91,15 @@ def test_adapters_on_vit_b_are_one_bottleneck_per_sublayer_they_follow(placement
 
 
 # Tiny models with real (random) weights, for what the forward pass does.
+@functools.cache
+def tiny_spec(model: str, *overrides: str):
+    """spec_of the tiny config, composed once per model and overrides (several tests build the same)."""
+    return spec_of(*TINY, f"model={model}", *overrides)
+
+
 def tiny(*overrides: str, model: str = "vit_tiny") -> tuple[torch.nn.Module, torch.nn.Module]:
     """A random-init tiny base and a deep copy of it with the method applied, both in eval mode."""
-    spec = spec_of(*TINY, f"model={model}", *overrides)
+    spec = tiny_spec(model, *overrides)
     torch.manual_seed(0)
     base, _ = load_base(model=spec.model, labels=["a", "b", "c", "d"])
     return base.eval(), apply_peft(copy.deepcopy(base), peft=spec.peft, model=spec.model).eval()
