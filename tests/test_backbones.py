@@ -17,7 +17,7 @@ from transformers import AutoModelForImageClassification
 
 from peft_food.cli.export import main as export_cli
 from peft_food.cli.predict import main as predict
-from peft_food.config import parse_config
+from peft_food.config import ModelSpec, RunSpec, parse_config
 from peft_food.data.splits import load_splits
 from peft_food.data.transforms import attach_transforms, collate, normalize
 from peft_food.errors import ConfigError
@@ -27,7 +27,7 @@ from peft_food.model.timm_models import timm_processor
 from peft_food.saved.artifacts import load_trained
 from peft_food.saved.export import export
 from peft_food.training.pipeline import train
-from tests.helpers import NO_WANDB, TINY, compose_config
+from tests.helpers import NO_EXAMPLES, NO_WANDB, TINY, compose_config
 
 # ---------------------------------------------------------------- the real (B-size) configs, on meta
 D, MLP, LAYERS, CLASSES = 768, 3072, 12, 101
@@ -104,17 +104,29 @@ PROMPTED = {"clip_b16", "dinov2_base", "timm_vit_b16_in21k", "mae_b16"}
 
 
 @functools.cache
+def real_model(model: str) -> ModelSpec:
+    """The real config's model spec (composed once per model)."""
+    return parse_config(compose_config(f"model={model}", "model.pretrained=false", output_dir="/tmp/x")).model
+
+
+@functools.cache
+def method_spec(*overrides: str):
+    """A method's spec (composed once per method): the same on every backbone, as no peft/*.yaml
+    reads a model key (the model is applied to it in apply_peft)."""
+    return parse_config(compose_config(*overrides, output_dir="/tmp/x")).peft
+
+
+@functools.cache
 def meta_base(model: str) -> torch.nn.Module:
     """The real config's architecture with a 101-way head, on the meta device (built once per model)."""
-    spec = parse_config(compose_config(f"model={model}", "model.pretrained=false", output_dir="/tmp/x"))
     with torch.device("meta"):
-        return AutoModelForImageClassification.from_config(base_config(spec.model, labels=LABELS))
+        return AutoModelForImageClassification.from_config(base_config(real_model(model), labels=LABELS))
 
 
 def on_meta(model: str, *overrides: str) -> tuple[torch.nn.Module, str]:
     """That architecture with the method applied (to a copy), and the name of its head."""
-    spec = parse_config(compose_config(f"model={model}", "model.pretrained=false", *overrides, output_dir="/tmp/x"))
-    return apply_peft(copy.deepcopy(meta_base(model)), peft=spec.peft, model=spec.model), spec.model.head
+    spec = real_model(model)
+    return apply_peft(copy.deepcopy(meta_base(model)), peft=method_spec(*overrides), model=spec), spec.head
 
 
 def trainable(model: str, *overrides: str) -> tuple[int, int]:
@@ -204,8 +216,8 @@ REFUSED = {
 # SSF folds into the layer before it only where that layer has a bias (the CLIP patch convolution,
 # BEiT's and EVA-02's key projections have none); AdaptFormer and VPT never fold.
 NO_SSF_EXPORT = {"clip_b16": "patch_embedding", "beit_base": "k_proj", "eva02_b14": "k_proj"}
-# A few images: 4 classes x 4 (val and test 4 x 2).
-FEW = ["data.per_class=4", "data.val_per_class=2", "data.test_per_class=2", "train.epochs=1", NO_WANDB]
+# A few images: 4 classes x 4 (val and test 4 x 2); no examples figure (nothing here reads it).
+FEW = ["data.per_class=4", "data.val_per_class=2", "data.test_per_class=2", "train.epochs=1", NO_WANDB, NO_EXAMPLES]
 
 
 def toy(model: str, *overrides: str, output_dir="/tmp/x"):
@@ -224,14 +236,35 @@ def toy_runs(request, tmp_path_factory):
     return model, runs
 
 
+@functools.cache
+def toy_spec(model: str, *overrides: str) -> RunSpec:
+    """The toy's typed specs, composed once per toy and overrides (read, never changed)."""
+    return parse_config(toy(model, *overrides))
+
+
+# Each toy's val split as the model's input, by the processor settings (saved JSON) it was prepared
+# with: the same tensor for every run and export of that toy with those settings, prepared once.
+VAL_BATCHES: dict[tuple[str, str], tuple[torch.Tensor, np.ndarray]] = {}
+
+
 def logits_of(source, model: str) -> tuple[np.ndarray, np.ndarray]:
     """A saved model's (run dir or export) logits on the toy's val split, and the labels."""
     trained = load_trained(source)
-    splits = attach_transforms(load_splits(parse_config(toy(model)).data, seed=42), trained.processor)
-    batch = collate([splits.val[i] for i in range(len(splits.val))])
-    pixels = normalize(batch["pixel_values"], mean=trained.processor.image_mean, std=trained.processor.image_std)
+    key = (model, trained.processor.to_json_string())
+    if key not in VAL_BATCHES:
+        splits = attach_transforms(load_splits(toy_spec(model).data, seed=42), trained.processor)
+        batch = collate([splits.val[i] for i in range(len(splits.val))])
+        pixels = normalize(batch["pixel_values"], mean=trained.processor.image_mean, std=trained.processor.image_std)
+        VAL_BATCHES[key] = pixels, batch["labels"].numpy()
+    pixels, labels = VAL_BATCHES[key]
     with torch.inference_mode():
-        return trained.model(pixel_values=pixels).logits.numpy(), batch["labels"].numpy()
+        return trained.model(pixel_values=pixels).logits.numpy(), labels
+
+
+@functools.cache
+def run_logits(run_dir, model: str) -> tuple[np.ndarray, np.ndarray]:
+    """logits_of a toy's run dir, computed once (the two tests below read the same saved files)."""
+    return logits_of(run_dir, model)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -241,7 +274,7 @@ def test_each_toy_trains_saves_what_trained_and_reloads_exactly(toy_runs, method
         pytest.skip(f"{model} refuses {method} (test_refused_pairs_fail_in_one_line_before_any_data)")
     run_dir, record = runs[method]
     assert record.status == "completed"
-    got, labels = logits_of(run_dir, model)  # reloaded from files alone
+    got, labels = run_logits(run_dir, model)  # reloaded from files alone
     assert float((got.argmax(-1) == labels).mean()) == record.best
     loss = torch.nn.functional.cross_entropy(torch.from_numpy(got), torch.from_numpy(labels)).item()
     assert loss == pytest.approx(record.best_epoch["eval_loss"], abs=1e-5)
@@ -264,7 +297,7 @@ def test_each_toy_predicts_and_exports_or_says_why_not(toy_runs, method, tmp_pat
         export(run_dir, out)
         plain = AutoModelForImageClassification.from_pretrained(str(out))
         assert not any("lora_" in n or ".ssf." in n for n, _ in plain.named_parameters())
-        assert np.allclose(logits_of(out, model)[0], logits_of(run_dir, model)[0], atol=1e-4)
+        assert np.allclose(logits_of(out, model)[0], run_logits(run_dir, model)[0], atol=1e-4)
     else:
         assert export_cli([str(run_dir), str(out)]) == 2
         [line] = capsys.readouterr().err.strip().splitlines()
@@ -286,7 +319,7 @@ def test_refused_pairs_fail_in_one_line_before_any_data(model, method, tmp_path)
 # What each head reads of the final sequence (docs/backbones.md's table), by its definition.
 def head_input(model: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(what the classifier got, what the documented pooling gives) on a random batch of the toy."""
-    spec = parse_config(toy(model))
+    spec = toy_spec(model)
     torch.manual_seed(0)
     base, _ = load_base(model=spec.model, labels=["a", "b", "c"])
     base.eval()
@@ -327,7 +360,7 @@ class Runs(list):
 
 
 def lora_grads(model: str, *, checkpointing: bool) -> tuple[dict, int]:
-    spec = parse_config(toy(model, "peft=lora"))
+    spec = toy_spec(model, "peft=lora")
     torch.manual_seed(0)
     base, _ = load_base(model=spec.model, labels=["a", "b", "c"])
     peft_model = apply_peft(base, peft=spec.peft, model=spec.model).train()

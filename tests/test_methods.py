@@ -9,20 +9,24 @@ import numpy as np
 import pytest
 import torch
 from huggingface_hub import ModelCard
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from safetensors import safe_open
 from transformers import AutoModelForImageClassification
 
 from peft_food.cli.predict import main as predict
+from peft_food.config import CONF_DIR, parse_config
 from peft_food.methods.apply import apply_peft, check_targets
 from peft_food.model.backbone import load_base
 from peft_food.saved.export import export
 from peft_food.tracking.compare import collect, method_by_model
 from tests.helpers import (
+    NO_EXAMPLES,
     TINY_QUIET,
     check_fp16_autocast_training,
     compose_hydra,
     copy_run,
-    eval_logits,
+    eval_logits_on_tiny,
     spec_of,
 )
 
@@ -33,9 +37,18 @@ PARTIAL = {"linear_probe", "bitfit"}
 METHODS = ["full", *PARTIAL, *ADAPTERS]
 
 
+def method_run(tiny_run, method: str):
+    """The method's tiny run (run dir, record). Full fine-tuning and LoRA (the default method) are the
+    two-epoch runs other files share (conftest.py full_run, test_train's tiny_run()); the others,
+    read only here, train one epoch (4 steps) and draw no examples figure."""
+    if method in ("lora", "full"):
+        return tiny_run(*([] if method == "lora" else ["peft=full"]))
+    return tiny_run(f"peft={method}", "train.epochs=1", NO_EXAMPLES)
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_each_method_saves_what_trained_reloads_exactly_and_exports(method, tiny_run, tmp_path, capsys):
-    run_dir, record = tiny_run(f"peft={method}")  # two epochs, shared with the tests below and test_predict's
+    run_dir, record = method_run(tiny_run, method)  # shared with the tests below
     assert record.status == "completed" and record.method == method
     model_dir = run_dir / "model"
     saved = {p.name for p in model_dir.iterdir()}
@@ -55,7 +68,7 @@ def test_each_method_saves_what_trained_reloads_exactly_and_exports(method, tiny
     assert (record.efficiency.model_size_mb > 0.9 * full_mb) == (method == "full")
 
     # Reloaded (in this process, from files only) the model scores what training recorded.
-    logits, labels = eval_logits(run_dir)
+    logits, labels = eval_logits_on_tiny(run_dir)
     assert float((logits.argmax(-1) == labels).mean()) == record.best
 
     # The run's model card says which library reads what this method saved.
@@ -70,7 +83,7 @@ def test_each_method_saves_what_trained_reloads_exactly_and_exports(method, tiny
     assert card.data.eval_results[0].metric_value == round(record.reported("accuracy"), 6)
     plain = AutoModelForImageClassification.from_pretrained(str(out)).eval()
     assert not any("lora_" in n or "hada_" in n or "oft_" in n or "vera_" in n for n, _ in plain.named_parameters())
-    merged, _ = eval_logits(out)
+    merged, _ = eval_logits_on_tiny(out)
     assert np.allclose(merged, logits, atol=1e-4)
 
     # The predict CLI reads the same run dir.
@@ -84,7 +97,7 @@ def test_each_method_saves_what_trained_reloads_exactly_and_exports(method, tiny
 
 
 def test_linear_probe_leaves_the_backbone_bit_for_bit_unchanged(tiny_run):
-    run_dir, _ = tiny_run("peft=linear_probe")
+    run_dir, _ = method_run(tiny_run, "linear_probe")
     base = AutoModelForImageClassification.from_pretrained(str(run_dir / "model" / "base"))
     from peft_food.saved.artifacts import load_trained
 
@@ -94,7 +107,7 @@ def test_linear_probe_leaves_the_backbone_bit_for_bit_unchanged(tiny_run):
 
 
 def test_bitfit_moves_every_bias_and_the_head_and_no_weight(tiny_run):
-    run_dir, _ = tiny_run("peft=bitfit")
+    run_dir, _ = method_run(tiny_run, "bitfit")
     base = AutoModelForImageClassification.from_pretrained(str(run_dir / "model" / "base")).state_dict()
     from peft_food.saved.artifacts import load_trained
 
@@ -108,14 +121,19 @@ def test_bitfit_moves_every_bias_and_the_head_and_no_weight(tiny_run):
 
 def test_a_linear_probe_saved_as_head_safetensors_still_loads(tiny_run, tmp_path):
     # Runs saved before trained.safetensors kept the head alone, keyed without its module name.
-    run_dir = copy_run(tiny_run("peft=linear_probe")[0], tmp_path / "run")
-    expected, labels = eval_logits(run_dir)
+    run_dir = copy_run(method_run(tiny_run, "linear_probe")[0], tmp_path / "run")
+    expected, labels = eval_logits_on_tiny(run_dir)
     from safetensors.torch import load_file, save_file
 
     trained = load_file(run_dir / "model" / "trained.safetensors")
     save_file({k.removeprefix("classifier."): v for k, v in trained.items()}, run_dir / "model" / "head.safetensors")
     (run_dir / "model" / "trained.safetensors").unlink()
-    assert np.array_equal(eval_logits(run_dir)[0], expected)
+    assert np.array_equal(eval_logits_on_tiny(run_dir)[0], expected)
+
+
+# What the sweep tests read of each job (its method, keys, trainable count, test accuracy) needs no
+# more than one step per job: 4 classes x 4 images (val and test 4 x 2), no examples figure.
+FEW = ["data.per_class=4", "data.val_per_class=2", "data.test_per_class=2", NO_EXAMPLES]
 
 
 def cli_sweep(tmp_path, *overrides):
@@ -126,6 +144,7 @@ def cli_sweep(tmp_path, *overrides):
             "peft_food",
             "-m",
             *TINY_QUIET,
+            *FEW,
             "train.epochs=1",
             f"hydra.sweep.dir={tmp_path / 'sweep'}",
             *overrides,
@@ -176,6 +195,15 @@ def test_compare_tabulates_methods_against_backbones(tmp_path):
     assert ia3[1:] == [f"{test[('ia3', 'swin_tiny')]:.4f}", f"{test[('ia3', 'vit_tiny')]:.4f}"]
 
 
+def specs_of_jobs(jobs: list[tuple[list[str], str]]) -> list:
+    """Each job's typed specs (spec_of), all composed under one Hydra initialisation."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return [
+            parse_config(compose(config_name="train", overrides=[*job, "output_dir=/tmp/unused"])) for job, _ in jobs
+        ]
+
+
 @pytest.mark.parametrize(
     "grid",
     [
@@ -192,8 +220,7 @@ def test_compare_tabulates_methods_against_backbones(tmp_path):
 def test_every_job_of_each_committed_grid_composes_and_validates(grid):
     from peft_food.tracking.sweep import grid_jobs
 
-    jobs = grid_jobs(compose_hydra(grid, "data.root=/data"))
-    specs = [spec_of(*job) for job, _ in jobs]
+    specs = specs_of_jobs(grid_jobs(compose_hydra(grid, "data.root=/data")))
     sizes = {
         "+sweep=method_rank": 12,
         "+sweep=mini_methods": 68,
@@ -224,4 +251,4 @@ def test_every_method_trains_under_fp16_autocast_with_loss_scaling(method):
     base, _ = load_base(model=spec.model, labels=["a", "b", "c", "d"])
     model = apply_peft(base, peft=spec.peft, model=spec.model)
     torch.manual_seed(0)
-    check_fp16_autocast_training(model, steps=8, pixels=torch.randn(8, 3, 32, 32), labels=torch.arange(8) % 4)
+    check_fp16_autocast_training(model, steps=4, pixels=torch.randn(8, 3, 32, 32), labels=torch.arange(8) % 4)

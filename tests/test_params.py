@@ -2,12 +2,13 @@
 
 ViT-B/16 (hidden 768, MLP 3,072, 12 layers) with a 101-way head. q and v are 768 x 768 Linear
 layers, so "q/v" means 24 adapted layers. The head (768 * 101 + 101 = 77,669) trains with every
-method. Built from the shipped config with random weights, so no Hub is needed.
+method. Built from the shipped config on the meta device (shapes, no weights), so no Hub is needed.
 """
 
 import copy
 
 import pytest
+import torch
 
 from peft_food.methods.apply import apply_peft
 from peft_food.model.backbone import count_parameters, load_base, resolve_target_modules
@@ -22,8 +23,10 @@ D, MLP, QV_LAYERS = 768, 3072, 24
 
 @pytest.fixture(scope="module")
 def vit_b():
+    # On the meta device: shapes without storage, so each test's copy (counts) costs no 86M-float copy.
     spec = spec_of("model=vit_base", "model.pretrained=false")
-    base, _ = load_base(model=spec.model, labels=LABELS)
+    with torch.device("meta"):
+        base, _ = load_base(model=spec.model, labels=LABELS)
     return base
 
 

@@ -21,7 +21,17 @@ from peft_food.data.transforms import (
 )
 from peft_food.saved.artifacts import load_trained
 from peft_food.training.pipeline import train
-from tests.helpers import MINI, NO_WANDB, REPO, TINY_QUIET, TINY_TRAIN, compose_config, eval_logits, needs_mini
+from tests.helpers import (
+    MINI,
+    NO_EXAMPLES,
+    NO_WANDB,
+    REPO,
+    TINY_QUIET,
+    TINY_TRAIN,
+    compose_config,
+    eval_logits,
+    needs_mini,
+)
 
 # The same function in a fresh interpreter: nothing from training is left in memory there.
 EVAL_LOGITS = textwrap.dedent("""
@@ -173,6 +183,7 @@ def test_model_dir_errors_are_one_line(lora_run, full_run, tmp_path, capsys):
             "data.test_per_class=2",
             "peft=full",
             NO_WANDB,
+            NO_EXAMPLES,
             "train.epochs=1",
             output_dir=other_labels,
         )
@@ -181,8 +192,11 @@ def test_model_dir_errors_are_one_line(lora_run, full_run, tmp_path, capsys):
     assert "trained for 4 labels but the base" in capsys.readouterr().err
 
     other_arch = tmp_path / "narrow"
+    few = ["data.per_class=4", "data.val_per_class=2", "data.test_per_class=2", NO_EXAMPLES]  # one step
     train(
-        compose_config(*TINY_QUIET, "model.arch.hidden_size=32", "peft=full", "train.epochs=1", output_dir=other_arch)
+        compose_config(
+            *TINY_QUIET, *few, "model.arch.hidden_size=32", "peft=full", "train.epochs=1", output_dir=other_arch
+        )
     )
     assert predict([str(run_dir), str(image), "--base", str(other_arch)]) == 2
     assert "does not fit the base model" in capsys.readouterr().err
@@ -196,13 +210,8 @@ def test_model_dir_errors_are_one_line(lora_run, full_run, tmp_path, capsys):
 
 @pytest.mark.slow
 @needs_mini
-def test_exported_model_matches_the_adapter_through_pipeline_without_peft(tmp_path):
-    run_dir = tmp_path / "run"
-    train(
-        compose_config(
-            *TINY_TRAIN, "data=food101_local", f"data.root={MINI}", NO_WANDB, "train.epochs=2", output_dir=run_dir
-        )
-    )
+def test_exported_model_matches_the_adapter_through_pipeline_without_peft(mini_run, tmp_path):
+    run_dir, _ = mini_run  # tiny ViT, 2 epochs on food101-mini (conftest.py; test_train's too)
     assert export_main([str(run_dir), str(tmp_path / "exported")]) == 0
     images = sorted(str(p) for p in (MINI / "images").rglob("*.jpg"))
     test_ids = set((MINI / "meta" / "test.txt").read_text().split())

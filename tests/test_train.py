@@ -10,7 +10,7 @@ from huggingface_hub import ModelCard
 from safetensors import safe_open
 
 from peft_food.training.pipeline import train
-from tests.helpers import MINI, NO_WANDB, TINY, TINY_QUIET, TINY_TRAIN, compose_config, needs_mini, read_run, run_files
+from tests.helpers import MINI, NO_EXAMPLES, TINY, TINY_QUIET, compose_config, needs_mini, read_run, run_files
 
 
 def test_offline_run_logs_params_and_per_epoch_accuracy_to_wandb(tmp_path, offline_wandb, caplog):
@@ -93,14 +93,13 @@ def test_full_run_saves_whole_model(tiny_run):
 
 @pytest.mark.slow
 @needs_mini
-def test_food101_local_selects_on_val_and_reports_the_200_test_photos(tmp_path):
-    cfg = compose_config(*TINY_TRAIN, "data=food101_local", f"data.root={MINI}", NO_WANDB, output_dir=tmp_path)
-    record = train(cfg)
+def test_food101_local_selects_on_val_and_reports_the_200_test_photos(mini_run):
+    run_dir, record = mini_run  # tiny ViT, 2 epochs on food101-mini (conftest.py; test_predict's too)
     counts = record.counts
     assert (counts.num_train_samples, counts.num_eval_samples, counts.num_test_samples) == (450, 50, 200)
     assert record.counts.num_labels == 10
     assert len(record.epochs) == 2
-    saved = json.loads((tmp_path / "model" / "adapter_config.json").read_text())
+    saved = json.loads((run_dir / "model" / "adapter_config.json").read_text())
     assert saved["modules_to_save"] == ["classifier"]
     # Val accuracy is a count over the 50 val photos, test accuracy over exactly the 200 test photos.
     for value, n in (
@@ -114,7 +113,7 @@ def test_food101_local_selects_on_val_and_reports_the_200_test_photos(tmp_path):
     assert record.labels == classes
 
     # The model card: Hub metadata a model page needs, and what the run was.
-    card = ModelCard.load(str(tmp_path / "model" / "README.md"))
+    card = ModelCard.load(str(run_dir / "model" / "README.md"))
     # A local folder in Food-101's layout (here 10 classes) is not the Hub's ethz/food101: no claim.
     assert (card.data.library_name, card.data.pipeline_tag, card.data.datasets) == (
         "peft",
@@ -157,6 +156,7 @@ def test_pretrained_from_a_local_directory_loads_its_weights_and_refuses_pickle(
     train(
         compose_config(
             *TINY_QUIET,
+            NO_EXAMPLES,
             "train.epochs=1",
             "model.pretrained=true",
             f"model.name_or_path={checkpoint}",
@@ -192,7 +192,7 @@ def test_pretrained_from_a_local_directory_loads_its_weights_and_refuses_pickle(
 def test_train_img_per_s_is_one_figure_in_the_record_and_the_epoch_log(tmp_path, caplog):
     # Capped at one step, the epoch trained 16 images, not the split's 64: the rate counts those.
     with caplog.at_level(logging.INFO):
-        record = train(compose_config(*TINY_QUIET, "train.max_steps=1", output_dir=tmp_path))
+        record = train(compose_config(*TINY_QUIET, NO_EXAMPLES, "train.max_steps=1", output_dir=tmp_path))
     efficiency = record.efficiency
     assert efficiency.epoch_images == [16] and len(efficiency.epoch_wall_s) == 1
     assert efficiency.train_img_per_s == round(16 / efficiency.epoch_wall_s[0], 2)

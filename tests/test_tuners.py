@@ -16,7 +16,16 @@ from peft_food.methods.apply import apply_peft
 from peft_food.model.backbone import load_base, load_processor
 from peft_food.saved.artifacts import load_trained, save_base, save_trained
 from peft_food.training.pipeline import train
-from tests.helpers import NO_WANDB, TINY, TINY_QUIET, TINY_TRAIN, compose_config, eval_logits, spec_of
+from tests.helpers import (
+    NO_EXAMPLES,
+    NO_WANDB,
+    TINY,
+    TINY_QUIET,
+    TINY_TRAIN,
+    compose_config,
+    eval_logits_on_tiny,
+    spec_of,
+)
 
 LABELS = ["a", "b", "c", "d"]
 
@@ -123,6 +132,7 @@ def test_adalora_prunes_ranks_over_the_runs_own_steps_and_adds_its_orthogonality
             "peft.init_r=4",
             "peft.target_r=1",
             NO_WANDB,
+            NO_EXAMPLES,
             "train.epochs=2",
             output_dir=run_dir,
         )
@@ -136,7 +146,7 @@ def test_adalora_prunes_ranks_over_the_runs_own_steps_and_adds_its_orthogonality
     assert len(kept) == 8 and sum(kept.values()) == 8 * 1
     with safe_open(run_dir / "model" / "adapter_model.safetensors", "pt") as f:  # saved at the pruned ranks
         assert sum(f.get_tensor(k).shape[0] for k in f.keys() if "lora_E" in k) == 8
-    logits, labels = eval_logits(run_dir)
+    logits, labels = eval_logits_on_tiny(run_dir)
     assert float((logits.argmax(-1) == labels).mean()) == record.best  # reloads as it was selected
 
     spec, _, model = prepared(tmp_path / "p", "peft=adalora")
@@ -169,13 +179,15 @@ def test_a_tuner_from_an_adapter_config_file_trains_end_to_end_and_reloads_witho
     file = adapter_file(tmp_path)
     run_dir = tmp_path / "run"
     record = train(
-        compose_config(*TINY_QUIET, "peft=peft_config", f"peft.file={file}", "train.epochs=1", output_dir=run_dir)
+        compose_config(
+            *TINY_QUIET, NO_EXAMPLES, "peft=peft_config", f"peft.file={file}", "train.epochs=1", output_dir=run_dir
+        )
     )
     assert record.method == "randlora"
     saved = json.loads((run_dir / "model" / "peft_food.json").read_text())["peft"]
     assert saved["file"] is None and saved["config"]["peft_type"] == "RANDLORA" and saved["config"]["r"] == 8
     file.unlink()  # the run holds its own copy of the config
-    logits, labels = eval_logits(run_dir)
+    logits, labels = eval_logits_on_tiny(run_dir)
     assert float((logits.argmax(-1) == labels).mean()) == record.best
 
 

@@ -4,6 +4,7 @@ model, what VPT does to the sequence, and each trained, saved, reloaded, predict
 (SSF folds into a plain transformers model; the others stop with one line)."""
 
 import copy
+import functools
 import json
 
 import numpy as np
@@ -21,7 +22,15 @@ from peft_food.model.backbone import base_config, load_base
 from peft_food.saved.artifacts import load_trained
 from peft_food.saved.export import export
 from peft_food.training.pipeline import train
-from tests.helpers import TINY, TINY_QUIET, check_fp16_autocast_training, compose_config, eval_logits, spec_of
+from tests.helpers import (
+    NO_EXAMPLES,
+    TINY,
+    TINY_QUIET,
+    check_fp16_autocast_training,
+    compose_config,
+    eval_logits_on_tiny,
+    spec_of,
+)
 
 # ViT-B/16: width, MLP width, layers; the 101-way head trains with every method.
 D, MLP, LAYERS = 768, 3072, 12
@@ -82,9 +91,15 @@ def test_adapters_on_vit_b_are_one_bottleneck_per_sublayer_they_follow(placement
 
 
 # Tiny models with real (random) weights, for what the forward pass does.
+@functools.cache
+def tiny_spec(model: str, *overrides: str):
+    """spec_of the tiny config, composed once per model and overrides (several tests build the same)."""
+    return spec_of(*TINY, f"model={model}", *overrides)
+
+
 def tiny(*overrides: str, model: str = "vit_tiny") -> tuple[torch.nn.Module, torch.nn.Module]:
     """A random-init tiny base and a deep copy of it with the method applied, both in eval mode."""
-    spec = spec_of(*TINY, f"model={model}", *overrides)
+    spec = tiny_spec(model, *overrides)
     torch.manual_seed(0)
     base, _ = load_base(model=spec.model, labels=["a", "b", "c", "d"])
     return base.eval(), apply_peft(copy.deepcopy(base), peft=spec.peft, model=spec.model).eval()
@@ -237,7 +252,7 @@ RUNS = [
 @pytest.mark.parametrize("overrides", RUNS, ids=lambda o: " ".join(o))
 def test_each_method_trains_saves_what_trained_reloads_exactly_predicts_and_exports(overrides, tmp_path, capsys):
     run_dir = tmp_path / "run"
-    record = train(compose_config(*TINY_QUIET, *overrides, "train.epochs=1", output_dir=run_dir))
+    record = train(compose_config(*TINY_QUIET, NO_EXAMPLES, *overrides, "train.epochs=1", output_dir=run_dir))
     method = overrides[0].removeprefix("peft=")
     # The record names VPT-deep's variant (its label), so tables tell it from shallow VPT.
     assert record.status == "completed" and record.method == ("vpt_deep" if "peft.deep=true" in overrides else method)
@@ -254,7 +269,7 @@ def test_each_method_trains_saves_what_trained_reloads_exactly_predicts_and_expo
     assert names == {n for n, p in trained.model.named_parameters() if p.requires_grad}
 
     # Reloaded from files, the model gives the logits training evaluated: same accuracy, same loss.
-    got, labels = eval_logits(run_dir)
+    got, labels = eval_logits_on_tiny(run_dir)
     assert float((got.argmax(-1) == labels).mean()) == record.best
     loss = torch.nn.functional.cross_entropy(torch.from_numpy(got), torch.from_numpy(labels)).item()
     assert loss == pytest.approx(record.best_epoch["eval_loss"], abs=1e-5)
@@ -292,7 +307,7 @@ def check_ssf_export(run_dir, out_dir, *, expected, labels, image):
     assert set(plain.state_dict()) == set(base.state_dict())
     moved = [p for n, p in load_trained(run_dir).model.named_parameters() if n.endswith(".ssf.scale")]
     assert any(not torch.all(p == 1) for p in moved)  # trained: the fold is not the identity
-    folded, _ = eval_logits(out_dir)
+    folded, _ = eval_logits_on_tiny(out_dir)
     assert np.allclose(folded, expected, atol=1e-5)
     top = pipeline("image-classification", model=str(out_dir))(Image.open(image))
     assert top[0]["label"] in labels
