@@ -118,17 +118,26 @@ def umask(mask: int):
         os.umask(previous)
 
 
+# A split's pixels depend only on the data config (TINY's, as eval_logits composes it) and the saved
+# processor's settings: prepared once per session for each, so every run with the same processor
+# reads the same tensor; the model is still loaded from the run's files each time.
+_TINY_PIXELS: dict[tuple[str, str], tuple[torch.Tensor, np.ndarray]] = {}
+
+
 def eval_logits(run_dir: Path, split: str = "val") -> tuple[np.ndarray, np.ndarray]:
     """Logits of the saved model on one split of the run's data (val: what picked the checkpoint;
-    test: what is reported), and the labels (loaded from run_dir)."""
+    test: what is reported), and the labels (loaded from run_dir; a run trained on TINY's data)."""
     trained = load_trained(run_dir)
-    splits = load_splits(parse_config(compose_config(*TINY, output_dir=run_dir)).data, seed=42)
-    splits = attach_transforms(splits, trained.processor)
-    data = getattr(splits, split)
-    batch = collate([data[i] for i in range(len(data))])
-    pixels = normalize(batch["pixel_values"], mean=trained.processor.image_mean, std=trained.processor.image_std)
+    key = (split, trained.processor.to_json_string())
+    if key not in _TINY_PIXELS:
+        splits = load_splits(parse_config(compose_config(*TINY, output_dir=run_dir)).data, seed=42)
+        data = getattr(attach_transforms(splits, trained.processor), split)
+        batch = collate([data[i] for i in range(len(data))])
+        pixels = normalize(batch["pixel_values"], mean=trained.processor.image_mean, std=trained.processor.image_std)
+        _TINY_PIXELS[key] = pixels, batch["labels"].numpy()
+    pixels, labels = _TINY_PIXELS[key]
     with torch.inference_mode():
-        return trained.model(pixel_values=pixels).logits.numpy(), batch["labels"].numpy()
+        return trained.model(pixel_values=pixels).logits.numpy(), labels
 
 
 def check_fp16_autocast_training(model: Any, *, steps: int, pixels: torch.Tensor, labels: torch.Tensor) -> None:
@@ -260,24 +269,3 @@ def run_files(run_dir: Path) -> list[Path]:
 # examples figure (logger.examples, 16 by default, drawn at every run's end: ~0.5 s of a tiny run's
 # ~2 s of CPU time on a 2-core AMD EPYC CPU).
 NO_EXAMPLES = "logger.examples=0"
-
-
-# (speed-b) eval_logits with TINY's images prepared once per session: a split's pixels depend only
-# on the data config (TINY's, as eval_logits composes it) and the saved processor's settings, so
-# every run with the same processor reads the same tensor; the model is still loaded from the files.
-_TINY_PIXELS: dict[tuple[str, str], tuple[torch.Tensor, np.ndarray]] = {}
-
-
-def eval_logits_on_tiny(run_dir: Path, split: str = "val") -> tuple[np.ndarray, np.ndarray]:
-    """eval_logits(run_dir, split), for a run (or export) trained on TINY's data."""
-    trained = load_trained(run_dir)
-    key = (split, trained.processor.to_json_string())
-    if key not in _TINY_PIXELS:
-        splits = load_splits(parse_config(compose_config(*TINY, output_dir=run_dir)).data, seed=42)
-        data = getattr(attach_transforms(splits, trained.processor), split)
-        batch = collate([data[i] for i in range(len(data))])
-        pixels = normalize(batch["pixel_values"], mean=trained.processor.image_mean, std=trained.processor.image_std)
-        _TINY_PIXELS[key] = pixels, batch["labels"].numpy()
-    pixels, labels = _TINY_PIXELS[key]
-    with torch.inference_mode():
-        return trained.model(pixel_values=pixels).logits.numpy(), labels

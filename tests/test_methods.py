@@ -26,7 +26,7 @@ from tests.helpers import (
     check_fp16_autocast_training,
     compose_hydra,
     copy_run,
-    eval_logits_on_tiny,
+    eval_logits,
     spec_of,
 )
 
@@ -68,7 +68,7 @@ def test_each_method_saves_what_trained_reloads_exactly_and_exports(method, tiny
     assert (record.efficiency.model_size_mb > 0.9 * full_mb) == (method == "full")
 
     # Reloaded (in this process, from files only) the model scores what training recorded.
-    logits, labels = eval_logits_on_tiny(run_dir)
+    logits, labels = eval_logits(run_dir)
     assert float((logits.argmax(-1) == labels).mean()) == record.best
 
     # The run's model card says which library reads what this method saved.
@@ -83,7 +83,7 @@ def test_each_method_saves_what_trained_reloads_exactly_and_exports(method, tiny
     assert card.data.eval_results[0].metric_value == round(record.reported("accuracy"), 6)
     plain = AutoModelForImageClassification.from_pretrained(str(out)).eval()
     assert not any("lora_" in n or "hada_" in n or "oft_" in n or "vera_" in n for n, _ in plain.named_parameters())
-    merged, _ = eval_logits_on_tiny(out)
+    merged, _ = eval_logits(out)
     assert np.allclose(merged, logits, atol=1e-4)
 
     # The predict CLI reads the same run dir.
@@ -122,13 +122,13 @@ def test_bitfit_moves_every_bias_and_the_head_and_no_weight(tiny_run):
 def test_a_linear_probe_saved_as_head_safetensors_still_loads(tiny_run, tmp_path):
     # Runs saved before trained.safetensors kept the head alone, keyed without its module name.
     run_dir = copy_run(method_run(tiny_run, "linear_probe")[0], tmp_path / "run")
-    expected, labels = eval_logits_on_tiny(run_dir)
+    expected, labels = eval_logits(run_dir)
     from safetensors.torch import load_file, save_file
 
     trained = load_file(run_dir / "model" / "trained.safetensors")
     save_file({k.removeprefix("classifier."): v for k, v in trained.items()}, run_dir / "model" / "head.safetensors")
     (run_dir / "model" / "trained.safetensors").unlink()
-    assert np.array_equal(eval_logits_on_tiny(run_dir)[0], expected)
+    assert np.array_equal(eval_logits(run_dir)[0], expected)
 
 
 # What the sweep tests read of each job (its method, keys, trainable count, test accuracy) needs no

@@ -19,7 +19,7 @@ from peft_food.model.head import HeadNorm, init_head
 from peft_food.saved.artifacts import load_trained
 from peft_food.saved.export import export
 from peft_food.training.pipeline import train
-from tests.helpers import NO_EXAMPLES, NO_WANDB, TINY, compose_config, eval_logits_on_tiny
+from tests.helpers import NO_EXAMPLES, NO_WANDB, TINY, compose_config, eval_logits
 
 
 def tiny(*overrides: str, labels: int = 4) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -240,7 +240,7 @@ def test_batchnorm_head_run_saves_its_statistics_reloads_predicts_the_same_and_e
 
     norms = [m for m in load_trained(run_dir).model.modules() if isinstance(m, HeadNorm)]
     assert norms and any(n.num_batches_tracked.item() > 0 for n in norms)  # the trained statistics came back
-    got, labels = eval_logits_on_tiny(run_dir)  # reloaded from files: the logits training evaluated
+    got, labels = eval_logits(run_dir)  # reloaded from files: the logits training evaluated
     assert float((got.argmax(-1) == labels).mean()) == record.best
     loss = torch.nn.functional.cross_entropy(torch.from_numpy(got), torch.from_numpy(labels)).item()
     assert loss == pytest.approx(record.best_epoch["eval_loss"], abs=1e-5)
@@ -249,7 +249,7 @@ def test_batchnorm_head_run_saves_its_statistics_reloads_predicts_the_same_and_e
     export(run_dir, out_dir)  # a plain transformers model: the norm folded into the head's Linear
     plain = AutoModelForImageClassification.from_pretrained(str(out_dir))
     assert not any(".norm." in n for n in plain.state_dict())
-    folded, _ = eval_logits_on_tiny(out_dir)
+    folded, _ = eval_logits(out_dir)
     assert np.allclose(folded, got, atol=1e-4)
 
 
@@ -353,7 +353,7 @@ def test_a_recipe_runs_end_to_end_on_the_tiny_vit(tmp_path):
     record = train(compose_config(*TINY, *argv, output_dir=run_dir))
     assert record.status == "completed" and record.method == "vpt_deep"
     assert record.config["train"]["optimizer"] == "sgd" and record.config["model"]["head_init"] == "vpt"
-    got, labels = eval_logits_on_tiny(run_dir)
+    got, labels = eval_logits(run_dir)
     assert float((got.argmax(-1) == labels).mean()) == record.best
 
 

@@ -23,7 +23,7 @@ from tests.helpers import (
     TINY_QUIET,
     TINY_TRAIN,
     compose_config,
-    eval_logits_on_tiny,
+    eval_logits,
     spec_of,
 )
 
@@ -146,7 +146,7 @@ def test_adalora_prunes_ranks_over_the_runs_own_steps_and_adds_its_orthogonality
     assert len(kept) == 8 and sum(kept.values()) == 8 * 1
     with safe_open(run_dir / "model" / "adapter_model.safetensors", "pt") as f:  # saved at the pruned ranks
         assert sum(f.get_tensor(k).shape[0] for k in f.keys() if "lora_E" in k) == 8
-    logits, labels = eval_logits_on_tiny(run_dir)
+    logits, labels = eval_logits(run_dir)
     assert float((logits.argmax(-1) == labels).mean()) == record.best  # reloads as it was selected
 
     spec, _, model = prepared(tmp_path / "p", "peft=adalora")
@@ -187,7 +187,7 @@ def test_a_tuner_from_an_adapter_config_file_trains_end_to_end_and_reloads_witho
     saved = json.loads((run_dir / "model" / "peft_food.json").read_text())["peft"]
     assert saved["file"] is None and saved["config"]["peft_type"] == "RANDLORA" and saved["config"]["r"] == 8
     file.unlink()  # the run holds its own copy of the config
-    logits, labels = eval_logits_on_tiny(run_dir)
+    logits, labels = eval_logits(run_dir)
     assert float((logits.argmax(-1) == labels).mean()) == record.best
 
 

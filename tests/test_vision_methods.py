@@ -28,7 +28,7 @@ from tests.helpers import (
     TINY_QUIET,
     check_fp16_autocast_training,
     compose_config,
-    eval_logits_on_tiny,
+    eval_logits,
     spec_of,
 )
 
@@ -269,7 +269,7 @@ def test_each_method_trains_saves_what_trained_reloads_exactly_predicts_and_expo
     assert names == {n for n, p in trained.model.named_parameters() if p.requires_grad}
 
     # Reloaded from files, the model gives the logits training evaluated: same accuracy, same loss.
-    got, labels = eval_logits_on_tiny(run_dir)
+    got, labels = eval_logits(run_dir)
     assert float((got.argmax(-1) == labels).mean()) == record.best
     loss = torch.nn.functional.cross_entropy(torch.from_numpy(got), torch.from_numpy(labels)).item()
     assert loss == pytest.approx(record.best_epoch["eval_loss"], abs=1e-5)
@@ -307,7 +307,7 @@ def check_ssf_export(run_dir, out_dir, *, expected, labels, image):
     assert set(plain.state_dict()) == set(base.state_dict())
     moved = [p for n, p in load_trained(run_dir).model.named_parameters() if n.endswith(".ssf.scale")]
     assert any(not torch.all(p == 1) for p in moved)  # trained: the fold is not the identity
-    folded, _ = eval_logits_on_tiny(out_dir)
+    folded, _ = eval_logits(out_dir)
     assert np.allclose(folded, expected, atol=1e-5)
     top = pipeline("image-classification", model=str(out_dir))(Image.open(image))
     assert top[0]["label"] in labels
