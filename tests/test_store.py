@@ -78,10 +78,20 @@ def test_train_crops_from_a_store_of_originals_are_the_jpeg_paths_own_pixels(tmp
         assert torch.equal(ours, theirs), f"photo {i}"
 
 
+@pytest.fixture(scope="module")
+def default_stores(tmp_path_factory):
+    """food101-mini's stores at PROCESSOR's default sizes (train: 128 px shorter side, eval: 64 px
+    crops), built once for the tests that read them (a second load_splits opens them)."""
+    root = tmp_path_factory.mktemp("stores")
+    load_splits(data_spec("data=food101_local", f"data.root={MINI}"), seed=0, plan=plan(root))
+    return root
+
+
 @needs_mini
-def test_a_downscaled_store_draws_the_same_region_and_flip(tmp_path):
+def test_a_downscaled_store_draws_the_same_region_and_flip(default_stores):
     spec = data_spec("data=food101_local", f"data.root={MINI}")
-    stored = load_splits(spec, seed=0, plan=plan(tmp_path, side=128))
+    stored = load_splits(spec, seed=0, plan=plan(default_stores, side=128))  # the default side, said here
+    assert complete_stores(default_stores) == sorted({s.path.name for s in stored.stores.values()})  # none new
     store = stored.stores["train"]
     augment, jpeg = StoreAugment(store, (64, 64)), TensorAugment((64, 64))
     paths = file_paths(stored.train)
@@ -105,9 +115,9 @@ def test_a_downscaled_store_draws_the_same_region_and_flip(tmp_path):
 
 
 @needs_mini
-def test_eval_images_from_a_store_are_the_jpeg_paths_eval_pixels(tmp_path):
+def test_eval_images_from_a_store_are_the_jpeg_paths_eval_pixels(default_stores):
     spec = data_spec("data=food101_local", f"data.root={MINI}")
-    stored = attach_transforms(load_splits(spec, seed=0, plan=plan(tmp_path)), PROCESSOR)
+    stored = attach_transforms(load_splits(spec, seed=0, plan=plan(default_stores)), PROCESSOR)
     _, eval_tf = build_transforms(PROCESSOR, uint8=True)
     plain = load_splits(spec, seed=0)
     assert len(stored.test) == len(plain.test) == 200 and len(stored.val) == len(plain.val) == 50
