@@ -229,14 +229,19 @@ def test_a_hub_split_is_stored_by_its_fingerprint(tmp_path, monkeypatch):
     assert len(complete_stores(tmp_path / "stores")) == 4
 
 
+# A job that builds (or waits for) the stores. It composes the config itself rather than through
+# tests/helpers.py, whose imports (W&B, the saved-model loader) the job does not need.
 BUILD = """
 import logging, sys
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+from hydra import compose, initialize_config_dir
 from transformers import ViTImageProcessor
+from peft_food.config import CONF_DIR, parse_config
 from peft_food.data.splits import load_splits
 from peft_food.data.store import store_plan
-from tests.helpers import spec_of
-spec = spec_of("data=imagefolder", "data.root=" + sys.argv[1]).data
+with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+    cfg = compose(config_name="train", overrides=["data=imagefolder", "data.root=" + sys.argv[1], "output_dir=/tmp/unused"])
+spec = parse_config(cfg).data
 processor = ViTImageProcessor(size={"height": 64, "width": 64})
 splits = load_splits(spec, seed=0, plan=store_plan(processor, side=None, store_dir=sys.argv[2]))
 print(sum(splits.sizes().values()))
