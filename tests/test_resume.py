@@ -13,10 +13,10 @@ import pytest
 
 from peft_food.tracking.record import RunRecord
 from peft_food.training.pipeline import train
-from peft_food.training.rundir import RunDirLock, latest_checkpoint
+from peft_food.training.rundir import RunDirLock
 from tests.helpers import NO_WANDB, TINY_TRAIN, compose_config, offline_env, read_run, run_files
 
-# 256 images / batch 16 = 16 steps per epoch, 4 epochs: long enough to be killed mid-way.
+# 256 images / batch 16 = 16 steps per epoch, 3 epochs: long enough to be killed mid-way.
 ARGS = [
     *TINY_TRAIN,
     "data=synthetic",
@@ -25,7 +25,7 @@ ARGS = [
     "data.val_per_class=8",
     "data.test_per_class=8",
     "data.image_size=32",
-    "train.epochs=4",
+    "train.epochs=3",
 ]
 
 
@@ -50,44 +50,6 @@ def wait_for(pattern: str, cwd: Path, timeout: float = 300) -> Path:
     raise AssertionError(f"{pattern} never appeared")
 
 
-def test_killed_run_resumes_with_the_same_command_and_identical_final_metrics(tmp_path):
-    env = offline_env(tmp_path / "home")
-    first = cli(tmp_path, env)
-    # Epoch 2's checkpoint is complete once its trainer_state.json is written; then kill mid-epoch 3.
-    wait_for("outputs/*/*/checkpoints/checkpoint-32/trainer_state.json", tmp_path)
-    first.send_signal(signal.SIGTERM)
-    _, err = first.communicate(timeout=120)
-    assert first.returncode == 128 + signal.SIGTERM, err[-2000:]
-    assert "run the same command again to resume" in err and "Traceback" not in err
-    [run_dir] = [p.parent for p in tmp_path.glob("outputs/*/*/metrics.json")]
-    interrupted = RunRecord.load(run_dir / "metrics.json")
-    assert interrupted.status == "interrupted"
-    assert [e["epoch"] for e in interrupted.epochs] == [1, 2]  # no half-epoch evaluation
-    assert not (run_dir / ".lock").exists()  # released on the way out
-
-    time.sleep(1.1)  # a new timestamped run dir for the second launch
-    second = cli(tmp_path, env)
-    out, err = second.communicate(timeout=300)
-    assert second.returncode == 0, err[-2000:]
-    assert f"resuming the unfinished run in {run_dir}" in out + err
-    resumed = RunRecord.load(run_dir / "metrics.json")
-    assert resumed.status == "completed" and resumed.resumed_from == ["checkpoint-32"]
-
-    # One run dir: the second launch's new Hydra dir was folded in, and its log continues the first's.
-    assert list(tmp_path.glob("outputs/*/*")) == [run_dir]
-    log = (run_dir / "train.log").read_text()
-    assert log.index("trainable params") < log.index("resuming the unfinished run") < log.rindex("trainable params")
-    assert (run_dir / "model" / "adapter_model.safetensors").is_file()
-
-    uninterrupted = train(compose_config(*ARGS, NO_WANDB, output_dir=tmp_path / "straight"))
-    assert resumed.epochs == uninterrupted.epochs  # to the last digit, losses included
-    assert len(resumed.epochs) == 4
-
-    # One W&B run, resumed rather than forked: both launches logged to the same run id.
-    runs = [read_run(f) for f in run_files(run_dir)]
-    assert len(runs) == 2 and runs[0].run.run_id == runs[1].run.run_id == resumed.wandb_run_id
-
-
 def launch(args: list[str], *, cwd: Path, env: dict) -> subprocess.CompletedProcess:
     """The train command line once more, to its end, its output kept."""
     return subprocess.run(
@@ -101,29 +63,54 @@ def snapshot(run_dir: Path) -> dict[str, tuple[int, int]]:
     }
 
 
-def test_a_live_run_dir_refuses_a_second_process_and_a_dead_holder_does_not_block(tmp_path):
-    env = offline_env(tmp_path / "home")
-    args = [*ARGS, NO_WANDB]
-    first = subprocess.Popen(
-        [sys.executable, "-m", "peft_food", *args],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_for("outputs/*/*/checkpoints/checkpoint-16/trainer_state.json", tmp_path)
-    first.kill()  # SIGKILL: no clean exit, its .lock file stays behind
-    first.wait()
-    [run_dir] = [p.parent for p in tmp_path.glob("outputs/*/*/metrics.json")]
+# A process that takes a run dir's real lock, says so, and waits to be killed.
+HOLD = """
+import sys, time
+from pathlib import Path
+from peft_food.training.rundir import RunDirLock
+with RunDirLock(Path(sys.argv[1])):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def killed_holder(run_dir: Path) -> str:
+    """The .lock a holder killed with -9 leaves in `run_dir` (its file stays; the kernel drops the
+    lock with the process). Returns the file's text, after checking it names the dead process."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run_dir)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "held\n"
+    holder.kill()  # SIGKILL: no clean exit, its .lock file stays behind
+    holder.wait()
     stale = (run_dir / ".lock").read_text()
-    assert f'"pid": {first.pid}' in stale
-    checkpoint = latest_checkpoint(run_dir).name
+    assert f'"pid": {holder.pid}' in stale
+    return stale
+
+
+# One killed run shows both halves (each launch pays the imports and the training): SIGTERM, then
+# a second process refused while a live process holds the run dir, then a .lock left by a holder
+# killed with -9, then the same command resumes past it to the numbers of an uninterrupted run.
+def test_killed_run_resumes_with_the_same_command_and_identical_final_metrics_and_a_live_run_dir_refuses_a_second_process(
+    tmp_path,
+):
+    env = offline_env(tmp_path / "home")
+    first = cli(tmp_path, env)
+    # Epoch 1's checkpoint is complete once its trainer_state.json is written; then kill mid-epoch 2.
+    wait_for("outputs/*/*/checkpoints/checkpoint-16/trainer_state.json", tmp_path)
+    first.send_signal(signal.SIGTERM)
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "run the same command again to resume" in err and "Traceback" not in err
+    [run_dir] = [p.parent for p in tmp_path.glob("outputs/*/*/metrics.json")]
+    interrupted = RunRecord.load(run_dir / "metrics.json")
+    assert interrupted.status == "interrupted"
+    assert [e["epoch"] for e in interrupted.epochs] == [1]  # no half-epoch evaluation
+    assert not (run_dir / ".lock").exists()  # released on the way out
 
     # A live holder (this test process, holding the real lock) and the same command again.
     with RunDirLock(run_dir):
         before = snapshot(run_dir)
-        time.sleep(1.1)
-        second = launch(args, cwd=tmp_path, env=env)
+        time.sleep(1.1)  # a new timestamped run dir for the second launch
+        second = launch(ARGS, cwd=tmp_path, env=env)
         assert second.returncode == 2
         [line] = second.stderr.strip().splitlines()
         assert line.startswith(f"peft-food-train: error: {run_dir} is in use by a running training process")
@@ -131,12 +118,29 @@ def test_a_live_run_dir_refuses_a_second_process_and_a_dead_holder_does_not_bloc
         assert snapshot(run_dir) == before  # nothing of the live run touched
     assert list(tmp_path.glob("outputs/*/*")) == [run_dir]  # and no stub dir from the refused launch
 
-    # The killed run's stale .lock does not block a real resume.
-    (run_dir / ".lock").write_text(stale)
-    third = launch(args, cwd=tmp_path, env=env)
-    assert third.returncode == 0, third.stderr[-2000:]
+    # A dead holder's stale .lock does not block a real resume.
+    killed_holder(run_dir)
+    time.sleep(1.1)  # a new timestamped run dir for the third launch
+    third = cli(tmp_path, env)
+    out, err = third.communicate(timeout=300)
+    assert third.returncode == 0, err[-2000:]
+    assert f"resuming the unfinished run in {run_dir}" in out + err
     resumed = RunRecord.load(run_dir / "metrics.json")
-    assert resumed.status == "completed" and resumed.resumed_from == [checkpoint] and len(resumed.epochs) == 4
+    assert resumed.status == "completed" and resumed.resumed_from == ["checkpoint-16"]
+
+    # One run dir: the third launch's new Hydra dir was folded in, and its log continues the first's.
+    assert list(tmp_path.glob("outputs/*/*")) == [run_dir]
+    log = (run_dir / "train.log").read_text()
+    assert log.index("trainable params") < log.index("resuming the unfinished run") < log.rindex("trainable params")
+    assert (run_dir / "model" / "adapter_model.safetensors").is_file()
+
+    uninterrupted = train(compose_config(*ARGS, NO_WANDB, output_dir=tmp_path / "straight"))
+    assert resumed.epochs == uninterrupted.epochs  # to the last digit, losses included
+    assert len(resumed.epochs) == 3
+
+    # One W&B run, resumed rather than forked: both training launches logged to the same run id.
+    runs = [read_run(f) for f in run_files(run_dir)]
+    assert len(runs) == 2 and runs[0].run.run_id == runs[1].run.run_id == resumed.wandb_run_id
 
 
 def test_the_same_command_is_refused_while_a_first_copy_trains_even_before_its_first_checkpoint(tmp_path):

@@ -16,10 +16,9 @@ import torch
 from PIL import Image
 from transformers import ViTImageProcessor
 
-from peft_food.config import parse_config
 from peft_food.data.geometry import input_sizes
 from peft_food.data.splits import load_splits
-from peft_food.data.store import Form, Store, store_plan
+from peft_food.data.store import store_plan
 from peft_food.data.transforms import (
     StoreAugment,
     TensorAugment,
@@ -78,10 +77,20 @@ def test_train_crops_from_a_store_of_originals_are_the_jpeg_paths_own_pixels(tmp
         assert torch.equal(ours, theirs), f"photo {i}"
 
 
+@pytest.fixture(scope="module")
+def default_stores(tmp_path_factory):
+    """food101-mini's stores at PROCESSOR's default sizes (train: 128 px shorter side, eval: 64 px
+    crops), built once for the tests that read them (a second load_splits opens them)."""
+    root = tmp_path_factory.mktemp("stores")
+    load_splits(data_spec("data=food101_local", f"data.root={MINI}"), seed=0, plan=plan(root))
+    return root
+
+
 @needs_mini
-def test_a_downscaled_store_draws_the_same_region_and_flip(tmp_path):
+def test_a_downscaled_store_draws_the_same_region_and_flip(default_stores):
     spec = data_spec("data=food101_local", f"data.root={MINI}")
-    stored = load_splits(spec, seed=0, plan=plan(tmp_path, side=128))
+    stored = load_splits(spec, seed=0, plan=plan(default_stores, side=128))  # the default side, said here
+    assert complete_stores(default_stores) == sorted({s.path.name for s in stored.stores.values()})  # none new
     store = stored.stores["train"]
     augment, jpeg = StoreAugment(store, (64, 64)), TensorAugment((64, 64))
     paths = file_paths(stored.train)
@@ -105,9 +114,9 @@ def test_a_downscaled_store_draws_the_same_region_and_flip(tmp_path):
 
 
 @needs_mini
-def test_eval_images_from_a_store_are_the_jpeg_paths_eval_pixels(tmp_path):
+def test_eval_images_from_a_store_are_the_jpeg_paths_eval_pixels(default_stores):
     spec = data_spec("data=food101_local", f"data.root={MINI}")
-    stored = attach_transforms(load_splits(spec, seed=0, plan=plan(tmp_path)), PROCESSOR)
+    stored = attach_transforms(load_splits(spec, seed=0, plan=plan(default_stores)), PROCESSOR)
     _, eval_tf = build_transforms(PROCESSOR, uint8=True)
     plain = load_splits(spec, seed=0)
     assert len(stored.test) == len(plain.test) == 200 and len(stored.val) == len(plain.val) == 50
@@ -219,14 +228,19 @@ def test_a_hub_split_is_stored_by_its_fingerprint(tmp_path, monkeypatch):
     assert len(complete_stores(tmp_path / "stores")) == 4
 
 
+# A job that builds (or waits for) the stores. It composes the config itself rather than through
+# tests/helpers.py, whose imports (W&B, the saved-model loader) the job does not need.
 BUILD = """
 import logging, sys
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+from hydra import compose, initialize_config_dir
 from transformers import ViTImageProcessor
+from peft_food.config import CONF_DIR, parse_config
 from peft_food.data.splits import load_splits
 from peft_food.data.store import store_plan
-from tests.helpers import spec_of
-spec = spec_of("data=imagefolder", "data.root=" + sys.argv[1]).data
+with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+    cfg = compose(config_name="train", overrides=["data=imagefolder", "data.root=" + sys.argv[1], "output_dir=/tmp/unused"])
+spec = parse_config(cfg).data
 processor = ViTImageProcessor(size={"height": 64, "width": 64})
 splits = load_splits(spec, seed=0, plan=store_plan(processor, side=None, store_dir=sys.argv[2]))
 print(sum(splits.sizes().values()))
@@ -354,32 +368,5 @@ def test_training_from_a_store_of_originals_matches_the_jpeg_path_exactly(tmp_pa
     assert len(complete_stores(tmp_path / "stores")) == 3  # train.txt in both forms (val is carved), test.txt
 
 
-@needs_mini
-def test_prepare_builds_what_training_then_opens(tmp_path):
-    stores = tmp_path / "stores"
-    args = ["data=food101_local", f"data.root={MINI}", "model=vit_tiny", f"data.store_dir={stores}"]
-    done = subprocess.run(
-        [sys.executable, "-m", "peft_food.cli.prepare", *args],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    lines = done.stdout.strip().splitlines()[-3:]
-    assert lines[0].startswith(f"train: {stores}/food101-mini-train-train64-") and "(500 images" in lines[0]
-    assert lines[1].startswith(f"val: {stores}/food101-mini-train-eval32-32x32-") and "(500 images" in lines[1]
-    assert lines[2].startswith(f"test: {stores}/food101-mini-test-eval32-32x32-") and "(200 images" in lines[2]
-    assert os.listdir(tmp_path) == ["stores"]  # no run dir, no log file
-    built = complete_stores(stores)
-    from peft_food.training.pipeline import data_plan
-
-    spec = parse_config(
-        compose_config(*args[:3], "data.store=true", f"data.store_dir={stores}", output_dir="/tmp/unused")
-    )
-    splits = load_splits(spec.data, seed=0, plan=data_plan(spec))
-    assert sorted(s.path.name for s in splits.stores.values()) == built  # opened, nothing rebuilt
-    assert all(
-        isinstance(s, Store) and s.form in (Form("train", side=64), Form("eval", resize=32, height=32, width=32))
-        for s in splits.stores.values()
-    )
+# peft-food-prepare (one line per store, nothing written but the stores, training opens them) is
+# checked on the docs' own prepare command: tests/test_readme.py.

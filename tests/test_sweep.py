@@ -17,10 +17,12 @@ from peft_food.training.pipeline import train
 from tests.helpers import NO_WANDB, TINY, TINY_QUIET, compose_config, offline_env, read_run, run_files
 
 
-def sweep(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+def sweep(tmp_path: Path, *args: str, sweep_dir: bool = True) -> subprocess.CompletedProcess:
+    """The sweep in `tmp_path/sweep`, or (sweep_dir=False) where Hydra puts it: multirun/<date>/<time>."""
     env = offline_env(tmp_path / "home")  # no ~/.netrc W&B login: offline by default
+    where = [f"hydra.sweep.dir={tmp_path / 'sweep'}"] if sweep_dir else []
     return subprocess.run(
-        [sys.executable, "-m", "peft_food", "-m", *TINY, *args, f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        [sys.executable, "-m", "peft_food", "-m", *TINY, *args, *where],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -89,34 +91,29 @@ def test_rank_by_alpha_grid_gives_one_wandb_run_per_job_in_one_group(tmp_path):
     assert alone.epochs == records[3].epochs
 
 
-def test_a_finished_sweep_is_named_in_multirun_latest_as_a_run_in_outputs_latest(tmp_path):
-    env = offline_env(tmp_path / "home")
-    done = subprocess.run(
-        [sys.executable, "-m", "peft_food", "-m", *TINY, NO_WANDB, "train.epochs=1", "seed=1"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+@pytest.fixture(scope="module")
+def failing_sweep(tmp_path_factory):
+    """A sweep of two jobs, one of which fails, in Hydra's own layout (multirun/<date>/<time>):
+    (where the command ran, its result, the sweep dir)."""
+    tmp_path = tmp_path_factory.mktemp("failing")
+    done = sweep(tmp_path, "peft.r=0,4", "train.epochs=1", sweep_dir=False)
     [sweep_dir] = (tmp_path / "multirun").glob("*/*")
+    return tmp_path, done, sweep_dir
+
+
+def test_a_finished_sweep_is_named_in_multirun_latest_as_a_run_in_outputs_latest(failing_sweep):
+    tmp_path, done, sweep_dir = failing_sweep  # finished, its failed job and all (compare shows both)
+    assert "sweep finished" in done.stderr + done.stdout, done.stderr[-3000:]
     # Relative to where the command ran, as outputs/latest is: `peft-food-compare $(cat multirun/latest)`.
     assert (tmp_path / "multirun" / "latest").read_text() == f"{sweep_dir.relative_to(tmp_path)}\n"
     assert not (tmp_path / "outputs" / "latest").exists()  # a sweep job is not a run of outputs/
 
 
-@pytest.fixture(scope="module")
-def failing_sweep(tmp_path_factory):
-    tmp_path = tmp_path_factory.mktemp("failing")
-    return tmp_path, sweep(tmp_path, "peft.r=0,4", "train.epochs=1")
-
-
 def test_failed_job_is_recorded_and_the_others_still_run(failing_sweep):
-    tmp_path, done = failing_sweep
+    _, done, sweep_dir = failing_sweep
     assert done.returncode == 1
-    failed = RunRecord.load(tmp_path / "sweep" / "0" / "metrics.json")
-    completed = RunRecord.load(tmp_path / "sweep" / "1" / "metrics.json")
+    failed = RunRecord.load(sweep_dir / "0" / "metrics.json")
+    completed = RunRecord.load(sweep_dir / "1" / "metrics.json")
     assert failed.status == "failed" and "peft.r=0 is invalid" in failed.error
     assert completed.status == "completed" and len(completed.epochs) == 1
     assert "sweep finished: 1 of 2 jobs completed" in done.stderr + done.stdout
@@ -126,8 +123,8 @@ def test_failed_job_is_recorded_and_the_others_still_run(failing_sweep):
 def test_compare_prints_table_and_writes_csv_and_png(failing_sweep, capsys):
     from peft_food.cli.compare import main as compare
 
-    tmp_path, _ = failing_sweep
-    assert compare([str(tmp_path / "sweep"), "--out", str(tmp_path / "report")]) == 0
+    tmp_path, _, sweep_dir = failing_sweep
+    assert compare([str(sweep_dir), "--out", str(tmp_path / "report")]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[:5] == ["job", "status", "method", "model", "r"]
     assert any(line.startswith("every job: alpha 16") for line in table)  # the same for both: said once
@@ -137,7 +134,7 @@ def test_compare_prints_table_and_writes_csv_and_png(failing_sweep, capsys):
 
     rows = list(csv.DictReader((tmp_path / "report" / "compare.csv").open()))
     assert [(row["job"], row["status"], row["r"]) for row in rows] == [("0", "failed", "0"), ("1", "completed", "4")]
-    completed = RunRecord.load(tmp_path / "sweep" / "1" / "metrics.json")
+    completed = RunRecord.load(sweep_dir / "1" / "metrics.json")
     assert rows[1]["monitor"] == "eval_accuracy" and float(rows[1]["val"]) == completed.best
     assert float(rows[1]["test"]) == completed.test["best"]["test_accuracy"] and rows[1]["protocol"] == "val_test"
     assert any(
