@@ -33,7 +33,7 @@ from tests.helpers import (
 # peft's name for each adapter method, as written in adapter_config.json.
 ADAPTERS = {"lora": "LORA", "dora": "LORA", "loha": "LOHA", "lokr": "LOKR", "ia3": "IA3", "vera": "VERA", "oft": "OFT"}
 # Methods that train a subset of the base's own parameters, saved as trained.safetensors.
-PARTIAL = {"linear_probe", "bitfit"}
+PARTIAL = ("linear_probe", "bitfit")  # ordered: every xdist worker must collect the same ids
 METHODS = ["full", *PARTIAL, *ADAPTERS]
 
 
