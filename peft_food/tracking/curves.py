@@ -1,6 +1,6 @@
-"""A run's training curves (`curves.png` in its run dir, rewritten after every evaluation and at the
-end): the train loss as Trainer logged it (every `train.logging_steps`) and the val loss on one
-panel, every val metric per epoch on the other, the epoch the saved model comes from marked.
+"""A run's training curves (`curves.png` in its run dir, redrawn after an evaluation at most every
+training/trainer.py's CURVES_EVERY_S, and at the end): the train loss as Trainer logged it (every
+`train.logging_steps`) and the val loss on one panel, every val metric per epoch on the other, the epoch the saved model comes from marked.
 
     from peft_food.tracking.curves import curve_series, write_curves
     write_curves(record, log_history, run_dir / "curves.png")

@@ -219,15 +219,27 @@ def load_best(trainer: Trainer) -> None:
         trainer._load_best_model()  # Trainer's own loader: adapters, partial and full models alike
 
 
+# A redraw of curves.png costs ~0.3 s of CPU (matplotlib): after every epoch of a run whose epochs
+# take minutes, but once, at the end, for a run of a few seconds, where it would be a large share.
+CURVES_EVERY_S = 10.0
+
+
 class EpochRecorder(TrainerCallback):
-    """Rewrites metrics.json and curves.png after every evaluation (each epoch without val), so a
-    running sweep can be compared and a running job's curves looked at, and times each epoch's
-    training (evaluation excluded)."""
+    """Rewrites metrics.json after every evaluation (each epoch without val), so a running sweep can
+    be compared, and curves.png at most every CURVES_EVERY_S, so a running job's curves can be looked
+    at; times each epoch's training (evaluation excluded)."""
 
     def __init__(self, record: RunRecord, path: Path, *, metrics: list[str], started: float):
         """`started`: when the job began (time.time()), for the record's startup_s."""
         self.record, self.path, self.metrics, self.job_started = record, path, metrics, started
         self._started = 0.0
+        self._drawn = time.monotonic()
+
+    def _redraw(self, state: Any) -> None:
+        """curves.png again, unless it was drawn under CURVES_EVERY_S ago (the run's end draws it anyway)."""
+        if time.monotonic() - self._drawn >= CURVES_EVERY_S:
+            write_curves(self.record, state.log_history, self.path.parent / CURVES_FILE)
+            self._drawn = time.monotonic()
 
     def on_step_begin(self, args, state, control, **kwargs):
         if self.record.efficiency.startup_s is None:  # the first step: its batch is in hand
@@ -246,7 +258,7 @@ class EpochRecorder(TrainerCallback):
         )
         if args.eval_strategy == "no" and state.is_world_process_zero:  # no val: the epoch's line is its training
             self.record.write(self.path)
-            write_curves(self.record, state.log_history, self.path.parent / CURVES_FILE)
+            self._redraw(state)
             losses = [e["loss"] for e in state.log_history if "loss" in e]
             log.info(
                 f"epoch {state.epoch:g}: no val (nothing selected)"
@@ -257,7 +269,7 @@ class EpochRecorder(TrainerCallback):
         self.record.epochs = epoch_metrics(state.log_history, metrics=self.metrics)
         if state.is_world_process_zero:
             self.record.write(self.path)
-            write_curves(self.record, state.log_history, self.path.parent / CURVES_FILE)
+            self._redraw(state)
             log.info(epoch_line(self.record, state.log_history))
 
 
