@@ -215,3 +215,27 @@ def test_every_run_dir_has_its_training_curves_one_point_per_epoch(lora_run):
         assert [value for _, value in plotted[f"val {metric}"]] == [e[f"eval_{metric}"] for e in record.epochs]
     assert [round(epoch, 2) for epoch, _ in plotted["train loss"]] == [round(s / 4, 2) for s in range(2, 13, 2)]
     assert f"selected: epoch {record.best_epoch['epoch']:g} (best val accuracy)" in plotted
+
+
+@pytest.mark.parametrize("every_s, drawn", [(0.0, 3), (3600.0, 1)])
+def test_curves_are_redrawn_as_epochs_end_at_most_every_curves_every_s_and_always_at_the_end(
+    tmp_path, monkeypatch, every_s, drawn
+):
+    """2 epochs: with no interval, after each evaluation and at the end (3 drawings); with an
+    interval longer than the run, only the end's, which marks the selected epoch."""
+    import peft_food.training.pipeline as pipeline
+    import peft_food.training.trainer as trainer
+    from peft_food.tracking.curves import write_curves
+
+    calls = []
+
+    def counted(record, log_history, path):
+        calls.append(len(record.epochs))
+        write_curves(record, log_history, path)
+
+    monkeypatch.setattr(trainer, "CURVES_EVERY_S", every_s)
+    monkeypatch.setattr(trainer, "write_curves", counted)
+    monkeypatch.setattr(pipeline, "write_curves", counted)
+    train(compose_config(*TINY_QUIET, NO_EXAMPLES, output_dir=tmp_path))
+    assert len(calls) == drawn and calls[-1] == 2  # the last drawing has both epochs
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
