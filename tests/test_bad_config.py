@@ -7,7 +7,7 @@ import sys
 import pytest
 from hydra.errors import HydraException
 
-from peft_food.errors import ConfigError, DataError
+from peft_food.errors import ConfigError, DataError, UserError
 from peft_food.training.pipeline import train
 from tests.helpers import NO_WANDB, TINY_QUIET, compose_config, offline_env, spec_of
 
@@ -170,3 +170,12 @@ def test_a_config_error_leaves_no_run_dir(tmp_path, args, fix):
         "outputs/2026-01-01",
         "outputs/2026-01-01/09-00-00",
     ]
+
+
+def test_every_method_refuses_a_method_name_not_its_own():
+    """Each spec checks `peft.method` against the name it is registered under (its class default)."""
+    from peft_food.methods import METHODS
+
+    for name, spec in METHODS.items():
+        with pytest.raises(UserError, match=rf"^peft.method='other' does not match peft={name}$"):
+            spec(method="other")

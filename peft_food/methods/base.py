@@ -38,7 +38,9 @@ def register(spec: type) -> type:
     return spec
 
 
-def require_method(spec: Any, name: str) -> None:
+def require_method(spec: Any) -> None:
+    """`peft.method` is the name its class is registered under (the class's `method` default)."""
+    name = type(spec).method
     require(spec.method == name, f"peft.method={spec.method!r} does not match peft={name}")
 
 

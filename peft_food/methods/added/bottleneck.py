@@ -75,7 +75,7 @@ class AdaptFormerSpec(AddedSpec):
     unfoldable: ClassVar[str] = "its ReLU bottleneck beside the MLP is not linear, so no weight of the base can hold it"
 
     def __post_init__(self) -> None:
-        require_method(self, "adaptformer")
+        require_method(self)
         require_positive(self, "width")
         require(
             self.scale > 0,
@@ -120,7 +120,7 @@ class BottleneckAdapterSpec(AddedSpec):
     unfoldable: ClassVar[str] = "its bottleneck after each sublayer is not linear, so no weight of the base can hold it"
 
     def __post_init__(self) -> None:
-        require_method(self, "adapter")
+        require_method(self)
         require(
             self.placement in PLACEMENTS, f"peft.placement={self.placement!r} is invalid: use {' or '.join(PLACEMENTS)}"
         )

@@ -40,7 +40,7 @@ class SsfSpec(AddedSpec):
     recommended_lr: float = 5e-3
 
     def __post_init__(self) -> None:
-        require_method(self, "ssf")
+        require_method(self)
         require(self.init in INITS, f"peft.init={self.init!r} is invalid: use {' or '.join(INITS)}")
 
     def attach(self, base: Any, *, resolve: Resolve, head: str) -> None:

@@ -45,7 +45,7 @@ class VptSpec(AddedSpec):
     unfoldable: ClassVar[str] = "its prompt tokens lengthen the sequence, which no weight of the base can hold"
 
     def __post_init__(self) -> None:
-        require_method(self, "vpt")
+        require_method(self)
         require_positive(self, "prompts")
         require_fraction(self.dropout, "dropout")
 

@@ -23,7 +23,7 @@ class FullSpec(MethodSpec):
     library: ClassVar[str] = "transformers"
 
     def __post_init__(self) -> None:
-        require_method(self, "full")
+        require_method(self)
 
     def prepare(self, base: Any, *, resolve: Resolve, head: str) -> Any:
         for param in base.parameters():

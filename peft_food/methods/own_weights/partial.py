@@ -54,7 +54,7 @@ class LinearProbeSpec(PartialSpec):
     recommended_lr: float = 5e-3
 
     def __post_init__(self) -> None:
-        require_method(self, "linear_probe")
+        require_method(self)
 
     def trains(self, name: str, *, head: str) -> bool:
         return False
@@ -71,7 +71,7 @@ class BitFitSpec(PartialSpec):
     recommended_lr: float = 5e-3
 
     def __post_init__(self) -> None:
-        require_method(self, "bitfit")
+        require_method(self)
 
     def trains(self, name: str, *, head: str) -> bool:
         return name.endswith(".bias")

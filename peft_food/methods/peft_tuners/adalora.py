@@ -48,7 +48,7 @@ class AdaLoraSpec(TunerSpec):
     recommended_lr: float = 5e-3
 
     def __post_init__(self) -> None:
-        require_method(self, "adalora")
+        require_method(self)
         for key in ("init_r", "target_r", "alpha", "delta_t"):
             require_positive(self, key)
         require(

@@ -33,7 +33,7 @@ class BoftSpec(TunerSpec):
     recommended_lr: float = 5e-3
 
     def __post_init__(self) -> None:
-        require_method(self, "boft")
+        require_method(self)
         require_positive(self, "block_size")
         require_fraction(self.dropout, "dropout")
         require_targets(self.target_modules)

@@ -35,7 +35,7 @@ class FourierFTSpec(TunerSpec):
     recommended_lr: float = 5e-3
 
     def __post_init__(self) -> None:
-        require_method(self, "fourierft")
+        require_method(self)
         require_positive(self, "n_frequency")
         require_positive(self, "scaling")
         require_targets(self.target_modules)

@@ -33,7 +33,7 @@ class HraSpec(TunerSpec):
     recommended_lr: float = 5e-3
 
     def __post_init__(self) -> None:
-        require_method(self, "hra")
+        require_method(self)
         require_positive(self, "r")
         # peft pairs identical reflections (H H = I) only for an even r; an odd r starts away from
         # the pretrained model, with a warning nobody reads.

@@ -31,7 +31,7 @@ class IA3Spec(TunerSpec):
     recommended_lr: float = 1e-2
 
     def __post_init__(self) -> None:
-        require_method(self, "ia3")
+        require_method(self)
         require_targets(self.target_modules)
         missing = sorted(set(self.feedforward_modules) - set(self.target_modules))
         require(

@@ -26,7 +26,7 @@ class LnTuningSpec(TunerSpec):
     recommended_lr: float = 5e-3
 
     def __post_init__(self) -> None:
-        require_method(self, "ln_tuning")
+        require_method(self)
 
     def prepare(self, base: Any, *, resolve: Resolve, head: str) -> Any:
         import torch

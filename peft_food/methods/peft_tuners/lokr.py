@@ -38,7 +38,7 @@ class LokrSpec(TunerSpec):
     recommended_lr: float = 5e-3
 
     def __post_init__(self) -> None:
-        require_method(self, "lokr")
+        require_method(self)
         require_positive(self, "r")
         require_positive(self, "alpha")
         require_fraction(self.rank_dropout, "rank_dropout")

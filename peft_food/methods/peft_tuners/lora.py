@@ -51,7 +51,7 @@ class LoraSpec(TunerSpec):
     recommended_lr: float = 5e-3
 
     def __post_init__(self) -> None:
-        require_method(self, "lora")
+        require_method(self)
         require_positive(self, "r")
         require_positive(self, "alpha")
         require_fraction(self.dropout, "dropout")

@@ -35,7 +35,7 @@ class OftSpec(TunerSpec):
     recommended_lr: float = 5e-3
 
     def __post_init__(self) -> None:
-        require_method(self, "oft")
+        require_method(self)
         require_positive(self, "block_size")
         require_fraction(self.module_dropout, "module_dropout")
         require_targets(self.target_modules)

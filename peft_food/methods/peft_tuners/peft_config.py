@@ -63,7 +63,7 @@ class PeftConfigSpec(TunerSpec):
     recommended_lr: float = 5e-3
 
     def __post_init__(self) -> None:
-        require_method(self, "peft_config")
+        require_method(self)
         require(
             bool(self.config) != (self.file is not None),
             "peft=peft_config needs exactly one of peft.config={peft_type: ..., ...} or "

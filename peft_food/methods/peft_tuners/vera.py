@@ -33,7 +33,7 @@ class VeraSpec(TunerSpec):
     recommended_lr: float = 1e-2
 
     def __post_init__(self) -> None:
-        require_method(self, "vera")
+        require_method(self)
         require_positive(self, "r")
         require_fraction(self.dropout, "dropout")
         require_targets(self.target_modules)
