@@ -4,6 +4,7 @@ that does the work, and turns a user mistake into one line (`one_line_errors`).
 
 from __future__ import annotations
 
+import argparse
 import functools
 import sys
 from typing import Callable
@@ -39,3 +40,13 @@ def exit_with(main: Callable[[], int]) -> None:
     as -h with the argument "elp" and refuse it)."""
     sys.argv[1:] = ["--help" if arg == "-help" else arg for arg in sys.argv[1:]]
     sys.exit(main())
+
+
+def add_trust_flag(parser: argparse.ArgumentParser) -> None:
+    """`--trust-remote-code`, the one flag under which a command that loads a saved model runs Python
+    code the model or its base names (predict, export and push alike)."""
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run Python code the saved model or its base names (auto_map); never without this flag",
+    )

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from peft_food.cli import exit_with, one_line_errors
+from peft_food.cli import add_trust_flag, exit_with, one_line_errors
 from peft_food.cli.hub import offline_unless_reachable
 from peft_food.saved.layout import find_model_dir
 
@@ -20,11 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="peft-food-export", description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a run dir (outputs/<date>/<time>) or its model/ dir")
     parser.add_argument("out_dir", type=Path, help="where to write the standalone model")
-    parser.add_argument(
-        "--trust-remote-code",
-        action="store_true",
-        help="run Python code the saved model or its base names (auto_map); never without this flag",
-    )
+    add_trust_flag(parser)
     args = parser.parse_args(argv)
     if args.out_dir.exists() and any(args.out_dir.iterdir()):
         print(f"peft-food-export: error: {args.out_dir} exists and is not empty: choose a new folder", file=sys.stderr)

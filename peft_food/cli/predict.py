@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from peft_food import progress
-from peft_food.cli import exit_with, one_line_errors
+from peft_food.cli import add_trust_flag, exit_with, one_line_errors
 from peft_food.cli.hub import offline_unless_reachable
 from peft_food.saved.layout import find_model_dir, names_a_hub_repo
 
@@ -38,11 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="load the run's adapter or trained tensors onto this base model dir instead of the recorded base",
     )
-    parser.add_argument(
-        "--trust-remote-code",
-        action="store_true",
-        help="run Python code the saved model or its base names (auto_map); never without this flag",
-    )
+    add_trust_flag(parser)
     args = parser.parse_args(argv)
     if args.top_k < 1 or args.batch_size < 1:
         parser.error("--top-k and --batch-size must be at least 1")

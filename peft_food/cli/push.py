@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from peft_food.cli import exit_with, one_line_errors
+from peft_food.cli import add_trust_flag, exit_with, one_line_errors
 from peft_food.cli.hub import go_offline, offline_unless_reachable
 from peft_food.errors import UserError
 
@@ -37,11 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         "--dry-run", action="store_true", help="build and list what would be pushed (files, card metadata); no network"
     )
     parser.add_argument("--staging", type=Path, help="build the folder to push here and keep it (default: a temp dir)")
-    parser.add_argument(
-        "--trust-remote-code",
-        action="store_true",
-        help="run Python code the saved model or its base names (auto_map); never without this flag",
-    )
+    add_trust_flag(parser)
     args = parser.parse_args(argv)
     # Everything that needs neither torch nor the network first: a mistake costs no time.
     from peft_food.config import check_repo_id
